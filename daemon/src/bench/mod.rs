@@ -1,0 +1,1 @@
+//! Benchmarks behind `moed bench`: prefill/decode speed, sparse against dense, memory bandwidth.

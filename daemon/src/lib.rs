@@ -1,0 +1,9 @@
+//! moed: runs Mixture-of-Experts models split per layer on ONNX Runtime, computing only routed experts.
+
+pub mod bench;
+pub mod cli;
+pub mod engine;
+pub mod generate;
+pub mod ort_env;
+pub mod package;
+pub mod text;

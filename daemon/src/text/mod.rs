@@ -1,0 +1,1 @@
+//! Text handling: tokenizer, chat template, sampling, streaming detokenization and stop strings.

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what building and testing moed needs on a fresh Debian machine. Idempotent; run as root or
+# with sudo available. Called by tests/run.sh (and so by .ci/run); safe to run by hand.
+#
+# What it provides:
+#   - Debian packages: pkg-config, python3-venv support, curl-free build tools
+#   - rustfmt/clippy components and the wasm32-wasip2 target (for plugins)
+#   - a Python virtualenv at $MOED_VENV (default <repo>/.venv) with the exporter and its test deps
+#   - the pinned ONNX Runtime library (packaging/onnxruntime/provision.sh)
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${MOED_VENV:-$repo/.venv}"
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+need_pkgs=()
+for pkg in pkg-config build-essential; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
+done
+if ((${#need_pkgs[@]})); then
+  echo "setup: installing Debian packages: ${need_pkgs[*]}" >&2
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_pkgs[@]}" >&2
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found. Install Rust >= 1.92 with rustup (https://rustup.rs), then re-run." >&2
+  exit 1
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+if [[ ! -x "$venv/bin/python3" ]]; then
+  echo "setup: creating Python virtualenv $venv" >&2
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+  -r "$repo/models/export/requirements-test.txt" -e "$repo/models/export" >&2
+
+"$repo/packaging/onnxruntime/provision.sh" >/dev/null
