@@ -17,7 +17,7 @@ echo "== exporting fixture checkpoints to $MOED_FIXTURE_PACKAGES"
 for src in "$repo"/models/fixtures/*/; do
   [[ -f "$src/config.json" ]] || continue
   arch="$(basename "$src")"
-  "$py" -m moe_export "$src" "$MOED_FIXTURE_PACKAGES/$arch" --quant fp32 --quiet
+  "$py" -m moe_export "$src" "$MOED_FIXTURE_PACKAGES/$arch" --quant fp32 --quiet --force
 done
 
 echo "== exporter and reference runner (pytest)"

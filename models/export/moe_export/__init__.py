@@ -1,0 +1,5 @@
+"""Export Hugging Face Mixture-of-Experts checkpoints to moed model packages (see models/FORMAT.md)."""
+
+FORMAT_VERSION = 1
+
+__all__ = ["FORMAT_VERSION"]

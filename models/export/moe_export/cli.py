@@ -1,0 +1,61 @@
+"""Command line: `python3 -m moe_export SRC_DIR OUT_DIR [--quant ...]`; bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from moe_export.errors import ExportError
+from moe_export.quant import PRECISIONS, QuantConfig
+
+
+def block_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"block size must be an integer, got '{text}'") from None
+    if value < 16 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f"block size must be a power of two >= 16, got {value}")
+    return value
+
+
+def accuracy_level(text: str) -> int:
+    if text not in ("0", "1", "2", "3", "4"):
+        raise argparse.ArgumentTypeError(f"accuracy level must be 0..4, got '{text}'")
+    return int(text)
+
+
+def quant_args(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--quant", choices=PRECISIONS, default=default,
+                        help=f"storage of expert, shared-expert and dense FFN weights (default {default})")
+    parser.add_argument("--block-size", type=block_size, default=32,
+                        help="int8/int4: quantization block over the input dimension (default 32)")
+    parser.add_argument("--accuracy-level", type=accuracy_level, default=4,
+                        help="int8/int4: MatMulNBits accuracy_level; 4 = int8 compute, fastest on CPU (default 4)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="moe_export", description="Export a Hugging Face MoE checkpoint "
+                                     "to a moed model package (models/FORMAT.md).")
+    parser.add_argument("src", metavar="SRC_DIR", type=Path, help="checkpoint folder (config.json, *.safetensors)")
+    parser.add_argument("out", metavar="OUT_DIR", type=Path, help="package folder to write")
+    quant_args(parser, "fp32")
+    parser.add_argument("--name", help="package name for the manifest (default: SRC_DIR's name)")
+    parser.add_argument("--force", action="store_true", help="replace the package already in OUT_DIR")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    from moe_export.export import export  # after parsing, so --help stays fast
+
+    try:
+        manifest = export(args.src, args.out, QuantConfig(args.quant, args.block_size, args.accuracy_level),
+                          name=args.name, force=args.force, progress=not args.quiet)
+    except ExportError as err:
+        print(f"moe_export: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. disk full or permissions while writing the package
+        print(f"moe_export: error: {err}", file=sys.stderr)
+        return 2
+    total = sum(f["bytes"] for f in manifest["files"].values())
+    print(f"wrote {args.out} ({len(manifest['files'])} files, {total / 1e6:.1f} MB)")
+    return 0

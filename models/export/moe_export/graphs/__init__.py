@@ -1,0 +1,1 @@
+"""ONNX graph builders for the package's graphs (embed, attention, router, FFNs, head)."""

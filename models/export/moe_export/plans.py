@@ -1,0 +1,84 @@
+"""The list of graphs a package holds, each with the tensors it reads and the function that builds it.
+
+Shared by the checkpoint exporter and the synthetic generator, so both lay packages out identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import numpy as np
+
+from moe_export import names
+from moe_export.config import MhaSpec, ModelSpec
+from moe_export.graphs import attention_mha, attention_mla, embed_head, ffn
+from moe_export.graphs.builder import GraphWriter
+from moe_export.quant import QuantConfig
+from moe_export.reader import TensorRef
+
+
+@dataclass
+class GraphPlan:
+    name: str  # file stem under graphs/, e.g. "layer.1.expert.0"
+    refs: dict[str, TensorRef]
+    build: Callable[[GraphWriter, dict[str, np.ndarray]], None]
+
+    @property
+    def path(self) -> str:
+        return f"graphs/{self.name}.onnx"
+
+
+def cache_layout(spec: ModelSpec) -> list[dict]:
+    if isinstance(spec.attention, MhaSpec):
+        return attention_mha.cache_layout(spec.attention)
+    return attention_mla.cache_layout(spec.attention)
+
+
+def _attn_builder(spec: ModelSpec):
+    module = attention_mha if isinstance(spec.attention, MhaSpec) else attention_mla
+    return lambda g, w: module.build(g, spec.attention, spec.rope, spec.rms_norm_eps, w)
+
+
+def make_plans(spec: ModelSpec, src: names.HasTensors, qc: QuantConfig) -> list[GraphPlan]:
+    """Graphs in the order they are written: embed, then per layer attn, router/experts/shared or mlp, head."""
+    ffn_build = partial(_swiglu, qc=qc)
+    plans = [GraphPlan("embed", names.embed_refs(spec), embed_head.build_embed)]
+    attn = _attn_builder(spec)
+    for layer, kind in enumerate(spec.layer_kinds):
+        plans.append(GraphPlan(f"layer.{layer}.attn", names.attn_refs(spec, layer), attn))
+        if kind == "dense":
+            plans.append(GraphPlan(f"layer.{layer}.mlp", names.mlp_refs(spec, layer), ffn_build))
+            continue
+        plans.append(GraphPlan(f"layer.{layer}.router", names.router_refs(spec, layer), ffn.build_router))
+        for e in range(spec.routing.num_experts):
+            plans.append(GraphPlan(f"layer.{layer}.expert.{e}", names.expert_refs(spec, layer, e, src), ffn_build))
+        if spec.shared_ffn is not None:
+            plans.append(GraphPlan(f"layer.{layer}.shared", names.shared_refs(spec, layer), ffn_build))
+    plans.append(GraphPlan("head", names.head_refs(spec), partial(_head, eps=spec.rms_norm_eps)))
+    return plans
+
+
+def _swiglu(g: GraphWriter, w: dict[str, np.ndarray], qc: QuantConfig) -> None:
+    ffn.build_swiglu(g, w, qc)
+
+
+def _head(g: GraphWriter, w: dict[str, np.ndarray], eps: float) -> None:
+    embed_head.build_head(g, w, eps)
+
+
+def layer_entries(spec: ModelSpec, correction_bias: dict[int, list[float]]) -> list[dict]:
+    """manifest.layers, matching make_plans' file names."""
+    layers = []
+    for layer, kind in enumerate(spec.layer_kinds):
+        entry = {"index": layer, "kind": kind, "attn": f"graphs/layer.{layer}.attn.onnx"}
+        if kind == "dense":
+            entry["mlp"] = f"graphs/layer.{layer}.mlp.onnx"
+        else:
+            entry["router"] = f"graphs/layer.{layer}.router.onnx"
+            entry["experts"] = [f"graphs/layer.{layer}.expert.{e}.onnx" for e in range(spec.routing.num_experts)]
+            entry["shared"] = f"graphs/layer.{layer}.shared.onnx" if spec.shared_ffn is not None else None
+            entry["correction_bias"] = correction_bias.get(layer)
+        layers.append(entry)
+    return layers
