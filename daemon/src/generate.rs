@@ -1,1 +1,441 @@
-//! The generation loop: prompt to streamed tokens, tying the engine to the text layer.
+//! One generation request end to end: chat template, tokenization, prefill, then one token per step
+//! with sampling, streamed text (thinking apart from the answer), stop conditions and timing.
+//!
+//! Free of printing and of process state so that the CLI and the D-Bus service share it: text is
+//! handed to a callback as it is produced, and cancellation is a flag the caller may set from
+//! another thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::engine::{Engine, EngineError, Logits};
+use crate::text::detok::StreamDecoder;
+use crate::text::model::{TextModel, TextModelError};
+use crate::text::sampler::{Sampler, SamplerError};
+use crate::text::stop::StopMatcher;
+use crate::text::template::ChatMessage;
+use crate::text::thinking::{Segment, ThinkingSplitter, prompt_opens_thinking};
+use crate::text::tokenizer::TokenizerError;
+
+pub use crate::text::model::SamplingOverrides;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Text(#[from] TextModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("invalid sampling parameter: {0}")]
+    Sampling(#[from] SamplerError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the prompt is empty (no tokens)")]
+    EmptyPrompt,
+    #[error(
+        "the prompt is {prompt_tokens} tokens but the model's context length is {context_length} tokens \
+         (a prompt may have at most {} tokens to leave room for generation)",
+        .context_length.saturating_sub(1)
+    )]
+    PromptTooLong {
+        prompt_tokens: usize,
+        context_length: usize,
+    },
+    #[error("max_tokens must be at least 1")]
+    ZeroMaxTokens,
+    #[error("stop strings must not be empty")]
+    EmptyStop,
+}
+
+/// What the model is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    /// Text given to the model as it stands (no chat template); the manifest's BOS rule applies.
+    Raw(String),
+    /// A conversation, rendered by the package's chat template with the generation prompt.
+    Chat(Vec<ChatMessage>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    pub sampling: SamplingOverrides,
+    /// Most tokens to generate. Default: the package's `max_new_tokens`, else until EOS or the
+    /// context is full.
+    pub max_tokens: Option<usize>,
+    /// Generation ends before the first occurrence of any of these (not included in the text).
+    pub stop: Vec<String>,
+    /// Random seed; the same seed, request and package give the same tokens. Default: random
+    /// (reported in the stats so that a run can be repeated).
+    pub seed: Option<u64>,
+    /// End-of-sequence tokens cannot be chosen, so generation runs to `max_tokens` or the context
+    /// limit (llama.cpp's `--ignore-eos`; transformers' `min_new_tokens`). For tests and benchmarks.
+    pub ignore_eos: bool,
+}
+
+impl GenerateRequest {
+    pub fn new(prompt: Prompt) -> Self {
+        GenerateRequest {
+            prompt,
+            sampling: SamplingOverrides::default(),
+            max_tokens: None,
+            stop: Vec::new(),
+            seed: None,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// A stop string appeared.
+    Stop,
+    /// The model produced an end-of-sequence token.
+    Eos,
+    /// `max_tokens` tokens were generated.
+    MaxTokens,
+    /// The context length was reached.
+    Length,
+    /// The caller cancelled.
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Eos => "eos",
+            FinishReason::MaxTokens => "max_tokens",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What the callback receives, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Answer text, as soon as it is complete characters and cannot be part of a stop string.
+    Text(String),
+    /// Text of the thinking section (between the package's thinking markers).
+    Thinking(String),
+    /// The last event.
+    Finished(FinishReason),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerateStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// From the start of the request to the first token chosen (template, tokenizer, prefill).
+    pub time_to_first_token_s: f64,
+    /// The prompt's forward pass.
+    pub prefill_s: f64,
+    pub prefill_tokens_per_s: f64,
+    /// From the first token to the last: one forward pass and one sampling per token.
+    pub decode_s: f64,
+    pub decode_tokens_per_s: f64,
+    pub total_s: f64,
+    pub finish_reason: FinishReason,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The answer (text outside the thinking section), without the stop string.
+    pub text: String,
+    /// The thinking section's text; empty when the model did not think.
+    pub thinking: String,
+    /// Every generated id, including a final EOS id (which has no text).
+    pub token_ids: Vec<u32>,
+    pub prompt_token_ids: Vec<u32>,
+    /// The stop string that ended generation, if one did.
+    pub stop: Option<String>,
+    pub stats: GenerateStats,
+}
+
+/// Runs one request on `engine` with the text side `text` (loaded from the same package).
+/// Text is reported through `on_event` as it is produced; setting `cancel` ends generation at the
+/// next token with [`FinishReason::Cancelled`] (the outcome then holds what was generated so far).
+pub fn generate(
+    engine: &Engine,
+    text: &TextModel,
+    req: &GenerateRequest,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Outcome, GenerateError> {
+    let started = Instant::now();
+    if req.max_tokens == Some(0) {
+        return Err(GenerateError::ZeroMaxTokens);
+    }
+    if req.stop.iter().any(String::is_empty) {
+        return Err(GenerateError::EmptyStop);
+    }
+    let params = text.sampling_params(&req.sampling)?;
+    let seed = req.seed.unwrap_or_else(rand::random);
+    let mut sampler = Sampler::new(params, seed)?;
+
+    let (prompt_text, prompt_ids) = match &req.prompt {
+        Prompt::Raw(raw) => (raw.clone(), text.encode_raw(raw)?),
+        Prompt::Chat(messages) => {
+            let rendered = text.render_chat(messages)?;
+            let ids = text.encode_rendered(&rendered)?;
+            (rendered, ids)
+        }
+    };
+    if prompt_ids.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    let context_length = text.context_length();
+    if prompt_ids.len() >= context_length {
+        return Err(GenerateError::PromptTooLong {
+            prompt_tokens: prompt_ids.len(),
+            context_length,
+        });
+    }
+    let room = context_length - prompt_ids.len();
+    let max_tokens = req.max_tokens.or(text.default_max_tokens());
+
+    let starts_thinking = text
+        .thinking()
+        .is_some_and(|m| prompt_opens_thinking(&prompt_text, m));
+    let mut stream = TextStream {
+        decoder: StreamDecoder::new(text.tokenizer(), &prompt_ids, text.hidden_ids().clone()),
+        stop: StopMatcher::new(req.stop.clone()),
+        thinking: ThinkingSplitter::new(text.thinking().cloned(), starts_thinking),
+        answer: String::new(),
+        thought: String::new(),
+        matched: None,
+    };
+
+    let mut seq = engine.new_sequence();
+    let mut context = prompt_ids.clone();
+    let mut generated: Vec<u32> = Vec::new();
+    let mut first_token_at = None;
+    let mut prefill_s = 0.0;
+
+    let reason = 'decode: {
+        if cancel.load(Ordering::Relaxed) {
+            break 'decode FinishReason::Cancelled;
+        }
+        let prefill_start = Instant::now();
+        let mut logits = engine.forward(&mut seq, &prompt_ids, Logits::Last)?;
+        prefill_s = prefill_start.elapsed().as_secs_f64();
+        loop {
+            if req.ignore_eos {
+                // As llama.cpp's --ignore-eos (and transformers' min_new_tokens): EOS cannot be chosen.
+                for &eos in text.eos_ids() {
+                    if let Some(logit) = logits.get_mut(eos as usize) {
+                        *logit = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            let token = sampler.sample(&logits, &context)?;
+            if first_token_at.is_none() {
+                first_token_at = Some(Instant::now());
+            }
+            generated.push(token);
+            context.push(token);
+            if text.is_eos(token) {
+                break 'decode FinishReason::Eos;
+            }
+            let delta = stream.decoder.push(token)?;
+            if stream.feed(&delta, on_event) {
+                break 'decode FinishReason::Stop;
+            }
+            if max_tokens.is_some_and(|m| generated.len() >= m) {
+                break 'decode FinishReason::MaxTokens;
+            }
+            if generated.len() >= room {
+                break 'decode FinishReason::Length;
+            }
+            if cancel.load(Ordering::Relaxed) {
+                break 'decode FinishReason::Cancelled;
+            }
+            logits = engine.forward(&mut seq, &[token], Logits::Last)?;
+        }
+    };
+    let reason = stream.finish(reason, on_event)?;
+    on_event(Event::Finished(reason));
+
+    let ended = Instant::now();
+    let decode_s = first_token_at.map_or(0.0, |t| ended.duration_since(t).as_secs_f64());
+    let decode_steps = generated.len().saturating_sub(1);
+    let stats = GenerateStats {
+        prompt_tokens: prompt_ids.len(),
+        generated_tokens: generated.len(),
+        time_to_first_token_s: first_token_at
+            .map_or(0.0, |t| t.duration_since(started).as_secs_f64()),
+        prefill_s,
+        prefill_tokens_per_s: rate(prompt_ids.len(), prefill_s),
+        decode_s,
+        decode_tokens_per_s: rate(decode_steps, decode_s),
+        total_s: ended.duration_since(started).as_secs_f64(),
+        finish_reason: reason,
+        seed,
+    };
+    Ok(Outcome {
+        text: stream.answer,
+        thinking: stream.thought,
+        token_ids: generated,
+        prompt_token_ids: prompt_ids,
+        stop: stream
+            .matched
+            .and_then(|i| stream.stop.stops().get(i).cloned()),
+        stats,
+    })
+}
+
+fn rate(count: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// Generated text on its way out: detokenized, checked for stop strings, split into thinking and
+/// answer, reported, and accumulated for the outcome.
+struct TextStream<'t> {
+    decoder: StreamDecoder<'t>,
+    stop: StopMatcher,
+    thinking: ThinkingSplitter,
+    answer: String,
+    thought: String,
+    matched: Option<usize>,
+}
+
+impl TextStream<'_> {
+    /// Returns true when a stop string matched.
+    fn feed(&mut self, delta: &str, on_event: &mut dyn FnMut(Event)) -> bool {
+        if delta.is_empty() {
+            return false;
+        }
+        let step = self.stop.push(delta);
+        let segments = self.thinking.push(&step.text);
+        self.report(segments, on_event);
+        if step.matched.is_some() {
+            self.matched = step.matched;
+            let rest = self.thinking.finish();
+            self.report(rest, on_event);
+            return true;
+        }
+        false
+    }
+
+    /// Flushes what the detokenizer, stop matcher and splitter still hold. Text completed only now
+    /// can still contain a stop string, which then becomes the reason.
+    fn finish(
+        &mut self,
+        reason: FinishReason,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<FinishReason, GenerateError> {
+        if reason == FinishReason::Stop {
+            return Ok(reason);
+        }
+        let tail = self.decoder.finish()?;
+        if self.feed(&tail, on_event) {
+            return Ok(FinishReason::Stop);
+        }
+        let held = self.stop.finish();
+        let mut segments = self.thinking.push(&held);
+        segments.extend(self.thinking.finish());
+        self.report(segments, on_event);
+        Ok(reason)
+    }
+
+    fn report(&mut self, segments: Vec<Segment>, on_event: &mut dyn FnMut(Event)) {
+        for segment in segments {
+            match segment {
+                Segment::Answer(t) => {
+                    self.answer.push_str(&t);
+                    on_event(Event::Text(t));
+                }
+                Segment::Thinking(t) => {
+                    self.thought.push_str(&t);
+                    on_event(Event::Thinking(t));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::thinking::ThinkingMarkers;
+    use crate::text::tokenizer::TextTokenizer;
+    use crate::text::tokenizer::test_support::byte_tokenizer;
+
+    /// Feeds ids one at a time through detokenizer, stop matcher and thinking splitter, as the
+    /// generation loop does, and returns the events and the finish reason.
+    fn pipeline(
+        text: &str,
+        stops: &[&str],
+        inside: bool,
+    ) -> (Vec<Event>, FinishReason, String, String) {
+        let tok = TextTokenizer::new(byte_tokenizer(), None, false).expect("tokenizer");
+        let ids = tok.encode_plain(text).expect("encode");
+        let markers = ThinkingMarkers {
+            start: "<think>".into(),
+            end: "</think>".into(),
+        };
+        let mut stream = TextStream {
+            decoder: StreamDecoder::new(&tok, &[], tok.special_ids()),
+            stop: StopMatcher::new(stops.iter().map(|s| s.to_string()).collect()),
+            thinking: ThinkingSplitter::new(Some(markers), inside),
+            answer: String::new(),
+            thought: String::new(),
+            matched: None,
+        };
+        let mut events = Vec::new();
+        let mut reason = FinishReason::MaxTokens;
+        for id in ids {
+            let delta = stream.decoder.push(id).expect("push");
+            if stream.feed(&delta, &mut |e| events.push(e)) {
+                reason = FinishReason::Stop;
+                break;
+            }
+        }
+        let reason = stream
+            .finish(reason, &mut |e| events.push(e))
+            .expect("finish");
+        (events, reason, stream.thought, stream.answer)
+    }
+
+    #[test]
+    fn thinking_stop_and_multibyte_text_through_the_whole_pipeline() {
+        let (events, reason, thought, answer) =
+            pipeline("plan é</think>\n\nréponse ✓ STOP ignored", &["STOP"], true);
+        assert_eq!(reason, FinishReason::Stop);
+        assert_eq!(thought, "plan é");
+        assert_eq!(answer, "réponse ✓ ");
+        // Events arrive in order, thinking first, and carry only whole characters.
+        assert!(
+            matches!(events.first(), Some(Event::Thinking(_))),
+            "{events:?}"
+        );
+        for e in &events {
+            if let Event::Text(t) | Event::Thinking(t) = e {
+                assert!(!t.contains(char::REPLACEMENT_CHARACTER), "{events:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn held_text_is_released_when_generation_ends_otherwise() {
+        // "ST" could start "STOP": held until the end, then released.
+        let (_, reason, thought, answer) = pipeline("<think>x</think>done ST", &["STOP"], false);
+        assert_eq!(reason, FinishReason::MaxTokens);
+        assert_eq!((thought.as_str(), answer.as_str()), ("x", "done ST"));
+    }
+
+    #[test]
+    fn special_tokens_are_not_text() {
+        let (_, _, _, answer) = pipeline("<s>a</s>b", &[], false);
+        assert_eq!(answer, "ab");
+    }
+}

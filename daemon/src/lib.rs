@@ -2,8 +2,11 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod generate;
 pub mod ort_env;
 pub mod package;
+pub mod serve;
+pub mod state;
 pub mod text;

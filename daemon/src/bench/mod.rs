@@ -1,1 +1,289 @@
 //! Benchmarks behind `moed bench`: prefill/decode speed, sparse against dense, memory bandwidth.
+//!
+//! Sparse and dense execution run on the same engine and sessions, alternating within each repeat
+//! (which one goes first alternates too), so both see the same machine state; medians are
+//! reported. The memory bandwidth is measured in the same run with the engine's thread count.
+
+mod bandwidth;
+
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+pub use bandwidth::read_bandwidth;
+
+use crate::engine::{Engine, EngineError, EngineStats, ExecMode, Logits, WeightBytes};
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub prompt_tokens: usize,
+    pub decode_tokens: usize,
+    pub repeat: usize,
+    pub seed: u64,
+    /// Buffer size of the bandwidth measurement.
+    pub bandwidth_bytes: usize,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            prompt_tokens: 64,
+            decode_tokens: 32,
+            repeat: 5,
+            seed: 0,
+            bandwidth_bytes: 1 << 30,
+        }
+    }
+}
+
+/// One timed prefill + decode in one mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    pub ttft_ms: f64,
+    /// Bytes read per decoded token: weights touched plus the KV cache.
+    pub bytes_per_token: f64,
+    /// Routed-expert bytes read per decoded token.
+    pub expert_bytes_per_token: f64,
+    /// Share of decode wall time not inside `Session::run`.
+    pub outside_ort_share: f64,
+    /// Time inside routed-expert graphs per decoded token, ms.
+    pub expert_ms_per_token: f64,
+}
+
+/// Medians over the repeats of one mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeResult {
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    pub ttft_ms: f64,
+    pub bytes_per_token: f64,
+    pub expert_bytes_per_token: f64,
+    pub outside_ort_share: f64,
+    pub expert_ms_per_token: f64,
+    /// Decode bandwidth use: bytes per token x tokens/s / measured read bandwidth.
+    pub bandwidth_fraction: f64,
+    pub runs: Vec<RunResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub architecture: String,
+    pub expert_precision: String,
+    pub execution_provider: String,
+    pub threads: usize,
+    pub prompt_tokens: usize,
+    pub decode_tokens: usize,
+    pub repeat: usize,
+    pub weights: WeightBytes,
+    pub resident_expert_bytes: u64,
+    pub expert_budget: Option<u64>,
+    /// Measured memory read bandwidth, bytes/s.
+    pub bandwidth: f64,
+    pub bandwidth_buffer_bytes: usize,
+    pub sparse: ModeResult,
+    pub dense: ModeResult,
+    /// Sparse / dense decode tokens per second.
+    pub decode_ratio: f64,
+    pub prefill_ratio: f64,
+    /// Dense / sparse expert bytes per token: routed experts (+ shared) per MoE layer.
+    pub ideal_ratio: f64,
+    /// Dense / sparse bytes per decoded token, everything counted (attention, head, KV cache...).
+    pub ideal_ratio_all_bytes: f64,
+    /// Dense / sparse time inside routed-expert graphs per decoded token.
+    pub expert_time_ratio: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Bytes of weights every decoded token reads whatever the routing: embedding row, attention,
+/// routers, shared experts, dense MLPs, head.
+fn fixed_bytes_per_token(engine: &Engine, w: &WeightBytes) -> f64 {
+    let h = engine.package().manifest().dims.hidden_size as f64;
+    (h * 4.0) + (w.attn + w.router + w.shared + w.dense_mlp + w.head) as f64
+}
+
+fn expert_bytes_routed(engine: &Engine, delta: &EngineStats) -> f64 {
+    let mut total = 0.0;
+    for (l, row) in delta.activations.iter().enumerate() {
+        for (e, &n) in row.iter().enumerate() {
+            total += n as f64 * engine.expert_file_bytes(l, e) as f64;
+        }
+    }
+    total
+}
+
+fn run_once(engine: &Engine, cfg: &BenchConfig, mode: ExecMode, rng: &mut StdRng) -> Result<RunResult, EngineError> {
+    let vocab = engine.package().vocab_size() as u32;
+    let prompt: Vec<u32> = (0..cfg.prompt_tokens).map(|_| rng.random_range(0..vocab)).collect();
+    let w = engine.weight_bytes();
+    let mut seq = engine.new_sequence();
+
+    let start = Instant::now();
+    let mut logits = engine.forward_with_mode(&mut seq, &prompt, Logits::Last, mode)?;
+    let mut next = argmax(&logits);
+    let ttft = start.elapsed().as_secs_f64();
+
+    let before = engine.stats();
+    let mut kv_read = 0.0;
+    let start = Instant::now();
+    for _ in 0..cfg.decode_tokens {
+        kv_read += seq.cache_bytes() as f64;
+        logits = engine.forward_with_mode(&mut seq, &[next], Logits::Last, mode)?;
+        next = argmax(&logits);
+    }
+    let decode = start.elapsed().as_secs_f64();
+    let delta = engine.stats().since(&before);
+
+    let d = cfg.decode_tokens.max(1) as f64;
+    let expert_bytes = match mode {
+        ExecMode::Sparse => expert_bytes_routed(engine, &delta) / d,
+        ExecMode::Dense => w.experts as f64,
+    };
+    let ort_secs = delta.ort_nanos as f64 / 1e9;
+    Ok(RunResult {
+        prefill_tok_s: cfg.prompt_tokens as f64 / ttft,
+        decode_tok_s: d / decode,
+        ttft_ms: ttft * 1e3,
+        bytes_per_token: fixed_bytes_per_token(engine, &w) + expert_bytes + kv_read / d,
+        expert_bytes_per_token: expert_bytes,
+        outside_ort_share: if decode > 0.0 { (1.0 - ort_secs / decode).max(0.0) } else { 0.0 },
+        expert_ms_per_token: delta.expert_nanos as f64 / 1e6 / d,
+    })
+}
+
+fn summarize(runs: Vec<RunResult>, bandwidth: f64) -> ModeResult {
+    let pick = |f: fn(&RunResult) -> f64| median(runs.iter().map(f).collect());
+    let decode_tok_s = pick(|r| r.decode_tok_s);
+    let bytes_per_token = pick(|r| r.bytes_per_token);
+    ModeResult {
+        prefill_tok_s: pick(|r| r.prefill_tok_s),
+        decode_tok_s,
+        ttft_ms: pick(|r| r.ttft_ms),
+        bytes_per_token,
+        expert_bytes_per_token: pick(|r| r.expert_bytes_per_token),
+        outside_ort_share: pick(|r| r.outside_ort_share),
+        expert_ms_per_token: pick(|r| r.expert_ms_per_token),
+        bandwidth_fraction: if bandwidth > 0.0 {
+            bytes_per_token * decode_tok_s / bandwidth
+        } else {
+            0.0
+        },
+        runs,
+    }
+}
+
+/// Runs the benchmark on `engine` (whose experts are preloaded first unless it has a budget).
+pub fn run(engine: &Engine, cfg: &BenchConfig, expert_budget: Option<u64>) -> Result<BenchReport, EngineError> {
+    let m = engine.package().manifest();
+    let routing = m.routing.as_ref();
+    let ctx = engine.package().context_length();
+    if cfg.prompt_tokens == 0 || cfg.prompt_tokens + cfg.decode_tokens > ctx {
+        return Err(EngineError::Options(format!(
+            "prompt tokens ({}) must be at least 1 and prompt + decode tokens ({}) at most the context length {ctx}",
+            cfg.prompt_tokens,
+            cfg.prompt_tokens + cfg.decode_tokens
+        )));
+    }
+    if expert_budget.is_none() {
+        engine.preload_experts()?;
+    }
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    // Warm-up: ONNX Runtime allocates and plans on a graph's first runs.
+    let warm = BenchConfig {
+        prompt_tokens: cfg.prompt_tokens.min(8),
+        decode_tokens: cfg.decode_tokens.min(4),
+        ..cfg.clone()
+    };
+    for mode in [ExecMode::Sparse, ExecMode::Dense] {
+        run_once(engine, &warm, mode, &mut rng)?;
+    }
+    let bandwidth = read_bandwidth(cfg.bandwidth_bytes, engine.intra_threads(), 5);
+
+    let mut sparse = Vec::new();
+    let mut dense = Vec::new();
+    for r in 0..cfg.repeat.max(1) {
+        let order = if r % 2 == 0 {
+            [ExecMode::Sparse, ExecMode::Dense]
+        } else {
+            [ExecMode::Dense, ExecMode::Sparse]
+        };
+        for mode in order {
+            // Each repeat uses the same prompt in both modes.
+            let mut run_rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(r as u64 + 1));
+            let res = run_once(engine, cfg, mode, &mut run_rng)?;
+            match mode {
+                ExecMode::Sparse => sparse.push(res),
+                ExecMode::Dense => dense.push(res),
+            }
+        }
+    }
+    let sparse = summarize(sparse, bandwidth);
+    let dense = summarize(dense, bandwidth);
+
+    let w = engine.weight_bytes();
+    let ideal_ratio = match routing {
+        Some(r) if w.moe_layers > 0 => {
+            let per_expert = w.experts as f64 / (w.moe_layers as f64 * r.num_experts as f64);
+            let shared = w.shared as f64 / w.moe_layers as f64;
+            (r.num_experts as f64 * per_expert + shared) / (r.top_k as f64 * per_expert + shared)
+        }
+        _ => 1.0,
+    };
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    Ok(BenchReport {
+        model: m.name.clone(),
+        architecture: m.architecture.clone(),
+        expert_precision: m.precision.experts.clone(),
+        execution_provider: engine.execution_provider().to_string(),
+        threads: engine.intra_threads(),
+        prompt_tokens: cfg.prompt_tokens,
+        decode_tokens: cfg.decode_tokens,
+        repeat: cfg.repeat.max(1),
+        weights: w,
+        resident_expert_bytes: engine.stats().resident_expert_bytes,
+        expert_budget,
+        bandwidth,
+        bandwidth_buffer_bytes: cfg.bandwidth_bytes,
+        decode_ratio: ratio(sparse.decode_tok_s, dense.decode_tok_s),
+        prefill_ratio: ratio(sparse.prefill_tok_s, dense.prefill_tok_s),
+        ideal_ratio,
+        ideal_ratio_all_bytes: ratio(dense.bytes_per_token, sparse.bytes_per_token),
+        expert_time_ratio: ratio(dense.expert_ms_per_token, sparse.expert_ms_per_token),
+        sparse,
+        dense,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+}

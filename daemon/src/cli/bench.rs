@@ -1,8 +1,141 @@
-//! `moed bench`: (to be written).
+//! `moed bench`: prefill and decode speed of sparse against dense execution of one package, with
+//! the memory bandwidth measured in the same run (in the manner of llama-bench).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::score::EngineArgs;
+use crate::bench::{self, BenchConfig, BenchReport, ModeResult};
+use crate::engine::{Engine, ExecMode};
 
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Model package directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Prompt length (random token ids).
+    #[arg(long, default_value_t = 64)]
+    pub prompt_tokens: usize,
+    /// Tokens decoded after the prompt.
+    #[arg(long, default_value_t = 32)]
+    pub decode_tokens: usize,
+    /// Timed runs per mode; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Seed of the random prompts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Buffer of the memory bandwidth measurement, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub bandwidth_mib: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
 
-pub fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("moed bench is not implemented yet")
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let engine = Engine::load(&args.model, args.engine.options(ExecMode::Sparse)?)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let cfg = BenchConfig {
+        prompt_tokens: args.prompt_tokens,
+        decode_tokens: args.decode_tokens,
+        repeat: args.repeat,
+        seed: args.seed,
+        bandwidth_bytes: args.bandwidth_mib << 20,
+    };
+    let report = bench::run(&engine, &cfg, args.engine.expert_memory_budget)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table(&report, &engine));
+    }
+    Ok(())
+}
+
+fn mb(bytes: f64) -> String {
+    format!("{:.2} MB", bytes / 1e6)
+}
+
+fn table(r: &BenchReport, engine: &Engine) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!(
+        "moed bench: {} ({}, experts {}), {} with {} thread(s); prompt {} tokens, decode {} tokens, medians of {}",
+        r.model, r.architecture, r.expert_precision, r.execution_provider, r.threads, r.prompt_tokens, r.decode_tokens, r.repeat
+    ));
+    for (p, why) in engine.provider_fallbacks() {
+        line(format!("  ({p} not used: {why})"));
+    }
+    let w = &r.weights;
+    line(format!(
+        "weights: experts {} in {} MoE layers, shared {}, attention {}, routers {}, dense MLP {}, head {}, embed {}; resident experts {}{}",
+        mb(w.experts as f64),
+        w.moe_layers,
+        mb(w.shared as f64),
+        mb(w.attn as f64),
+        mb(w.router as f64),
+        mb(w.dense_mlp as f64),
+        mb(w.head as f64),
+        mb(w.embed as f64),
+        mb(r.resident_expert_bytes as f64),
+        r.expert_budget.map_or(String::new(), |b| format!(" (budget {})", mb(b as f64)))
+    ));
+    line(String::new());
+    line(format!("{:<34}{:>14}{:>14}{:>16}", "", "sparse", "dense", "sparse/dense"));
+    let row = |name: &str, f: fn(&ModeResult) -> f64, prec: usize, ratio: Option<f64>| {
+        let ratio = ratio.map_or(String::new(), |x| format!("{x:.2}x"));
+        format!(
+            "{name:<34}{:>14.prec$}{:>14.prec$}{ratio:>16}",
+            f(&r.sparse),
+            f(&r.dense)
+        )
+    };
+    line(row("prefill tok/s", |m| m.prefill_tok_s, 1, Some(r.prefill_ratio)));
+    line(row("decode tok/s", |m| m.decode_tok_s, 2, Some(r.decode_ratio)));
+    line(row("time to first token (ms)", |m| m.ttft_ms, 1, None));
+    line(row("bytes read / decoded token (MB)", |m| m.bytes_per_token / 1e6, 3, None));
+    line(row("  of which routed experts (MB)", |m| m.expert_bytes_per_token / 1e6, 3, None));
+    line(row("bandwidth fraction", |m| m.bandwidth_fraction, 3, None));
+    line(row("decode time outside ORT (%)", |m| m.outside_ort_share * 100.0, 2, None));
+    line(row(
+        "expert graph time / token (ms)",
+        |m| m.expert_ms_per_token,
+        3,
+        Some(r.expert_time_ratio),
+    ));
+    line(String::new());
+    let of = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    line(format!(
+        "ideal sparse/dense ratio of expert bytes per token (all experts vs top-k, + shared): {:.2}x",
+        r.ideal_ratio
+    ));
+    line(format!(
+        "  measured: decode {:.2}x = {:.2} of it; time inside expert graphs (dense/sparse) {:.2}x = {:.2} of it",
+        r.decode_ratio,
+        of(r.decode_ratio, r.ideal_ratio),
+        r.expert_time_ratio,
+        of(r.expert_time_ratio, r.ideal_ratio)
+    ));
+    line(format!(
+        "ideal sparse/dense ratio of all bytes per decoded token (attention, head, KV included): {:.2}x; decode reaches {:.2} of it",
+        r.ideal_ratio_all_bytes,
+        of(r.decode_ratio, r.ideal_ratio_all_bytes)
+    ));
+    line(format!(
+        "memory read bandwidth (same run, {} thread(s), {} MiB buffer): {:.2} GB/s",
+        r.threads,
+        r.bandwidth_buffer_bytes >> 20,
+        r.bandwidth / 1e9
+    ));
+    line(format!(
+        "bandwidth fraction = bytes/token x decode tok/s / bandwidth: sparse {:.3}, dense {:.3}",
+        r.sparse.bandwidth_fraction, r.dense.bandwidth_fraction
+    ));
+    out
 }

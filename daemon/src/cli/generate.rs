@@ -1,8 +1,224 @@
-//! `moed generate`: (to be written).
+//! `moed generate`: runs one prompt through a model package, streaming the text (llama-cli style).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+
+use crate::engine::{Engine, EngineOptions, Provider};
+use crate::generate::{Event, GenerateRequest, Outcome, Prompt, SamplingOverrides, generate};
+use crate::text::model::TextModel;
+use crate::text::template::ChatMessage;
 
 #[derive(clap::Args, Debug)]
-pub struct GenerateArgs {}
+pub struct GenerateArgs {
+    /// Model package directory.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// The prompt; `-` reads it from standard input.
+    #[arg(value_name = "PROMPT")]
+    pub prompt: String,
+    /// Give the prompt to the model as it stands, without the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// System message put before the prompt in the chat template (not with --raw).
+    #[arg(long, value_name = "TEXT", conflicts_with = "raw")]
+    pub system: Option<String>,
+    /// Sampling temperature; 0 is greedy. Default: the package's, else greedy.
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling threshold in (0, 1]. Default: the package's, else 1 (off).
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f32>,
+    /// Sample among the K most likely tokens; 0 is off. Default: the package's, else off.
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// Drop tokens less likely than P times the most likely one. Default: the package's, else 0.
+    #[arg(long, value_name = "P")]
+    pub min_p: Option<f32>,
+    /// Penalty (> 0, 1 is off) on tokens already in the prompt or output. Default: the package's, else 1.
+    #[arg(long, value_name = "R")]
+    pub repetition_penalty: Option<f32>,
+    /// Random seed for sampling. Default: random (printed in the stats).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Most tokens to generate. Default: the package's max_new_tokens, else until EOS or the context is full.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<usize>,
+    /// Stop before this text (repeatable).
+    #[arg(long, value_name = "S")]
+    pub stop: Vec<String>,
+    /// Never choose an end-of-sequence token (as llama.cpp's --ignore-eos): run to --max-tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print one JSON object (text, thinking, token_ids, stats) at the end instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+    /// Execution providers in order of preference (tensorrt, cuda, cpu), comma-separated.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "cpu"
+    )]
+    pub provider: Vec<String>,
+    /// Upper bound in bytes on resident expert weights (least recently used experts are evicted).
+    #[arg(long, value_name = "BYTES")]
+    pub expert_memory_budget: Option<u64>,
+    /// ONNX Runtime intra-op threads (one pool shared by every graph).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
 
-pub fn run(_args: GenerateArgs) -> anyhow::Result<()> {
-    anyhow::bail!("moed generate is not implemented yet")
+pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    let prompt_text = if args.prompt == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the prompt from standard input")?;
+        s
+    } else {
+        args.prompt.clone()
+    };
+    let prompt = if args.raw {
+        Prompt::Raw(prompt_text)
+    } else {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(ChatMessage::new("system", system));
+        }
+        messages.push(ChatMessage::new("user", &prompt_text));
+        Prompt::Chat(messages)
+    };
+    let providers = args
+        .provider
+        .iter()
+        .map(|p| p.parse::<Provider>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("--provider")?;
+    let opts = EngineOptions {
+        providers,
+        expert_memory_budget: args.expert_memory_budget,
+        intra_threads: args.threads,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::load(&args.model, opts)
+        .with_context(|| format!("cannot load the model package {}", args.model.display()))?;
+    let text = TextModel::load(engine.package())
+        .with_context(|| format!("cannot load the text side of {}", args.model.display()))?;
+    let req = GenerateRequest {
+        prompt,
+        sampling: SamplingOverrides {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repetition_penalty: args.repetition_penalty,
+        },
+        max_tokens: args.max_tokens,
+        stop: args.stop.clone(),
+        seed: args.seed,
+        ignore_eos: args.ignore_eos,
+    };
+    // Nothing cancels a command-line run but the user's Ctrl-C, which ends the process.
+    let cancel = AtomicBool::new(false);
+
+    if args.json {
+        let outcome = generate(&engine, &text, &req, &cancel, &mut |_| {})?;
+        let json = json_report(&outcome, engine.execution_provider());
+        println!(
+            "{}",
+            serde_json::to_string(&json).context("cannot serialize the result")?
+        );
+        return Ok(());
+    }
+
+    let mut printer = StreamPrinter::default();
+    let outcome = generate(&engine, &text, &req, &cancel, &mut |event| {
+        printer.print(event)
+    })?;
+    if let Some(err) = printer.error {
+        return Err(err).context("cannot write the generated text");
+    }
+    let s = &outcome.stats;
+    eprintln!(
+        "\n[{} prompt tokens, {} generated, finished by {}{}; time to first token {:.3} s; \
+         prefill {:.1} tok/s; decode {:.1} tok/s; seed {}; provider {}]",
+        s.prompt_tokens,
+        s.generated_tokens,
+        s.finish_reason.as_str(),
+        outcome
+            .stop
+            .as_deref()
+            .map(|st| format!(" {st:?}"))
+            .unwrap_or_default(),
+        s.time_to_first_token_s,
+        s.prefill_tokens_per_s,
+        s.decode_tokens_per_s,
+        s.seed,
+        engine.execution_provider(),
+    );
+    Ok(())
+}
+
+/// The `--json` object: text, thinking (when there was any), generated ids, prompt ids and stats.
+fn json_report(outcome: &Outcome, provider: &str) -> serde_json::Value {
+    let mut stats = serde_json::to_value(&outcome.stats).unwrap_or(serde_json::Value::Null);
+    if let Some(map) = stats.as_object_mut() {
+        map.insert("execution_provider".into(), provider.into());
+        if let Some(stop) = &outcome.stop {
+            map.insert("stop".into(), stop.as_str().into());
+        }
+    }
+    let mut obj = serde_json::json!({
+        "text": outcome.text,
+        "token_ids": outcome.token_ids,
+        "prompt_token_ids": outcome.prompt_token_ids,
+        "stats": stats,
+    });
+    if !outcome.thinking.is_empty()
+        && let Some(map) = obj.as_object_mut()
+    {
+        map.insert("thinking".into(), outcome.thinking.as_str().into());
+    }
+    obj
+}
+
+/// Streams the answer to stdout and the thinking section to stderr, as they come.
+#[derive(Default)]
+struct StreamPrinter {
+    in_thinking: bool,
+    error: Option<std::io::Error>,
+}
+
+impl StreamPrinter {
+    fn print(&mut self, event: Event) {
+        if self.error.is_some() {
+            return;
+        }
+        let result = match event {
+            Event::Thinking(t) => {
+                let mut err = std::io::stderr().lock();
+                let header = if self.in_thinking { "" } else { "[thinking]\n" };
+                self.in_thinking = true;
+                write!(err, "{header}{t}").and_then(|()| err.flush())
+            }
+            Event::Text(t) => {
+                if self.in_thinking {
+                    self.in_thinking = false;
+                    eprintln!("\n[/thinking]");
+                }
+                let mut out = std::io::stdout().lock();
+                write!(out, "{t}").and_then(|()| out.flush())
+            }
+            Event::Finished(_) => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out).and_then(|()| out.flush())
+            }
+        };
+        if let Err(e) = result {
+            self.error = Some(e);
+        }
+    }
 }

@@ -4,8 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod bench_serve;
+mod check_config;
 mod generate;
 mod score;
+mod serve;
 
 #[derive(Parser, Debug)]
 #[command(name = "moed", version, about = "Mixture-of-Experts inference service")]
@@ -22,6 +25,12 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Measure prefill and decode speed, sparse against dense, and memory bandwidth use.
     Bench(bench::BenchArgs),
+    /// Run the D-Bus service (org.moed.Moed1).
+    Serve(serve::ServeArgs),
+    /// Check the configuration and print the effective values.
+    CheckConfig(check_config::CheckConfigArgs),
+    /// Load benchmark of the D-Bus service: N clients against 1 and the offline loop.
+    BenchServe(bench_serve::BenchServeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -30,6 +39,9 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::CheckConfig(args) => check_config::run(args),
+        Command::BenchServe(args) => bench_serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

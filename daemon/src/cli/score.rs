@@ -1,8 +1,155 @@
-//! `moed score`: (to be written).
+//! `moed score`: the log-probability of each token of a text given all tokens before it (in the
+//! manner of llama-perplexity), as a table or as JSON.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::engine::{Engine, EngineOptions, ExecMode, Provider, score_tokens};
+use crate::text::tokenizer::TextTokenizer;
+
+/// Engine settings shared by the offline commands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Execution providers in order of preference, comma-separated (tensorrt, cuda, cpu).
+    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    pub provider: Vec<String>,
+    /// ONNX Runtime intra-op threads (default: all CPUs).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Bound on resident expert weights, in bytes (suffixes K, M, G allowed); default unbounded.
+    #[arg(long, value_parser = parse_bytes)]
+    pub expert_memory_budget: Option<u64>,
+    /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then the package locations).
+    #[arg(long, env = "MOED_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    pub fn options(&self, mode: ExecMode) -> anyhow::Result<EngineOptions> {
+        let providers = self
+            .provider
+            .iter()
+            .map(|p| p.parse::<Provider>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EngineOptions {
+            providers,
+            expert_memory_budget: self.expert_memory_budget,
+            intra_threads: self.threads,
+            mode,
+            ort_library: self.ort_library.clone(),
+            spinning: false,
+        })
+    }
+}
+
+/// `123`, `64K`, `512M`, `2G` (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix {c:?} in {s:?} (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a byte count"))?;
+    if !(n.is_finite() && n >= 0.0) {
+        return Err(format!("{s:?} is not a byte count"));
+    }
+    Ok((n * mult as f64) as u64)
+}
 
 #[derive(clap::Args, Debug)]
-pub struct ScoreArgs {}
+pub struct ScoreArgs {
+    /// Model package directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Print `{"tokens": [{"id", "text", "logprob"}, ...]}` instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// The text to score (tokenized as is, BOS added as the package says).
+    pub text: String,
+}
 
-pub fn run(_args: ScoreArgs) -> anyhow::Result<()> {
-    anyhow::bail!("moed score is not implemented yet")
+#[derive(Serialize)]
+struct TokenScore {
+    id: u32,
+    text: String,
+    logprob: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct ScoreOutput {
+    tokens: Vec<TokenScore>,
+}
+
+pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
+    let engine = Engine::load(&args.model, args.engine.options(ExecMode::Sparse)?)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let pkg = engine.package();
+    let tokenizer = TextTokenizer::from_file(
+        &pkg.tokenizer_path(),
+        pkg.special_tokens().bos.as_ref().map(|t| t.id),
+        pkg.add_bos_token(),
+    )?;
+    let ids = tokenizer.encode_raw_prompt(&args.text)?;
+    if ids.is_empty() {
+        anyhow::bail!("the text has no tokens");
+    }
+    let logprobs = score_tokens(&engine, &ids)?;
+    let tokens = ids
+        .iter()
+        .zip(logprobs)
+        .map(|(&id, logprob)| {
+            Ok(TokenScore {
+                id,
+                text: tokenizer.decode(&[id])?,
+                logprob,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if args.json {
+        println!("{}", serde_json::to_string(&ScoreOutput { tokens })?);
+        return Ok(());
+    }
+    println!("{:>5}  {:>7}  {:>10}  token", "pos", "id", "logprob");
+    for (i, t) in tokens.iter().enumerate() {
+        let lp = t.logprob.map_or_else(|| "-".to_string(), |l| format!("{l:.4}"));
+        println!("{i:>5}  {:>7}  {lp:>10}  {:?}", t.id, t.text);
+    }
+    let scored: Vec<f64> = tokens.iter().filter_map(|t| t.logprob).collect();
+    if !scored.is_empty() {
+        let sum: f64 = scored.iter().sum();
+        let mean = sum / scored.len() as f64;
+        println!(
+            "{} tokens scored: total logprob {sum:.4}, mean {mean:.4}, perplexity {:.3}",
+            scored.len(),
+            (-mean).exp()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_sizes_parse() {
+        assert_eq!(parse_bytes("123"), Ok(123));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1.5g"), Ok(3 << 29));
+        assert!(parse_bytes("12Q").is_err());
+        assert!(parse_bytes("lots").is_err());
+    }
 }

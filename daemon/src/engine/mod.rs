@@ -1,1 +1,449 @@
 //! The sparse MoE engine: per-layer attention and router graphs, then only the routed experts.
+//!
+//! [`Engine::load`] validates the package, starts ONNX Runtime, picks an execution provider and
+//! loads every non-expert graph (experts load lazily, see `experts`). [`Engine::forward`] runs
+//! tokens after a [`Sequence`]'s cache and returns logits.
+
+mod error;
+mod experts;
+mod forward;
+mod graph;
+mod kv;
+mod routing;
+mod score;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+pub use error::EngineError;
+pub use kv::Sequence;
+pub use routing::{Gate, GateError, NativeGate, RouterInput, Routing};
+pub use score::{log_softmax_at, score_tokens};
+pub use stats::EngineStats;
+
+pub use crate::ort_env::Provider;
+use crate::ort_env::{self, OrtRuntime, OrtSettings};
+use crate::package::{LayerSpec, Package};
+use experts::ExpertCache;
+use graph::{Dim, Graph, Interface, TensorSpec};
+use stats::Counters;
+
+/// How MoE layers compute their experts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecMode {
+    /// Only the routed experts, each once per layer on the tokens routed to it.
+    #[default]
+    Sparse,
+    /// Every expert on every token, router weights applied (zero for unselected): what a naive
+    /// export costs. For the benchmark.
+    Dense,
+}
+
+/// Which logits [`Engine::forward`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// The last token's `[vocab]`.
+    Last,
+    /// Every token's, `[tokens * vocab]` row-major.
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Execution providers in order of preference; the first that works is used.
+    pub providers: Vec<Provider>,
+    /// Upper bound on resident expert bytes (file bytes); `None` keeps every loaded expert.
+    pub expert_memory_budget: Option<u64>,
+    /// Intra-op threads of ONNX Runtime's shared pool (process-wide; the first engine sets it).
+    pub intra_threads: Option<usize>,
+    pub mode: ExecMode,
+    /// Explicit libonnxruntime path (configuration); searched before `ORT_DYLIB_PATH`.
+    pub ort_library: Option<PathBuf>,
+    /// Let ONNX Runtime's idle pool threads spin (process-wide).
+    pub spinning: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            providers: vec![Provider::Cpu],
+            expert_memory_budget: None,
+            intra_threads: None,
+            mode: ExecMode::Sparse,
+            ort_library: None,
+            spinning: false,
+        }
+    }
+}
+
+pub(crate) enum Layer {
+    Dense {
+        attn: Graph,
+        mlp: Graph,
+    },
+    Moe {
+        attn: Graph,
+        router: Graph,
+        shared: Option<Graph>,
+        experts: Vec<String>,
+        expert_bytes: Vec<u64>,
+    },
+}
+
+/// Names of one cache tensor's graph input and output.
+pub(crate) struct CacheIo {
+    pub past: String,
+    pub new: String,
+    /// `[..]` per-token shape, as i64 for tensor views.
+    pub shape: Vec<i64>,
+    pub per_token: usize,
+}
+
+/// A loaded model package, shared by concurrent requests (each with its own [`Sequence`]).
+pub struct Engine {
+    id: u64,
+    package: Package,
+    rt: &'static OrtRuntime,
+    provider: Provider,
+    fallbacks: Vec<(Provider, String)>,
+    mode: ExecMode,
+    embed: Graph,
+    head: Graph,
+    layers: Vec<Layer>,
+    cache_io: Vec<CacheIo>,
+    expert_iface: Interface,
+    experts: ExpertCache,
+    gate: Arc<dyn Gate>,
+    counters: Counters,
+    hidden: usize,
+    vocab: usize,
+    num_experts: usize,
+    top_k: usize,
+}
+
+static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Engine {
+    /// Validates the package in `dir` and loads it.
+    pub fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineError> {
+        let package = Package::open(dir)?;
+        let rt = ort_env::runtime(&OrtSettings {
+            library: opts.ort_library.clone(),
+            intra_threads: opts.intra_threads,
+            spinning: opts.spinning,
+        })?;
+        let m = package.manifest();
+        let hidden = m.dims.hidden_size;
+        let vocab = m.dims.vocab_size;
+        let (num_experts, top_k) = m.routing.as_ref().map_or((0, 0), |r| (r.num_experts, r.top_k));
+
+        if let Some(budget) = opts.expert_memory_budget {
+            let largest = m
+                .layers
+                .iter()
+                .filter_map(|l| match l {
+                    LayerSpec::Moe { experts, .. } => experts.iter().map(|e| package.graph_bytes(e)).max(),
+                    LayerSpec::Dense { .. } => None,
+                })
+                .max()
+                .unwrap_or(0);
+            if budget < largest {
+                return Err(EngineError::Options(format!(
+                    "expert_memory_budget {budget} bytes is smaller than one expert ({largest} bytes)"
+                )));
+            }
+        }
+
+        // The embedding graph doubles as the probe of each execution provider.
+        let embed_iface = Interface {
+            inputs: vec![TensorSpec::i64("input_ids", vec![Dim::Tokens])],
+            outputs: vec![TensorSpec::rows("hidden", hidden)],
+        };
+        let mut embed = None;
+        let mut probe_err = None;
+        let (provider, fallbacks) = ort_env::choose_provider(&opts.providers, |p| {
+            match Graph::load(rt, p, &package, &m.embed, &embed_iface) {
+                Ok(g) => {
+                    embed = Some(g);
+                    Ok(())
+                }
+                // A broken graph is the package's fault, not the provider's: report it as such.
+                Err(e @ EngineError::Interface { .. }) => {
+                    let msg = e.to_string();
+                    probe_err = Some(e);
+                    Err(msg)
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if p == Provider::Cpu {
+                        probe_err = Some(e);
+                    }
+                    Err(msg)
+                }
+            }
+        })
+        .map_err(|e| probe_err.take().unwrap_or(EngineError::Runtime(e)))?;
+        let embed = match embed {
+            Some(g) => g,
+            None => return Err(EngineError::Options("no execution provider loaded the embedding graph".into())),
+        };
+
+        let cache_io: Vec<CacheIo> = m
+            .attention
+            .cache
+            .iter()
+            .map(|c| CacheIo {
+                past: format!("past_{}", c.name),
+                new: format!("new_{}", c.name),
+                shape: c.shape.iter().map(|&d| d as i64).collect(),
+                per_token: c.per_token(),
+            })
+            .collect();
+        let cache_dims = |c: &crate::package::CacheTensor| {
+            let mut d = vec![Dim::Tokens];
+            d.extend(c.shape.iter().map(|&n| Dim::Fixed(n)));
+            d
+        };
+        let mut attn_in = vec![
+            TensorSpec::rows("hidden", hidden),
+            TensorSpec::i64("positions", vec![Dim::Tokens]),
+        ];
+        let mut attn_out = vec![TensorSpec::rows("hidden_out", hidden), TensorSpec::rows("ffn_in", hidden)];
+        for c in &m.attention.cache {
+            attn_in.push(TensorSpec::f32(format!("past_{}", c.name), cache_dims(c)));
+            attn_out.push(TensorSpec::f32(format!("new_{}", c.name), cache_dims(c)));
+        }
+        let attn_iface = Interface {
+            inputs: attn_in,
+            outputs: attn_out,
+        };
+        let ffn_iface = Interface {
+            inputs: vec![TensorSpec::rows("x", hidden)],
+            outputs: vec![TensorSpec::rows("y", hidden)],
+        };
+        let router_iface = Interface {
+            inputs: vec![TensorSpec::rows("ffn_in", hidden)],
+            outputs: vec![TensorSpec::rows("logits", num_experts)],
+        };
+        let head_iface = Interface {
+            inputs: vec![TensorSpec::rows("hidden", hidden)],
+            outputs: vec![TensorSpec::rows("logits", vocab)],
+        };
+
+        let load = |rel: &str, iface: &Interface| Graph::load(rt, provider, &package, rel, iface);
+        let head = load(&m.head, &head_iface)?;
+        let mut layers = Vec::with_capacity(m.layers.len());
+        let mut biases = Vec::with_capacity(m.layers.len());
+        let mut experts_per_layer = Vec::with_capacity(m.layers.len());
+        for spec in &m.layers {
+            match spec {
+                LayerSpec::Dense { attn, mlp, .. } => {
+                    layers.push(Layer::Dense {
+                        attn: load(attn, &attn_iface)?,
+                        mlp: load(mlp, &ffn_iface)?,
+                    });
+                    biases.push(None);
+                    experts_per_layer.push(0);
+                }
+                LayerSpec::Moe {
+                    attn,
+                    router,
+                    experts,
+                    shared,
+                    correction_bias,
+                    ..
+                } => {
+                    layers.push(Layer::Moe {
+                        attn: load(attn, &attn_iface)?,
+                        router: load(router, &router_iface)?,
+                        shared: shared.as_deref().map(|s| load(s, &ffn_iface)).transpose()?,
+                        expert_bytes: experts.iter().map(|e| package.graph_bytes(e)).collect(),
+                        experts: experts.clone(),
+                    });
+                    biases.push(correction_bias.clone());
+                    experts_per_layer.push(experts.len());
+                }
+            }
+        }
+        let gate: Arc<dyn Gate> = match &m.routing {
+            Some(cfg) => Arc::new(NativeGate::new(cfg.clone(), biases)),
+            None => Arc::new(NoMoeGate),
+        };
+        log::info!(
+            "loaded {} ({}, {} layers) with {provider}",
+            m.name,
+            m.architecture,
+            m.layers.len()
+        );
+        Ok(Engine {
+            id: NEXT_ENGINE_ID.fetch_add(1, Relaxed),
+            rt,
+            provider,
+            fallbacks,
+            mode: opts.mode,
+            embed,
+            head,
+            layers,
+            cache_io,
+            expert_iface: ffn_iface,
+            experts: ExpertCache::new(opts.expert_memory_budget),
+            gate,
+            counters: Counters::new(&experts_per_layer),
+            hidden,
+            vocab,
+            num_experts,
+            top_k,
+            package,
+        })
+    }
+
+    pub fn package(&self) -> &Package {
+        &self.package
+    }
+
+    /// The execution provider in use ("cpu", "cuda", "tensorrt").
+    pub fn execution_provider(&self) -> &str {
+        self.provider.as_str()
+    }
+
+    /// Providers preferred over the one in use, with why each could not be used.
+    pub fn provider_fallbacks(&self) -> &[(Provider, String)] {
+        &self.fallbacks
+    }
+
+    /// ONNX Runtime's shared intra-op thread count.
+    pub fn intra_threads(&self) -> usize {
+        self.rt.intra_threads()
+    }
+
+    pub fn mode(&self) -> ExecMode {
+        self.mode
+    }
+
+    /// Replaces the routing rule (e.g. with a plugin gate). Every answer is still validated.
+    pub fn set_gate(&mut self, gate: Arc<dyn Gate>) {
+        self.gate = gate;
+    }
+
+    /// An empty sequence (no cached tokens) for one request.
+    pub fn new_sequence(&self) -> Sequence {
+        Sequence::new(
+            self.id,
+            self.layers.len(),
+            self.cache_io.iter().map(|c| c.per_token).collect(),
+            self.num_experts,
+        )
+    }
+
+    /// Runs `tokens` after the sequence's cached tokens and appends them to its cache.
+    /// [`Logits::Last`] returns `[vocab]`; [`Logits::All`] returns `[tokens.len() * vocab]`.
+    pub fn forward(&self, seq: &mut Sequence, tokens: &[u32], which: Logits) -> Result<Vec<f32>, EngineError> {
+        self.forward_with_mode(seq, tokens, which, self.mode)
+    }
+
+    /// [`Engine::forward`] with an explicit execution mode (the bench runs both on one engine).
+    pub fn forward_with_mode(
+        &self,
+        seq: &mut Sequence,
+        tokens: &[u32],
+        which: Logits,
+        mode: ExecMode,
+    ) -> Result<Vec<f32>, EngineError> {
+        forward::forward(self, seq, tokens, which, mode)
+    }
+
+    /// Counters since load.
+    pub fn stats(&self) -> EngineStats {
+        self.counters.snapshot()
+    }
+
+    /// Creates every expert session now (within the budget) instead of on first use.
+    pub fn preload_experts(&self) -> Result<(), EngineError> {
+        for (l, layer) in self.layers.iter().enumerate() {
+            if let Layer::Moe { experts, .. } = layer {
+                for e in 0..experts.len() {
+                    self.expert(l, e)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every resident expert session.
+    pub fn drop_experts(&self) {
+        self.experts.clear(&self.counters);
+    }
+
+    /// File bytes of every graph of one kind, for the bench: (dense part, routed experts per MoE
+    /// layer summed over layers, number of MoE layers).
+    pub fn weight_bytes(&self) -> WeightBytes {
+        let m = self.package.manifest();
+        let g = |rel: &str| self.package.graph_bytes(rel);
+        let mut w = WeightBytes {
+            embed: g(&m.embed),
+            head: g(&m.head),
+            ..WeightBytes::default()
+        };
+        for spec in &m.layers {
+            w.attn += g(spec.attn());
+            match spec {
+                LayerSpec::Dense { mlp, .. } => w.dense_mlp += g(mlp),
+                LayerSpec::Moe {
+                    router, experts, shared, ..
+                } => {
+                    w.moe_layers += 1;
+                    w.router += g(router);
+                    w.shared += shared.as_deref().map_or(0, g);
+                    w.experts += experts.iter().map(|e| g(e)).sum::<u64>();
+                }
+            }
+        }
+        w
+    }
+
+    /// File bytes of one routed expert's graph (0 for a dense layer or an index out of range).
+    pub fn expert_file_bytes(&self, layer: usize, expert: usize) -> u64 {
+        match self.layers.get(layer) {
+            Some(Layer::Moe { expert_bytes, .. }) => expert_bytes.get(expert).copied().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn expert(&self, layer: usize, expert: usize) -> Result<Arc<Graph>, EngineError> {
+        let Some(Layer::Moe {
+            experts, expert_bytes, ..
+        }) = self.layers.get(layer)
+        else {
+            return Err(EngineError::Options(format!("layer {layer} has no experts")));
+        };
+        let rel = &experts[expert];
+        self.experts.get((layer, expert), expert_bytes[expert], &self.counters, || {
+            Graph::load(self.rt, self.provider, &self.package, rel, &self.expert_iface)
+        })
+    }
+}
+
+/// File bytes per graph kind over the whole package.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct WeightBytes {
+    pub embed: u64,
+    pub head: u64,
+    pub attn: u64,
+    pub router: u64,
+    pub shared: u64,
+    pub dense_mlp: u64,
+    /// All routed experts of all MoE layers.
+    pub experts: u64,
+    pub moe_layers: u64,
+}
+
+/// The gate of a package without MoE layers; never asked.
+struct NoMoeGate;
+
+impl Gate for NoMoeGate {
+    fn route(&self, layer: usize, _: &RouterInput<'_>, _: &mut Routing) -> Result<(), GateError> {
+        Err(GateError(format!("layer {layer}: the package has no routing section")))
+    }
+}

@@ -1,1 +1,138 @@
 //! Model packages: reading and validating manifest.json and the files it names (models/FORMAT.md).
+
+mod error;
+pub mod manifest;
+mod validate;
+mod verify;
+
+use std::path::{Path, PathBuf};
+
+pub use error::PackageError;
+pub use manifest::{
+    Attention, CacheTensor, Dims, FileEntry, GenerationDefaults, GroupLimit, GroupScore, LayerSpec, Manifest, MaskedChoice,
+    Precision, RoutingConfig, Scoring, SpecialToken, SpecialTokens, Thinking, TokenizerSpec, FORMAT_NAME,
+    FORMAT_VERSION,
+};
+pub use verify::VerifyReport;
+
+/// A model package whose manifest parsed, is consistent, and whose files all exist with the listed
+/// sizes. Graphs are not loaded here (the engine does that).
+#[derive(Debug, Clone)]
+pub struct Package {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+impl Package {
+    /// Reads `dir/manifest.json` and checks it and the files it lists (sizes, not hashes: see
+    /// [`Package::verify`]).
+    pub fn open(dir: &Path) -> Result<Package, PackageError> {
+        if !dir.is_dir() {
+            return Err(PackageError::NotADirectory {
+                dir: dir.to_path_buf(),
+                message: if dir.exists() { "not a directory".into() } else { "does not exist".into() },
+            });
+        }
+        let path = dir.join("manifest.json");
+        if !path.is_file() {
+            return Err(PackageError::NotADirectory {
+                dir: dir.to_path_buf(),
+                message: "it has no manifest.json".into(),
+            });
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| PackageError::Read {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let manifest = parse_manifest(&path, &text)?;
+        validate::check_manifest(&manifest).map_err(|message| PackageError::Manifest {
+            path: path.clone(),
+            message,
+        })?;
+        validate::check_files(dir, &manifest)?;
+        Ok(Package {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// The absolute path of a package file named relative to the package.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.path(&self.manifest.tokenizer.file)
+    }
+    pub fn add_bos_token(&self) -> bool {
+        self.manifest.tokenizer.add_bos_token
+    }
+    pub fn context_length(&self) -> usize {
+        self.manifest.dims.context_length
+    }
+    pub fn vocab_size(&self) -> usize {
+        self.manifest.dims.vocab_size
+    }
+    pub fn chat_template(&self) -> Option<&str> {
+        self.manifest.chat_template.as_deref()
+    }
+    pub fn special_tokens(&self) -> &SpecialTokens {
+        &self.manifest.special_tokens
+    }
+    pub fn thinking(&self) -> Option<&Thinking> {
+        self.manifest.thinking.as_ref()
+    }
+    pub fn generation(&self) -> &GenerationDefaults {
+        &self.manifest.generation
+    }
+
+    /// Bytes of a graph's weights on disk: the `.onnx` plus its `.onnx.data` when listed.
+    pub fn graph_bytes(&self, rel: &str) -> u64 {
+        let files = &self.manifest.files;
+        let onnx = files.get(rel).map_or(0, |f| f.bytes);
+        let data = files.get(&format!("{rel}.data")).map_or(0, |f| f.bytes);
+        onnx + data
+    }
+
+    /// Hashes every listed file and compares it with manifest.json's SHA-256.
+    pub fn verify(&self) -> Result<VerifyReport, PackageError> {
+        verify::verify(self)
+    }
+}
+
+fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| PackageError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    // The version decides how the rest reads, so it is checked before the full parse.
+    let format = value.get("format").and_then(|v| v.as_str()).unwrap_or_default();
+    if format != FORMAT_NAME {
+        return Err(PackageError::WrongFormat {
+            path: path.to_path_buf(),
+            found: value.get("format").map_or_else(|| "missing".into(), ToString::to_string),
+        });
+    }
+    match value.get("format_version").and_then(serde_json::Value::as_u64) {
+        Some(FORMAT_VERSION) => {}
+        other => {
+            return Err(PackageError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: other.map_or_else(
+                    || value.get("format_version").map_or_else(|| "missing".into(), ToString::to_string),
+                    |v| v.to_string(),
+                ),
+                supported: FORMAT_VERSION,
+            });
+        }
+    }
+    serde_json::from_value(value).map_err(|e| PackageError::Manifest {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}

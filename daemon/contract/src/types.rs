@@ -1,0 +1,159 @@
+//! Result and argument types shared by daemon and clients, with their D-Bus signatures.
+
+use serde::{Deserialize, Serialize};
+use zbus::{DeserializeDict, SerializeDict, Type};
+
+/// One chat turn, `(ss)`: role (`system`, `user`, `assistant`) and content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// One token of a scored text, `(usbd)`: id, its text, whether it has a logprob (the first token
+/// has none: nothing precedes it), and the logprob given all tokens before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Type)]
+pub struct ScoredToken {
+    pub id: u32,
+    pub text: String,
+    pub has_logprob: bool,
+    pub logprob: f64,
+}
+
+/// What a finished generation reports (`a{sv}`): the `info` of `Complete`/`Chat` and of the
+/// `Finished` signal. Optional fields are left out of the dictionary when absent.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zbus(signature = "dict")]
+pub struct GenerationInfo {
+    /// The request's id, also the last element of a streaming request's object path.
+    pub request_id: String,
+    /// The model package that answered.
+    pub model: String,
+    /// `stop` (a stop string), `eos` (end of sequence), `max_tokens`, `length` (context full),
+    /// `cancelled`, or `error` (then `error_name` and `error_message` say why).
+    pub finish_reason: String,
+    /// The full answer text (without the thinking section).
+    pub text: String,
+    /// The thinking section, empty when the model has none.
+    pub thinking: String,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// The generated token ids, in order.
+    pub token_ids: Vec<u32>,
+    /// Time spent waiting for a slot, milliseconds.
+    pub queue_ms: f64,
+    /// Time from start of execution to the first generated token, milliseconds.
+    pub first_token_ms: f64,
+    /// Time from start of execution to the end, milliseconds.
+    pub total_ms: f64,
+    /// Short error name (`Cancelled`, `InvalidArgument`, ...) when finish_reason is `error` or
+    /// `cancelled`.
+    pub error_name: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// One entry of `Models.List` (`a{sv}`).
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zbus(signature = "dict")]
+pub struct ModelSummary {
+    /// The package's directory name inside its model directory (what `Load` takes).
+    pub name: String,
+    /// Absolute path of the package directory.
+    pub path: String,
+    /// `manifest.json`'s architecture; empty when the manifest could not be read.
+    pub architecture: String,
+    /// Held in memory now.
+    pub loaded: bool,
+    /// The model new requests use when they name none.
+    pub active: bool,
+    /// Why the package cannot be used, when its manifest is unreadable.
+    pub error: Option<String>,
+}
+
+/// `Models.Info` (`a{sv}`): what the package's manifest says, and its state in the daemon.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zbus(signature = "dict")]
+pub struct ModelInfo {
+    pub name: String,
+    pub path: String,
+    pub manifest_name: String,
+    pub architecture: String,
+    pub format_version: u32,
+    pub hidden_size: u32,
+    pub vocab_size: u32,
+    pub num_layers: u32,
+    pub context_length: u32,
+    pub num_experts: u32,
+    pub top_k: u32,
+    pub expert_precision: String,
+    /// Bytes of all files the manifest lists.
+    pub total_bytes: u64,
+    pub loaded: bool,
+    pub active: bool,
+    /// Set while loaded: the ONNX Runtime execution provider in use.
+    pub execution_provider: Option<String>,
+}
+
+/// The activation counts of one MoE layer, `(uat)`: layer index, count per expert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct LayerActivations {
+    pub layer: u32,
+    pub counts: Vec<u64>,
+}
+
+/// `Models.ExpertStats` (`a{sv}`): per-layer expert activations and expert cache counters,
+/// accumulated over the daemon's life and earlier runs (persisted in the state store).
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zbus(signature = "dict")]
+pub struct ExpertStatistics {
+    pub model: String,
+    pub layers: Vec<LayerActivations>,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_evictions: u64,
+    /// Requests whose counts are included.
+    pub requests: u64,
+}
+
+/// The `State` property of the Engine interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineState {
+    /// Starting up or loading a model.
+    Loading,
+    /// Serving with a model loaded.
+    Ready,
+    /// Serving, but no model is loaded: inference replies `ModelNotLoaded`.
+    NoModel,
+    /// SIGTERM received: finishing in-flight requests, taking no new ones.
+    Draining,
+}
+
+impl EngineState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineState::Loading => "loading",
+            EngineState::Ready => "ready",
+            EngineState::NoModel => "no-model",
+            EngineState::Draining => "draining",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EngineState> {
+        Some(match text {
+            "loading" => EngineState::Loading,
+            "ready" => EngineState::Ready,
+            "no-model" => EngineState::NoModel,
+            "draining" => EngineState::Draining,
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! Engine counters: per-layer per-expert activations, expert cache traffic, time inside ONNX Runtime.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// Live counters, updated with relaxed atomics from any request.
+pub(crate) struct Counters {
+    /// `[layer][expert]` tokens routed; dense layers have an empty row.
+    pub activations: Vec<Vec<AtomicU64>>,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub evictions: AtomicU64,
+    pub resident_bytes: AtomicU64,
+    pub resident_experts: AtomicU64,
+    pub ort_runs: AtomicU64,
+    pub ort_nanos: AtomicU64,
+    pub expert_runs: AtomicU64,
+    pub expert_nanos: AtomicU64,
+    pub forward_calls: AtomicU64,
+    pub forward_tokens: AtomicU64,
+}
+
+impl Counters {
+    pub fn new(experts_per_layer: &[usize]) -> Counters {
+        Counters {
+            activations: experts_per_layer
+                .iter()
+                .map(|&n| (0..n).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            resident_bytes: AtomicU64::new(0),
+            resident_experts: AtomicU64::new(0),
+            ort_runs: AtomicU64::new(0),
+            ort_nanos: AtomicU64::new(0),
+            expert_runs: AtomicU64::new(0),
+            expert_nanos: AtomicU64::new(0),
+            forward_calls: AtomicU64::new(0),
+            forward_tokens: AtomicU64::new(0),
+        }
+    }
+
+    pub fn snapshot(&self) -> EngineStats {
+        EngineStats {
+            activations: self
+                .activations
+                .iter()
+                .map(|row| row.iter().map(|a| a.load(Relaxed)).collect())
+                .collect(),
+            cache_hits: self.hits.load(Relaxed),
+            cache_misses: self.misses.load(Relaxed),
+            cache_evictions: self.evictions.load(Relaxed),
+            resident_expert_bytes: self.resident_bytes.load(Relaxed),
+            resident_experts: self.resident_experts.load(Relaxed),
+            ort_runs: self.ort_runs.load(Relaxed),
+            ort_nanos: self.ort_nanos.load(Relaxed),
+            expert_runs: self.expert_runs.load(Relaxed),
+            expert_nanos: self.expert_nanos.load(Relaxed),
+            forward_calls: self.forward_calls.load(Relaxed),
+            forward_tokens: self.forward_tokens.load(Relaxed),
+        }
+    }
+}
+
+/// A snapshot of the engine's counters since load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EngineStats {
+    /// `activations[layer][expert]`: tokens routed to that expert (empty for dense layers).
+    pub activations: Vec<Vec<u64>>,
+    /// Expert graph lookups that found the session resident.
+    pub cache_hits: u64,
+    /// Lookups that had to create the session (first use, or after eviction).
+    pub cache_misses: u64,
+    /// Sessions dropped to stay within `expert_memory_budget`.
+    pub cache_evictions: u64,
+    /// File bytes of the resident expert graphs.
+    pub resident_expert_bytes: u64,
+    pub resident_experts: u64,
+    /// `Session::run` calls and the wall time spent inside them.
+    pub ort_runs: u64,
+    pub ort_nanos: u64,
+    /// The part of those spent in routed-expert graphs.
+    pub expert_runs: u64,
+    pub expert_nanos: u64,
+    pub forward_calls: u64,
+    pub forward_tokens: u64,
+}
+
+impl EngineStats {
+    /// Counters accumulated between `earlier` and `self`.
+    pub fn since(&self, earlier: &EngineStats) -> EngineStats {
+        EngineStats {
+            activations: self
+                .activations
+                .iter()
+                .zip(earlier.activations.iter().chain(std::iter::repeat(&Vec::new())))
+                .map(|(now, then)| {
+                    now.iter()
+                        .enumerate()
+                        .map(|(i, &n)| n.saturating_sub(then.get(i).copied().unwrap_or(0)))
+                        .collect()
+                })
+                .collect(),
+            cache_hits: self.cache_hits.saturating_sub(earlier.cache_hits),
+            cache_misses: self.cache_misses.saturating_sub(earlier.cache_misses),
+            cache_evictions: self.cache_evictions.saturating_sub(earlier.cache_evictions),
+            resident_expert_bytes: self.resident_expert_bytes,
+            resident_experts: self.resident_experts,
+            ort_runs: self.ort_runs.saturating_sub(earlier.ort_runs),
+            ort_nanos: self.ort_nanos.saturating_sub(earlier.ort_nanos),
+            expert_runs: self.expert_runs.saturating_sub(earlier.expert_runs),
+            expert_nanos: self.expert_nanos.saturating_sub(earlier.expert_nanos),
+            forward_calls: self.forward_calls.saturating_sub(earlier.forward_calls),
+            forward_tokens: self.forward_tokens.saturating_sub(earlier.forward_tokens),
+        }
+    }
+}

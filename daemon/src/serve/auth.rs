@@ -1,0 +1,284 @@
+//! Who may do what: reads and inference for any local user (or `access.allowed_group`), managing
+//! models and plugins through an [`Authorizer`]: polkit on a real system, or group membership.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use moed_dbus::MoedError;
+use zbus::Connection;
+use zbus::message::{Flags, Header};
+use zbus::names::BusName;
+use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
+
+use crate::config::{AccessConfig, AuthorizerKind};
+
+/// The peer behind a method call, from the bus's own record of its credentials.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub unique_name: String,
+    pub uid: u32,
+    pub pid: Option<u32>,
+    pub gids: Vec<u32>,
+    /// The call allows interactive authorization (polkit may ask for a password).
+    pub interactive: bool,
+}
+
+impl Caller {
+    /// Asks the bus for the sender's credentials (`GetConnectionCredentials`).
+    pub async fn from_header(conn: &Connection, header: &Header<'_>) -> Result<Caller, MoedError> {
+        let sender = header
+            .sender()
+            .ok_or_else(|| MoedError::AccessDenied("the call carries no sender".into()))?;
+        let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(|e| {
+            MoedError::Failed(format!("asking the bus for caller credentials: {e}"))
+        })?;
+        let creds = dbus
+            .get_connection_credentials(BusName::from(sender.clone()))
+            .await
+            .map_err(|e| {
+                MoedError::Failed(format!("asking the bus for caller credentials: {e}"))
+            })?;
+        let uid = creds.unix_user_id().ok_or_else(|| {
+            MoedError::AccessDenied("the bus did not report the caller's user id".into())
+        })?;
+        Ok(Caller {
+            unique_name: sender.to_string(),
+            uid,
+            pid: creds.process_id(),
+            gids: creds.unix_group_ids().cloned().unwrap_or_default(),
+            interactive: header
+                .primary()
+                .flags()
+                .contains(Flags::ALLOW_INTERACTIVE_AUTH),
+        })
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+}
+
+/// A privileged operation, named by its polkit action id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    ManageModels,
+    ManagePlugins,
+    ManageKnowledge,
+}
+
+impl Action {
+    pub fn id(self) -> &'static str {
+        match self {
+            Action::ManageModels => moed_dbus::actions::MANAGE_MODELS,
+            Action::ManagePlugins => moed_dbus::actions::MANAGE_PLUGINS,
+            Action::ManageKnowledge => moed_dbus::actions::MANAGE_KNOWLEDGE,
+        }
+    }
+}
+
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<(), MoedError>> + Send + 'a>>;
+
+/// Decides privileged actions for callers who are neither root nor in `access.admin_group`.
+pub trait Authorizer: Send + Sync {
+    fn authorize<'a>(
+        &'a self,
+        caller: &'a Caller,
+        header: &'a Header<'a>,
+        action: Action,
+    ) -> AuthFuture<'a>;
+    fn name(&self) -> &'static str;
+}
+
+/// Asks polkit (`org.freedesktop.PolicyKit1` on the system bus) about the calling process.
+pub struct PolkitAuthorizer {
+    system_bus: tokio::sync::OnceCell<Connection>,
+}
+
+impl PolkitAuthorizer {
+    pub fn new() -> Self {
+        PolkitAuthorizer {
+            system_bus: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn check(
+        &self,
+        caller: &Caller,
+        header: &Header<'_>,
+        action: Action,
+    ) -> Result<(), MoedError> {
+        let unavailable = |e: &dyn std::fmt::Display| {
+            MoedError::AccessDenied(format!(
+                "{} needs polkit authorization ({}), but polkit could not be asked: {e}; run as root or configure access.admin_group",
+                action.id(),
+                action.id()
+            ))
+        };
+        let conn = self
+            .system_bus
+            .get_or_try_init(|| async { Connection::system().await })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let authority = AuthorityProxy::new(conn)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        // The subject is the caller's bus name, which polkit resolves through the bus; that is
+        // only meaningful on the system bus, so a session daemon falls back to the caller's pid.
+        let subject = match caller.pid {
+            Some(pid) if header.sender().is_some() && !on_system_bus() => {
+                Subject::new_for_pid(pid, None, Some(caller.uid)).map_err(|e| unavailable(&e))?
+            }
+            _ => Subject::new_for_message_header(header).map_err(|e| unavailable(&e))?,
+        };
+        let flags = if caller.interactive {
+            CheckAuthorizationFlags::ALLOW_USER_INTERACTION
+        } else {
+            CheckAuthorizationFlags::empty()
+        };
+        let result = authority
+            .check_authorization(&subject, action.id(), &Default::default(), flags, "")
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if result.is_authorized {
+            Ok(())
+        } else {
+            Err(MoedError::AccessDenied(format!(
+                "not authorized for polkit action {}{}; ask an administrator, or run as root",
+                action.id(),
+                if result.is_challenge {
+                    " (authentication is possible: call with interactive authorization allowed, e.g. from a session with a polkit agent)"
+                } else {
+                    ""
+                }
+            )))
+        }
+    }
+}
+
+impl Default for PolkitAuthorizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn on_system_bus() -> bool {
+    // Set by `serve` once it knows which bus it serves.
+    SERVING_SYSTEM_BUS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether the daemon serves on the system bus (polkit then resolves bus names itself).
+pub static SERVING_SYSTEM_BUS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+impl Authorizer for PolkitAuthorizer {
+    fn authorize<'a>(
+        &'a self,
+        caller: &'a Caller,
+        header: &'a Header<'a>,
+        action: Action,
+    ) -> AuthFuture<'a> {
+        Box::pin(self.check(caller, header, action))
+    }
+    fn name(&self) -> &'static str {
+        "polkit"
+    }
+}
+
+/// Denies privileged actions to everyone but root and `access.admin_group` (both checked before
+/// any authorizer is asked): for hosts without polkit, and the integration tests.
+pub struct GroupAuthorizer;
+
+impl Authorizer for GroupAuthorizer {
+    fn authorize<'a>(
+        &'a self,
+        _caller: &'a Caller,
+        _header: &'a Header<'a>,
+        action: Action,
+    ) -> AuthFuture<'a> {
+        Box::pin(async move {
+            Err(MoedError::AccessDenied(format!(
+                "{} is allowed only to root and members of access.admin_group (access.authorizer = \"group\")",
+                action.id()
+            )))
+        })
+    }
+    fn name(&self) -> &'static str {
+        "group"
+    }
+}
+
+/// The access rules in force; replaced as a whole on SIGHUP.
+pub struct AccessPolicy {
+    allowed_gid: Option<(String, u32)>,
+    admin_gid: Option<(String, u32)>,
+    authorizer: Arc<dyn Authorizer>,
+}
+
+impl AccessPolicy {
+    /// Resolves the configured groups; an unknown group is an error naming the key.
+    pub fn new(config: &AccessConfig) -> Result<AccessPolicy, crate::config::ConfigError> {
+        let resolve = |key: &str,
+                       name: &Option<String>|
+         -> Result<Option<(String, u32)>, crate::config::ConfigError> {
+            match name {
+                None => Ok(None),
+                Some(name) => match nix::unistd::Group::from_name(name) {
+                    Ok(Some(group)) => Ok(Some((name.clone(), group.gid.as_raw()))),
+                    Ok(None) => Err(crate::config::ConfigError::Invalid {
+                        key: key.to_string(),
+                        message: format!("group '{name}' does not exist"),
+                    }),
+                    Err(e) => Err(crate::config::ConfigError::Invalid {
+                        key: key.to_string(),
+                        message: format!("cannot look up group '{name}': {e}"),
+                    }),
+                },
+            }
+        };
+        let authorizer: Arc<dyn Authorizer> = match config.authorizer {
+            AuthorizerKind::Polkit => Arc::new(PolkitAuthorizer::new()),
+            AuthorizerKind::Group => Arc::new(GroupAuthorizer),
+        };
+        Ok(AccessPolicy {
+            allowed_gid: resolve("access.allowed_group", &config.allowed_group)?,
+            admin_gid: resolve("access.admin_group", &config.admin_group)?,
+            authorizer,
+        })
+    }
+
+    fn in_group(caller: &Caller, group: &Option<(String, u32)>) -> bool {
+        group
+            .as_ref()
+            .is_some_and(|(_, gid)| caller.gids.contains(gid))
+    }
+
+    /// Inference and reading.
+    pub fn check_use(&self, caller: &Caller) -> Result<(), MoedError> {
+        let Some((name, _)) = &self.allowed_gid else {
+            return Ok(());
+        };
+        if caller.is_root()
+            || Self::in_group(caller, &self.allowed_gid)
+            || Self::in_group(caller, &self.admin_gid)
+        {
+            return Ok(());
+        }
+        Err(MoedError::AccessDenied(format!(
+            "using moed needs membership in group '{name}' (access.allowed_group); ask an administrator to add your user to it"
+        )))
+    }
+
+    /// A privileged action: root and `admin_group` always; others as the authorizer decides.
+    pub fn authorizer(&self, caller: &Caller) -> Option<Arc<dyn Authorizer>> {
+        if caller.is_root() || Self::in_group(caller, &self.admin_gid) {
+            None
+        } else {
+            Some(self.authorizer.clone())
+        }
+    }
+
+    pub fn authorizer_name(&self) -> &'static str {
+        self.authorizer.name()
+    }
+}

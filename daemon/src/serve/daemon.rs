@@ -1,0 +1,167 @@
+//! The state every D-Bus object of the daemon shares: configuration, models, scheduler, state
+//! store and access policy.
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use moed_dbus::{EngineState, MoedError};
+use zbus::Connection;
+use zbus::message::Header;
+
+use moed_dbus::OBJECT_PATH;
+
+use super::auth::{AccessPolicy, Action, Caller};
+use super::engine_iface::EngineIface;
+use super::models::Registry;
+use super::models_iface::ModelsIface;
+use super::scheduler::Scheduler;
+use crate::config::Config;
+use crate::engine::EngineOptions;
+use crate::state::StateStore;
+
+pub struct Daemon {
+    config: RwLock<Config>,
+    pub registry: Registry,
+    pub scheduler: Arc<Scheduler>,
+    pub state: StateStore,
+    access: RwLock<Arc<AccessPolicy>>,
+    engine_state: RwLock<EngineState>,
+    conn: OnceLock<Connection>,
+    /// Held while properties are read and announced, so the last announcement carries the
+    /// latest values.
+    announce_lock: tokio::sync::Mutex<()>,
+}
+
+impl Daemon {
+    pub fn new(config: Config, state: StateStore, access: AccessPolicy) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            registry: Registry::new(config.models.dirs.clone()),
+            scheduler: Scheduler::new(config.service.max_concurrent, config.service.queue_depth),
+            config: RwLock::new(config),
+            state,
+            access: RwLock::new(Arc::new(access)),
+            engine_state: RwLock::new(EngineState::Loading),
+            conn: OnceLock::new(),
+            announce_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn config(&self) -> Config {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies what can change while running (SIGHUP); returns the keys that need a restart.
+    pub fn reload(&self, new: Config, access: AccessPolicy) -> Vec<&'static str> {
+        let mut pending = Vec::new();
+        {
+            let old = self.config.read().unwrap_or_else(|p| p.into_inner());
+            if old.engine.ort_library != new.engine.ort_library {
+                pending.push("engine.ort_library");
+            }
+            if old.service.state_directory != new.service.state_directory {
+                pending.push("service.state_directory");
+            }
+        }
+        self.registry.set_dirs(new.models.dirs.clone());
+        self.scheduler
+            .set_limits(new.service.max_concurrent, new.service.queue_depth);
+        *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = new;
+        pending
+    }
+
+    /// Options for loading an engine under the current configuration.
+    pub fn engine_options(&self) -> EngineOptions {
+        let config = self.config();
+        EngineOptions {
+            providers: config.providers(),
+            expert_memory_budget: config.engine.expert_memory_budget,
+            ort_library: config.engine.ort_library.clone(),
+            ..EngineOptions::default()
+        }
+    }
+
+    pub fn set_connection(&self, conn: Connection) {
+        let _ = self.conn.set(conn);
+    }
+
+    pub fn connection(&self) -> Result<&Connection, MoedError> {
+        self.conn
+            .get()
+            .ok_or_else(|| MoedError::Failed("the daemon is not connected to a bus yet".into()))
+    }
+
+    pub fn engine_state(&self) -> EngineState {
+        *self.engine_state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_engine_state(&self, state: EngineState) {
+        *self.engine_state.write().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// `Ready` or `NoModel` from what is loaded, unless draining.
+    pub fn refresh_engine_state(&self) {
+        if self.engine_state() == EngineState::Draining {
+            return;
+        }
+        let state = if self.registry.active_name().is_some() {
+            EngineState::Ready
+        } else {
+            EngineState::NoModel
+        };
+        self.set_engine_state(state);
+    }
+
+    /// Emits `PropertiesChanged` for the Engine and Models properties that follow models,
+    /// state and configuration. Managing methods call it before replying, so a client's cached
+    /// properties are current when it reads the reply (signals and replies travel in order).
+    pub async fn announce(&self) {
+        let Some(conn) = self.conn.get() else { return };
+        let _guard = self.announce_lock.lock().await;
+        let server = conn.object_server();
+        if let Ok(engine) = server.interface::<_, EngineIface>(OBJECT_PATH).await {
+            let e = engine.signal_emitter();
+            let iface = engine.get().await;
+            let _ = iface.state_changed(e).await;
+            let _ = iface.model_changed(e).await;
+            let _ = iface.execution_provider_changed(e).await;
+            let _ = iface.max_concurrent_changed(e).await;
+            let _ = iface.queue_depth_changed(e).await;
+        }
+        if let Ok(models) = server.interface::<_, ModelsIface>(OBJECT_PATH).await {
+            let m = models.signal_emitter();
+            let iface = models.get().await;
+            let _ = iface.loaded_models_changed(m).await;
+            let _ = iface.model_directories_changed(m).await;
+        }
+    }
+
+    fn access(&self) -> Arc<AccessPolicy> {
+        self.access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The caller of an inference or read method, if allowed to use moed.
+    pub async fn user(&self, header: &Header<'_>) -> Result<Caller, MoedError> {
+        let caller = Caller::from_header(self.connection()?, header).await?;
+        self.access().check_use(&caller)?;
+        Ok(caller)
+    }
+
+    /// The caller of a managing method, if authorized for `action`.
+    pub async fn admin(&self, header: &Header<'_>, action: Action) -> Result<Caller, MoedError> {
+        let caller = self.user(header).await?;
+        if let Some(authorizer) = self.access().authorizer(&caller) {
+            authorizer.authorize(&caller, header, action).await?;
+        }
+        log::info!(
+            caller = caller.unique_name.as_str(), uid = caller.uid, action = action.id();
+            "authorized {} for uid {}", action.id(), caller.uid
+        );
+        Ok(caller)
+    }
+}

@@ -1,0 +1,326 @@
+//! `org.moed.Moed1.Engine` and the per-request `org.moed.Moed1.Request` objects.
+
+use std::sync::{Arc, RwLock};
+
+use moed_dbus::options::OptionDict;
+use moed_dbus::{
+    ChatMessage, GenerationInfo, MoedError, REQUEST_PATH_PREFIX, ScoreOptions, ScoredToken,
+};
+use zbus::message::Header;
+use zbus::names::BusName;
+use zbus::object_server::{ObjectServer, SignalEmitter};
+use zbus::{OwnedObjectPath, interface};
+
+use super::daemon::Daemon;
+use super::requests::{self, Prepared};
+use super::runner::{self, PromptInput, StreamEvent};
+
+pub struct EngineIface {
+    pub daemon: Arc<Daemon>,
+}
+
+impl EngineIface {
+    async fn blocking(
+        &self,
+        header: &Header<'_>,
+        input: PromptInput,
+        options: &OptionDict,
+    ) -> Result<(String, GenerationInfo), MoedError> {
+        let caller = self.daemon.user(header).await?;
+        let prepared = requests::prepare(&self.daemon, &caller.unique_name, input, options)?;
+        let info = requests::execute(self.daemon.clone(), prepared, None).await?;
+        Ok((info.text.clone(), info))
+    }
+
+    async fn streaming(
+        &self,
+        header: &Header<'_>,
+        server: &ObjectServer,
+        input: PromptInput,
+        options: &OptionDict,
+    ) -> Result<OwnedObjectPath, MoedError> {
+        let caller = self.daemon.user(header).await?;
+        let prepared = requests::prepare(&self.daemon, &caller.unique_name, input, options)?;
+        let id = prepared.ticket.id();
+        let path = OwnedObjectPath::try_from(format!("{REQUEST_PATH_PREFIX}/{id}"))
+            .map_err(|e| MoedError::Failed(format!("request path: {e}")))?;
+        let state = Arc::new(RwLock::new("queued"));
+        let object = RequestIface {
+            daemon: self.daemon.clone(),
+            id,
+            owner: caller.unique_name.clone(),
+            state: state.clone(),
+        };
+        server.at(path.clone(), object).await?;
+        let owner = BusName::try_from(caller.unique_name.clone())
+            .map_err(|e| MoedError::Failed(format!("caller name: {e}")))?;
+        let emitter = SignalEmitter::new(self.daemon.connection()?, path.clone())?
+            .set_destination(owner)
+            .into_owned();
+        let daemon = self.daemon.clone();
+        let server = server.clone();
+        tokio::spawn(stream_request(
+            daemon,
+            server,
+            emitter,
+            path.clone(),
+            state,
+            prepared,
+        ));
+        Ok(path)
+    }
+}
+
+async fn stream_request(
+    daemon: Arc<Daemon>,
+    server: ObjectServer,
+    emitter: SignalEmitter<'static>,
+    path: OwnedObjectPath,
+    state: Arc<RwLock<&'static str>>,
+    prepared: Prepared,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let set_state = |s: &'static str| *state.write().unwrap_or_else(|p| p.into_inner()) = s;
+    set_state("running");
+    let exec = requests::execute(daemon, prepared, Some(tx));
+    let forward = async {
+        while let Some(event) = rx.recv().await {
+            let sent = match event {
+                StreamEvent::Text { text, thinking } => {
+                    RequestIface::token(&emitter, &text, thinking).await
+                }
+                StreamEvent::Alert {
+                    severity,
+                    code,
+                    message,
+                    source,
+                } => RequestIface::alert(&emitter, &severity, &code, &message, &source).await,
+            };
+            if let Err(err) = sent {
+                log::debug!("request {}: signal not sent: {err}", path.as_str());
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(exec, forward);
+    set_state("finished");
+    let (reason, info) = match result {
+        Ok(info) => (info.finish_reason.clone(), info),
+        Err(err) => {
+            let reason = if err.short_name() == Some("Cancelled") {
+                "cancelled"
+            } else {
+                "error"
+            };
+            let info = GenerationInfo {
+                request_id: path
+                    .as_str()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                finish_reason: reason.to_string(),
+                error_name: err.short_name().map(str::to_string),
+                error_message: Some(err.message()),
+                ..GenerationInfo::default()
+            };
+            (reason.to_string(), info)
+        }
+    };
+    if let Err(err) = RequestIface::finished(&emitter, &reason, info).await {
+        log::debug!("request {}: Finished not sent: {err}", path.as_str());
+    }
+    if let Err(err) = server.remove::<RequestIface, _>(&path).await {
+        log::warn!("request {}: removing its object: {err}", path.as_str());
+    }
+}
+
+#[interface(name = "org.moed.Moed1.Engine")]
+impl EngineIface {
+    /// Answers `prompt` (through the chat template unless option `raw`) and returns the whole text.
+    #[zbus(out_args("text", "info"))]
+    async fn complete(
+        &self,
+        prompt: String,
+        options: OptionDict,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(String, GenerationInfo), MoedError> {
+        self.blocking(&header, PromptInput::Text(prompt), &options)
+            .await
+    }
+
+    /// Generates the next assistant turn of `messages` and returns the whole text.
+    #[zbus(out_args("text", "info"))]
+    async fn chat(
+        &self,
+        messages: Vec<ChatMessage>,
+        options: OptionDict,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(String, GenerationInfo), MoedError> {
+        self.blocking(&header, PromptInput::Chat(messages), &options)
+            .await
+    }
+
+    /// Starts a streaming request for `prompt`; its object emits Token, Alert and Finished.
+    #[zbus(out_args("request"))]
+    async fn generate(
+        &self,
+        prompt: String,
+        options: OptionDict,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<OwnedObjectPath, MoedError> {
+        self.streaming(&header, server, PromptInput::Text(prompt), &options)
+            .await
+    }
+
+    /// Starts a streaming request for a conversation.
+    #[zbus(out_args("request"))]
+    async fn generate_chat(
+        &self,
+        messages: Vec<ChatMessage>,
+        options: OptionDict,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<OwnedObjectPath, MoedError> {
+        self.streaming(&header, server, PromptInput::Chat(messages), &options)
+            .await
+    }
+
+    /// The log-probability of each token of `text` given all tokens before it.
+    #[zbus(out_args("tokens"))]
+    async fn score(
+        &self,
+        text: String,
+        options: OptionDict,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<ScoredToken>, MoedError> {
+        let caller = self.daemon.user(&header).await?;
+        let options = ScoreOptions::from_dict(&options)?;
+        let model = self.daemon.registry.for_request(options.model.as_deref())?;
+        let mut ticket = self.daemon.scheduler.admit(&caller.unique_name)?;
+        ticket.run_slot().await?;
+        let cancel = ticket.cancel_flag();
+        let run_model = model.clone();
+        let result = tokio::task::spawn_blocking(move || runner::score(&run_model, &text, &cancel))
+            .await
+            .map_err(|e| MoedError::Failed(format!("the scoring thread failed: {e}")))?;
+        let state = self.daemon.state.clone();
+        let persisted = tokio::task::spawn_blocking(move || model.persist_stats(&state, 1)).await;
+        if let Ok(Err(err)) = persisted {
+            log::error!("persisting expert statistics: {err}");
+        }
+        drop(ticket);
+        result
+    }
+
+    #[zbus(property)]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    /// The active model's name; empty when none is loaded.
+    #[zbus(property)]
+    fn model(&self) -> String {
+        self.daemon.registry.active_name().unwrap_or_default()
+    }
+
+    /// The execution provider of the active model; empty when none is loaded.
+    #[zbus(property)]
+    fn execution_provider(&self) -> String {
+        self.daemon
+            .registry
+            .active_name()
+            .and_then(|n| self.daemon.registry.get(&n))
+            .map(|m| m.engine.execution_provider().to_string())
+            .unwrap_or_default()
+    }
+
+    /// `loading`, `ready`, `no-model` or `draining`.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.daemon.engine_state().as_str().to_string()
+    }
+
+    /// Requests executing now.
+    #[zbus(property)]
+    fn active_requests(&self) -> u32 {
+        self.daemon.scheduler.load().running
+    }
+
+    /// Requests waiting for a slot.
+    #[zbus(property)]
+    fn queued_requests(&self) -> u32 {
+        self.daemon.scheduler.load().queued
+    }
+
+    #[zbus(property)]
+    fn max_concurrent(&self) -> u32 {
+        self.daemon.scheduler.limits().0
+    }
+
+    #[zbus(property)]
+    fn queue_depth(&self) -> u32 {
+        self.daemon.scheduler.limits().1
+    }
+}
+
+/// One streaming request, at `/org/moed/Moed1/request/<id>` until it finishes. Its signals go
+/// to the client that started it only.
+pub struct RequestIface {
+    daemon: Arc<Daemon>,
+    id: u64,
+    owner: String,
+    state: Arc<RwLock<&'static str>>,
+}
+
+#[interface(name = "org.moed.Moed1.Request")]
+impl RequestIface {
+    /// Stops the request; `Finished` follows with reason `cancelled`. Only its client (or root).
+    async fn cancel(&self, #[zbus(header)] header: Header<'_>) -> Result<(), MoedError> {
+        let caller = self.daemon.user(&header).await?;
+        if caller.unique_name != self.owner && !caller.is_root() {
+            return Err(MoedError::AccessDenied(
+                "only the client that started a request may cancel it".into(),
+            ));
+        }
+        if !self.daemon.scheduler.cancel(self.id) {
+            return Err(MoedError::NotFound(format!(
+                "request {} has already finished",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// `queued` until its task starts, `running` (which includes waiting for a slot), `finished`.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .to_string()
+    }
+
+    /// A piece of generated text; `thinking` marks the reasoning section.
+    #[zbus(signal)]
+    async fn token(emitter: &SignalEmitter<'_>, text: &str, thinking: bool) -> zbus::Result<()>;
+
+    /// A plugin's alert about this request.
+    #[zbus(signal)]
+    async fn alert(
+        emitter: &SignalEmitter<'_>,
+        severity: &str,
+        code: &str,
+        message: &str,
+        source: &str,
+    ) -> zbus::Result<()>;
+
+    /// The last signal: the finish reason (`stop`, `eos`, `max_tokens`, `length`, `cancelled` or
+    /// `error`) and the request's info.
+    #[zbus(signal)]
+    async fn finished(
+        emitter: &SignalEmitter<'_>,
+        reason: &str,
+        info: GenerationInfo,
+    ) -> zbus::Result<()>;
+}

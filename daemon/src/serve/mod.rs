@@ -1,0 +1,270 @@
+//! `moed serve`: the D-Bus service. Objects are served before the name is requested; blocking
+//! engine work runs on tokio's blocking pool; SIGTERM drains, SIGHUP reloads the configuration.
+
+mod auth;
+mod daemon;
+mod engine_iface;
+mod loadbench;
+mod logging;
+mod models;
+mod models_iface;
+mod notify;
+mod requests;
+mod runner;
+mod scheduler;
+mod watch;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moed_dbus::{BUS_NAME, EngineState, MoedError, OBJECT_PATH};
+use zbus::connection::Builder;
+
+pub use auth::{AccessPolicy, Action, Authorizer, Caller, GroupAuthorizer, PolkitAuthorizer};
+use daemon::Daemon;
+use engine_iface::EngineIface;
+pub use loadbench::{
+    LoadBenchError, LoadBenchOptions, Row as LoadBenchRow, run as run_load_bench,
+    table as load_bench_table,
+};
+use models_iface::ModelsIface;
+
+use crate::config::{Config, ConfigError};
+use crate::state::{StateError, StateStore, state_dir};
+
+/// Which bus to serve on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bus {
+    System,
+    Session,
+    Address(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub bus: Bus,
+    /// A model to load at start instead of the remembered or configured one.
+    pub model: Option<String>,
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("no state directory: set service.state_directory or $STATE_DIRECTORY")]
+    NoStateDir,
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("D-Bus ({bus}): {message}")]
+    Bus { bus: String, message: String },
+    #[error("loading model '{model}' at start: {message}")]
+    Model { model: String, message: String },
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then drains and returns.
+pub fn run(opts: ServeOptions) -> Result<(), ServeError> {
+    let config = Config::load(opts.config.as_deref())?;
+    logging::init(&config.log.level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("moed-io")
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(serve(opts, config))
+}
+
+fn bus_label(bus: &Bus) -> String {
+    match bus {
+        Bus::System => "system bus".into(),
+        Bus::Session => "session bus".into(),
+        Bus::Address(a) => a.clone(),
+    }
+}
+
+async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
+    for source in &config.sources {
+        log::info!("configuration: read {}", source.display());
+    }
+    let access = AccessPolicy::new(&config.access)?;
+    let dir = state_dir(
+        config.service.state_directory.as_deref(),
+        opts.bus == Bus::Session,
+    )
+    .ok_or(ServeError::NoStateDir)?;
+    let state = StateStore::open(&dir)?;
+    log::info!("state directory: {}", dir.display());
+    auth::SERVING_SYSTEM_BUS.store(
+        opts.bus == Bus::System,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let daemon = Daemon::new(config.clone(), state, access);
+
+    notify::status("connecting to the bus");
+    let label = bus_label(&opts.bus);
+    let bus_error = |e: zbus::Error| ServeError::Bus {
+        bus: label.clone(),
+        message: match &e {
+            zbus::Error::NameTaken => {
+                format!("{BUS_NAME} is already owned: another moed runs on this bus")
+            }
+            other => other.to_string(),
+        },
+    };
+    let builder = match &opts.bus {
+        Bus::System => Builder::system(),
+        Bus::Session => Builder::session(),
+        Bus::Address(address) => Builder::address(address.as_str()),
+    };
+    let conn = builder
+        .serve_at(
+            OBJECT_PATH,
+            EngineIface {
+                daemon: daemon.clone(),
+            },
+        )
+        .serve_at(
+            OBJECT_PATH,
+            ModelsIface {
+                daemon: daemon.clone(),
+            },
+        )
+        .name(BUS_NAME)
+        .build()
+        .await
+        .map_err(bus_error)?;
+    daemon.set_connection(conn.clone());
+    log::info!("serving {BUS_NAME} on the {label}");
+    watch::spawn_owner_watch(daemon.clone(), conn.clone());
+    watch::spawn_load_notifier(daemon.clone(), conn.clone());
+
+    // The model: --model, else the one last chosen with Switch, else models.default.
+    let remembered = daemon.state.active_model().unwrap_or_else(|e| {
+        log::warn!("{e}");
+        None
+    });
+    let start_model = opts
+        .model
+        .clone()
+        .or(remembered.clone())
+        .or(config.models.default.clone());
+    if let Some(name) = start_model {
+        notify::status(&format!("loading model {name}"));
+        daemon.set_engine_state(EngineState::Loading);
+        daemon.announce().await;
+        match ModelsIface::load_model(&daemon, &name).await {
+            Ok(_) => {}
+            Err(err) if opts.model.is_none() && remembered.as_deref() == Some(name.as_str()) => {
+                // The remembered model may have been removed since; fall back to the default.
+                log::warn!(
+                    "the model last switched to, {name}, cannot be loaded: {}",
+                    err.message()
+                );
+                if let Some(default) = config.models.default.clone() {
+                    ModelsIface::load_model(&daemon, &default)
+                        .await
+                        .map_err(|e| model_error(&default, e))?;
+                }
+            }
+            Err(err) => return Err(model_error(&name, err)),
+        }
+    }
+    daemon.refresh_engine_state();
+    daemon.announce().await;
+    let status = match daemon.registry.active_name() {
+        Some(model) => format!("serving {model}"),
+        None => "serving, no model loaded".to_string(),
+    };
+    notify::ready(&status);
+    notify::spawn_watchdog();
+    log::info!("{status}");
+
+    wait_for_signals(&daemon, opts.config.clone()).await;
+
+    let timeout = Duration::from_secs(daemon.config().service.drain_timeout_secs);
+    let load = daemon.scheduler.load();
+    notify::stopping(&format!(
+        "draining {} running and {} queued requests",
+        load.running, load.queued
+    ));
+    daemon.set_engine_state(EngineState::Draining);
+    daemon.announce().await;
+    log::info!(
+        "stopping: draining {} running and {} queued requests",
+        load.running,
+        load.queued
+    );
+    let left = daemon.scheduler.drain(timeout).await;
+    if left > 0 {
+        log::warn!("drain timeout: cancelled {left} requests");
+        daemon.scheduler.drain(Duration::from_secs(10)).await;
+    }
+    for name in daemon.registry.loaded_names() {
+        if let Some(model) = daemon.registry.get(&name) {
+            let state = daemon.state.clone();
+            let _ = tokio::task::spawn_blocking(move || model.persist_stats(&state, 0)).await;
+        }
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+fn model_error(model: &str, err: MoedError) -> ServeError {
+    ServeError::Model {
+        model: model.to_string(),
+        message: err.message(),
+    }
+}
+
+/// Returns on SIGTERM or SIGINT; reloads the configuration on SIGHUP.
+async fn wait_for_signals(daemon: &Arc<Daemon>, config_file: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        log::error!("cannot install signal handlers; serving until killed");
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => reload(daemon, config_file.as_deref()).await,
+        }
+    }
+}
+
+async fn reload(daemon: &Arc<Daemon>, config_file: Option<&std::path::Path>) {
+    notify::status("reloading configuration");
+    let result = Config::load(config_file).and_then(|config| {
+        let access = AccessPolicy::new(&config.access)?;
+        Ok((config, access))
+    });
+    match result {
+        Ok((config, access)) => {
+            log::set_max_level(config.log.level.parse().unwrap_or(log::LevelFilter::Info));
+            let pending = daemon.reload(config, access);
+            daemon.announce().await;
+            if pending.is_empty() {
+                log::info!("configuration reloaded");
+            } else {
+                log::warn!(
+                    "configuration reloaded; these keys take effect after a restart: {}",
+                    pending.join(", ")
+                );
+            }
+        }
+        Err(err) => log::error!("configuration not reloaded, the previous one stays: {err}"),
+    }
+    let status = match daemon.registry.active_name() {
+        Some(model) => format!("serving {model}"),
+        None => "serving, no model loaded".to_string(),
+    };
+    notify::status(&status);
+}

@@ -1,0 +1,387 @@
+//! The models the daemon knows: packages found in the model directories, the engines loaded from
+//! them, the active one, and their expert statistics merged into the state store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use moed_dbus::{ExpertStatistics, LayerActivations, ModelInfo, ModelSummary, MoedError};
+
+use crate::engine::{Engine, EngineOptions, EngineStats};
+use crate::package::Package;
+use crate::state::{PersistedStats, StateStore};
+use crate::text::model::TextModel;
+
+/// An engine in memory, shared by the requests that use it.
+pub struct LoadedModel {
+    pub name: String,
+    pub dir: PathBuf,
+    pub engine: Engine,
+    /// Tokenizer, chat template and generation defaults of the same package.
+    pub text: TextModel,
+    /// The engine's counters at the last merge into the state store.
+    merged: Mutex<EngineStats>,
+}
+
+impl LoadedModel {
+    /// Adds the counters since the last merge (and `requests` finished requests) to the store,
+    /// flushed: once this returns the numbers survive a crash.
+    pub fn persist_stats(
+        &self,
+        state: &StateStore,
+        requests: u64,
+    ) -> Result<PersistedStats, MoedError> {
+        let mut merged = self.merged.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.engine.stats();
+        let delta = now.since(&merged);
+        let total = state
+            .add_expert_stats(&self.name, &to_persisted(&delta, requests))
+            .map_err(|e| MoedError::Failed(e.to_string()))?;
+        *merged = now;
+        Ok(total)
+    }
+
+    /// Stored statistics plus what the engine counted since the last merge.
+    pub fn current_stats(&self, state: &StateStore) -> Result<PersistedStats, MoedError> {
+        let merged = self.merged.lock().unwrap_or_else(|p| p.into_inner());
+        let mut total = state
+            .expert_stats(&self.name)
+            .map_err(|e| MoedError::Failed(e.to_string()))?
+            .unwrap_or_default();
+        total.add(&to_persisted(&self.engine.stats().since(&merged), 0));
+        Ok(total)
+    }
+
+    /// Forgets stored statistics and starts counting from now.
+    pub fn reset_stats(&self, state: &StateStore) -> Result<(), MoedError> {
+        let mut merged = self.merged.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .reset_expert_stats(&self.name)
+            .map_err(|e| MoedError::Failed(e.to_string()))?;
+        *merged = self.engine.stats();
+        Ok(())
+    }
+}
+
+fn to_persisted(stats: &EngineStats, requests: u64) -> PersistedStats {
+    PersistedStats {
+        activations: stats.activations.clone(),
+        cache_hits: stats.cache_hits,
+        cache_misses: stats.cache_misses,
+        cache_evictions: stats.cache_evictions,
+        requests,
+    }
+}
+
+/// Turns stored statistics into the D-Bus result (MoE layers only).
+pub fn to_statistics(model: &str, stats: &PersistedStats) -> ExpertStatistics {
+    ExpertStatistics {
+        model: model.to_string(),
+        layers: stats
+            .activations
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| !row.is_empty())
+            .map(|(layer, row)| LayerActivations {
+                layer: layer as u32,
+                counts: row.clone(),
+            })
+            .collect(),
+        cache_hits: stats.cache_hits,
+        cache_misses: stats.cache_misses,
+        cache_evictions: stats.cache_evictions,
+        requests: stats.requests,
+    }
+}
+
+pub struct Registry {
+    dirs: RwLock<Vec<PathBuf>>,
+    loaded: RwLock<BTreeMap<String, Arc<LoadedModel>>>,
+    active: RwLock<Option<String>>,
+    /// Loads run one at a time: two engines loading at once would double peak memory.
+    load_lock: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    pub fn new(dirs: Vec<PathBuf>) -> Registry {
+        Registry {
+            dirs: RwLock::new(dirs),
+            loaded: RwLock::new(BTreeMap::new()),
+            active: RwLock::new(None),
+            load_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn set_dirs(&self, dirs: Vec<PathBuf>) {
+        *self.dirs.write().unwrap_or_else(|p| p.into_inner()) = dirs;
+    }
+
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.dirs.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn loaded_names(&self) -> Vec<String> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn active_name(&self) -> Option<String> {
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// The model a request uses: the one it names (must be loaded), else the active one.
+    pub fn for_request(&self, name: Option<&str>) -> Result<Arc<LoadedModel>, MoedError> {
+        match name {
+            Some(name) => self.get(name).ok_or_else(|| {
+                MoedError::ModelNotLoaded(format!(
+                    "model '{name}' is not loaded; load it with Models.Load (moectl models load {name})"
+                ))
+            }),
+            None => self
+                .active_name()
+                .and_then(|n| self.get(&n))
+                .ok_or_else(|| {
+                    MoedError::ModelNotLoaded(
+                        "no model is loaded; load one with Models.Load (moectl models load NAME) or set models.default"
+                            .into(),
+                    )
+                }),
+        }
+    }
+
+    /// Finds a package: an absolute path, or a directory name inside a model directory.
+    pub fn resolve(&self, name: &str) -> Result<(String, PathBuf), MoedError> {
+        if name.is_empty() {
+            return Err(MoedError::InvalidArgument(
+                "a model name must not be empty".into(),
+            ));
+        }
+        if name.contains('/') {
+            let path = Path::new(name);
+            if !path.is_absolute() {
+                return Err(MoedError::InvalidArgument(format!(
+                    "'{name}': a model path must be absolute"
+                )));
+            }
+            if !path.join("manifest.json").is_file() {
+                return Err(MoedError::NotFound(format!(
+                    "{name}: no model package there (no manifest.json)"
+                )));
+            }
+            let base = path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    MoedError::InvalidArgument(format!("'{name}': no directory name"))
+                })?;
+            return Ok((base, path.to_path_buf()));
+        }
+        if name == "." || name == ".." {
+            return Err(MoedError::InvalidArgument(format!(
+                "'{name}' is not a model name"
+            )));
+        }
+        let dirs = self.dirs();
+        for dir in &dirs {
+            let candidate = dir.join(name);
+            if candidate.join("manifest.json").is_file() {
+                return Ok((name.to_string(), candidate));
+            }
+        }
+        // A loaded model stays reachable by name even when it came from a path.
+        if let Some(m) = self.get(name) {
+            return Ok((m.name.clone(), m.dir.clone()));
+        }
+        Err(MoedError::NotFound(format!(
+            "no model package '{name}' in the model directories ({}); see Models.List",
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    /// Every package directory in the model directories (first directory wins on equal names).
+    pub fn list(&self) -> Vec<ModelSummary> {
+        let loaded = self.loaded_names();
+        let active = self.active_name();
+        let mut seen = BTreeMap::new();
+        for dir in self.dirs() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut paths: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for path in paths {
+                if !path.join("manifest.json").is_file() {
+                    continue;
+                }
+                let name = match path.file_name() {
+                    Some(n) => n.to_string_lossy().to_string(),
+                    None => continue,
+                };
+                if seen.contains_key(&name) {
+                    continue;
+                }
+                let (architecture, error) = match Package::open(&path) {
+                    Ok(p) => (p.manifest().architecture.clone(), None),
+                    Err(e) => (String::new(), Some(e.to_string())),
+                };
+                seen.insert(
+                    name.clone(),
+                    ModelSummary {
+                        loaded: loaded.contains(&name),
+                        active: active.as_deref() == Some(name.as_str()),
+                        name,
+                        path: path.display().to_string(),
+                        architecture,
+                        error,
+                    },
+                );
+            }
+        }
+        // Models loaded from a path outside the directories are listed too.
+        for name in loaded {
+            if seen.contains_key(&name) {
+                continue;
+            }
+            if let Some(m) = self.get(&name) {
+                seen.insert(
+                    name.clone(),
+                    ModelSummary {
+                        active: active.as_deref() == Some(name.as_str()),
+                        name,
+                        path: m.dir.display().to_string(),
+                        architecture: m.engine.package().manifest().architecture.clone(),
+                        loaded: true,
+                        error: None,
+                    },
+                );
+            }
+        }
+        seen.into_values().collect()
+    }
+
+    pub fn info(&self, name: &str) -> Result<ModelInfo, MoedError> {
+        let (name, dir) = self.resolve(name)?;
+        let loaded = self.get(&name);
+        let package = match &loaded {
+            Some(m) => m.engine.package().clone(),
+            None => Package::open(&dir).map_err(|e| MoedError::Failed(e.to_string()))?,
+        };
+        let m = package.manifest();
+        let routing = m.routing.as_ref();
+        Ok(ModelInfo {
+            active: self.active_name().as_deref() == Some(name.as_str()),
+            name,
+            path: dir.display().to_string(),
+            manifest_name: m.name.clone(),
+            architecture: m.architecture.clone(),
+            format_version: m.format_version as u32,
+            hidden_size: m.dims.hidden_size as u32,
+            vocab_size: m.dims.vocab_size as u32,
+            num_layers: m.dims.num_layers as u32,
+            context_length: m.dims.context_length as u32,
+            num_experts: routing.map_or(0, |r| r.num_experts as u32),
+            top_k: routing.map_or(0, |r| r.top_k as u32),
+            expert_precision: m.precision.experts.clone(),
+            total_bytes: m.files.values().map(|f| f.bytes).sum(),
+            loaded: loaded.is_some(),
+            execution_provider: loaded.map(|l| l.engine.execution_provider().to_string()),
+        })
+    }
+
+    /// Loads a package (no-op when loaded); the first model loaded becomes active.
+    pub async fn load(
+        &self,
+        name: &str,
+        opts: EngineOptions,
+    ) -> Result<Arc<LoadedModel>, MoedError> {
+        let (name, dir) = self.resolve(name)?;
+        let _guard = self.load_lock.lock().await;
+        if let Some(m) = self.get(&name) {
+            if m.dir != dir {
+                return Err(MoedError::InvalidArgument(format!(
+                    "a different model named '{name}' is loaded from {}; unload it first",
+                    m.dir.display()
+                )));
+            }
+            return Ok(m);
+        }
+        let load_dir = dir.clone();
+        let (engine, text) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let engine = Engine::load(&load_dir, opts).map_err(|e| e.to_string())?;
+            let text = TextModel::load(engine.package()).map_err(|e| e.to_string())?;
+            Ok((engine, text))
+        })
+        .await
+        .map_err(|e| MoedError::Failed(format!("loading {name}: the loader thread failed: {e}")))?
+        .map_err(|e| MoedError::Failed(format!("loading model '{name}': {e}")))?;
+        let merged = Mutex::new(engine.stats());
+        let model = Arc::new(LoadedModel {
+            name: name.clone(),
+            dir,
+            engine,
+            text,
+            merged,
+        });
+        self.loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), model.clone());
+        let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
+        if active.is_none() {
+            *active = Some(name);
+        }
+        Ok(model)
+    }
+
+    /// Drops a model; requests still using it finish first (they hold their own reference).
+    pub fn unload(&self, name: &str) -> Result<Arc<LoadedModel>, MoedError> {
+        let model = self
+            .loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .ok_or_else(|| MoedError::NotFound(format!("model '{name}' is not loaded")))?;
+        let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
+        if active.as_deref() == Some(name) {
+            *active = self
+                .loaded
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .next()
+                .cloned();
+        }
+        Ok(model)
+    }
+
+    /// Makes a loaded model the active one.
+    pub fn set_active(&self, name: &str) -> Result<(), MoedError> {
+        if self.get(name).is_none() {
+            return Err(MoedError::ModelNotLoaded(format!(
+                "model '{name}' is not loaded"
+            )));
+        }
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = Some(name.to_string());
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! `org.moed.Moed1.Models`: listing, loading, unloading and switching models; expert statistics.
+
+use std::sync::Arc;
+
+use moed_dbus::{ExpertStatistics, ModelInfo, ModelSummary, MoedError};
+use zbus::interface;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+
+use super::auth::Action;
+use super::daemon::Daemon;
+use super::models::to_statistics;
+
+pub struct ModelsIface {
+    pub daemon: Arc<Daemon>,
+}
+
+impl ModelsIface {
+    fn state_error(e: crate::state::StateError) -> MoedError {
+        MoedError::Failed(e.to_string())
+    }
+
+    /// Loads `name` with the current configuration; logs and updates the Engine state.
+    pub async fn load_model(daemon: &Arc<Daemon>, name: &str) -> Result<String, MoedError> {
+        let before = daemon.registry.loaded_names();
+        let model = daemon.registry.load(name, daemon.engine_options()).await?;
+        if !before.contains(&model.name) {
+            log::info!(
+                model = model.name.as_str();
+                "loaded model {} from {} on {}", model.name, model.dir.display(), model.engine.execution_provider()
+            );
+        }
+        daemon.refresh_engine_state();
+        Ok(model.name.clone())
+    }
+}
+
+#[interface(name = "org.moed.Moed1.Models")]
+impl ModelsIface {
+    /// Every package in the model directories, and models loaded from elsewhere.
+    #[zbus(out_args("models"))]
+    async fn list(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<ModelSummary>, MoedError> {
+        self.daemon.user(&header).await?;
+        let daemon = self.daemon.clone();
+        tokio::task::spawn_blocking(move || daemon.registry.list())
+            .await
+            .map_err(|e| MoedError::Failed(format!("listing models: {e}")))
+    }
+
+    /// What a package's manifest says and whether it is loaded (name or absolute path).
+    #[zbus(out_args("info"))]
+    async fn info(
+        &self,
+        name: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<ModelInfo, MoedError> {
+        self.daemon.user(&header).await?;
+        let daemon = self.daemon.clone();
+        tokio::task::spawn_blocking(move || daemon.registry.info(&name))
+            .await
+            .map_err(|e| MoedError::Failed(format!("reading model info: {e}")))?
+    }
+
+    /// Loads a package (a name in the model directories or an absolute path). The first model
+    /// loaded becomes active. Needs `org.moed.manage-models`.
+    async fn load(
+        &self,
+        name: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), MoedError> {
+        self.daemon.admin(&header, Action::ManageModels).await?;
+        let loaded = Self::load_model(&self.daemon, &name).await?;
+        self.daemon.announce().await;
+        Self::model_loaded(&emitter, &loaded).await?;
+        Ok(())
+    }
+
+    /// Drops a loaded model once its running requests finish. Needs `org.moed.manage-models`.
+    async fn unload(
+        &self,
+        name: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), MoedError> {
+        self.daemon.admin(&header, Action::ManageModels).await?;
+        let model = self.daemon.registry.unload(&name)?;
+        let state = self.daemon.state.clone();
+        let active = self.daemon.registry.active_name();
+        tokio::task::spawn_blocking(move || -> Result<(), MoedError> {
+            model.persist_stats(&state, 0)?;
+            state
+                .set_active_model(active.as_deref())
+                .map_err(Self::state_error)
+        })
+        .await
+        .map_err(|e| MoedError::Failed(format!("unloading: {e}")))??;
+        log::info!(model = name.as_str(); "unloaded model {name}");
+        self.daemon.refresh_engine_state();
+        self.daemon.announce().await;
+        Self::model_unloaded(&emitter, &name).await?;
+        Ok(())
+    }
+
+    /// Makes a model (loading it if needed) the one requests use by default; remembered across
+    /// restarts. Needs `org.moed.manage-models`.
+    async fn switch(
+        &self,
+        name: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), MoedError> {
+        self.daemon.admin(&header, Action::ManageModels).await?;
+        let was_loaded = self
+            .daemon
+            .registry
+            .resolve(&name)
+            .ok()
+            .and_then(|(n, _)| self.daemon.registry.get(&n))
+            .is_some();
+        let loaded = Self::load_model(&self.daemon, &name).await?;
+        self.daemon.registry.set_active(&loaded)?;
+        let state = self.daemon.state.clone();
+        let persist = loaded.clone();
+        tokio::task::spawn_blocking(move || state.set_active_model(Some(&persist)))
+            .await
+            .map_err(|e| MoedError::Failed(format!("switching: {e}")))?
+            .map_err(Self::state_error)?;
+        log::info!(model = loaded.as_str(); "switched to model {loaded}");
+        self.daemon.refresh_engine_state();
+        self.daemon.announce().await;
+        if !was_loaded {
+            Self::model_loaded(&emitter, &loaded).await?;
+        }
+        Ok(())
+    }
+
+    /// Per-layer expert activations and expert cache counters of a model ("" = the active one),
+    /// accumulated over this and earlier runs.
+    #[zbus(out_args("stats"))]
+    async fn expert_stats(
+        &self,
+        name: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<ExpertStatistics, MoedError> {
+        self.daemon.user(&header).await?;
+        let daemon = self.daemon.clone();
+        tokio::task::spawn_blocking(move || -> Result<ExpertStatistics, MoedError> {
+            let name = if name.is_empty() {
+                daemon.registry.active_name().ok_or_else(|| {
+                    MoedError::ModelNotLoaded("no model is loaded; name one".into())
+                })?
+            } else {
+                name
+            };
+            if let Some(model) = daemon.registry.get(&name) {
+                return Ok(to_statistics(&name, &model.current_stats(&daemon.state)?));
+            }
+            match daemon
+                .state
+                .expert_stats(&name)
+                .map_err(Self::state_error)?
+            {
+                Some(stats) => Ok(to_statistics(&name, &stats)),
+                None => Err(MoedError::NotFound(format!(
+                    "no expert statistics for model '{name}': it is not loaded and has not run"
+                ))),
+            }
+        })
+        .await
+        .map_err(|e| MoedError::Failed(format!("reading statistics: {e}")))?
+    }
+
+    /// Forgets a model's expert statistics. Needs `org.moed.manage-models`.
+    async fn reset_expert_stats(
+        &self,
+        name: String,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(), MoedError> {
+        self.daemon.admin(&header, Action::ManageModels).await?;
+        let daemon = self.daemon.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), MoedError> {
+            match daemon.registry.get(&name) {
+                Some(model) => model.reset_stats(&daemon.state),
+                None => daemon
+                    .state
+                    .reset_expert_stats(&name)
+                    .map_err(Self::state_error),
+            }
+        })
+        .await
+        .map_err(|e| MoedError::Failed(format!("resetting statistics: {e}")))?
+    }
+
+    /// The directories searched for packages (`models.dirs`).
+    #[zbus(property)]
+    fn model_directories(&self) -> Vec<String> {
+        self.daemon
+            .registry
+            .dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect()
+    }
+
+    /// Names of the models held in memory.
+    #[zbus(property)]
+    fn loaded_models(&self) -> Vec<String> {
+        self.daemon.registry.loaded_names()
+    }
+
+    #[zbus(signal)]
+    async fn model_loaded(emitter: &SignalEmitter<'_>, name: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn model_unloaded(emitter: &SignalEmitter<'_>, name: &str) -> zbus::Result<()>;
+}

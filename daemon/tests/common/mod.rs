@@ -1,0 +1,81 @@
+//! Shared by the integration tests: where the fixtures and their exported packages live.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    repo().join("models/fixtures")
+}
+
+/// `MOED_FIXTURE_PACKAGES`, else `<repo>/target/fixture-packages`.
+pub fn packages_dir() -> PathBuf {
+    match std::env::var_os("MOED_FIXTURE_PACKAGES") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => repo().join("target/fixture-packages"),
+    }
+}
+
+/// The command that (re)creates the fixture packages, for failure messages.
+pub fn export_command(arch: &str) -> String {
+    format!(
+        "cd {} && PYTHONPATH=models/export python3 -m moe_export models/fixtures/{arch} {}/{arch}",
+        repo().display(),
+        packages_dir().display()
+    )
+}
+
+/// Every fixture architecture with a golden.json, sorted.
+pub fn fixture_archs() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("golden.json").is_file())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The exported package of `arch`; panics with the command that creates it when missing.
+pub fn package(arch: &str) -> PathBuf {
+    let dir = packages_dir();
+    assert!(
+        dir.is_dir(),
+        "fixture packages directory {} is missing; create the packages with:\n  {}\n(one per architecture under models/fixtures/; MOED_FIXTURE_PACKAGES overrides the directory)",
+        dir.display(),
+        export_command("<arch>")
+    );
+    let p = dir.join(arch);
+    assert!(
+        p.join("manifest.json").is_file(),
+        "fixture package {} is missing; create it with:\n  {}",
+        p.display(),
+        export_command(arch)
+    );
+    p
+}
+
+/// log-softmax of `row` at `id`, in f64.
+pub fn logprob(row: &[f32], id: usize) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+    row[id] as f64 - max - sum.ln()
+}
+
+/// The first index of the largest value (what torch's argmax picks).
+pub fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}

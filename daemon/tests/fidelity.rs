@@ -1,0 +1,249 @@
+//! Fidelity: every committed fixture's fp32 package, run by the Rust engine, reproduces transformers'
+//! per-token logprobs within 1e-4 and its greedy continuation; incremental decoding equals
+//! full-prefix scoring; dense execution and a tight expert budget give the same numbers.
+
+mod common;
+
+use common::{argmax, fixture_archs, logprob, package};
+use moed::engine::{Engine, EngineOptions, ExecMode, Logits};
+
+const TOL: f64 = 1e-4;
+
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+    logprobs: Vec<Option<f64>>,
+    greedy: Vec<u32>,
+}
+
+fn golden(arch: &str) -> Vec<Case> {
+    let path = common::fixtures_dir().join(arch).join("golden.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let ids = |x: &serde_json::Value| -> Vec<u32> {
+        x.as_array()
+            .expect("id list")
+            .iter()
+            .map(|i| i.as_u64().expect("id") as u32)
+            .collect()
+    };
+    v["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| Case {
+            text: c["text"].as_str().unwrap_or_default().to_string(),
+            ids: ids(&c["ids"]),
+            logprobs: c["logprobs"]
+                .as_array()
+                .expect("logprobs")
+                .iter()
+                .map(serde_json::Value::as_f64)
+                .collect(),
+            greedy: ids(&c["greedy"]["ids"]),
+        })
+        .collect()
+}
+
+fn load(arch: &str, opts: EngineOptions) -> Engine {
+    let dir = package(arch);
+    let engine = Engine::load(&dir, opts).unwrap_or_else(|e| panic!("{arch}: loading {}: {e}", dir.display()));
+    let precision = &engine.package().manifest().precision;
+    assert_eq!(
+        (precision.dense.as_str(), precision.experts.as_str()),
+        ("fp32", "fp32"),
+        "{arch}: fidelity needs the fp32 export (see {})",
+        common::export_command(arch)
+    );
+    engine
+}
+
+/// Logprobs of `ids` scored in one call (None for the first token), and the last row's argmax.
+fn score(engine: &Engine, ids: &[u32], mode: ExecMode) -> (Vec<Option<f64>>, Vec<f32>) {
+    let mut seq = engine.new_sequence();
+    let v = engine.package().vocab_size();
+    let all = engine
+        .forward_with_mode(&mut seq, ids, Logits::All, mode)
+        .expect("forward");
+    assert_eq!(all.len(), ids.len() * v);
+    let mut lp = vec![None];
+    for i in 1..ids.len() {
+        lp.push(Some(logprob(&all[(i - 1) * v..i * v], ids[i] as usize)));
+    }
+    (lp, all[(ids.len() - 1) * v..].to_vec())
+}
+
+/// Every mismatch against golden, as readable lines.
+fn check_arch(arch: &str, engine: &Engine, mode: ExecMode) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (ci, case) in golden(arch).iter().enumerate() {
+        let (lp, last) = score(engine, &case.ids, mode);
+        let mut worst = 0.0f64;
+        for (i, (got, want)) in lp.iter().zip(&case.logprobs).enumerate() {
+            match (got, want) {
+                (None, None) => {}
+                (Some(g), Some(w)) => {
+                    worst = worst.max((g - w).abs());
+                    if (g - w).abs() > TOL {
+                        bad.push(format!("{arch} {mode:?} case {ci} token {i}: logprob {g:.6} vs golden {w:.6}"));
+                    }
+                }
+                _ => bad.push(format!("{arch} case {ci} token {i}: null mismatch")),
+            }
+        }
+        eprintln!("{arch} {mode:?} case {ci} ({:?}): max |logprob diff| {worst:.2e}", case.text);
+
+        // Greedy continuation with the KV cache.
+        let mut seq = engine.new_sequence();
+        let mut logits = engine
+            .forward_with_mode(&mut seq, &case.ids, Logits::Last, mode)
+            .expect("prefill");
+        let max_diff = logits.iter().zip(&last).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        if max_diff > 1e-4 {
+            bad.push(format!("{arch} case {ci}: Logits::Last differs from Logits::All's last row by {max_diff}"));
+        }
+        // make_fixtures.py generates with min_new_tokens = max_new_tokens, which makes transformers
+        // set the EOS logit to -inf at every step: EOS is never chosen, so the same here.
+        let eos = engine.package().special_tokens().eos.as_ref().map(|t| t.id as usize);
+        let mut out = Vec::new();
+        for _ in 0..case.greedy.len() {
+            if let Some(eos) = eos {
+                logits[eos] = f32::NEG_INFINITY;
+            }
+            let next = argmax(&logits);
+            out.push(next);
+            logits = engine
+                .forward_with_mode(&mut seq, &[next], Logits::Last, mode)
+                .expect("decode");
+        }
+        if out != case.greedy {
+            bad.push(format!("{arch} {mode:?} case {ci}: greedy {out:?} vs golden {:?}", case.greedy));
+        }
+    }
+    bad
+}
+
+#[test]
+fn every_fixture_matches_transformers() {
+    let archs = fixture_archs();
+    assert!(!archs.is_empty(), "no fixtures under {}", common::fixtures_dir().display());
+    let mut bad = Vec::new();
+    for arch in &archs {
+        let engine = load(arch, EngineOptions::default());
+        bad.extend(check_arch(arch, &engine, ExecMode::Sparse));
+    }
+    assert!(bad.is_empty(), "fidelity failures:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn dense_execution_matches_transformers() {
+    let mut bad = Vec::new();
+    for arch in &fixture_archs() {
+        let engine = load(arch, EngineOptions::default());
+        bad.extend(check_arch(arch, &engine, ExecMode::Dense));
+    }
+    assert!(bad.is_empty(), "dense fidelity failures:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn incremental_decode_equals_full_prefix_scoring() {
+    for arch in &fixture_archs() {
+        let engine = load(arch, EngineOptions::default());
+        let v = engine.package().vocab_size();
+        for case in golden(arch) {
+            let ids = &case.ids;
+            let mut full_seq = engine.new_sequence();
+            let full = engine.forward(&mut full_seq, ids, Logits::All).expect("full");
+            // One token at a time.
+            let mut seq = engine.new_sequence();
+            for (i, &id) in ids.iter().enumerate() {
+                let row = engine.forward(&mut seq, &[id], Logits::Last).expect("step");
+                let d = row
+                    .iter()
+                    .zip(&full[i * v..(i + 1) * v])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(d <= 1e-4, "{arch}: token {i} one-at-a-time logits differ by {d}");
+            }
+            assert_eq!(seq.len(), ids.len());
+            // Two chunks, then truncate and redo the second chunk.
+            let cut = ids.len() / 2;
+            let mut seq = engine.new_sequence();
+            engine.forward(&mut seq, &ids[..cut], Logits::Last).expect("chunk 1");
+            let second = engine.forward(&mut seq, &ids[cut..], Logits::All).expect("chunk 2");
+            seq.truncate(cut);
+            assert_eq!(seq.len(), cut);
+            let again = engine.forward(&mut seq, &ids[cut..], Logits::All).expect("chunk 2 again");
+            for (name, got) in [("chunked", &second), ("after truncate", &again)] {
+                let d = got
+                    .iter()
+                    .zip(&full[cut * v..])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(d <= 1e-4, "{arch}: {name} logits differ from full-prefix scoring by {d}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_tight_expert_budget_evicts_and_gives_the_same_logprobs() {
+    let arch = "deepseek_v3";
+    let dir = package(arch);
+    let unlimited = load(arch, EngineOptions::default());
+    let m = unlimited.package().manifest();
+    let largest = m
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            moed::package::LayerSpec::Moe { experts, .. } => {
+                experts.iter().map(|e| unlimited.package().graph_bytes(e)).max()
+            }
+            _ => None,
+        })
+        .max()
+        .expect("an MoE layer");
+    let top_k = m.routing.as_ref().expect("routing").top_k as u64;
+    let tight = Engine::load(
+        &dir,
+        EngineOptions {
+            expert_memory_budget: Some(largest * top_k),
+            ..EngineOptions::default()
+        },
+    )
+    .expect("load with budget");
+    let case = &golden(arch)[0];
+    let (a, _) = score(&unlimited, &case.ids, ExecMode::Sparse);
+    let (b, _) = score(&tight, &case.ids, ExecMode::Sparse);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        if let (Some(x), Some(y)) = (x, y) {
+            assert!((x - y).abs() < 1e-6, "token {i}: {x} vs {y}");
+        }
+    }
+    let s = tight.stats();
+    assert!(s.cache_evictions > 0, "budget of {top_k} experts never evicted: {s:?}");
+    assert!(s.resident_expert_bytes <= largest * top_k, "{s:?}");
+    let u = unlimited.stats();
+    assert_eq!(u.cache_evictions, 0);
+    // Every routed token is counted once per chosen expert.
+    let routed: u64 = u.activations.iter().flatten().sum();
+    let moe_layers = m.layers.iter().filter(|l| l.is_moe()).count() as u64;
+    assert_eq!(routed, u.forward_tokens * moe_layers * top_k);
+}
+
+#[test]
+fn score_tokens_matches_golden() {
+    for arch in &fixture_archs() {
+        let engine = load(arch, EngineOptions::default());
+        for (ci, case) in golden(arch).iter().enumerate() {
+            let lp = moed::engine::score_tokens(&engine, &case.ids).expect("score");
+            for (i, (g, w)) in lp.iter().zip(&case.logprobs).enumerate() {
+                match (g, w) {
+                    (Some(g), Some(w)) => assert!((g - w).abs() <= TOL, "{arch} case {ci} token {i}: {g} vs {w}"),
+                    (None, None) => {}
+                    _ => panic!("{arch} case {ci} token {i}: null mismatch"),
+                }
+            }
+        }
+    }
+}

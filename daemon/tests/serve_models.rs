@@ -1,0 +1,330 @@
+//! `moed serve` end to end: the Models interface, authorization of managing calls, and state
+//! that survives `kill -9`.
+
+mod serve_util;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use moed_dbus::{GenerateOptions, MoedError};
+use serve_util::*;
+
+const SECOND: &str = "qwen3_moe";
+
+fn short(err: &MoedError) -> &'static str {
+    err.short_name().unwrap_or("not a moed error")
+}
+
+fn opts(model: Option<&str>) -> HashMap<String, zbus::OwnedVariant> {
+    GenerateOptions {
+        max_tokens: Some(4),
+        temperature: Some(0.0),
+        model: model.map(str::to_string),
+        ..GenerateOptions::default()
+    }
+    .to_dict()
+}
+
+/// Without root, the test user's primary group is made the admin group so that managing calls
+/// from the test pass; root is always allowed.
+fn admin_config() -> String {
+    if is_root() {
+        return String::new();
+    }
+    let gid = nix::unistd::getegid();
+    let group = nix::unistd::Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .expect("primary group");
+    format!("admin_group = \"{}\"\n", group.name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_info_load_switch_unload_and_statistics() {
+    let bus = TestBus::start();
+    let mut setup = DaemonSetup::with_models(&[MODEL, SECOND]);
+    setup.extra_config = admin_config();
+    let _daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    let engine = engine(&conn).await;
+    let models = models(&conn).await;
+    let mut loaded_signals = models.receive_model_loaded().await.expect("subscribe");
+
+    let list = models.list().await.expect("List");
+    let first = list
+        .iter()
+        .find(|m| m.name == MODEL)
+        .expect("fixture listed");
+    assert!(
+        first.loaded && first.active && first.error.is_none(),
+        "{first:?}"
+    );
+    assert_eq!(first.architecture, "deepseek_v3");
+    let second = list
+        .iter()
+        .find(|m| m.name == SECOND)
+        .expect("second listed");
+    assert!(!second.loaded && !second.active, "{second:?}");
+
+    let info = models.info(MODEL).await.expect("Info");
+    assert!(info.loaded && info.active);
+    assert_eq!(info.execution_provider.as_deref(), Some("cpu"));
+    assert!(
+        info.num_experts > 0 && info.top_k > 0 && info.total_bytes > 0,
+        "{info:?}"
+    );
+    let by_path = models.info(&second.path).await.expect("Info by path");
+    assert_eq!(by_path.architecture, "qwen3_moe");
+    assert!(!by_path.loaded);
+
+    models.load(SECOND).await.expect("Load");
+    let signal = tokio::time::timeout(Duration::from_secs(10), loaded_signals.next())
+        .await
+        .expect("ModelLoaded in time")
+        .expect("signal");
+    assert_eq!(signal.args().expect("args").name, SECOND);
+    let mut loaded = models.loaded_models().await.expect("LoadedModels");
+    loaded.sort();
+    assert_eq!(loaded, vec![MODEL.to_string(), SECOND.to_string()]);
+    assert_eq!(
+        engine.model().await.expect("Model"),
+        MODEL,
+        "loading does not switch"
+    );
+    let (_, info) = engine
+        .complete("hi", opts(Some(SECOND)))
+        .await
+        .expect("Complete on the second model");
+    assert_eq!(info.model, SECOND);
+
+    models.switch(SECOND).await.expect("Switch");
+    assert_eq!(engine.model().await.expect("Model"), SECOND);
+    let (_, info) = engine.complete("hi", opts(None)).await.expect("Complete");
+    assert_eq!(info.model, SECOND);
+
+    let stats = models.expert_stats("").await.expect("ExpertStats");
+    assert_eq!(stats.model, SECOND);
+    assert_eq!(stats.requests, 2);
+    assert!(!stats.layers.is_empty());
+    let routed: u64 = stats.layers.iter().flat_map(|l| l.counts.iter()).sum();
+    assert!(routed > 0, "{stats:?}");
+    assert!(
+        stats.cache_misses > 0,
+        "first use of experts misses: {stats:?}"
+    );
+    models
+        .reset_expert_stats(SECOND)
+        .await
+        .expect("ResetExpertStats");
+    let stats = models.expert_stats(SECOND).await.expect("ExpertStats");
+    assert_eq!(stats.requests, 0);
+    assert_eq!(
+        stats
+            .layers
+            .iter()
+            .flat_map(|l| l.counts.iter())
+            .sum::<u64>(),
+        0
+    );
+
+    models.unload(MODEL).await.expect("Unload");
+    assert_eq!(
+        models.loaded_models().await.expect("LoadedModels"),
+        vec![SECOND.to_string()]
+    );
+    let err = engine
+        .complete("hi", opts(Some(MODEL)))
+        .await
+        .expect_err("unloaded");
+    assert_eq!(short(&err), "ModelNotLoaded", "{err}");
+    models.unload(SECOND).await.expect("Unload");
+    assert_eq!(engine.state().await.expect("State"), "no-model");
+    assert_eq!(engine.model().await.expect("Model"), "");
+    let err = engine
+        .complete("hi", opts(None))
+        .await
+        .expect_err("nothing loaded");
+    assert_eq!(short(&err), "ModelNotLoaded", "{err}");
+    assert!(
+        err.message().contains("Models.Load"),
+        "says what to do: {err}"
+    );
+
+    models.load(MODEL).await.expect("Load again");
+    assert_eq!(engine.state().await.expect("State"), "ready");
+    assert_eq!(engine.model().await.expect("Model"), MODEL);
+
+    assert_eq!(
+        short(&models.load("no-such-model").await.expect_err("unknown")),
+        "NotFound"
+    );
+    assert_eq!(
+        short(&models.load("relative/path").await.expect_err("relative")),
+        "InvalidArgument"
+    );
+    assert_eq!(
+        short(&models.unload(SECOND).await.expect_err("not loaded")),
+        "NotFound"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unprivileged_callers_are_refused() {
+    let bus = TestBus::start();
+    let setup = DaemonSetup::new();
+    let daemon = Daemon::start(&bus, &setup, "").await;
+
+    if !is_root() {
+        // The test user itself is unprivileged here: no admin group is configured.
+        let conn = bus.connect().await;
+        let err = models(&conn)
+            .await
+            .unload(MODEL)
+            .await
+            .expect_err("refused");
+        assert_eq!(short(&err), "AccessDenied", "{err}");
+        assert!(err.message().contains("org.moed.manage-models"), "{err}");
+        return;
+    }
+    let address = bus.address.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        (
+            gdbus_as_nobody(&address, None, "org.moed.Moed1.Models.List", &[]),
+            gdbus_as_nobody(
+                &address,
+                None,
+                "org.moed.Moed1.Engine.Complete",
+                &["hi", "{'max_tokens': <2>}"],
+            ),
+            gdbus_as_nobody(&address, None, "org.moed.Moed1.Models.Unload", &[MODEL]),
+            gdbus_as_nobody(
+                &address,
+                None,
+                "org.moed.Moed1.Models.ResetExpertStats",
+                &[MODEL],
+            ),
+        )
+    })
+    .await
+    .expect("clients");
+    let (list, complete, unload, reset) = results;
+    assert!(list.0, "reads are open to any local user: {}", list.2);
+    assert!(
+        complete.0,
+        "inference is open to any local user: {}",
+        complete.2
+    );
+    for (what, refused) in [("Unload", unload), ("ResetExpertStats", reset)] {
+        assert!(!refused.0, "{what} must be refused to nobody");
+        assert!(
+            refused.2.contains("org.moed.Moed1.Error.AccessDenied"),
+            "{what}: {}",
+            refused.2
+        );
+        assert!(
+            refused.2.contains("org.moed.manage-models"),
+            "{what}: {}",
+            refused.2
+        );
+    }
+
+    // A reloaded configuration (SIGHUP) names admin and allowed groups: membership now decides.
+    setup.write_config("");
+    let mut text = std::fs::read_to_string(setup.config_path()).expect("config");
+    text.push_str("admin_group = \"users\"\nallowed_group = \"users\"\n");
+    std::fs::write(setup.config_path(), text).expect("write config");
+    daemon.signal(Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !daemon
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("configuration reloaded"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload logged: {:?}",
+            daemon.log_lines()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let address = bus.address.clone();
+    let (outsider, member, admin) = tokio::task::spawn_blocking(move || {
+        (
+            gdbus_as_nobody(
+                &address,
+                None,
+                "org.moed.Moed1.Engine.Complete",
+                &["hi", "{'max_tokens': <2>}"],
+            ),
+            gdbus_as_nobody(
+                &address,
+                Some("users"),
+                "org.moed.Moed1.Engine.Complete",
+                &["hi", "{'max_tokens': <2>}"],
+            ),
+            gdbus_as_nobody(
+                &address,
+                Some("users"),
+                "org.moed.Moed1.Models.ResetExpertStats",
+                &[MODEL],
+            ),
+        )
+    })
+    .await
+    .expect("clients");
+    assert!(
+        !outsider.0 && outsider.2.contains("AccessDenied") && outsider.2.contains("users"),
+        "{}",
+        outsider.2
+    );
+    assert!(
+        member.0,
+        "a member of allowed_group may use moed: {}",
+        member.2
+    );
+    assert!(
+        admin.0,
+        "a member of admin_group may manage models: {}",
+        admin.2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_changes_survive_kill_9() {
+    let bus = TestBus::start();
+    let mut setup = DaemonSetup::with_models(&[MODEL, SECOND]);
+    setup.extra_config = admin_config();
+    let mut daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    let engine = engine(&conn).await;
+    let models = models(&conn).await;
+
+    engine.complete("one", opts(None)).await.expect("Complete");
+    engine.complete("two", opts(None)).await.expect("Complete");
+    let before = models.expert_stats(MODEL).await.expect("ExpertStats");
+    assert_eq!(before.requests, 2);
+    models.switch(SECOND).await.expect("Switch");
+
+    daemon.signal(Signal::SIGKILL);
+    daemon.wait_exit(Duration::from_secs(10));
+    drop(daemon);
+
+    let _daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    assert_eq!(engine_model(&conn).await, SECOND, "the switch survived");
+    let after = models_stats(&conn, MODEL).await;
+    assert_eq!(after, before, "the expert statistics survived");
+}
+
+async fn engine_model(conn: &zbus::Connection) -> String {
+    engine(conn).await.model().await.expect("Model")
+}
+
+async fn models_stats(conn: &zbus::Connection, name: &str) -> moed_dbus::ExpertStatistics {
+    models(conn)
+        .await
+        .expert_stats(name)
+        .await
+        .expect("ExpertStats")
+}

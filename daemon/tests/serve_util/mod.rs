@@ -1,0 +1,361 @@
+//! Test harness for `moed serve`: a private dbus-daemon, a fixture model package, the real daemon
+//! binary started on that bus, and client helpers.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use moed_dbus::proxy::{EngineProxy, ModelsProxy};
+pub use nix::sys::signal::Signal;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use zbus::Connection;
+
+pub const MODEL: &str = "deepseek_v3";
+
+/// The workspace root (this crate is `daemon/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("daemon/ has a parent")
+        .to_path_buf()
+}
+
+pub fn moed_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_moed"))
+}
+
+pub fn ort_library() -> PathBuf {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        return PathBuf::from(p);
+    }
+    let dir = repo_root().join("target/onnxruntime");
+    std::fs::read_dir(&dir)
+        .ok()
+        .and_then(|entries| {
+            entries.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so."))
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no ONNX Runtime in {}: run packaging/onnxruntime/provision.sh",
+                dir.display()
+            )
+        })
+}
+
+/// A private bus: `dbus-daemon` with a configuration that lets every local user connect (the
+/// unauthorized-call tests connect as `nobody`).
+pub struct TestBus {
+    pub address: String,
+    pid: i32,
+    _dir: tempfile::TempDir,
+}
+
+impl TestBus {
+    pub fn start() -> TestBus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The socket directory must be reachable by `nobody`.
+        set_mode(dir.path(), 0o755);
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:dir={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                dir.path().display()
+            ),
+        )
+        .expect("write bus.conf");
+        let out = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--fork", "--print-address=1", "--print-pid=1"])
+            .output()
+            .expect("dbus-daemon must be installed (apt-get install dbus)");
+        assert!(
+            out.status.success(),
+            "dbus-daemon failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut lines = text.lines();
+        let address = lines.next().expect("address line").trim().to_string();
+        let pid: i32 = lines.next().expect("pid line").trim().parse().expect("pid");
+        TestBus {
+            address,
+            pid,
+            _dir: dir,
+        }
+    }
+
+    pub async fn connect(&self) -> Connection {
+        zbus::connection::Builder::address(self.address.as_str())
+            .build()
+            .await
+            .expect("connect to the test bus")
+    }
+}
+
+impl Drop for TestBus {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A model directory holding the fixture packages `archs`: the CI-built ones under
+/// `target/fixture-packages/`, else exported here by `python3 -m moe_export`.
+pub fn models_dir(work: &Path, archs: &[&str]) -> PathBuf {
+    let prebuilt = repo_root().join("target/fixture-packages");
+    if archs
+        .iter()
+        .all(|a| prebuilt.join(a).join("manifest.json").is_file())
+    {
+        return prebuilt;
+    }
+    let dir = work.join("models");
+    for arch in archs {
+        let out = Command::new("python3")
+            .args(["-m", "moe_export"])
+            .arg(repo_root().join("models/fixtures").join(arch))
+            .arg(dir.join(arch))
+            .env("PYTHONPATH", repo_root().join("models/export"))
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "moe_export {arch} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+/// Settings of one daemon run.
+pub struct DaemonSetup {
+    pub work: tempfile::TempDir,
+    pub models: PathBuf,
+    pub extra_config: String,
+    pub default_model: bool,
+}
+
+impl DaemonSetup {
+    pub fn new() -> DaemonSetup {
+        DaemonSetup::with_models(&[MODEL])
+    }
+
+    pub fn with_models(archs: &[&str]) -> DaemonSetup {
+        let work = tempfile::tempdir().expect("tempdir");
+        set_mode(work.path(), 0o755);
+        let models = models_dir(work.path(), archs);
+        DaemonSetup {
+            work,
+            models,
+            extra_config: String::new(),
+            default_model: true,
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.work.path().join("moed.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.work.path().join("state")
+    }
+
+    /// Writes moed.toml: the fixture models, the test bus's group authorizer, and `extra`
+    /// (TOML lines appended to the `[service]` table unless they open a table themselves).
+    pub fn write_config(&self, service: &str) {
+        let default = if self.default_model {
+            format!("default = \"{MODEL}\"\n")
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "[models]\ndirs = [\"{}\"]\n{default}\n[engine]\nort_library = \"{}\"\n\n[service]\nstate_directory = \"{}\"\n{service}\n\n[access]\nauthorizer = \"group\"\n{}\n",
+            self.models.display(),
+            ort_library().display(),
+            self.state_dir().display(),
+            self.extra_config,
+        );
+        std::fs::write(self.config_path(), text).expect("write moed.toml");
+    }
+}
+
+/// A running `moed serve`.
+pub struct Daemon {
+    pub child: Child,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `moed serve --address BUS --config FILE` and waits for the name on the bus.
+    pub async fn start(bus: &TestBus, setup: &DaemonSetup, service: &str) -> Daemon {
+        setup.write_config(service);
+        let daemon = Daemon::spawn(bus, setup, &[]);
+        daemon.wait_ready(bus).await;
+        daemon
+    }
+
+    pub fn spawn(bus: &TestBus, setup: &DaemonSetup, extra_args: &[&str]) -> Daemon {
+        Daemon::spawn_with_env(bus, setup, extra_args, &[])
+    }
+
+    pub fn spawn_with_env(
+        bus: &TestBus,
+        setup: &DaemonSetup,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let mut child = Command::new(moed_bin())
+            .args(["serve", "--address", &bus.address, "--config"])
+            .arg(setup.config_path())
+            .args(extra_args)
+            .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn moed serve");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[moed] {line}");
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    pub async fn wait_ready(&self, bus: &TestBus) {
+        let conn = bus.connect().await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let state = match EngineProxy::new(&conn).await {
+                Ok(engine) => engine.state().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if state == "ready" || state == "no-model" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moed did not become ready; log: {:?}",
+                self.log_lines()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig).expect("signal moed");
+    }
+
+    /// Waits for the process to exit; returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moed did not exit; log: {:?}",
+                self.log_lines()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub async fn engine(conn: &Connection) -> EngineProxy<'static> {
+    EngineProxy::new(conn).await.expect("engine proxy")
+}
+
+pub async fn models(conn: &Connection) -> ModelsProxy<'static> {
+    ModelsProxy::new(conn).await.expect("models proxy")
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `gdbus call` on the test bus as user `nobody` with the given supplementary groups.
+pub fn gdbus_as_nobody(
+    address: &str,
+    groups: Option<&str>,
+    method: &str,
+    args: &[&str],
+) -> (bool, String, String) {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534"]);
+    match groups {
+        Some(g) => cmd.arg(format!("--groups={g}")),
+        None => cmd.arg("--clear-groups"),
+    };
+    cmd.args([
+        "gdbus",
+        "call",
+        "--address",
+        address,
+        "--dest",
+        "org.moed.Moed1",
+        "--object-path",
+        "/org/moed/Moed1",
+        "--method",
+        method,
+    ]);
+    cmd.args(args);
+    run_tool(&mut cmd)
+}
+
+/// Runs a command line client and returns (success, stdout, stderr).
+pub fn run_tool(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run client tool");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
