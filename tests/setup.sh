@@ -3,7 +3,8 @@
 # with sudo available. Called by tests/run.sh (and so by .ci/run); safe to run by hand.
 #
 # What it provides:
-#   - Debian packages: pkg-config, python3-venv support, curl-free build tools
+#   - Debian packages: build tools, and for the service tests dbus (dbus-daemon), systemd (busctl),
+#     libglib2.0-bin (gdbus), util-linux (setpriv)
 #   - rustfmt/clippy components and the wasm32-wasip2 target (for plugins)
 #   - a Python virtualenv at $MOED_VENV (default <repo>/.venv) with the exporter and its test deps
 #   - the pinned ONNX Runtime library (packaging/onnxruntime/provision.sh)
@@ -15,7 +16,7 @@ venv="${MOED_VENV:-$repo/.venv}"
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
-for pkg in pkg-config build-essential; do
+for pkg in pkg-config build-essential dbus systemd libglib2.0-bin util-linux; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if ((${#need_pkgs[@]})); then
@@ -29,6 +30,7 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target add wasm32-wasip2 >/dev/null
 
 if [[ ! -x "$venv/bin/python3" ]]; then
   echo "setup: creating Python virtualenv $venv" >&2

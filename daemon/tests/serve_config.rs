@@ -149,8 +149,16 @@ async fn ready_after_load_reload_on_sighup_and_drain_on_sigterm() {
     let setup = DaemonSetup::new();
     setup.write_config("max_concurrent = 1\nqueue_depth = 4");
     let (socket, messages) = notify_socket(setup.work.path());
-    let mut daemon =
-        Daemon::spawn_with_env(&bus, &setup, &[], &[("NOTIFY_SOCKET", socket.as_str())]);
+    let mut daemon = Daemon::spawn_with_env(
+        &bus,
+        &setup,
+        &[],
+        // WatchdogSec=0.2s as systemd would pass it.
+        &[
+            ("NOTIFY_SOCKET", socket.as_str()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
 
     // READY=1 arrives, and at that moment the name is owned and the model loaded.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -203,6 +211,7 @@ async fn ready_after_load_reload_on_sighup_and_drain_on_sigterm() {
     // SIGTERM: running requests finish normally, new ones are refused, then the process exits 0.
     let long = GenerateOptions {
         max_tokens: Some(200),
+        ignore_eos: true,
         temperature: Some(0.0),
         ..GenerateOptions::default()
     };
@@ -242,4 +251,14 @@ async fn ready_after_load_reload_on_sighup_and_drain_on_sigterm() {
     let status = tokio::task::block_in_place(|| daemon.wait_exit(Duration::from_secs(30)));
     assert!(status.success(), "{status:?}");
     assert!(received(&messages, "STOPPING=1"));
+    let pings = messages
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(_, m)| m.contains("WATCHDOG=1"))
+        .count();
+    assert!(
+        pings >= 2,
+        "watchdog pings at half of WATCHDOG_USEC: {pings}"
+    );
 }

@@ -30,7 +30,7 @@ pub const REQUEST_INTERFACE: &str = "org.moed.Moed1.Request";
 /// The prefix of every error name the daemon replies with.
 pub const ERROR_PREFIX: &str = "org.moed.Moed1.Error";
 
-/// Polkit action ids (data file: packaging's `org.moed.policy`).
+/// Polkit action ids (data file: `systemd/org.moed.policy`).
 pub mod actions {
     /// Load, unload and switch models; reset expert statistics.
     pub const MANAGE_MODELS: &str = "org.moed.manage-models";

@@ -41,6 +41,9 @@ pub struct GenerateOptions {
     pub model: Option<String>,
     /// `plugins` (as): plugins to apply to this request, by name.
     pub plugins: Vec<String>,
+    /// `ignore_eos` (b): keep generating past end-of-sequence tokens, up to `max_tokens`
+    /// (benchmarks and tests that need a fixed length).
+    pub ignore_eos: bool,
 }
 
 /// The keys [`GenerateOptions`] knows, for error messages and documentation.
@@ -57,6 +60,7 @@ pub const GENERATE_OPTION_KEYS: &[&str] = &[
     "system",
     "model",
     "plugins",
+    "ignore_eos",
 ];
 
 /// Most stop strings one request may carry.
@@ -113,6 +117,7 @@ impl GenerateOptions {
                     opts.model = Some(model);
                 }
                 "plugins" => opts.plugins = strings(key, value)?,
+                "ignore_eos" => opts.ignore_eos = boolean(key, value)?,
                 _ => return Err(unknown_key(key, GENERATE_OPTION_KEYS)),
             }
         }
@@ -155,6 +160,9 @@ impl GenerateOptions {
         }
         if !self.plugins.is_empty() {
             dict.insert("plugins".into(), string_array(&self.plugins));
+        }
+        if self.ignore_eos {
+            dict.insert("ignore_eos".into(), true.into());
         }
         dict
     }
@@ -362,6 +370,7 @@ mod tests {
             system: Some("sys".into()),
             model: Some("m".into()),
             plugins: vec!["p".into()],
+            ignore_eos: true,
         };
         assert_eq!(
             GenerateOptions::from_dict(&full.to_dict()).expect("round trip"),

@@ -91,6 +91,7 @@ fn options(max_tokens: u32) -> GenerateOptions {
         max_tokens: Some(max_tokens),
         temperature: Some(0.0),
         seed: Some(1),
+        ignore_eos: true,
         ..GenerateOptions::default()
     }
 }
@@ -113,6 +114,7 @@ fn offline(opts: &LoadBenchOptions) -> Result<Row, LoadBenchError> {
     };
     req.max_tokens = Some(opts.max_tokens as usize);
     req.seed = Some(1);
+    req.ignore_eos = true;
     let cancel = AtomicBool::new(false);
     // One untimed run loads every expert the prompt needs, as the daemon's warm-up does.
     generate::generate(&engine, &text, &req, &cancel, &mut |_| {})
@@ -152,7 +154,6 @@ async fn clients(
         let dict = options(opts.max_tokens).to_dict();
         tasks.push(tokio::spawn(async move {
             let conn = zbus::connection::Builder::address(address.as_str())
-                .map_err(|e| fail("bus address", e))?
                 .build()
                 .await
                 .map_err(|e| fail("connecting", e))?;
@@ -242,13 +243,13 @@ fn start_bus_and_daemon(
 async fn wait_ready(address: &str) -> Result<(), LoadBenchError> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Ok(builder) = zbus::connection::Builder::address(address) {
-            if let Ok(conn) = builder.build().await {
-                if let Ok(engine) = EngineProxy::new(&conn).await {
-                    if engine.state().await.is_ok_and(|s| s == "ready") {
-                        return Ok(());
-                    }
-                }
+        if let Ok(conn) = zbus::connection::Builder::address(address).build().await {
+            let state = match EngineProxy::new(&conn).await {
+                Ok(engine) => engine.state().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if state == "ready" {
+                return Ok(());
             }
         }
         if Instant::now() > deadline {

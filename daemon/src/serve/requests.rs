@@ -35,6 +35,11 @@ pub fn prepare(
         PromptInput::Text(_) => {}
         PromptInput::Chat(messages) => check_messages(messages, &options)?,
     }
+    if options.ignore_eos && options.max_tokens.is_none() {
+        return Err(MoedError::InvalidArgument(
+            "option 'ignore_eos' needs 'max_tokens': generation would only end at the context length".into(),
+        ));
+    }
     if let Some(name) = options.plugins.first() {
         // No plugin host is part of this daemon yet: every name is unknown.
         return Err(MoedError::NotFound(format!(

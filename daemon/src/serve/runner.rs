@@ -65,6 +65,7 @@ fn build_request(input: &PromptInput, options: &GenerateOptions) -> GenerateRequ
     req.max_tokens = options.max_tokens.map(|v| v as usize);
     req.stop = options.stop.clone();
     req.seed = options.seed;
+    req.ignore_eos = options.ignore_eos;
     req
 }
 

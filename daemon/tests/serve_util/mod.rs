@@ -208,6 +208,7 @@ impl DaemonSetup {
 pub struct Daemon {
     pub child: Child,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -242,13 +243,17 @@ impl Daemon {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[moed] {line}");
                 sink.lock().expect("log lock").push(line);
             }
         });
-        Daemon { child, log }
+        Daemon {
+            child,
+            log,
+            reader: Some(reader),
+        }
     }
 
     pub async fn wait_ready(&self, bus: &TestBus) {
@@ -288,6 +293,10 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Every line the process wrote is in the log once its reader is done.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(
@@ -309,12 +318,22 @@ impl Drop for Daemon {
     }
 }
 
+/// Proxies read properties from the daemon each time: a caching proxy updates its cache from
+/// PropertiesChanged in a task of its own, so right after a call it may still hold the old value.
 pub async fn engine(conn: &Connection) -> EngineProxy<'static> {
-    EngineProxy::new(conn).await.expect("engine proxy")
+    EngineProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .expect("engine proxy")
 }
 
 pub async fn models(conn: &Connection) -> ModelsProxy<'static> {
-    ModelsProxy::new(conn).await.expect("models proxy")
+    ModelsProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .expect("models proxy")
 }
 
 pub fn is_root() -> bool {
