@@ -7,6 +7,7 @@ pub mod engine;
 pub mod generate;
 pub mod ort_env;
 pub mod package;
+pub mod plugins;
 pub mod serve;
 pub mod state;
 pub mod text;

@@ -120,13 +120,14 @@ impl OrtRuntime {
     pub fn session_builder(&self, provider: Provider) -> Result<SessionBuilder, ort::Error> {
         let builder = Session::builder(&self.env)?
             .with_optimization_level(GraphOptimizationLevel::All)?
-            .with_intra_op_spinning(self.spinning)?;
+            .with_intra_op_spinning(self.spinning)?
+            .with_memory_pattern(false)?;
         let builder = match provider {
             Provider::Cpu => builder,
-            Provider::Cuda => builder.with_execution_providers([ep::CUDA::default().build().error_on_failure()])?,
-            Provider::TensorRt => {
-                builder.with_execution_providers([ep::TensorRT::default().build().error_on_failure()])?
-            }
+            Provider::Cuda => builder
+                .with_execution_providers([ep::CUDA::default().build().error_on_failure()])?,
+            Provider::TensorRt => builder
+                .with_execution_providers([ep::TensorRT::default().build().error_on_failure()])?,
         };
         Ok(builder)
     }
@@ -184,7 +185,10 @@ pub fn runtime(settings: &OrtSettings) -> Result<&'static OrtRuntime, OrtEnvErro
 }
 
 fn warn_if_different(rt: &OrtRuntime, settings: &OrtSettings) {
-    if let Some(n) = settings.intra_threads.filter(|&n| n > 0 && n != rt.intra_threads) {
+    if let Some(n) = settings
+        .intra_threads
+        .filter(|&n| n > 0 && n != rt.intra_threads)
+    {
         log::warn!(
             "ONNX Runtime already runs with {} intra-op thread(s); the request for {n} is ignored (one environment per process)",
             rt.intra_threads
@@ -204,7 +208,11 @@ fn ort_version() -> String {
 
 /// Every place searched for the library, in order: the explicit path, `ORT_DYLIB_PATH`, the package
 /// location, `<exe dir>/../lib/moed/`, and a development tree's `target/onnxruntime/`.
-pub fn library_candidates(explicit: Option<&Path>, env_var: Option<&str>, exe: Option<&Path>) -> Vec<PathBuf> {
+pub fn library_candidates(
+    explicit: Option<&Path>,
+    env_var: Option<&str>,
+    exe: Option<&Path>,
+) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(p) = explicit {
         out.push(p.to_path_buf());
@@ -253,7 +261,11 @@ fn versioned_libs(dir: &Path) -> Vec<PathBuf> {
 pub fn locate_library(explicit: Option<&Path>) -> Result<PathBuf, OrtEnvError> {
     let env_var = std::env::var("ORT_DYLIB_PATH").ok();
     let exe = std::env::current_exe().ok();
-    find_first(&library_candidates(explicit, env_var.as_deref(), exe.as_deref()))
+    find_first(&library_candidates(
+        explicit,
+        env_var.as_deref(),
+        exe.as_deref(),
+    ))
 }
 
 pub(crate) fn find_first(candidates: &[PathBuf]) -> Result<PathBuf, OrtEnvError> {
@@ -294,11 +306,18 @@ pub fn provider_unavailable_reason(provider: Provider) -> Option<String> {
 /// Picks the first provider of `prefs` that works: each is checked against the library, then
 /// `probe` (which creates a real session with it) must succeed. Each fallback is logged with its
 /// reason. Returns the provider in use and the (provider, reason) of every one passed over.
-pub fn choose_provider<F>(prefs: &[Provider], mut probe: F) -> Result<(Provider, Vec<(Provider, String)>), OrtEnvError>
+pub fn choose_provider<F>(
+    prefs: &[Provider],
+    mut probe: F,
+) -> Result<(Provider, Vec<(Provider, String)>), OrtEnvError>
 where
     F: FnMut(Provider) -> Result<(), String>,
 {
-    let prefs: Vec<Provider> = if prefs.is_empty() { vec![Provider::Cpu] } else { prefs.to_vec() };
+    let prefs: Vec<Provider> = if prefs.is_empty() {
+        vec![Provider::Cpu]
+    } else {
+        prefs.to_vec()
+    };
     let mut skipped = Vec::new();
     for &p in &prefs {
         let reason = match provider_unavailable_reason(p) {
@@ -338,14 +357,21 @@ mod tests {
         assert_eq!(c[0], PathBuf::from("/etc/explicit.so"));
         assert_eq!(c[1], PathBuf::from("/env/libonnxruntime.so"));
         assert_eq!(c[2], PathBuf::from("/usr/lib/moed/libonnxruntime.so"));
-        assert!(c.contains(&PathBuf::from("/opt/x/target/debug/deps/../lib/moed/libonnxruntime.so")));
-        assert!(c.contains(&PathBuf::from("/opt/x/target/onnxruntime/libonnxruntime.so")));
+        assert!(c.contains(&PathBuf::from(
+            "/opt/x/target/debug/deps/../lib/moed/libonnxruntime.so"
+        )));
+        assert!(c.contains(&PathBuf::from(
+            "/opt/x/target/onnxruntime/libonnxruntime.so"
+        )));
     }
 
     #[test]
     fn missing_library_lists_every_place_and_the_script() {
-        let err = find_first(&[PathBuf::from("/nonexistent/a.so"), PathBuf::from("/nonexistent/b.so")])
-            .expect_err("no file exists");
+        let err = find_first(&[
+            PathBuf::from("/nonexistent/a.so"),
+            PathBuf::from("/nonexistent/b.so"),
+        ])
+        .expect_err("no file exists");
         let msg = err.to_string();
         assert!(msg.contains("/nonexistent/a.so"), "{msg}");
         assert!(msg.contains("/nonexistent/b.so"), "{msg}");
@@ -355,7 +381,10 @@ mod tests {
     #[test]
     fn provider_names_parse() {
         assert_eq!("CUDA".parse::<Provider>().ok(), Some(Provider::Cuda));
-        assert_eq!("tensorrt".parse::<Provider>().ok(), Some(Provider::TensorRt));
+        assert_eq!(
+            "tensorrt".parse::<Provider>().ok(),
+            Some(Provider::TensorRt)
+        );
         assert!("tpu".parse::<Provider>().is_err());
     }
 }

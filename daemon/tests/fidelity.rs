@@ -19,7 +19,8 @@ struct Case {
 fn golden(arch: &str) -> Vec<Case> {
     let path = common::fixtures_dir().join(arch).join("golden.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let ids = |x: &serde_json::Value| -> Vec<u32> {
         x.as_array()
             .expect("id list")
@@ -47,7 +48,8 @@ fn golden(arch: &str) -> Vec<Case> {
 
 fn load(arch: &str, opts: EngineOptions) -> Engine {
     let dir = package(arch);
-    let engine = Engine::load(&dir, opts).unwrap_or_else(|e| panic!("{arch}: loading {}: {e}", dir.display()));
+    let engine = Engine::load(&dir, opts)
+        .unwrap_or_else(|e| panic!("{arch}: loading {}: {e}", dir.display()));
     let precision = &engine.package().manifest().precision;
     assert_eq!(
         (precision.dense.as_str(), precision.experts.as_str()),
@@ -85,26 +87,42 @@ fn check_arch(arch: &str, engine: &Engine, mode: ExecMode) -> Vec<String> {
                 (Some(g), Some(w)) => {
                     worst = worst.max((g - w).abs());
                     if (g - w).abs() > TOL {
-                        bad.push(format!("{arch} {mode:?} case {ci} token {i}: logprob {g:.6} vs golden {w:.6}"));
+                        bad.push(format!(
+                            "{arch} {mode:?} case {ci} token {i}: logprob {g:.6} vs golden {w:.6}"
+                        ));
                     }
                 }
                 _ => bad.push(format!("{arch} case {ci} token {i}: null mismatch")),
             }
         }
-        eprintln!("{arch} {mode:?} case {ci} ({:?}): max |logprob diff| {worst:.2e}", case.text);
+        eprintln!(
+            "{arch} {mode:?} case {ci} ({:?}): max |logprob diff| {worst:.2e}",
+            case.text
+        );
 
         // Greedy continuation with the KV cache.
         let mut seq = engine.new_sequence();
         let mut logits = engine
             .forward_with_mode(&mut seq, &case.ids, Logits::Last, mode)
             .expect("prefill");
-        let max_diff = logits.iter().zip(&last).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let max_diff = logits
+            .iter()
+            .zip(&last)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
         if max_diff > 1e-4 {
-            bad.push(format!("{arch} case {ci}: Logits::Last differs from Logits::All's last row by {max_diff}"));
+            bad.push(format!(
+                "{arch} case {ci}: Logits::Last differs from Logits::All's last row by {max_diff}"
+            ));
         }
         // make_fixtures.py generates with min_new_tokens = max_new_tokens, which makes transformers
         // set the EOS logit to -inf at every step: EOS is never chosen, so the same here.
-        let eos = engine.package().special_tokens().eos.as_ref().map(|t| t.id as usize);
+        let eos = engine
+            .package()
+            .special_tokens()
+            .eos
+            .as_ref()
+            .map(|t| t.id as usize);
         let mut out = Vec::new();
         for _ in 0..case.greedy.len() {
             if let Some(eos) = eos {
@@ -117,7 +135,10 @@ fn check_arch(arch: &str, engine: &Engine, mode: ExecMode) -> Vec<String> {
                 .expect("decode");
         }
         if out != case.greedy {
-            bad.push(format!("{arch} {mode:?} case {ci}: greedy {out:?} vs golden {:?}", case.greedy));
+            bad.push(format!(
+                "{arch} {mode:?} case {ci}: greedy {out:?} vs golden {:?}",
+                case.greedy
+            ));
         }
     }
     bad
@@ -126,7 +147,11 @@ fn check_arch(arch: &str, engine: &Engine, mode: ExecMode) -> Vec<String> {
 #[test]
 fn every_fixture_matches_transformers() {
     let archs = fixture_archs();
-    assert!(!archs.is_empty(), "no fixtures under {}", common::fixtures_dir().display());
+    assert!(
+        !archs.is_empty(),
+        "no fixtures under {}",
+        common::fixtures_dir().display()
+    );
     let mut bad = Vec::new();
     for arch in &archs {
         let engine = load(arch, EngineOptions::default());
@@ -142,7 +167,11 @@ fn dense_execution_matches_transformers() {
         let engine = load(arch, EngineOptions::default());
         bad.extend(check_arch(arch, &engine, ExecMode::Dense));
     }
-    assert!(bad.is_empty(), "dense fidelity failures:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "dense fidelity failures:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -153,7 +182,9 @@ fn incremental_decode_equals_full_prefix_scoring() {
         for case in golden(arch) {
             let ids = &case.ids;
             let mut full_seq = engine.new_sequence();
-            let full = engine.forward(&mut full_seq, ids, Logits::All).expect("full");
+            let full = engine
+                .forward(&mut full_seq, ids, Logits::All)
+                .expect("full");
             // One token at a time.
             let mut seq = engine.new_sequence();
             for (i, &id) in ids.iter().enumerate() {
@@ -163,24 +194,36 @@ fn incremental_decode_equals_full_prefix_scoring() {
                     .zip(&full[i * v..(i + 1) * v])
                     .map(|(a, b)| (a - b).abs())
                     .fold(0.0f32, f32::max);
-                assert!(d <= 1e-4, "{arch}: token {i} one-at-a-time logits differ by {d}");
+                assert!(
+                    d <= 1e-4,
+                    "{arch}: token {i} one-at-a-time logits differ by {d}"
+                );
             }
             assert_eq!(seq.len(), ids.len());
             // Two chunks, then truncate and redo the second chunk.
             let cut = ids.len() / 2;
             let mut seq = engine.new_sequence();
-            engine.forward(&mut seq, &ids[..cut], Logits::Last).expect("chunk 1");
-            let second = engine.forward(&mut seq, &ids[cut..], Logits::All).expect("chunk 2");
+            engine
+                .forward(&mut seq, &ids[..cut], Logits::Last)
+                .expect("chunk 1");
+            let second = engine
+                .forward(&mut seq, &ids[cut..], Logits::All)
+                .expect("chunk 2");
             seq.truncate(cut);
             assert_eq!(seq.len(), cut);
-            let again = engine.forward(&mut seq, &ids[cut..], Logits::All).expect("chunk 2 again");
+            let again = engine
+                .forward(&mut seq, &ids[cut..], Logits::All)
+                .expect("chunk 2 again");
             for (name, got) in [("chunked", &second), ("after truncate", &again)] {
                 let d = got
                     .iter()
                     .zip(&full[cut * v..])
                     .map(|(a, b)| (a - b).abs())
                     .fold(0.0f32, f32::max);
-                assert!(d <= 1e-4, "{arch}: {name} logits differ from full-prefix scoring by {d}");
+                assert!(
+                    d <= 1e-4,
+                    "{arch}: {name} logits differ from full-prefix scoring by {d}"
+                );
             }
         }
     }
@@ -196,9 +239,10 @@ fn a_tight_expert_budget_evicts_and_gives_the_same_logprobs() {
         .layers
         .iter()
         .filter_map(|l| match l {
-            moed::package::LayerSpec::Moe { experts, .. } => {
-                experts.iter().map(|e| unlimited.package().graph_bytes(e)).max()
-            }
+            moed::package::LayerSpec::Moe { experts, .. } => experts
+                .iter()
+                .map(|e| unlimited.package().graph_bytes(e))
+                .max(),
             _ => None,
         })
         .max()
@@ -221,7 +265,10 @@ fn a_tight_expert_budget_evicts_and_gives_the_same_logprobs() {
         }
     }
     let s = tight.stats();
-    assert!(s.cache_evictions > 0, "budget of {top_k} experts never evicted: {s:?}");
+    assert!(
+        s.cache_evictions > 0,
+        "budget of {top_k} experts never evicted: {s:?}"
+    );
     assert!(s.resident_expert_bytes <= largest * top_k, "{s:?}");
     let u = unlimited.stats();
     assert_eq!(u.cache_evictions, 0);
@@ -239,9 +286,82 @@ fn score_tokens_matches_golden() {
             let lp = moed::engine::score_tokens(&engine, &case.ids).expect("score");
             for (i, (g, w)) in lp.iter().zip(&case.logprobs).enumerate() {
                 match (g, w) {
-                    (Some(g), Some(w)) => assert!((g - w).abs() <= TOL, "{arch} case {ci} token {i}: {g} vs {w}"),
+                    (Some(g), Some(w)) => assert!(
+                        (g - w).abs() <= TOL,
+                        "{arch} case {ci} token {i}: {g} vs {w}"
+                    ),
                     (None, None) => {}
                     _ => panic!("{arch} case {ci} token {i}: null mismatch"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn concurrent_requests_on_one_engine_match_sequential_scoring() {
+    let arch = "deepseek_v3";
+    let engine = load(arch, EngineOptions::default());
+    let cases = golden(arch);
+    let sequential: Vec<Vec<Option<f64>>> = cases
+        .iter()
+        .map(|c| moed::engine::score_tokens(&engine, &c.ids).expect("score"))
+        .collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|c| {
+                let engine = &engine;
+                s.spawn(move || {
+                    (0..3)
+                        .map(|_| moed::engine::score_tokens(engine, &c.ids).expect("score"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (h, want) in handles.into_iter().zip(&sequential) {
+            for got in h.join().expect("thread") {
+                assert_eq!(&got, want, "concurrent scoring differs from sequential");
+            }
+        }
+    });
+}
+
+#[test]
+fn score_command_prints_golden_ids_and_logprobs_as_json() {
+    for arch in &fixture_archs() {
+        let dir = package(arch);
+        for case in golden(arch) {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_moed"))
+                .args(["score", "--json", "--model"])
+                .arg(&dir)
+                .arg(&case.text)
+                .output()
+                .expect("run moed score");
+            assert!(
+                out.status.success(),
+                "{arch}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            let tokens = v["tokens"].as_array().expect("tokens");
+            let ids: Vec<u32> = tokens
+                .iter()
+                .map(|t| t["id"].as_u64().expect("id") as u32)
+                .collect();
+            assert_eq!(
+                ids, case.ids,
+                "{arch}: {:?} tokenized differently",
+                case.text
+            );
+            for (i, (t, want)) in tokens.iter().zip(&case.logprobs).enumerate() {
+                assert!(t["text"].is_string());
+                match (t["logprob"].as_f64(), want) {
+                    (None, None) => assert!(t["logprob"].is_null()),
+                    (Some(g), Some(w)) => {
+                        assert!((g - w).abs() <= TOL, "{arch} token {i}: {g} vs {w}")
+                    }
+                    _ => panic!("{arch} token {i}: null mismatch"),
                 }
             }
         }

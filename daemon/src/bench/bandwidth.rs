@@ -17,30 +17,55 @@ fn sum(chunk: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + it.remainder().iter().sum::<f32>()
 }
 
-/// Best of `passes` timed passes over a `bytes`-sized buffer with `threads` threads, in bytes/s.
-pub fn read_bandwidth(bytes: usize, threads: usize, passes: usize) -> f64 {
-    let threads = threads.max(1);
-    let n = (bytes / 4).max(LANES * threads);
-    // Written once so every page is really backed before timing.
-    let buf: Vec<f32> = (0..n).map(|i| (i & 7) as f32).collect();
-    let part = n.div_ceil(threads);
-    let mut best = 0.0f64;
-    let mut sink = 0.0f32;
-    for _ in 0..passes.max(1) {
-        let start = Instant::now();
-        let total: f32 = std::thread::scope(|s| {
-            let handles: Vec<_> = buf.chunks(part).map(|c| s.spawn(move || sum(c))).collect();
-            handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
-        });
-        let secs = start.elapsed().as_secs_f64();
-        sink += total;
-        if secs > 0.0 {
-            best = best.max((n * 4) as f64 / secs);
+/// A buffer far larger than the caches, allocated and touched once, read many times.
+pub struct BandwidthProbe {
+    buf: Vec<f32>,
+}
+
+impl BandwidthProbe {
+    pub fn new(bytes: usize) -> BandwidthProbe {
+        let n = (bytes / 4).max(LANES * 64);
+        // Written once so every page is really backed before timing.
+        BandwidthProbe {
+            buf: (0..n).map(|i| (i & 7) as f32).collect(),
         }
     }
-    // Keeps the sums observable so the reads cannot be optimized away.
-    std::hint::black_box(sink);
-    best
+
+    pub fn bytes(&self) -> usize {
+        self.buf.len() * 4
+    }
+
+    /// Best of `passes` timed passes with `threads` threads, in bytes/s.
+    pub fn measure(&self, threads: usize, passes: usize) -> f64 {
+        let threads = threads.max(1);
+        let part = self.buf.len().div_ceil(threads);
+        let mut best = 0.0f64;
+        let mut sink = 0.0f32;
+        for _ in 0..passes.max(1) {
+            let start = Instant::now();
+            let total: f32 = std::thread::scope(|s| {
+                let handles: Vec<_> = self
+                    .buf
+                    .chunks(part)
+                    .map(|c| s.spawn(move || sum(c)))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+            });
+            let secs = start.elapsed().as_secs_f64();
+            sink += total;
+            if secs > 0.0 {
+                best = best.max(self.bytes() as f64 / secs);
+            }
+        }
+        // Keeps the sums observable so the reads cannot be optimized away.
+        std::hint::black_box(sink);
+        best
+    }
+}
+
+/// One-shot form of [`BandwidthProbe`].
+pub fn read_bandwidth(bytes: usize, threads: usize, passes: usize) -> f64 {
+    BandwidthProbe::new(bytes).measure(threads, passes)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-pub use bandwidth::read_bandwidth;
+pub use bandwidth::{BandwidthProbe, read_bandwidth};
 
 use crate::engine::{Engine, EngineError, EngineStats, ExecMode, Logits, WeightBytes};
 
@@ -52,6 +52,10 @@ pub struct RunResult {
     pub outside_ort_share: f64,
     /// Time inside routed-expert graphs per decoded token, ms.
     pub expert_ms_per_token: f64,
+    /// Memory read bandwidth measured just before this run, bytes/s.
+    pub bandwidth: f64,
+    /// bytes_per_token x decode_tok_s / bandwidth.
+    pub bandwidth_fraction: f64,
 }
 
 /// Medians over the repeats of one mode.
@@ -64,7 +68,8 @@ pub struct ModeResult {
     pub expert_bytes_per_token: f64,
     pub outside_ort_share: f64,
     pub expert_ms_per_token: f64,
-    /// Decode bandwidth use: bytes per token x tokens/s / measured read bandwidth.
+    /// Decode bandwidth use: median over runs of bytes per token x tokens/s / the read bandwidth
+    /// measured before that run.
     pub bandwidth_fraction: f64,
     pub runs: Vec<RunResult>,
 }
@@ -82,7 +87,7 @@ pub struct BenchReport {
     pub weights: WeightBytes,
     pub resident_expert_bytes: u64,
     pub expert_budget: Option<u64>,
-    /// Measured memory read bandwidth, bytes/s.
+    /// Memory read bandwidth, median of the measurements taken before each repeat, bytes/s.
     pub bandwidth: f64,
     pub bandwidth_buffer_bytes: usize,
     pub sparse: ModeResult,
@@ -104,7 +109,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn argmax(row: &[f32]) -> u32 {
@@ -134,9 +143,17 @@ fn expert_bytes_routed(engine: &Engine, delta: &EngineStats) -> f64 {
     total
 }
 
-fn run_once(engine: &Engine, cfg: &BenchConfig, mode: ExecMode, rng: &mut StdRng) -> Result<RunResult, EngineError> {
+fn run_once(
+    engine: &Engine,
+    cfg: &BenchConfig,
+    mode: ExecMode,
+    rng: &mut StdRng,
+    bandwidth: f64,
+) -> Result<RunResult, EngineError> {
     let vocab = engine.package().vocab_size() as u32;
-    let prompt: Vec<u32> = (0..cfg.prompt_tokens).map(|_| rng.random_range(0..vocab)).collect();
+    let prompt: Vec<u32> = (0..cfg.prompt_tokens)
+        .map(|_| rng.random_range(0..vocab))
+        .collect();
     let w = engine.weight_bytes();
     let mut seq = engine.new_sequence();
 
@@ -162,18 +179,29 @@ fn run_once(engine: &Engine, cfg: &BenchConfig, mode: ExecMode, rng: &mut StdRng
         ExecMode::Dense => w.experts as f64,
     };
     let ort_secs = delta.ort_nanos as f64 / 1e9;
+    let bytes_per_token = fixed_bytes_per_token(engine, &w) + expert_bytes + kv_read / d;
     Ok(RunResult {
         prefill_tok_s: cfg.prompt_tokens as f64 / ttft,
         decode_tok_s: d / decode,
         ttft_ms: ttft * 1e3,
-        bytes_per_token: fixed_bytes_per_token(engine, &w) + expert_bytes + kv_read / d,
+        bytes_per_token,
         expert_bytes_per_token: expert_bytes,
-        outside_ort_share: if decode > 0.0 { (1.0 - ort_secs / decode).max(0.0) } else { 0.0 },
+        outside_ort_share: if decode > 0.0 {
+            (1.0 - ort_secs / decode).max(0.0)
+        } else {
+            0.0
+        },
         expert_ms_per_token: delta.expert_nanos as f64 / 1e6 / d,
+        bandwidth,
+        bandwidth_fraction: if bandwidth > 0.0 {
+            bytes_per_token * (d / decode) / bandwidth
+        } else {
+            0.0
+        },
     })
 }
 
-fn summarize(runs: Vec<RunResult>, bandwidth: f64) -> ModeResult {
+fn summarize(runs: Vec<RunResult>) -> ModeResult {
     let pick = |f: fn(&RunResult) -> f64| median(runs.iter().map(f).collect());
     let decode_tok_s = pick(|r| r.decode_tok_s);
     let bytes_per_token = pick(|r| r.bytes_per_token);
@@ -185,17 +213,17 @@ fn summarize(runs: Vec<RunResult>, bandwidth: f64) -> ModeResult {
         expert_bytes_per_token: pick(|r| r.expert_bytes_per_token),
         outside_ort_share: pick(|r| r.outside_ort_share),
         expert_ms_per_token: pick(|r| r.expert_ms_per_token),
-        bandwidth_fraction: if bandwidth > 0.0 {
-            bytes_per_token * decode_tok_s / bandwidth
-        } else {
-            0.0
-        },
+        bandwidth_fraction: pick(|r| r.bandwidth_fraction),
         runs,
     }
 }
 
 /// Runs the benchmark on `engine` (whose experts are preloaded first unless it has a budget).
-pub fn run(engine: &Engine, cfg: &BenchConfig, expert_budget: Option<u64>) -> Result<BenchReport, EngineError> {
+pub fn run(
+    engine: &Engine,
+    cfg: &BenchConfig,
+    expert_budget: Option<u64>,
+) -> Result<BenchReport, EngineError> {
     let m = engine.package().manifest();
     let routing = m.routing.as_ref();
     let ctx = engine.package().context_length();
@@ -217,13 +245,17 @@ pub fn run(engine: &Engine, cfg: &BenchConfig, expert_budget: Option<u64>) -> Re
         ..cfg.clone()
     };
     for mode in [ExecMode::Sparse, ExecMode::Dense] {
-        run_once(engine, &warm, mode, &mut rng)?;
+        run_once(engine, &warm, mode, &mut rng, 0.0)?;
     }
-    let bandwidth = read_bandwidth(cfg.bandwidth_bytes, engine.intra_threads(), 5);
+    // Bandwidth is measured before every repeat: on a shared machine it moves with the load.
+    let probe = BandwidthProbe::new(cfg.bandwidth_bytes);
+    let mut bandwidths = Vec::new();
 
     let mut sparse = Vec::new();
     let mut dense = Vec::new();
     for r in 0..cfg.repeat.max(1) {
+        let bandwidth = probe.measure(engine.intra_threads(), 3);
+        bandwidths.push(bandwidth);
         let order = if r % 2 == 0 {
             [ExecMode::Sparse, ExecMode::Dense]
         } else {
@@ -232,15 +264,16 @@ pub fn run(engine: &Engine, cfg: &BenchConfig, expert_budget: Option<u64>) -> Re
         for mode in order {
             // Each repeat uses the same prompt in both modes.
             let mut run_rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(r as u64 + 1));
-            let res = run_once(engine, cfg, mode, &mut run_rng)?;
+            let res = run_once(engine, cfg, mode, &mut run_rng, bandwidth)?;
             match mode {
                 ExecMode::Sparse => sparse.push(res),
                 ExecMode::Dense => dense.push(res),
             }
         }
     }
-    let sparse = summarize(sparse, bandwidth);
-    let dense = summarize(dense, bandwidth);
+    let bandwidth = median(bandwidths);
+    let sparse = summarize(sparse);
+    let dense = summarize(dense);
 
     let w = engine.weight_bytes();
     let ideal_ratio = match routing {
@@ -265,7 +298,7 @@ pub fn run(engine: &Engine, cfg: &BenchConfig, expert_budget: Option<u64>) -> Re
         resident_expert_bytes: engine.stats().resident_expert_bytes,
         expert_budget,
         bandwidth,
-        bandwidth_buffer_bytes: cfg.bandwidth_bytes,
+        bandwidth_buffer_bytes: probe.bytes(),
         decode_ratio: ratio(sparse.decode_tok_s, dense.decode_tok_s),
         prefill_ratio: ratio(sparse.prefill_tok_s, dense.prefill_tok_s),
         ideal_ratio,

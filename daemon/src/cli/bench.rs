@@ -67,7 +67,14 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
     };
     line(format!(
         "moed bench: {} ({}, experts {}), {} with {} thread(s); prompt {} tokens, decode {} tokens, medians of {}",
-        r.model, r.architecture, r.expert_precision, r.execution_provider, r.threads, r.prompt_tokens, r.decode_tokens, r.repeat
+        r.model,
+        r.architecture,
+        r.expert_precision,
+        r.execution_provider,
+        r.threads,
+        r.prompt_tokens,
+        r.decode_tokens,
+        r.repeat
     ));
     for (p, why) in engine.provider_fallbacks() {
         line(format!("  ({p} not used: {why})"));
@@ -84,10 +91,14 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
         mb(w.head as f64),
         mb(w.embed as f64),
         mb(r.resident_expert_bytes as f64),
-        r.expert_budget.map_or(String::new(), |b| format!(" (budget {})", mb(b as f64)))
+        r.expert_budget
+            .map_or(String::new(), |b| format!(" (budget {})", mb(b as f64)))
     ));
     line(String::new());
-    line(format!("{:<34}{:>14}{:>14}{:>16}", "", "sparse", "dense", "sparse/dense"));
+    line(format!(
+        "{:<34}{:>14}{:>14}{:>16}",
+        "", "sparse", "dense", "sparse/dense"
+    ));
     let row = |name: &str, f: fn(&ModeResult) -> f64, prec: usize, ratio: Option<f64>| {
         let ratio = ratio.map_or(String::new(), |x| format!("{x:.2}x"));
         format!(
@@ -96,13 +107,38 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
             f(&r.dense)
         )
     };
-    line(row("prefill tok/s", |m| m.prefill_tok_s, 1, Some(r.prefill_ratio)));
-    line(row("decode tok/s", |m| m.decode_tok_s, 2, Some(r.decode_ratio)));
+    line(row(
+        "prefill tok/s",
+        |m| m.prefill_tok_s,
+        1,
+        Some(r.prefill_ratio),
+    ));
+    line(row(
+        "decode tok/s",
+        |m| m.decode_tok_s,
+        2,
+        Some(r.decode_ratio),
+    ));
     line(row("time to first token (ms)", |m| m.ttft_ms, 1, None));
-    line(row("bytes read / decoded token (MB)", |m| m.bytes_per_token / 1e6, 3, None));
-    line(row("  of which routed experts (MB)", |m| m.expert_bytes_per_token / 1e6, 3, None));
+    line(row(
+        "bytes read / decoded token (MB)",
+        |m| m.bytes_per_token / 1e6,
+        3,
+        None,
+    ));
+    line(row(
+        "  of which routed experts (MB)",
+        |m| m.expert_bytes_per_token / 1e6,
+        3,
+        None,
+    ));
     line(row("bandwidth fraction", |m| m.bandwidth_fraction, 3, None));
-    line(row("decode time outside ORT (%)", |m| m.outside_ort_share * 100.0, 2, None));
+    line(row(
+        "decode time outside ORT (%)",
+        |m| m.outside_ort_share * 100.0,
+        2,
+        None,
+    ));
     line(row(
         "expert graph time / token (ms)",
         |m| m.expert_ms_per_token,
@@ -128,13 +164,13 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
         of(r.decode_ratio, r.ideal_ratio_all_bytes)
     ));
     line(format!(
-        "memory read bandwidth (same run, {} thread(s), {} MiB buffer): {:.2} GB/s",
+        "memory read bandwidth (measured before each repeat, {} thread(s), {} MiB buffer): median {:.2} GB/s",
         r.threads,
         r.bandwidth_buffer_bytes >> 20,
         r.bandwidth / 1e9
     ));
     line(format!(
-        "bandwidth fraction = bytes/token x decode tok/s / bandwidth: sparse {:.3}, dense {:.3}",
+        "bandwidth fraction = bytes/token x decode tok/s / that repeat's bandwidth (median): sparse {:.3}, dense {:.3}",
         r.sparse.bandwidth_fraction, r.dense.bandwidth_fraction
     ));
     out

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod bench_plugins;
 mod bench_serve;
 mod check_config;
 mod generate;
@@ -31,6 +32,8 @@ pub enum Command {
     CheckConfig(check_config::CheckConfigArgs),
     /// Load benchmark of the D-Bus service: N clients against 1 and the offline loop.
     BenchServe(bench_serve::BenchServeArgs),
+    /// WASM plugins: decode speed with a gate plugin against native routing, latency per call.
+    BenchPlugins(bench_plugins::BenchPluginsArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -42,6 +45,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig(args) => check_config::run(args),
         Command::BenchServe(args) => bench_serve::run(args),
+        Command::BenchPlugins(args) => bench_plugins::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

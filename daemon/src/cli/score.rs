@@ -21,8 +21,12 @@ pub struct EngineArgs {
     /// Bound on resident expert weights, in bytes (suffixes K, M, G allowed); default unbounded.
     #[arg(long, value_parser = parse_bytes)]
     pub expert_memory_budget: Option<u64>,
+    /// Let ONNX Runtime's idle pool threads spin between graph runs (faster on an otherwise idle
+    /// machine, worse when other processes need the cores).
+    #[arg(long)]
+    pub ort_spinning: bool,
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then the package locations).
-    #[arg(long, env = "MOED_ORT_LIBRARY")]
+    #[arg(long)]
     pub ort_library: Option<PathBuf>,
 }
 
@@ -39,7 +43,7 @@ impl EngineArgs {
             intra_threads: self.threads,
             mode,
             ort_library: self.ort_library.clone(),
-            spinning: false,
+            spinning: self.ort_spinning,
         })
     }
 }
@@ -54,13 +58,20 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
                 'M' => 1 << 20,
                 'G' => 1 << 30,
                 'T' => 1 << 40,
-                _ => return Err(format!("unknown size suffix {c:?} in {s:?} (use K, M, G or T)")),
+                _ => {
+                    return Err(format!(
+                        "unknown size suffix {c:?} in {s:?} (use K, M, G or T)"
+                    ));
+                }
             };
             (&t[..i], m)
         }
         _ => (t, 1),
     };
-    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a byte count"))?;
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count"))?;
     if !(n.is_finite() && n >= 0.0) {
         return Err(format!("{s:?} is not a byte count"));
     }
@@ -124,7 +135,9 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     }
     println!("{:>5}  {:>7}  {:>10}  token", "pos", "id", "logprob");
     for (i, t) in tokens.iter().enumerate() {
-        let lp = t.logprob.map_or_else(|| "-".to_string(), |l| format!("{l:.4}"));
+        let lp = t
+            .logprob
+            .map_or_else(|| "-".to_string(), |l| format!("{l:.4}"));
         println!("{i:>5}  {:>7}  {lp:>10}  {:?}", t.id, t.text);
     }
     let scored: Vec<f64> = tokens.iter().filter_map(|t| t.logprob).collect();

@@ -68,13 +68,23 @@ impl ExpertCache {
         counters.misses.fetch_add(1, Relaxed);
         if let Some(budget) = self.budget {
             while st.bytes + bytes > budget {
-                let Some((_, victim)) = st.lru.pop_first() else { break };
+                let Some((_, victim)) = st.lru.pop_first() else {
+                    break;
+                };
                 if let Some(e) = st.resident.remove(&victim) {
                     st.bytes -= e.bytes;
                     counters.evictions.fetch_add(1, Relaxed);
-                    log::debug!("expert cache: evicted layer {} expert {}", victim.0, victim.1);
+                    log::debug!(
+                        "expert cache: evicted layer {} expert {}",
+                        victim.0,
+                        victim.1
+                    );
                 }
             }
+            counters.resident_bytes.store(st.bytes, Relaxed);
+            counters
+                .resident_experts
+                .store(st.resident.len() as u64, Relaxed);
         }
         let graph = Arc::new(load()?);
         st.resident.insert(
@@ -88,7 +98,9 @@ impl ExpertCache {
         st.lru.insert(tick, key);
         st.bytes += bytes;
         counters.resident_bytes.store(st.bytes, Relaxed);
-        counters.resident_experts.store(st.resident.len() as u64, Relaxed);
+        counters
+            .resident_experts
+            .store(st.resident.len() as u64, Relaxed);
         Ok(graph)
     }
 

@@ -20,7 +20,12 @@ fn tensor_err(file: &str, e: ort::Error) -> EngineError {
 }
 
 /// A borrowed `[rows, ..shape]` tensor input.
-fn view<'a, T>(graph: &Graph, name: &'a str, shape: Vec<i64>, data: &'a [T]) -> Result<(Cow<'a, str>, ort::session::SessionInputValue<'a>), EngineError>
+fn view<'a, T>(
+    graph: &Graph,
+    name: &'a str,
+    shape: Vec<i64>,
+    data: &'a [T],
+) -> Result<(Cow<'a, str>, ort::session::SessionInputValue<'a>), EngineError>
 where
     T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
 {
@@ -65,7 +70,10 @@ pub(super) fn forward(
         Ok(logits) => {
             seq.len = past + tokens.len();
             engine.counters.forward_calls.fetch_add(1, Relaxed);
-            engine.counters.forward_tokens.fetch_add(tokens.len() as u64, Relaxed);
+            engine
+                .counters
+                .forward_tokens
+                .fetch_add(tokens.len() as u64, Relaxed);
             Ok(logits)
         }
         Err(e) => {
@@ -76,11 +84,19 @@ pub(super) fn forward(
     }
 }
 
-fn run(engine: &Engine, seq: &mut Sequence, tokens: &[u32], which: Logits, mode: ExecMode) -> Result<Vec<f32>, EngineError> {
+fn run(
+    engine: &Engine,
+    seq: &mut Sequence,
+    tokens: &[u32],
+    which: Logits,
+    mode: ExecMode,
+) -> Result<Vec<f32>, EngineError> {
     let t = tokens.len();
     let h = engine.hidden;
     let past = seq.len;
-    let Sequence { caches, scratch, .. } = seq;
+    let Sequence {
+        caches, scratch, ..
+    } = seq;
     let s = scratch;
 
     s.ids.clear();
@@ -120,7 +136,12 @@ fn run(engine: &Engine, seq: &mut Sequence, tokens: &[u32], which: Logits, mode:
         Logits::Last => (1, (t - 1) * h),
         Logits::All => (t, 0),
     };
-    let inputs = vec![view(head, "hidden", vec![rows as i64, h as i64], &s.hidden[start..])?];
+    let inputs = vec![view(
+        head,
+        "hidden",
+        vec![rows as i64, h as i64],
+        &s.hidden[start..],
+    )?];
     let out = head.run(inputs, &engine.counters)?;
     Ok(out.rows("logits", rows, v)?.to_vec())
 }

@@ -81,7 +81,11 @@ impl Graph {
         let mut builder = rt.session_builder(provider).map_err(load_err)?;
         let session = builder.commit_from_file(pkg.path(rel)).map_err(load_err)?;
         check_interface(rel, &session, iface)?;
-        let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         Ok(Graph {
             file: rel.to_string(),
             session: Mutex::new(session),
@@ -101,7 +105,11 @@ impl Graph {
         let nanos = start.elapsed().as_nanos() as u64;
         counters.ort_nanos.fetch_add(nanos, Relaxed);
         counters.ort_runs.fetch_add(1, Relaxed);
-        let values = self.outputs.iter().map(|n| outputs.remove(n.as_str())).collect();
+        let values = self
+            .outputs
+            .iter()
+            .map(|n| outputs.remove(n.as_str()))
+            .collect();
         Ok(Outputs {
             graph: self,
             values,
@@ -160,13 +168,23 @@ fn fmt_dims(dims: &[Dim]) -> String {
 fn fmt_shape(shape: &[i64]) -> String {
     let parts: Vec<String> = shape
         .iter()
-        .map(|&d| if d < 0 { "?".to_string() } else { d.to_string() })
+        .map(|&d| {
+            if d < 0 {
+                "?".to_string()
+            } else {
+                d.to_string()
+            }
+        })
         .collect();
     format!("[{}]", parts.join(", "))
 }
 
 /// Compares a session's inputs and outputs with the interface FORMAT.md gives its graph kind.
-pub(crate) fn check_interface(file: &str, session: &Session, iface: &Interface) -> Result<(), EngineError> {
+pub(crate) fn check_interface(
+    file: &str,
+    session: &Session,
+    iface: &Interface,
+) -> Result<(), EngineError> {
     let err = |message: String| EngineError::Interface {
         file: file.to_string(),
         message,

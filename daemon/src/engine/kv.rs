@@ -15,11 +15,18 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    pub(crate) fn new(engine_id: u64, layers: usize, per_token: Vec<usize>, num_experts: usize) -> Sequence {
+    pub(crate) fn new(
+        engine_id: u64,
+        layers: usize,
+        per_token: Vec<usize>,
+        num_experts: usize,
+    ) -> Sequence {
         Sequence {
             engine_id,
             len: 0,
-            caches: (0..layers).map(|_| per_token.iter().map(|_| Vec::new()).collect()).collect(),
+            caches: (0..layers)
+                .map(|_| per_token.iter().map(|_| Vec::new()).collect())
+                .collect(),
             per_token,
             scratch: Scratch::new(num_experts),
         }

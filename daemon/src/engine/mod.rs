@@ -9,13 +9,14 @@ mod experts;
 mod forward;
 mod graph;
 mod kv;
+mod load;
 mod routing;
 mod score;
 mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 
 pub use error::EngineError;
 pub use kv::Sequence;
@@ -23,11 +24,11 @@ pub use routing::{Gate, GateError, NativeGate, RouterInput, Routing};
 pub use score::{log_softmax_at, score_tokens};
 pub use stats::EngineStats;
 
+use crate::ort_env::OrtRuntime;
 pub use crate::ort_env::Provider;
-use crate::ort_env::{self, OrtRuntime, OrtSettings};
 use crate::package::{LayerSpec, Package};
 use experts::ExpertCache;
-use graph::{Dim, Graph, Interface, TensorSpec};
+use graph::{Graph, Interface};
 use stats::Counters;
 
 /// How MoE layers compute their experts.
@@ -125,178 +126,17 @@ pub struct Engine {
 
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
 
+// One engine serves concurrent requests: it must stay shareable across threads.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Engine>();
+    shareable::<Sequence>();
+};
+
 impl Engine {
     /// Validates the package in `dir` and loads it.
     pub fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineError> {
-        let package = Package::open(dir)?;
-        let rt = ort_env::runtime(&OrtSettings {
-            library: opts.ort_library.clone(),
-            intra_threads: opts.intra_threads,
-            spinning: opts.spinning,
-        })?;
-        let m = package.manifest();
-        let hidden = m.dims.hidden_size;
-        let vocab = m.dims.vocab_size;
-        let (num_experts, top_k) = m.routing.as_ref().map_or((0, 0), |r| (r.num_experts, r.top_k));
-
-        if let Some(budget) = opts.expert_memory_budget {
-            let largest = m
-                .layers
-                .iter()
-                .filter_map(|l| match l {
-                    LayerSpec::Moe { experts, .. } => experts.iter().map(|e| package.graph_bytes(e)).max(),
-                    LayerSpec::Dense { .. } => None,
-                })
-                .max()
-                .unwrap_or(0);
-            if budget < largest {
-                return Err(EngineError::Options(format!(
-                    "expert_memory_budget {budget} bytes is smaller than one expert ({largest} bytes)"
-                )));
-            }
-        }
-
-        // The embedding graph doubles as the probe of each execution provider.
-        let embed_iface = Interface {
-            inputs: vec![TensorSpec::i64("input_ids", vec![Dim::Tokens])],
-            outputs: vec![TensorSpec::rows("hidden", hidden)],
-        };
-        let mut embed = None;
-        let mut probe_err = None;
-        let (provider, fallbacks) = ort_env::choose_provider(&opts.providers, |p| {
-            match Graph::load(rt, p, &package, &m.embed, &embed_iface) {
-                Ok(g) => {
-                    embed = Some(g);
-                    Ok(())
-                }
-                // A broken graph is the package's fault, not the provider's: report it as such.
-                Err(e @ EngineError::Interface { .. }) => {
-                    let msg = e.to_string();
-                    probe_err = Some(e);
-                    Err(msg)
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    if p == Provider::Cpu {
-                        probe_err = Some(e);
-                    }
-                    Err(msg)
-                }
-            }
-        })
-        .map_err(|e| probe_err.take().unwrap_or(EngineError::Runtime(e)))?;
-        let embed = match embed {
-            Some(g) => g,
-            None => return Err(EngineError::Options("no execution provider loaded the embedding graph".into())),
-        };
-
-        let cache_io: Vec<CacheIo> = m
-            .attention
-            .cache
-            .iter()
-            .map(|c| CacheIo {
-                past: format!("past_{}", c.name),
-                new: format!("new_{}", c.name),
-                shape: c.shape.iter().map(|&d| d as i64).collect(),
-                per_token: c.per_token(),
-            })
-            .collect();
-        let cache_dims = |c: &crate::package::CacheTensor| {
-            let mut d = vec![Dim::Tokens];
-            d.extend(c.shape.iter().map(|&n| Dim::Fixed(n)));
-            d
-        };
-        let mut attn_in = vec![
-            TensorSpec::rows("hidden", hidden),
-            TensorSpec::i64("positions", vec![Dim::Tokens]),
-        ];
-        let mut attn_out = vec![TensorSpec::rows("hidden_out", hidden), TensorSpec::rows("ffn_in", hidden)];
-        for c in &m.attention.cache {
-            attn_in.push(TensorSpec::f32(format!("past_{}", c.name), cache_dims(c)));
-            attn_out.push(TensorSpec::f32(format!("new_{}", c.name), cache_dims(c)));
-        }
-        let attn_iface = Interface {
-            inputs: attn_in,
-            outputs: attn_out,
-        };
-        let ffn_iface = Interface {
-            inputs: vec![TensorSpec::rows("x", hidden)],
-            outputs: vec![TensorSpec::rows("y", hidden)],
-        };
-        let router_iface = Interface {
-            inputs: vec![TensorSpec::rows("ffn_in", hidden)],
-            outputs: vec![TensorSpec::rows("logits", num_experts)],
-        };
-        let head_iface = Interface {
-            inputs: vec![TensorSpec::rows("hidden", hidden)],
-            outputs: vec![TensorSpec::rows("logits", vocab)],
-        };
-
-        let load = |rel: &str, iface: &Interface| Graph::load(rt, provider, &package, rel, iface);
-        let head = load(&m.head, &head_iface)?;
-        let mut layers = Vec::with_capacity(m.layers.len());
-        let mut biases = Vec::with_capacity(m.layers.len());
-        let mut experts_per_layer = Vec::with_capacity(m.layers.len());
-        for spec in &m.layers {
-            match spec {
-                LayerSpec::Dense { attn, mlp, .. } => {
-                    layers.push(Layer::Dense {
-                        attn: load(attn, &attn_iface)?,
-                        mlp: load(mlp, &ffn_iface)?,
-                    });
-                    biases.push(None);
-                    experts_per_layer.push(0);
-                }
-                LayerSpec::Moe {
-                    attn,
-                    router,
-                    experts,
-                    shared,
-                    correction_bias,
-                    ..
-                } => {
-                    layers.push(Layer::Moe {
-                        attn: load(attn, &attn_iface)?,
-                        router: load(router, &router_iface)?,
-                        shared: shared.as_deref().map(|s| load(s, &ffn_iface)).transpose()?,
-                        expert_bytes: experts.iter().map(|e| package.graph_bytes(e)).collect(),
-                        experts: experts.clone(),
-                    });
-                    biases.push(correction_bias.clone());
-                    experts_per_layer.push(experts.len());
-                }
-            }
-        }
-        let gate: Arc<dyn Gate> = match &m.routing {
-            Some(cfg) => Arc::new(NativeGate::new(cfg.clone(), biases)),
-            None => Arc::new(NoMoeGate),
-        };
-        log::info!(
-            "loaded {} ({}, {} layers) with {provider}",
-            m.name,
-            m.architecture,
-            m.layers.len()
-        );
-        Ok(Engine {
-            id: NEXT_ENGINE_ID.fetch_add(1, Relaxed),
-            rt,
-            provider,
-            fallbacks,
-            mode: opts.mode,
-            embed,
-            head,
-            layers,
-            cache_io,
-            expert_iface: ffn_iface,
-            experts: ExpertCache::new(opts.expert_memory_budget),
-            gate,
-            counters: Counters::new(&experts_per_layer),
-            hidden,
-            vocab,
-            num_experts,
-            top_k,
-            package,
-        })
+        load::load(dir, opts)
     }
 
     pub fn package(&self) -> &Package {
@@ -339,7 +179,12 @@ impl Engine {
 
     /// Runs `tokens` after the sequence's cached tokens and appends them to its cache.
     /// [`Logits::Last`] returns `[vocab]`; [`Logits::All`] returns `[tokens.len() * vocab]`.
-    pub fn forward(&self, seq: &mut Sequence, tokens: &[u32], which: Logits) -> Result<Vec<f32>, EngineError> {
+    pub fn forward(
+        &self,
+        seq: &mut Sequence,
+        tokens: &[u32],
+        which: Logits,
+    ) -> Result<Vec<f32>, EngineError> {
         self.forward_with_mode(seq, tokens, which, self.mode)
     }
 
@@ -391,7 +236,10 @@ impl Engine {
             match spec {
                 LayerSpec::Dense { mlp, .. } => w.dense_mlp += g(mlp),
                 LayerSpec::Moe {
-                    router, experts, shared, ..
+                    router,
+                    experts,
+                    shared,
+                    ..
                 } => {
                     w.moe_layers += 1;
                     w.router += g(router);
@@ -413,15 +261,30 @@ impl Engine {
 
     pub(crate) fn expert(&self, layer: usize, expert: usize) -> Result<Arc<Graph>, EngineError> {
         let Some(Layer::Moe {
-            experts, expert_bytes, ..
+            experts,
+            expert_bytes,
+            ..
         }) = self.layers.get(layer)
         else {
-            return Err(EngineError::Options(format!("layer {layer} has no experts")));
+            return Err(EngineError::Options(format!(
+                "layer {layer} has no experts"
+            )));
         };
         let rel = &experts[expert];
-        self.experts.get((layer, expert), expert_bytes[expert], &self.counters, || {
-            Graph::load(self.rt, self.provider, &self.package, rel, &self.expert_iface)
-        })
+        self.experts.get(
+            (layer, expert),
+            expert_bytes[expert],
+            &self.counters,
+            || {
+                Graph::load(
+                    self.rt,
+                    self.provider,
+                    &self.package,
+                    rel,
+                    &self.expert_iface,
+                )
+            },
+        )
     }
 }
 
@@ -444,6 +307,8 @@ struct NoMoeGate;
 
 impl Gate for NoMoeGate {
     fn route(&self, layer: usize, _: &RouterInput<'_>, _: &mut Routing) -> Result<(), GateError> {
-        Err(GateError(format!("layer {layer}: the package has no routing section")))
+        Err(GateError(format!(
+            "layer {layer}: the package has no routing section"
+        )))
     }
 }

@@ -51,13 +51,19 @@ impl Routing {
         (&self.experts[r.clone()], &self.weights[r])
     }
 
-    /// Checks the answer against the question: one row per token, exactly `k` experts each, indices
-    /// in range, no duplicates, weights finite and non-negative.
+    /// Checks the answer against the question: one row per token, exactly `self.k` experts each
+    /// (the model's top-k, or fewer: a plugin with the `fewer_experts` grant, such as an expert
+    /// budget, may choose fewer; the plugin host checks that grant), indices in range, no
+    /// duplicates, weights finite and non-negative.
     pub fn validate(&self, input: &RouterInput<'_>) -> Result<(), String> {
-        let (t, k, e) = (input.num_tokens, input.top_k, input.num_experts);
-        if self.k != k {
-            return Err(format!("it chose {} experts per token, the model uses {k}", self.k));
+        let (t, e) = (input.num_tokens, input.num_experts);
+        if self.k == 0 || self.k > input.top_k {
+            return Err(format!(
+                "it chose {} experts per token, the model uses {}",
+                self.k, input.top_k
+            ));
         }
+        let k = self.k;
         if self.experts.len() != t * k || self.weights.len() != t * k {
             return Err(format!(
                 "it returned {} experts and {} weights for {t} tokens x {k}; expected {} of each",
@@ -70,7 +76,9 @@ impl Routing {
             let (ex, w) = self.token(tok);
             for (j, &x) in ex.iter().enumerate() {
                 if x as usize >= e {
-                    return Err(format!("token {tok}: expert index {x} is out of range (the layer has {e} experts)"));
+                    return Err(format!(
+                        "token {tok}: expert index {x} is out of range (the layer has {e} experts)"
+                    ));
                 }
                 if ex[..j].contains(&x) {
                     return Err(format!("token {tok}: expert {x} is chosen twice"));
@@ -95,7 +103,12 @@ pub struct GateError(pub String);
 /// plugin; the engine validates every answer with [`Routing::validate`].
 pub trait Gate: Send + Sync {
     /// Fills `out` (already reset to `input.top_k`) with one row per token.
-    fn route(&self, layer: usize, input: &RouterInput<'_>, out: &mut Routing) -> Result<(), GateError>;
+    fn route(
+        &self,
+        layer: usize,
+        input: &RouterInput<'_>,
+        out: &mut Routing,
+    ) -> Result<(), GateError>;
 }
 
 /// The architecture's own routing rule, exactly as FORMAT.md's "Routing rule" (which mirrors
@@ -114,7 +127,12 @@ impl NativeGate {
 }
 
 impl Gate for NativeGate {
-    fn route(&self, layer: usize, input: &RouterInput<'_>, out: &mut Routing) -> Result<(), GateError> {
+    fn route(
+        &self,
+        layer: usize,
+        input: &RouterInput<'_>,
+        out: &mut Routing,
+    ) -> Result<(), GateError> {
         let e = input.num_experts;
         if e != self.cfg.num_experts || input.top_k != self.cfg.top_k {
             return Err(GateError(format!(
@@ -161,7 +179,11 @@ impl Scratch {
 fn top_k_into(values: &[f32], k: usize, order: &mut Vec<u32>) {
     order.clear();
     order.extend(0..values.len() as u32);
-    let cmp = |a: &u32, b: &u32| values[*b as usize].total_cmp(&values[*a as usize]).then(a.cmp(b));
+    let cmp = |a: &u32, b: &u32| {
+        values[*b as usize]
+            .total_cmp(&values[*a as usize])
+            .then(a.cmp(b))
+    };
     if k < order.len() {
         order.select_nth_unstable_by(k, cmp);
         order.truncate(k);
@@ -231,7 +253,8 @@ fn route_token(cfg: &RoutingConfig, bias: Option<&[f32]>, logits: &[f32], s: &mu
     s.chosen.clear();
     s.chosen_w.clear();
     s.chosen.extend_from_slice(&s.order);
-    s.chosen_w.extend(s.order.iter().map(|&i| s.scores[i as usize]));
+    s.chosen_w
+        .extend(s.order.iter().map(|&i| s.scores[i as usize]));
     if cfg.norm_topk_prob {
         let sum: f32 = s.chosen_w.iter().sum();
         let denom = sum + cfg.norm_eps;

@@ -11,7 +11,14 @@ const LOGITS: [f32; 24] = [
     1.0, 1.0, -1.0, 0.5, 0.2, -0.2, 2.2, -0.7,
 ];
 
-fn cfg(scoring: Scoring, top_k: usize, group_limit: Option<GroupLimit>, norm: bool, eps: f32, scale: f32) -> RoutingConfig {
+fn cfg(
+    scoring: Scoring,
+    top_k: usize,
+    group_limit: Option<GroupLimit>,
+    norm: bool,
+    eps: f32,
+    scale: f32,
+) -> RoutingConfig {
     RoutingConfig {
         num_experts: 8,
         top_k,
@@ -23,7 +30,12 @@ fn cfg(scoring: Scoring, top_k: usize, group_limit: Option<GroupLimit>, norm: bo
     }
 }
 
-fn group(n_group: usize, topk_group: usize, group_score: GroupScore, masked: MaskedChoice) -> Option<GroupLimit> {
+fn group(
+    n_group: usize,
+    topk_group: usize,
+    group_score: GroupScore,
+    masked: MaskedChoice,
+) -> Option<GroupLimit> {
     Some(GroupLimit {
         n_group,
         topk_group,
@@ -96,7 +108,16 @@ fn masked_value_decides_when_kept_choices_are_negative() {
     // Group 0 is kept; its second-best choice is negative (sigmoid(-3) - 0.2).
     let logits = [2.0, -3.0, -3.5, -4.0, 0.5, -3.0, -3.0, -3.0];
     let bias = vec![0.0, -0.2, -0.2, -0.2, 0.0, 0.0, 0.0, 0.0];
-    let c = |m| cfg(Scoring::Sigmoid, 2, group(2, 1, GroupScore::Top2Sum, m), true, 1e-20, 1.0);
+    let c = |m| {
+        cfg(
+            Scoring::Sigmoid,
+            2,
+            group(2, 1, GroupScore::Top2Sum, m),
+            true,
+            1e-20,
+            1.0,
+        )
+    };
     // transformers' DeepSeek-V3 masks with -inf: both experts come from the kept group.
     let got = route(c(MaskedChoice::NegInf), Some(bias.clone()), &logits);
     assert_routes(&got, &[&[(0, 0.948_906_84), (1, 0.051_093_195)]]);
@@ -128,7 +149,11 @@ fn deepseek_v2_group_limited_greedy() {
 
 #[test]
 fn mixtral_softmax_top2_renormalized() {
-    let got = route(cfg(Scoring::Softmax, 2, None, true, 0.0, 1.0), None, &LOGITS);
+    let got = route(
+        cfg(Scoring::Softmax, 2, None, true, 0.0, 1.0),
+        None,
+        &LOGITS,
+    );
     assert_routes(
         &got,
         &[
@@ -141,13 +166,17 @@ fn mixtral_softmax_top2_renormalized() {
 
 #[test]
 fn qwen3_softmax_top2_without_normalization() {
-    let got = route(cfg(Scoring::Softmax, 2, None, false, 0.0, 1.0), None, &LOGITS);
+    let got = route(
+        cfg(Scoring::Softmax, 2, None, false, 0.0, 1.0),
+        None,
+        &LOGITS,
+    );
     assert_routes(
         &got,
         &[
             &[(2, 0.423_529_57), (5, 0.256_883_7)],
             &[(2, 0.176_915_53), (4, 0.435_142)],
-            &[(0, 0.142_955_39), (6, 0.474_628_63)],
+            &[(0, 0.142_955_4), (6, 0.474_628_63)],
         ],
     );
 }

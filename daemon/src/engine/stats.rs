@@ -95,7 +95,12 @@ impl EngineStats {
             activations: self
                 .activations
                 .iter()
-                .zip(earlier.activations.iter().chain(std::iter::repeat(&Vec::new())))
+                .zip(
+                    earlier
+                        .activations
+                        .iter()
+                        .chain(std::iter::repeat(&Vec::new())),
+                )
                 .map(|(now, then)| {
                     now.iter()
                         .enumerate()

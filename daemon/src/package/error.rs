@@ -15,7 +15,11 @@ pub enum PackageError {
     #[error(
         "{path}: format_version {found} is not supported; this moed reads format_version {supported} (re-export the model with a matching moe_export, or upgrade moed)"
     )]
-    UnsupportedVersion { path: PathBuf, found: String, supported: u64 },
+    UnsupportedVersion {
+        path: PathBuf,
+        found: String,
+        supported: u64,
+    },
     #[error("{path}: {message}")]
     Manifest { path: PathBuf, message: String },
     #[error("{file}: listed in manifest.json but missing from the package ({path})")]
@@ -27,6 +31,12 @@ pub enum PackageError {
         found: u64,
         kind: &'static str,
     },
-    #[error("{file}: SHA-256 is {found}, manifest.json says {expected} (the file is corrupt or was changed)")]
-    Checksum { file: String, expected: String, found: String },
+    #[error(
+        "{file}: SHA-256 is {found}, manifest.json says {expected} (the file is corrupt or was changed)"
+    )]
+    Checksum {
+        file: String,
+        expected: String,
+        found: String,
+    },
 }

@@ -28,6 +28,9 @@ pub struct Manifest {
     pub tokenizer: TokenizerSpec,
     #[serde(default)]
     pub special_tokens: SpecialTokens,
+    /// EOS ids of generation_config.json and config.json, and special_tokens.eos.
+    #[serde(default)]
+    pub stop_token_ids: Vec<u32>,
     #[serde(default)]
     pub chat_template: Option<String>,
     #[serde(default)]
@@ -182,8 +185,12 @@ pub struct FileEntry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenizerSpec {
     pub file: String,
+    /// Prompts start with BOS.
     #[serde(default)]
     pub add_bos_token: bool,
+    /// tokenizer.json's post-processor inserts BOS itself when encoding with special tokens.
+    #[serde(default)]
+    pub bos_added_by_tokenizer: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

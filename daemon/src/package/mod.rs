@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::PackageError;
 pub use manifest::{
-    Attention, CacheTensor, Dims, FileEntry, GenerationDefaults, GroupLimit, GroupScore, LayerSpec, Manifest, MaskedChoice,
-    Precision, RoutingConfig, Scoring, SpecialToken, SpecialTokens, Thinking, TokenizerSpec, FORMAT_NAME,
-    FORMAT_VERSION,
+    Attention, CacheTensor, Dims, FORMAT_NAME, FORMAT_VERSION, FileEntry, GenerationDefaults,
+    GroupLimit, GroupScore, LayerSpec, Manifest, MaskedChoice, Precision, RoutingConfig, Scoring,
+    SpecialToken, SpecialTokens, Thinking, TokenizerSpec,
 };
 pub use verify::VerifyReport;
 
@@ -30,7 +30,11 @@ impl Package {
         if !dir.is_dir() {
             return Err(PackageError::NotADirectory {
                 dir: dir.to_path_buf(),
-                message: if dir.exists() { "not a directory".into() } else { "does not exist".into() },
+                message: if dir.exists() {
+                    "not a directory".into()
+                } else {
+                    "does not exist".into()
+                },
             });
         }
         let path = dir.join("manifest.json");
@@ -111,28 +115,49 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
         message: e.to_string(),
     })?;
     // The version decides how the rest reads, so it is checked before the full parse.
-    let format = value.get("format").and_then(|v| v.as_str()).unwrap_or_default();
+    let format = value
+        .get("format")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
     if format != FORMAT_NAME {
         return Err(PackageError::WrongFormat {
             path: path.to_path_buf(),
-            found: value.get("format").map_or_else(|| "missing".into(), ToString::to_string),
+            found: value
+                .get("format")
+                .map_or_else(|| "missing".into(), ToString::to_string),
         });
     }
-    match value.get("format_version").and_then(serde_json::Value::as_u64) {
+    match value
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64)
+    {
         Some(FORMAT_VERSION) => {}
         other => {
             return Err(PackageError::UnsupportedVersion {
                 path: path.to_path_buf(),
                 found: other.map_or_else(
-                    || value.get("format_version").map_or_else(|| "missing".into(), ToString::to_string),
+                    || {
+                        value
+                            .get("format_version")
+                            .map_or_else(|| "missing".into(), ToString::to_string)
+                    },
                     |v| v.to_string(),
                 ),
                 supported: FORMAT_VERSION,
             });
         }
     }
-    serde_json::from_value(value).map_err(|e| PackageError::Manifest {
-        path: path.to_path_buf(),
-        message: e.to_string(),
+    // The path to the offending key ("layers[1].experts") goes into the message.
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        PackageError::Manifest {
+            path: path.to_path_buf(),
+            message: if at == "." {
+                inner.to_string()
+            } else {
+                format!("{at}: {inner}")
+            },
+        }
     })
 }

@@ -3,10 +3,17 @@
 use std::collections::HashSet;
 use std::path::{Component, Path};
 
-use super::manifest::{GroupScore, LayerSpec, Manifest};
 use super::PackageError;
+use super::manifest::{GroupScore, LayerSpec, Manifest};
 
-const ARCHITECTURES: &[&str] = &["deepseek_v3", "deepseek_v2", "mixtral", "qwen3_moe", "qwen2_moe", "olmoe"];
+const ARCHITECTURES: &[&str] = &[
+    "deepseek_v3",
+    "deepseek_v2",
+    "mixtral",
+    "qwen3_moe",
+    "qwen2_moe",
+    "olmoe",
+];
 const PRECISIONS: &[&str] = &["fp32", "fp16", "int8", "int4"];
 
 /// Checks the manifest's internal consistency; `Err(message)` names the key and the problem.
@@ -35,7 +42,10 @@ pub(crate) fn check_manifest(m: &Manifest) -> Result<(), String> {
             m.precision.activations
         ));
     }
-    for (key, v) in [("precision.dense", &m.precision.dense), ("precision.experts", &m.precision.experts)] {
+    for (key, v) in [
+        ("precision.dense", &m.precision.dense),
+        ("precision.experts", &m.precision.experts),
+    ] {
         if !PRECISIONS.contains(&v.as_str()) {
             return Err(format!("{key} is {v:?} (known: {})", PRECISIONS.join(", ")));
         }
@@ -54,7 +64,10 @@ pub(crate) fn check_manifest(m: &Manifest) -> Result<(), String> {
     }
     for (i, layer) in m.layers.iter().enumerate() {
         if layer.index() != i {
-            return Err(format!("layers[{i}] has index {}; layers must be listed in order", layer.index()));
+            return Err(format!(
+                "layers[{i}] has index {}; layers must be listed in order",
+                layer.index()
+            ));
         }
         if let LayerSpec::Moe {
             experts,
@@ -77,13 +90,18 @@ pub(crate) fn check_manifest(m: &Manifest) -> Result<(), String> {
                     ));
                 }
                 if let Some(j) = bias.iter().position(|b| !b.is_finite()) {
-                    return Err(format!("layers[{i}].correction_bias[{j}] is not a finite number"));
+                    return Err(format!(
+                        "layers[{i}].correction_bias[{j}] is not a finite number"
+                    ));
                 }
             }
         }
     }
     if !m.files.contains_key(&m.tokenizer.file) {
-        return Err(format!("tokenizer.file {:?} is not listed in files", m.tokenizer.file));
+        return Err(format!(
+            "tokenizer.file {:?} is not listed in files",
+            m.tokenizer.file
+        ));
     }
     for path in graph_paths(m) {
         if !m.files.contains_key(path) {
@@ -108,6 +126,11 @@ pub(crate) fn check_manifest(m: &Manifest) -> Result<(), String> {
             ));
         }
     }
+    if let Some(&id) = m.stop_token_ids.iter().find(|&&id| id >= v) {
+        return Err(format!(
+            "stop_token_ids holds {id}, outside the vocabulary (vocab_size {v})"
+        ));
+    }
     Ok(())
 }
 
@@ -122,10 +145,16 @@ fn check_attention(m: &Manifest) -> Result<(), String> {
     let mut seen = HashSet::new();
     for (i, c) in a.cache.iter().enumerate() {
         if c.name.is_empty() || !seen.insert(c.name.as_str()) {
-            return Err(format!("attention.cache[{i}].name {:?} is empty or repeated", c.name));
+            return Err(format!(
+                "attention.cache[{i}].name {:?} is empty or repeated",
+                c.name
+            ));
         }
         if c.shape.is_empty() || c.shape.contains(&0) {
-            return Err(format!("attention.cache[{i}] ({}) has shape {:?}", c.name, c.shape));
+            return Err(format!(
+                "attention.cache[{i}] ({}) has shape {:?}",
+                c.name, c.shape
+            ));
         }
     }
     Ok(())
@@ -159,7 +188,9 @@ fn check_routing(m: &Manifest) -> Result<(), String> {
         }
         let size = r.num_experts / g.n_group;
         if g.group_score == GroupScore::Top2Sum && size < 2 {
-            return Err(format!("routing.group_limit.group_score top2_sum needs groups of 2 or more experts, groups have {size}"));
+            return Err(format!(
+                "routing.group_limit.group_score top2_sum needs groups of 2 or more experts, groups have {size}"
+            ));
         }
         if r.top_k > g.topk_group * size {
             return Err(format!(
@@ -171,7 +202,10 @@ fn check_routing(m: &Manifest) -> Result<(), String> {
         }
     }
     if !(r.norm_eps.is_finite() && r.norm_eps >= 0.0) {
-        return Err(format!("routing.norm_eps {} must be finite and >= 0", r.norm_eps));
+        return Err(format!(
+            "routing.norm_eps {} must be finite and >= 0",
+            r.norm_eps
+        ));
     }
     if !(r.routed_scaling_factor.is_finite() && r.routed_scaling_factor > 0.0) {
         return Err(format!(
@@ -246,7 +280,11 @@ pub(crate) fn check_files(dir: &Path, m: &Manifest) -> Result<(), PackageError> 
                 file: name.clone(),
                 expected: entry.bytes,
                 found: meta.len(),
-                kind: if meta.len() < entry.bytes { "truncated" } else { "longer than listed" },
+                kind: if meta.len() < entry.bytes {
+                    "truncated"
+                } else {
+                    "longer than listed"
+                },
             });
         }
     }

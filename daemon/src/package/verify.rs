@@ -44,7 +44,11 @@ pub(super) fn verify(pkg: &Package) -> Result<VerifyReport, PackageError> {
                 file: name.clone(),
                 expected: entry.bytes,
                 found: n,
-                kind: if n < entry.bytes { "truncated" } else { "longer than listed" },
+                kind: if n < entry.bytes {
+                    "truncated"
+                } else {
+                    "longer than listed"
+                },
             });
         }
         let found = hex(&hasher.finalize());

@@ -96,11 +96,11 @@ pub fn generate(
     let req = build_request(input, options);
     let mut forward = |event: Event| match event {
         Event::Text(text) => on_event(StreamEvent::Text {
-            text,
+            text: dbus_text(text),
             thinking: false,
         }),
         Event::Thinking(text) => on_event(StreamEvent::Text {
-            text,
+            text: dbus_text(text),
             thinking: true,
         }),
         Event::Finished(_) => {}
@@ -112,8 +112,8 @@ pub fn generate(
         request_id: String::new(),
         model: model.name.clone(),
         finish_reason: stats.finish_reason.as_str().to_string(),
-        text: outcome.text.clone(),
-        thinking: outcome.thinking.clone(),
+        text: dbus_text(outcome.text.clone()),
+        thinking: dbus_text(outcome.thinking.clone()),
         prompt_tokens: stats.prompt_tokens as u32,
         completion_tokens: stats.generated_tokens as u32,
         token_ids: outcome.token_ids.clone(),
@@ -166,12 +166,23 @@ pub fn score(
         };
         out.push(ScoredToken {
             id,
-            text: piece,
+            text: dbus_text(piece),
             has_logprob: logprob.is_some(),
             logprob: logprob.unwrap_or(0.0),
         });
     }
     Ok(out)
+}
+
+/// D-Bus strings may not contain U+0000, and the bus disconnects a peer that sends one; a
+/// model can generate it (a byte-level token for byte 0), so it travels as U+FFFD. The token ids
+/// in `info` keep what was generated.
+fn dbus_text(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
 }
 
 fn log_softmax_at(row: &[f32], index: usize) -> f64 {

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::canonicalize(&p).unwrap_or(p)
 }
 
 pub fn fixtures_dir() -> PathBuf {
@@ -48,9 +49,10 @@ pub fn package(arch: &str) -> PathBuf {
     let dir = packages_dir();
     assert!(
         dir.is_dir(),
-        "fixture packages directory {} is missing; create the packages with:\n  {}\n(one per architecture under models/fixtures/; MOED_FIXTURE_PACKAGES overrides the directory)",
+        "fixture packages directory {} is missing; create the packages with:\n  cd {} && for a in $(ls models/fixtures/*/golden.json | xargs -n1 dirname | xargs -n1 basename); do PYTHONPATH=models/export python3 -m moe_export models/fixtures/$a {}/$a; done\n(MOED_FIXTURE_PACKAGES overrides the directory)",
         dir.display(),
-        export_command("<arch>")
+        repo().display(),
+        dir.display()
     );
     let p = dir.join(arch);
     assert!(

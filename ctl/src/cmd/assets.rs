@@ -1,0 +1,80 @@
+//! Shell completions and man pages from the clap definition: `moectl completions SHELL`, and the
+//! hidden `moectl generate-assets DIR` that writes everything a package installs.
+
+use std::io::Write;
+use std::path::Path;
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+
+use crate::cli::Cli;
+use crate::error::{CtlError, EXIT_CODES};
+
+pub fn completions(shell: Shell) -> Result<(), CtlError> {
+    let mut command = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "moectl", &mut script);
+    crate::style::out(&String::from_utf8_lossy(&script))
+}
+
+/// Writes `moectl.1` and `moectl-<verb>[-<sub>].1` man pages, and `moectl.bash`, `_moectl`
+/// (zsh) and `moectl.fish` completions into `dir`.
+pub fn generate(dir: &Path) -> Result<(), CtlError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CtlError::io(format!("creating {}", dir.display()), e))?;
+    let mut command = Cli::command();
+    command.build();
+    for (shell, file) in [
+        (Shell::Bash, "moectl.bash"),
+        (Shell::Zsh, "_moectl"),
+        (Shell::Fish, "moectl.fish"),
+    ] {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "moectl", &mut script);
+        write(&dir.join(file), &script)?;
+    }
+    man_pages(&command, "moectl", dir)
+}
+
+fn man_pages(command: &clap::Command, name: &str, dir: &Path) -> Result<(), CtlError> {
+    let mut page = Vec::new();
+    let man = clap_mangen::Man::new(command.clone().name(name.to_string()));
+    let rendered = if name == "moectl" {
+        // The top page gets a real EXIT STATUS section instead of the help's plain text.
+        man.render_title(&mut page)
+            .and_then(|()| man.render_name_section(&mut page))
+            .and_then(|()| man.render_synopsis_section(&mut page))
+            .and_then(|()| man.render_description_section(&mut page))
+            .and_then(|()| man.render_options_section(&mut page))
+            .and_then(|()| man.render_subcommands_section(&mut page))
+            .and_then(|()| page.write_all(exit_status_roff().as_bytes()))
+            .and_then(|()| man.render_version_section(&mut page))
+    } else {
+        man.render(&mut page)
+    };
+    rendered.map_err(|e| CtlError::io(format!("rendering the man page {name}.1"), e))?;
+    write(&dir.join(format!("{name}.1")), &page)?;
+    if name.ends_with("-help") {
+        // `help`'s own subcommands mirror the real ones.
+        return Ok(());
+    }
+    for sub in command.get_subcommands() {
+        if sub.is_hide_set() {
+            continue;
+        }
+        man_pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+    }
+    Ok(())
+}
+
+fn exit_status_roff() -> String {
+    let mut roff = String::from(".SH \"EXIT STATUS\"\n");
+    for (code, meaning) in EXIT_CODES {
+        roff.push_str(&format!(".TP\n{code}\n{}\n", meaning.replace('-', "\\-")));
+    }
+    roff
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), CtlError> {
+    std::fs::write(path, bytes).map_err(|e| CtlError::io(format!("writing {}", path.display()), e))
+}

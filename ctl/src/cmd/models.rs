@@ -1,0 +1,173 @@
+//! `moectl models list|info|load|unload|switch` over `org.moed.Moed1.Models`. Managing calls
+//! allow interactive authorization, so polkit may ask for a password through the user's agent.
+
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use moed_dbus::actions::MANAGE_MODELS;
+use moed_dbus::proxy::ModelsProxy;
+use serde_json::json;
+use zbus::proxy::MethodFlags;
+
+use crate::bus::App;
+use crate::cli::ModelsCommand;
+use crate::error::CtlError;
+use crate::style::{out_json, out_json_pretty, outln};
+
+pub async fn run(app: &App, command: ModelsCommand) -> Result<(), CtlError> {
+    let models = super::models(app).await?;
+    match command {
+        ModelsCommand::List => list(app, &models).await,
+        ModelsCommand::Info { name } => info(app, &models, &name).await,
+        ModelsCommand::Load { name } => manage(app, &models, "Load", &name).await,
+        ModelsCommand::Unload { name } => manage(app, &models, "Unload", &name).await,
+        ModelsCommand::Switch { name } => manage(app, &models, "Switch", &name).await,
+    }
+}
+
+async fn list(app: &App, models: &ModelsProxy<'_>) -> Result<(), CtlError> {
+    let list = models.list().await.map_err(|e| app.fail(e, None))?;
+    if app.json {
+        let entries: Vec<_> = list.iter().map(crate::json::model_summary).collect();
+        return out_json_pretty(&json!(entries));
+    }
+    if list.is_empty() {
+        let dirs = models.model_directories().await.unwrap_or_default();
+        return outln(&format!(
+            "no model packages in {}",
+            if dirs.is_empty() {
+                "the model directories".to_string()
+            } else {
+                dirs.join(", ")
+            }
+        ));
+    }
+    let s = &app.out;
+    let name_width = list.iter().map(|m| m.name.len()).max().unwrap_or(4).max(4);
+    let arch_width = list
+        .iter()
+        .map(|m| m.architecture.len())
+        .max()
+        .unwrap_or(12)
+        .max(12);
+    let mut lines = vec![s.bold(&format!(
+        "{:name_width$}  {:arch_width$}  {:9}  PATH",
+        "NAME", "ARCHITECTURE", "STATE"
+    ))];
+    for model in &list {
+        let state = if model.error.is_some() {
+            s.red(&format!("{:9}", "unusable"))
+        } else if model.active {
+            s.green(&format!("{:9}", "active"))
+        } else if model.loaded {
+            s.cyan(&format!("{:9}", "loaded"))
+        } else {
+            format!("{:9}", "available")
+        };
+        let mut line = format!(
+            "{:name_width$}  {:arch_width$}  {state}  {}",
+            model.name, model.architecture, model.path
+        );
+        if let Some(error) = &model.error {
+            line.push_str(&format!("\n{:name_width$}  {}", "", s.red(error)));
+        }
+        lines.push(line);
+    }
+    outln(&lines.join("\n"))
+}
+
+async fn info(app: &App, models: &ModelsProxy<'_>, name: &str) -> Result<(), CtlError> {
+    let info = models.info(name).await.map_err(|e| app.fail(e, None))?;
+    if app.json {
+        return out_json_pretty(&crate::json::model_info(&info));
+    }
+    let state = match (&info.execution_provider, info.active, info.loaded) {
+        (Some(ep), true, _) => format!("loaded, active ({ep})"),
+        (Some(ep), false, _) => format!("loaded ({ep})"),
+        (None, _, true) => "loaded".into(),
+        (None, _, false) => "not loaded".into(),
+    };
+    let rows = [
+        ("name", info.name.clone()),
+        ("path", info.path.clone()),
+        ("manifest name", info.manifest_name.clone()),
+        ("architecture", info.architecture.clone()),
+        ("format version", info.format_version.to_string()),
+        ("layers", info.num_layers.to_string()),
+        ("hidden size", info.hidden_size.to_string()),
+        ("vocabulary", info.vocab_size.to_string()),
+        ("context length", info.context_length.to_string()),
+        (
+            "experts",
+            format!(
+                "{} per MoE layer, {} per token",
+                info.num_experts, info.top_k
+            ),
+        ),
+        ("expert precision", info.expert_precision.clone()),
+        ("size", human_bytes(info.total_bytes)),
+        ("state", state),
+    ];
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|(key, value)| format!("{}  {value}", app.out.bold(&format!("{key:>16}:"))))
+        .collect();
+    outln(&lines.join("\n"))
+}
+
+/// `Load`, `Unload` or `Switch`, with a spinner while it runs (the daemon reports no progress).
+async fn manage(
+    app: &App,
+    models: &ModelsProxy<'_>,
+    method: &str,
+    name: &str,
+) -> Result<(), CtlError> {
+    let verb = match method {
+        "Load" => "loading",
+        "Unload" => "unloading",
+        _ => "switching to",
+    };
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    spinner.set_message(format!("{verb} {name}"));
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let started = Instant::now();
+    let result: Result<Option<()>, zbus::Error> = models
+        .inner()
+        .call_with_flags(method, MethodFlags::ALLOW_INTERACTIVE_AUTH, &(name,))
+        .await;
+    spinner.finish_and_clear();
+    result.map_err(|e| app.fail(e.into(), Some(MANAGE_MODELS)))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if app.json {
+        return out_json(&json!({
+            "action": method.to_lowercase(),
+            "model": name,
+            "seconds": seconds,
+        }));
+    }
+    let done = match method {
+        "Load" => "loaded",
+        "Unload" => "unloaded",
+        _ => "switched to",
+    };
+    outln(&format!("{done} {name} ({seconds:.1} s)"))
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {} ({bytes} bytes)", UNITS[unit])
+    }
+}

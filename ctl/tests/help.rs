@@ -1,0 +1,129 @@
+//! Help texts are snapshot-tested against ctl/tests/snapshots/*.txt (`UPDATE_SNAPSHOTS=1`
+//! rewrites them); completions and man pages come from the same clap definition.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn moectl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_moectl"))
+        .args(args)
+        .env_remove("MOECTL_BUS")
+        .env_remove("MOECTL_MOED")
+        .output()
+        .expect("run moectl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn snapshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")
+}
+
+#[test]
+fn help_texts_match_their_snapshots() {
+    let cases: &[(&str, &[&str])] = &[
+        ("help-short", &["-h"]),
+        ("help", &["--help"]),
+        ("status", &["status", "--help"]),
+        ("generate", &["generate", "--help"]),
+        ("chat", &["chat", "--help"]),
+        ("score", &["score", "--help"]),
+        ("models", &["models", "--help"]),
+        ("models-load", &["models", "load", "--help"]),
+        ("experts", &["experts", "--help"]),
+        ("config-show", &["config", "show", "--help"]),
+        ("alerts", &["alerts", "--help"]),
+        ("completions", &["completions", "--help"]),
+    ];
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+    let mut mismatches = Vec::new();
+    for (name, args) in cases {
+        let (code, stdout, stderr) = moectl(args);
+        assert_eq!(code, 0, "moectl {args:?}: {stderr}");
+        let file = snapshot_dir().join(format!("{name}.txt"));
+        if update {
+            std::fs::create_dir_all(snapshot_dir()).expect("snapshot dir");
+            std::fs::write(&file, &stdout).expect("write snapshot");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run with UPDATE_SNAPSHOTS=1 to create it",
+                file.display()
+            )
+        });
+        if expected != stdout {
+            mismatches.push(format!(
+                "moectl {}: differs from {}\n--- expected\n{expected}\n--- got\n{stdout}",
+                args.join(" "),
+                file.display()
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{}\n(UPDATE_SNAPSHOTS=1 accepts the new texts)",
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_lists_exit_codes() {
+    let (code, _, stderr) = moectl(&["generate"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("<PROMPT>"), "{stderr}");
+    let (code, _, stderr) = moectl(&["no-such-verb"]);
+    assert_eq!(code, 2, "{stderr}");
+    let (_, help, _) = moectl(&["--help"]);
+    for needle in [
+        "3    moed is not running",
+        "4    access denied",
+        "130  interrupted",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}");
+    }
+}
+
+#[test]
+fn completions_and_man_pages_for_packaging() {
+    for (shell, needle) in [
+        ("bash", "_moectl()"),
+        ("zsh", "#compdef moectl"),
+        ("fish", "complete -c moectl"),
+    ] {
+        let (code, script, stderr) = moectl(&["completions", shell]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(script.contains(needle), "{shell}: {script}");
+        assert!(script.contains("generate") && script.contains("experts"));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("assets");
+    let (code, _, stderr) = moectl(&["generate-assets", out.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{stderr}");
+    for file in [
+        "moectl.1",
+        "moectl-generate.1",
+        "moectl-models-load.1",
+        "moectl-experts.1",
+        "moectl.bash",
+        "_moectl",
+        "moectl.fish",
+    ] {
+        let path = out.join(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(!text.is_empty(), "{file} is empty");
+    }
+    let page = std::fs::read_to_string(out.join("moectl.1")).expect("moectl.1");
+    assert!(
+        page.starts_with(".ie \\n(.g .ds Aq"),
+        "not roff: {}",
+        &page[..80.min(page.len())]
+    );
+    assert!(page.contains(".SH \"EXIT STATUS\""), "{page}");
+    assert!(page.contains("moectl\\-experts(1)"), "{page}");
+    // The hidden asset generator documents nothing of itself.
+    assert!(!out.join("moectl-generate-assets.1").exists());
+}
