@@ -23,6 +23,9 @@ done
 echo "== exporter and reference runner (pytest)"
 (cd "$repo/models/export" && "$py" -m pytest -q)
 
+echo "== WASM plugins: build, format, clippy and the guests' unit tests"
+"$repo/plugins/build.sh" --check
+
 echo "== rustfmt and clippy"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -261,6 +261,19 @@ fn versioned_libs(dir: &Path) -> Vec<PathBuf> {
 pub fn locate_library(explicit: Option<&Path>) -> Result<PathBuf, OrtEnvError> {
     let env_var = std::env::var("ORT_DYLIB_PATH").ok();
     let exe = std::env::current_exe().ok();
+    // A configured path that is not there is passed over, but said so: it is likely a mistake.
+    if let Some(p) = explicit.filter(|p| !p.is_file()) {
+        log::warn!(
+            "configured ONNX Runtime library {} does not exist; searching further",
+            p.display()
+        );
+    }
+    if let Some(v) = env_var
+        .as_deref()
+        .filter(|v| !v.is_empty() && !Path::new(v).is_file())
+    {
+        log::warn!("ORT_DYLIB_PATH={v} does not exist; searching further");
+    }
     find_first(&library_candidates(
         explicit,
         env_var.as_deref(),
@@ -296,7 +309,7 @@ pub fn provider_unavailable_reason(provider: Provider) -> Option<String> {
     match available {
         Ok(true) => None,
         Ok(false) => Some(format!(
-            "this ONNX Runtime build has no {} (the CPU-only build from the onnxruntime wheel)",
+            "this ONNX Runtime build has no {} (built without it, like the CPU-only onnxruntime wheel)",
             provider.ort_name()
         )),
         Err(e) => Some(format!("could not list ONNX Runtime's providers: {e}")),

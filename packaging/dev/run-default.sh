@@ -22,7 +22,7 @@ exec dbus-run-session -- bash -euo pipefail -c '
   daemon=$!
   trap "kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf \"$state\"" EXIT
   for _ in $(seq 100); do
-    "$bin/moectl" --bus session status >/dev/null 2>&1 && break
+    "$bin/moectl" --bus session --json status 2>/dev/null | grep -q "\"state\": *\"ready\"" && break
     kill -0 $daemon 2>/dev/null || { cat "$state/moed.log" >&2; exit 1; }
     sleep 0.1
   done

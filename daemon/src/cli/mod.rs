@@ -10,6 +10,7 @@ mod check_config;
 mod generate;
 mod score;
 mod serve;
+mod verify;
 
 #[derive(Parser, Debug)]
 #[command(name = "moed", version, about = "Mixture-of-Experts inference service")]
@@ -26,6 +27,8 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Measure prefill and decode speed, sparse against dense, and memory bandwidth use.
     Bench(bench::BenchArgs),
+    /// Check a model package's files against the sizes and SHA-256 sums in its manifest.
+    Verify(verify::VerifyArgs),
     /// Run the D-Bus service (org.moed.Moed1).
     Serve(serve::ServeArgs),
     /// Check the configuration and print the effective values.
@@ -42,6 +45,7 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig(args) => check_config::run(args),
         Command::BenchServe(args) => bench_serve::run(args),

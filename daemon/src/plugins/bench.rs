@@ -7,13 +7,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use moed_plugins::{FilterPlugin, MemoryDocuments, PluginHost, RetrievalPlugin};
+use moed_plugins::PluginHost;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+mod budget;
+mod latency;
+
 use super::{PluginsError, WasmGate, load_path, model_routing};
-use crate::engine::{Engine, EngineError, Gate, Logits, RouterInput, Routing};
+use crate::engine::{Engine, EngineError, Gate, Logits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -107,7 +110,7 @@ pub struct PluginBenchReport {
     pub budgets: Vec<BudgetRow>,
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -115,7 +118,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn p99(v: &mut [f64]) -> f64 {
+pub(crate) fn p99(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -123,7 +126,7 @@ fn p99(v: &mut [f64]) -> f64 {
     v[((v.len() as f64 * 0.99) as usize).min(v.len() - 1)]
 }
 
-fn argmax(row: &[f32]) -> u32 {
+pub(crate) fn argmax(row: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {
@@ -133,14 +136,14 @@ fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-struct Run {
-    prefill_tok_s: f64,
-    decode_tok_s: f64,
-    tokens: Vec<u32>,
-    last_logits: Vec<u32>,
+pub(crate) struct Run {
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    pub tokens: Vec<u32>,
+    pub last_logits: Vec<u32>,
 }
 
-fn run_once(engine: &Engine, prompt: &[u32], decode: usize) -> Result<Run, EngineError> {
+pub(crate) fn run_once(engine: &Engine, prompt: &[u32], decode: usize) -> Result<Run, EngineError> {
     let mut seq = engine.new_sequence();
     let start = Instant::now();
     let mut logits = engine.forward(&mut seq, prompt, Logits::Last)?;
@@ -188,16 +191,6 @@ fn paired_steps(
         next = argmax(&logits);
     }
     Ok(times)
-}
-
-fn time_calls(calls: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<Vec<f64>, String> {
-    let mut t = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let start = Instant::now();
-        f()?;
-        t.push(start.elapsed().as_secs_f64() * 1e6);
-    }
-    Ok(t)
 }
 
 /// Runs the benchmark. `engine`'s gate is replaced during the runs and set back to the native rule.
@@ -286,9 +279,9 @@ pub fn run(
     };
     let (ns, ws) = (speed(&n_runs), speed(&w_runs));
 
-    let budgets = budget_rows(engine, host, plugins_dir, &native, &prompt, &n_runs, cfg)?;
+    let budgets = budget::budget_rows(engine, host, plugins_dir, &native, &prompt, &n_runs, cfg)?;
     engine.set_gate(native.clone());
-    let mut latency = gate_latency(&manifest, &native, &wasm, gate_name, cfg)?;
+    let mut latency = latency::gate_latency(&manifest, &native, &wasm, gate_name, cfg)?;
     let calls_per_token = manifest
         .layers
         .iter()
@@ -300,7 +293,7 @@ pub fn run(
             * 1e-6
             * ns.decode_tok_s
     });
-    latency.extend(other_latency(host, plugins_dir, cfg)?);
+    latency.extend(latency::other_latency(host, plugins_dir, cfg)?);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     Ok(PluginBenchReport {
         model: manifest.name.clone(),
@@ -323,266 +316,4 @@ pub fn run(
         latency,
         budgets,
     })
-}
-
-/// Speed and logprob drift of `expert-budget` at each budget, against native routing.
-fn budget_rows(
-    engine: &mut Engine,
-    host: &PluginHost,
-    dir: &Path,
-    native: &Arc<dyn Gate>,
-    prompt: &[u32],
-    native_runs: &[Run],
-    cfg: &PluginBenchConfig,
-) -> Result<Vec<BudgetRow>, BenchError> {
-    if cfg.budgets.is_empty() {
-        return Ok(Vec::new());
-    }
-    let manifest = engine.package().manifest().clone();
-    let top_k = manifest.routing.as_ref().map_or(0, |r| r.top_k);
-    let Some(reference) = native_runs.first() else {
-        return Ok(Vec::new());
-    };
-    // Prompt + native continuation, scored teacher-forced.
-    let mut ids = prompt.to_vec();
-    ids.extend_from_slice(&reference.tokens[..reference.tokens.len() - 1]);
-    let score = |engine: &Engine| -> Result<(Vec<f64>, Vec<u32>), EngineError> {
-        let mut seq = engine.new_sequence();
-        let all = engine.forward(&mut seq, &ids, Logits::All)?;
-        let vocab = engine.package().vocab_size();
-        let mut lp = Vec::new();
-        let mut greedy = Vec::new();
-        for i in prompt.len() - 1..ids.len() - 1 {
-            let row = &all[i * vocab..(i + 1) * vocab];
-            lp.push(crate::engine::log_softmax_at(row, ids[i + 1] as usize));
-            greedy.push(argmax(row));
-        }
-        Ok((lp, greedy))
-    };
-    engine.set_gate(native.clone());
-    let (native_lp, native_greedy) = score(engine)?;
-    let mut native_speed: Vec<f64> = native_runs.iter().map(|r| r.decode_tok_s).collect();
-    let native_tok_s = median(&mut native_speed);
-    let mut rows = Vec::new();
-    for &k in &cfg.budgets {
-        if k == 0 || k > top_k {
-            return Err(BenchError::Options(format!(
-                "budget {k}: experts per token must be 1 to {top_k}"
-            )));
-        }
-        let mut spec = super::spec_from_path(&dir.join("expert-budget.wasm"))?;
-        spec.config.insert("k".into(), serde_json::Value::from(k));
-        let plugin = host.load(&spec)?;
-        let gate = Arc::new(WasmGate::new(&plugin, &manifest, Vec::new())?);
-        engine.set_gate(gate.clone());
-        let (lp, greedy) = score(engine)?;
-        let mut speeds = Vec::new();
-        for _ in 0..cfg.repeat.max(1) {
-            speeds.push(run_once(engine, prompt, cfg.decode_tokens)?.decode_tok_s);
-        }
-        if gate.fallbacks() > 0 {
-            return Err(BenchError::Call {
-                plugin: "expert-budget".into(),
-                message: gate.last_failure().unwrap_or_default(),
-            });
-        }
-        let drift: Vec<f64> = lp
-            .iter()
-            .zip(&native_lp)
-            .map(|(a, b)| (a - b).abs())
-            .collect();
-        let agree = greedy
-            .iter()
-            .zip(&native_greedy)
-            .filter(|(a, b)| a == b)
-            .count();
-        let tok_s = median(&mut speeds);
-        rows.push(BudgetRow {
-            k,
-            decode_tok_s: tok_s,
-            speedup: if native_tok_s > 0.0 {
-                tok_s / native_tok_s
-            } else {
-                0.0
-            },
-            mean_abs_logprob_drift: drift.iter().sum::<f64>() / drift.len().max(1) as f64,
-            max_abs_logprob_drift: drift.iter().copied().fold(0.0, f64::max),
-            greedy_agreement: agree as f64 / greedy.len().max(1) as f64,
-        });
-    }
-    Ok(rows)
-}
-
-fn gate_latency(
-    manifest: &crate::package::Manifest,
-    native: &Arc<dyn Gate>,
-    wasm: &Arc<WasmGate>,
-    gate_name: &str,
-    cfg: &PluginBenchConfig,
-) -> Result<Vec<Latency>, BenchError> {
-    let Some(r) = manifest.routing.as_ref() else {
-        return Ok(Vec::new());
-    };
-    let layer = manifest
-        .layers
-        .iter()
-        .position(|l| matches!(l, crate::package::LayerSpec::Moe { .. }))
-        .unwrap_or(0);
-    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
-    let mut rows = Vec::new();
-    for tokens in [1, cfg.prompt_tokens] {
-        let logits: Vec<f32> = (0..tokens * r.num_experts)
-            .map(|_| rng.random_range(-4.0..4.0))
-            .collect();
-        let input = RouterInput {
-            logits: &logits,
-            num_tokens: tokens,
-            num_experts: r.num_experts,
-            top_k: r.top_k,
-        };
-        let mut out = Routing::default();
-        let mut time = |g: &dyn Gate| {
-            time_calls(cfg.calls, || {
-                out.reset(r.top_k);
-                g.route(layer, &input, &mut out).map_err(|e| e.to_string())
-            })
-        };
-        let mut n = time(native.as_ref()).map_err(|message| BenchError::Call {
-            plugin: "native".into(),
-            message,
-        })?;
-        let before = wasm.fallbacks();
-        let mut w = time(wasm.as_ref()).map_err(|message| BenchError::Call {
-            plugin: gate_name.into(),
-            message,
-        })?;
-        if wasm.fallbacks() != before {
-            return Err(BenchError::Call {
-                plugin: gate_name.into(),
-                message: wasm.last_failure().unwrap_or_default(),
-            });
-        }
-        rows.push(Latency {
-            what: format!("gate, {tokens} token(s) x {} experts", r.num_experts),
-            plugin: gate_name.into(),
-            median_us: median(&mut w.clone()),
-            p99_us: p99(&mut w),
-            native_median_us: Some(median(&mut n)),
-        });
-    }
-    Ok(rows)
-}
-
-/// A prompt of about 1 KiB with some personal data in it.
-const PROMPT: &str = "Hello, I need help with a refund. My name is Jane Doe and I ordered a standing desk \
-(order 88231) on March 3rd. It arrived with a cracked leg. You can reach me at jane.doe@example.com or \
-+44 20 7946 0958 between 9 and 5. I paid with my Visa card 4111 1111 1111 1111 and would like the money \
-back on the same card, or to my IBAN GB82 WEST 1234 5698 7654 32 if that is easier. The delivery driver \
-said the warehouse in Leeds had a water leak last month, which might explain the damage. Could you also \
-tell me whether the replacement would ship from the same warehouse? I would rather wait a week than get \
-another damaged desk. Our office IT says the order portal logged my login from 203.0.113.42, in case you \
-need it to find the order. Thank you for your help, and please let me know what photos you need.";
-
-fn documents(n: usize, seed: u64) -> MemoryDocuments {
-    const WORDS: &[&str] = &[
-        "vacation",
-        "policy",
-        "invoice",
-        "server",
-        "password",
-        "office",
-        "travel",
-        "expense",
-        "holiday",
-        "contract",
-        "security",
-        "laptop",
-        "payroll",
-        "meeting",
-        "budget",
-        "customer",
-        "refund",
-        "warehouse",
-        "delivery",
-        "report",
-    ];
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut d = MemoryDocuments::default();
-    for i in 0..n {
-        let text: Vec<&str> = (0..120)
-            .map(|_| WORDS[rng.random_range(0..WORDS.len())])
-            .collect();
-        d.add(
-            &format!("doc-{i}"),
-            &format!("handbook/{i}.md"),
-            &text.join(" "),
-        );
-    }
-    d
-}
-
-fn other_latency(
-    host: &PluginHost,
-    dir: &Path,
-    cfg: &PluginBenchConfig,
-) -> Result<Vec<Latency>, BenchError> {
-    let mut rows = Vec::new();
-    let row = |what: &str, plugin: &str, mut t: Vec<f64>| Latency {
-        what: what.into(),
-        plugin: plugin.into(),
-        median_us: median(&mut t.clone()),
-        p99_us: p99(&mut t),
-        native_median_us: None,
-    };
-    let fail = |plugin: &str| {
-        let plugin = plugin.to_owned();
-        move |message: String| BenchError::Call { plugin, message }
-    };
-    for name in ["pii-redact", "input-check"] {
-        let p = load_path(host, &dir.join(format!("{name}.wasm")))?;
-        let f = FilterPlugin::new(&p)
-            .ok_or_else(|| BenchError::Options(format!("{name} is not a filter")))?;
-        let t = time_calls(cfg.calls, || {
-            f.check_input(PROMPT, &[])
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-        .map_err(fail(name))?;
-        rows.push(row(
-            &format!("filter, prompt of {} bytes", PROMPT.len()),
-            name,
-            t,
-        ));
-        let mut stream = f.output(&[]);
-        let pieces: Vec<&str> = PROMPT.split_inclusive(' ').collect();
-        let mut i = 0;
-        let t = time_calls(cfg.calls, || {
-            i += 1;
-            stream
-                .push(pieces[i % pieces.len()])
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-        .map_err(fail(name))?;
-        rows.push(row("filter, one streamed token", name, t));
-    }
-    let name = "retrieval-embedded";
-    host.services()
-        .sources
-        .register("documents", Arc::new(documents(500, cfg.seed)));
-    let p = load_path(host, &dir.join(format!("{name}.wasm")))?;
-    let r = RetrievalPlugin::new(&p)
-        .ok_or_else(|| BenchError::Options(format!("{name} is not a retrieval plugin")))?;
-    let t = time_calls(cfg.calls.min(500), || {
-        match r
-            .retrieve("refund policy for a damaged delivery", 4, &[])
-            .failure
-        {
-            None => Ok(()),
-            Some(f) => Err(f.to_string()),
-        }
-    })
-    .map_err(fail(name))?;
-    rows.push(row("retrieval, 4 of 500 documents", name, t));
-    Ok(rows)
 }

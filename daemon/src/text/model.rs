@@ -75,6 +75,7 @@ impl TextModel {
         });
         let mut eos_ids: HashSet<u32> = special.eos.iter().map(|t| t.id).collect();
         eos_ids.extend(eos_list(package.generation())?);
+        eos_ids.extend(package.manifest().stop_token_ids.iter().copied());
         Ok(Self::new(
             tokenizer,
             template,
@@ -127,7 +128,8 @@ impl TextModel {
         self.eos_ids.contains(&id)
     }
 
-    /// End-of-sequence ids: the manifest's EOS token and generation config's `eos_token_id`.
+    /// End-of-sequence ids: the manifest's EOS token, its `stop_token_ids` and generation config's
+    /// `eos_token_id`.
     pub fn eos_ids(&self) -> &HashSet<u32> {
         &self.eos_ids
     }

@@ -1,0 +1,397 @@
+//! The plugin manifest (`plugin.toml`): name, version, kind, the capabilities the plugin asks the
+//! administrator for, and the schema of its configuration, against which the administrator's
+//! configuration is checked (unknown keys and wrong types refused, defaults filled in).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read plugin manifest {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin manifest {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("plugin manifest of '{plugin}': {message}")]
+    Invalid { plugin: String, message: String },
+    #[error("plugin '{plugin}': configuration key '{key}': {message}")]
+    Config {
+        plugin: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The three kinds of plugin, one WIT world each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Gate,
+    Filter,
+    Retrieval,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gate => "gate",
+            Kind::Filter => "filter",
+            Kind::Retrieval => "retrieval",
+        }
+    }
+
+    /// The interface of `moed:plugin` that a plugin of this kind exports.
+    pub fn export_interface(self) -> &'static str {
+        match self {
+            Kind::Gate => "gating",
+            Kind::Filter => "filtering",
+            Kind::Retrieval => "retriever",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the plugin asks to be granted (the administrator decides; see `capability::Grant`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requested {
+    #[serde(default)]
+    pub alerts: bool,
+    /// Key-value store quota asked for, bytes.
+    #[serde(default)]
+    pub kv: Option<u64>,
+    /// Data source labels (retrieval).
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Choosing fewer experts per token than the model's top-k (gate).
+    #[serde(default)]
+    pub fewer_experts: bool,
+    /// `wasi:clocks`.
+    #[serde(default)]
+    pub clocks: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ValueType {
+    Bool,
+    Integer,
+    Number,
+    String,
+    StringList,
+    IntegerList,
+    /// A table of any content (the plugin checks it).
+    Table,
+}
+
+/// One configuration key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigKey {
+    #[serde(rename = "type")]
+    pub ty: ValueType,
+    #[serde(default)]
+    pub default: Option<toml::Value>,
+    #[serde(default)]
+    pub description: String,
+    /// Bounds for `integer` and `number`.
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginSection {
+    name: String,
+    version: String,
+    kind: Kind,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    plugin: PluginSection,
+    #[serde(default)]
+    capabilities: Requested,
+    #[serde(default)]
+    config: BTreeMap<String, ConfigKey>,
+}
+
+/// A parsed and checked `plugin.toml`.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub kind: Kind,
+    pub description: String,
+    pub requested: Requested,
+    pub config: BTreeMap<String, ConfigKey>,
+}
+
+impl Manifest {
+    pub fn from_file(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Manifest::parse(&text).map_err(|e| match e {
+            ManifestError::Parse { message, .. } => ManifestError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let file: ManifestFile = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            path: PathBuf::from("plugin.toml"),
+            message: e.to_string(),
+        })?;
+        let m = Manifest {
+            name: file.plugin.name,
+            version: file.plugin.version,
+            kind: file.plugin.kind,
+            description: file.plugin.description,
+            requested: file.capabilities,
+            config: file.config,
+        };
+        m.check()?;
+        Ok(m)
+    }
+
+    fn check(&self) -> Result<(), ManifestError> {
+        let invalid = |message: String| ManifestError::Invalid {
+            plugin: self.name.clone(),
+            message,
+        };
+        check_name(&self.name).map_err(|m| invalid(format!("name: {m}")))?;
+        let parts: Vec<&str> = self.version.split('.').collect();
+        if parts.len() != 3
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(invalid(format!(
+                "version '{}' is not MAJOR.MINOR.PATCH",
+                self.version
+            )));
+        }
+        if !self.requested.sources.is_empty() && self.kind != Kind::Retrieval {
+            return Err(invalid(
+                "only retrieval plugins may ask for data sources".into(),
+            ));
+        }
+        if self.requested.fewer_experts && self.kind != Kind::Gate {
+            return Err(invalid(
+                "only gate plugins may ask for fewer_experts".into(),
+            ));
+        }
+        for (key, spec) in &self.config {
+            if let Some(default) = &spec.default {
+                let json = toml_to_json(default);
+                check_value(spec, &json)
+                    .map_err(|m| invalid(format!("config.{key}.default: {m}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the administrator's configuration against the schema and fills in defaults.
+    /// Returns the JSON object the plugin reads through `config.get-json`.
+    pub fn resolve_config(
+        &self,
+        given: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, ManifestError> {
+        let err = |key: &str, message: String| ManifestError::Config {
+            plugin: self.name.clone(),
+            key: key.to_owned(),
+            message,
+        };
+        let mut out = Map::new();
+        for (key, value) in given {
+            let spec = self.config.get(key).ok_or_else(|| {
+                let known: Vec<&str> = self.config.keys().map(String::as_str).collect();
+                err(
+                    key,
+                    if known.is_empty() {
+                        "the plugin takes no configuration".into()
+                    } else {
+                        format!("unknown key (the plugin knows: {})", known.join(", "))
+                    },
+                )
+            })?;
+            check_value(spec, value).map_err(|m| err(key, m))?;
+            out.insert(key.clone(), value.clone());
+        }
+        for (key, spec) in &self.config {
+            if !out.contains_key(key)
+                && let Some(default) = &spec.default
+            {
+                out.insert(key.clone(), toml_to_json(default));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Plugin names: lowercase ASCII letters, digits, `-` and `_`, starting with a letter, at most 64.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_lowercase()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' must be 1-64 lowercase letters, digits, '-' or '_', starting with a letter"
+        ))
+    }
+}
+
+fn check_value(spec: &ConfigKey, value: &Value) -> Result<(), String> {
+    let type_ok = match spec.ty {
+        ValueType::Bool => value.is_boolean(),
+        ValueType::Integer => value.is_i64() || value.is_u64(),
+        ValueType::Number => value.is_number(),
+        ValueType::String => value.is_string(),
+        ValueType::StringList => value
+            .as_array()
+            .is_some_and(|a| a.iter().all(Value::is_string)),
+        ValueType::IntegerList => value
+            .as_array()
+            .is_some_and(|a| a.iter().all(|v| v.is_i64() || v.is_u64())),
+        ValueType::Table => value.is_object(),
+    };
+    if !type_ok {
+        return Err(format!("expected {}, got {value}", type_name(spec.ty)));
+    }
+    if let Some(x) = value.as_f64() {
+        if let Some(min) = spec.min
+            && x < min
+        {
+            return Err(format!("{x} is below the minimum {min}"));
+        }
+        if let Some(max) = spec.max
+            && x > max
+        {
+            return Err(format!("{x} is above the maximum {max}"));
+        }
+    }
+    Ok(())
+}
+
+fn type_name(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Bool => "true or false",
+        ValueType::Integer => "an integer",
+        ValueType::Number => "a number",
+        ValueType::String => "a string",
+        ValueType::StringList => "a list of strings",
+        ValueType::IntegerList => "a list of integers",
+        ValueType::Table => "a table",
+    }
+}
+
+/// TOML to JSON (datetimes become strings).
+pub fn toml_to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+        [plugin]
+        name = "pii-redact"
+        version = "0.1.0"
+        kind = "filter"
+        [capabilities]
+        alerts = true
+        [config.email]
+        type = "bool"
+        default = true
+        [config.window]
+        type = "integer"
+        default = 64
+        min = 8
+        max = 4096
+    "#;
+
+    #[test]
+    fn config_is_checked_and_defaults_filled() {
+        let m = Manifest::parse(TEXT).expect("manifest");
+        assert_eq!(m.kind, Kind::Filter);
+        let mut given = Map::new();
+        given.insert("window".into(), Value::from(128));
+        let cfg = m.resolve_config(&given).expect("config");
+        assert_eq!(cfg["email"], Value::Bool(true));
+        assert_eq!(cfg["window"], Value::from(128));
+
+        given.insert("windw".into(), Value::from(1));
+        let e = m.resolve_config(&given).unwrap_err().to_string();
+        assert!(e.contains("'windw'") && e.contains("email, window"), "{e}");
+
+        let mut bad = Map::new();
+        bad.insert("email".into(), Value::from("yes"));
+        let e = m.resolve_config(&bad).unwrap_err().to_string();
+        assert!(e.contains("'email'") && e.contains("true or false"), "{e}");
+
+        let mut small = Map::new();
+        small.insert("window".into(), Value::from(2));
+        let e = m.resolve_config(&small).unwrap_err().to_string();
+        assert!(e.contains("below the minimum"), "{e}");
+    }
+
+    #[test]
+    fn bad_manifests_are_refused() {
+        let e = Manifest::parse(&TEXT.replace("pii-redact", "PII"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("name"), "{e}");
+        let e = Manifest::parse(&TEXT.replace("\"0.1.0\"", "\"1\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MAJOR.MINOR.PATCH"), "{e}");
+        let e = Manifest::parse(&TEXT.replace("default = true", "default = 3"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("config.email.default"), "{e}");
+        let e = Manifest::parse(&TEXT.replace("alerts = true", "alerts = true\nnetwork = true"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("network"), "{e}");
+    }
+}
