@@ -24,4 +24,3 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
-
