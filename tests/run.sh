@@ -7,17 +7,17 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 "$repo/tests/setup.sh"
 
-venv="${MOED_VENV:-$repo/.venv}"
+venv="${MOE_VENV:-$repo/.venv}"
 py="$venv/bin/python3"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$("$repo/packaging/onnxruntime/provision.sh")}"
-export MOED_FIXTURE_PACKAGES="${MOED_FIXTURE_PACKAGES:-$target/fixture-packages}"
+export MOE_FIXTURE_PACKAGES="${MOE_FIXTURE_PACKAGES:-$target/fixture-packages}"
 
-echo "== exporting fixture checkpoints to $MOED_FIXTURE_PACKAGES"
+echo "== exporting fixture checkpoints to $MOE_FIXTURE_PACKAGES"
 for src in "$repo"/models/fixtures/*/; do
   [[ -f "$src/config.json" ]] || continue
   arch="$(basename "$src")"
-  "$py" -m moe_export "$src" "$MOED_FIXTURE_PACKAGES/$arch" --quant fp32 --quiet --force
+  "$py" -m moe_export "$src" "$MOE_FIXTURE_PACKAGES/$arch" --quant fp32 --quiet --force
 done
 
 echo "== exporter and reference runner (pytest)"

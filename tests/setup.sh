@@ -6,12 +6,12 @@
 #   - Debian packages: build tools, and for the service tests dbus (dbus-daemon), systemd (busctl),
 #     libglib2.0-bin (gdbus), util-linux (setpriv)
 #   - rustfmt/clippy components and the wasm32-wasip2 target (for plugins)
-#   - a Python virtualenv at $MOED_VENV (default <repo>/.venv) with the exporter and its test deps
+#   - a Python virtualenv at $MOE_VENV (default <repo>/.venv) with the exporter and its test deps
 #   - the pinned ONNX Runtime library (packaging/onnxruntime/provision.sh)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${MOED_VENV:-$repo/.venv}"
+venv="${MOE_VENV:-$repo/.venv}"
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 

@@ -41,7 +41,7 @@ fn archs() -> Vec<String> {
 }
 
 fn package(arch: &str) -> PathBuf {
-    let dir = std::env::var_os("MOED_FIXTURE_PACKAGES")
+    let dir = std::env::var_os("MOE_FIXTURE_PACKAGES")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/fixture-packages"));
     let pkg = dir.join(arch);
@@ -49,7 +49,7 @@ fn package(arch: &str) -> PathBuf {
         pkg.join("manifest.json").is_file(),
         "the fixture package {} is missing; make it with:\n  \
          PYTHONPATH=models/export python3 -m moe_export models/fixtures/{arch} target/fixture-packages/{arch}\n\
-         (run from the repository root; MOED_FIXTURE_PACKAGES points elsewhere)",
+         (run from the repository root; MOE_FIXTURE_PACKAGES points elsewhere)",
         pkg.display()
     );
     pkg

@@ -40,7 +40,7 @@ mkdir -p "$dest"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-cache="${MOED_WHEEL_CACHE:-$repo/target/wheels}"
+cache="${MOE_WHEEL_CACHE:-$repo/target/wheels}"
 mkdir -p "$cache"
 if [[ ! -f "$cache/$WHEEL" ]]; then
   python3 -m pip download --quiet --no-deps --only-binary=:all: \

@@ -23,10 +23,10 @@ pub fn moectl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_moectl"))
 }
 
-/// `moed` from the same build: `$MOED_BIN`, else next to moectl (`cargo test --workspace` and
+/// `moed` from the same build: `$MOECTL_TEST_MOED`, else next to moectl (`cargo test --workspace` and
 /// `cargo build --workspace` build both; `cargo test -p moectl` alone does not build moed).
 pub fn moed_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("MOED_BIN") {
+    if let Some(path) = std::env::var_os("MOECTL_TEST_MOED") {
         return PathBuf::from(path);
     }
     let path = moectl_bin()
@@ -35,7 +35,7 @@ pub fn moed_bin() -> PathBuf {
         .join("moed");
     assert!(
         path.is_file(),
-        "moed is not built at {}: run `cargo build -p moed` (same profile) or `cargo test --workspace`, or set MOED_BIN",
+        "moed is not built at {}: run `cargo build -p moed` (same profile) or `cargo test --workspace`, or set MOECTL_TEST_MOED",
         path.display()
     );
     path
@@ -135,10 +135,13 @@ impl Drop for TestBus {
     }
 }
 
-/// The fixture packages: the CI-built ones under target/fixture-packages, else exported into
+/// The fixture packages: the CI-built ones under $MOE_FIXTURE_PACKAGES
+/// (else target/fixture-packages), else exported into
 /// `work` by `python3 -m moe_export`.
 pub fn models_dir(work: &Path, archs: &[&str]) -> PathBuf {
-    let prebuilt = repo_root().join("target/fixture-packages");
+    let prebuilt = std::env::var_os("MOE_FIXTURE_PACKAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/fixture-packages"));
     if archs
         .iter()
         .all(|a| prebuilt.join(a).join("manifest.json").is_file())

@@ -13,9 +13,9 @@ pub fn fixtures_dir() -> PathBuf {
     repo().join("models/fixtures")
 }
 
-/// `MOED_FIXTURE_PACKAGES`, else `<repo>/target/fixture-packages`.
+/// `MOE_FIXTURE_PACKAGES`, else `<repo>/target/fixture-packages`.
 pub fn packages_dir() -> PathBuf {
-    match std::env::var_os("MOED_FIXTURE_PACKAGES") {
+    match std::env::var_os("MOE_FIXTURE_PACKAGES") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => repo().join("target/fixture-packages"),
     }
@@ -49,7 +49,7 @@ pub fn package(arch: &str) -> PathBuf {
     let dir = packages_dir();
     assert!(
         dir.is_dir(),
-        "fixture packages directory {} is missing; create the packages with:\n  cd {} && for a in $(ls models/fixtures/*/golden.json | xargs -n1 dirname | xargs -n1 basename); do PYTHONPATH=models/export python3 -m moe_export models/fixtures/$a {}/$a; done\n(MOED_FIXTURE_PACKAGES overrides the directory)",
+        "fixture packages directory {} is missing; create the packages with:\n  cd {} && for a in $(ls models/fixtures/*/golden.json | xargs -n1 dirname | xargs -n1 basename); do PYTHONPATH=models/export python3 -m moe_export models/fixtures/$a {}/$a; done\n(MOE_FIXTURE_PACKAGES overrides the directory)",
         dir.display(),
         repo().display(),
         dir.display()

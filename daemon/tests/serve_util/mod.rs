@@ -125,9 +125,11 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 /// A model directory holding the fixture packages `archs`: the CI-built ones under
-/// `target/fixture-packages/`, else exported here by `python3 -m moe_export`.
+/// `$MOE_FIXTURE_PACKAGES` (else `target/fixture-packages/`), else exported here by `python3 -m moe_export`.
 pub fn models_dir(work: &Path, archs: &[&str]) -> PathBuf {
-    let prebuilt = repo_root().join("target/fixture-packages");
+    let prebuilt = std::env::var_os("MOE_FIXTURE_PACKAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/fixture-packages"));
     if archs
         .iter()
         .all(|a| prebuilt.join(a).join("manifest.json").is_file())
