@@ -1,5 +1,5 @@
 //! Configuration and lifecycle of the real binary: `moed check-config`, refused configurations,
-//! sd_notify readiness, SIGHUP reload, and SIGTERM draining in-flight requests.
+//! sd_notify readiness, SIGHUP reload, SIGTERM draining in-flight requests, and exit on a lost bus.
 
 mod serve_util;
 
@@ -260,5 +260,24 @@ async fn ready_after_load_reload_on_sighup_and_drain_on_sigterm() {
     assert!(
         pings >= 2,
         "watchdog pings at half of WATCHDOG_USEC: {pings}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exits_with_failure_when_the_bus_goes_away() {
+    let bus = TestBus::start();
+    let setup = DaemonSetup::new();
+    let mut daemon = Daemon::start(&bus, &setup, "").await;
+    bus.stop();
+    // A daemon nobody can reach must end, non-zero, so systemd's Restart=on-failure restarts it.
+    let status = daemon.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "exit status {status:?}");
+    assert!(
+        daemon
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("the connection to the bus was lost")),
+        "log: {:?}",
+        daemon.log_lines()
     );
 }

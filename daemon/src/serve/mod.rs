@@ -182,7 +182,7 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
     notify::spawn_watchdog();
     log::info!("{status}");
 
-    wait_for_signals(&daemon, opts.config.clone()).await;
+    let stop = wait_for_signals(&daemon, &conn, opts.config.clone()).await;
 
     let timeout = Duration::from_secs(daemon.config().service.drain_timeout_secs);
     let load = daemon.scheduler.load();
@@ -209,7 +209,20 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         }
     }
     log::info!("stopped");
-    Ok(())
+    match stop {
+        Stop::Signal => Ok(()),
+        // A non-zero exit, so that systemd's Restart=on-failure brings moed back on the bus.
+        Stop::BusLost => Err(ServeError::Bus {
+            bus: label,
+            message: "the connection to the bus was lost".into(),
+        }),
+    }
+}
+
+/// Why the daemon stops serving.
+enum Stop {
+    Signal,
+    BusLost,
 }
 
 fn model_error(model: &str, err: MoedError) -> ServeError {
@@ -219,23 +232,37 @@ fn model_error(model: &str, err: MoedError) -> ServeError {
     }
 }
 
-/// Returns on SIGTERM or SIGINT; reloads the configuration on SIGHUP.
-async fn wait_for_signals(daemon: &Arc<Daemon>, config_file: Option<PathBuf>) {
+/// Returns on SIGTERM or SIGINT, or when the bus connection ends (a daemon nobody can reach must
+/// not linger); reloads the configuration on SIGHUP.
+async fn wait_for_signals(
+    daemon: &Arc<Daemon>,
+    conn: &zbus::Connection,
+    config_file: Option<PathBuf>,
+) -> Stop {
+    use futures_util::StreamExt;
     use tokio::signal::unix::{SignalKind, signal};
+    let mut messages = zbus::MessageStream::from(conn);
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
     ) else {
-        log::error!("cannot install signal handlers; serving until killed");
-        std::future::pending::<()>().await;
-        return;
+        log::error!("cannot install signal handlers; serving until killed or disconnected");
+        while messages.next().await.is_some() {}
+        log::error!("the connection to the bus ended");
+        return Stop::BusLost;
     };
     loop {
         tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
+            _ = term.recv() => return Stop::Signal,
+            _ = int.recv() => return Stop::Signal,
             _ = hup.recv() => reload(daemon, config_file.as_deref()).await,
+            message = messages.next() => {
+                if message.is_none() {
+                    log::error!("the connection to the bus ended");
+                    return Stop::BusLost;
+                }
+            }
         }
     }
 }

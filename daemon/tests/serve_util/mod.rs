@@ -105,6 +105,11 @@ impl TestBus {
         }
     }
 
+    /// Ends the bus itself, as when dbus-daemon dies under a running service.
+    pub fn stop(&self) {
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+    }
+
     pub async fn connect(&self) -> Connection {
         zbus::connection::Builder::address(self.address.as_str())
             .build()
