@@ -36,6 +36,14 @@ pub struct Config {
     pub service: ServiceConfig,
     pub access: AccessConfig,
     pub log: LogConfig,
+    pub plugins: PluginsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginsConfig {
+    /// `plugins.filters`: built filter plugins (`NAME.wasm` with `NAME.toml` beside it, or a
+    /// plugin directory) applied to every inference request, in order; loaded at start.
+    pub filters: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -101,6 +109,13 @@ struct RawConfig {
     service: RawService,
     access: RawAccess,
     log: RawLog,
+    plugins: RawPlugins,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPlugins {
+    filters: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,7 +203,8 @@ impl Config {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("models.dirs")
-            .with_list_parse_key("engine.providers");
+            .with_list_parse_key("engine.providers")
+            .with_list_parse_key("plugins.filters");
         if let Some(env) = env {
             environment = environment.source(Some(env.into_iter().collect()));
         }
@@ -261,6 +277,17 @@ impl Config {
         }
         out.push_str("\n[log]\n");
         out.push_str(&format!("level = {}\n", q(&self.log.level)));
+        out.push_str("\n[plugins]\n");
+        out.push_str(&format!(
+            "filters = {}\n",
+            list(
+                self.plugins
+                    .filters
+                    .iter()
+                    .map(|f| q(&f.display().to_string()))
+                    .collect()
+            )
+        ));
         out
     }
 
@@ -510,6 +537,32 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let mut filters = Vec::new();
+    for (i, f) in raw
+        .plugins
+        .filters
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("plugins.filters[{i}]");
+        if f.trim().is_empty() {
+            return Err(invalid(&key, "empty path; name a built plugin (NAME.wasm)"));
+        }
+        let path = PathBuf::from(&f);
+        if !path.is_absolute() {
+            return Err(invalid(
+                &key,
+                format!(
+                    "'{f}' is not an absolute path; the service does not resolve relative paths"
+                ),
+            ));
+        }
+        if filters.contains(&path) {
+            return Err(invalid(&key, format!("'{f}' is listed twice")));
+        }
+        filters.push(path);
+    }
     Ok(Config {
         sources: Vec::new(),
         models: ModelsConfig { dirs, default },
@@ -521,6 +574,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         service,
         access,
         log: LogConfig { level },
+        plugins: PluginsConfig { filters },
     })
 }
 

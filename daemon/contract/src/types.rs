@@ -59,6 +59,9 @@ pub struct GenerationInfo {
     /// `cancelled`.
     pub error_name: Option<String>,
     pub error_message: Option<String>,
+    /// Alerts the request's filter plugins raised, `a(ssss)`: severity, code, message, source
+    /// (the plugin); absent when there were none. The same alerts came as `Alert` signals.
+    pub alerts: Option<Vec<(String, String, String, String)>>,
 }
 
 /// One entry of `Models.List` (`a{sv}`).

@@ -167,3 +167,23 @@ fn byte_sizes() {
     assert_eq!(parse_bytes("1.5G"), None);
     assert_eq!(parse_bytes("G"), None);
 }
+
+#[test]
+fn plugin_filters_are_absolute_and_listed_once() {
+    let c = load("[plugins]\nfilters = [\"/p/pii-redact.wasm\"]\n", &[]).expect("valid");
+    assert_eq!(c.plugins.filters, [PathBuf::from("/p/pii-redact.wasm")]);
+    let from_env = load("", &[("MOED_PLUGINS__FILTERS", "/p/a.wasm,/p/b.wasm")]).expect("env");
+    assert_eq!(from_env.plugins.filters.len(), 2);
+    for (text, key) in [
+        ("filters = [\"pii-redact.wasm\"]", "plugins.filters[0]"),
+        ("filters = [\"/p/a.wasm\", \" \"]", "plugins.filters[1]"),
+        (
+            "filters = [\"/p/a.wasm\", \"/p/a.wasm\"]",
+            "plugins.filters[1]",
+        ),
+    ] {
+        let err = load(&format!("[plugins]\n{text}\n"), &[]).expect_err(text);
+        assert_eq!(key_of(err), key, "{text}");
+    }
+    assert!(load("[plugins]\nfilterz = []\n", &[]).is_err());
+}

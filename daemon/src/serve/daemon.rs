@@ -11,6 +11,7 @@ use moed_dbus::OBJECT_PATH;
 
 use super::auth::{AccessPolicy, Action, Caller};
 use super::engine_iface::EngineIface;
+use super::filters::ServiceFilters;
 use super::models::Registry;
 use super::models_iface::ModelsIface;
 use super::scheduler::Scheduler;
@@ -23,6 +24,8 @@ pub struct Daemon {
     pub registry: Registry,
     pub scheduler: Arc<Scheduler>,
     pub state: StateStore,
+    /// `[plugins] filters`, applied to every inference request.
+    pub filters: ServiceFilters,
     access: RwLock<Arc<AccessPolicy>>,
     engine_state: RwLock<EngineState>,
     conn: OnceLock<Connection>,
@@ -32,12 +35,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(config: Config, state: StateStore, access: AccessPolicy) -> Arc<Daemon> {
+    pub fn new(
+        config: Config,
+        state: StateStore,
+        access: AccessPolicy,
+        filters: ServiceFilters,
+    ) -> Arc<Daemon> {
         Arc::new(Daemon {
             registry: Registry::new(config.models.dirs.clone()),
             scheduler: Scheduler::new(config.service.max_concurrent, config.service.queue_depth),
             config: RwLock::new(config),
             state,
+            filters,
             access: RwLock::new(Arc::new(access)),
             engine_state: RwLock::new(EngineState::Loading),
             conn: OnceLock::new(),

@@ -4,6 +4,7 @@
 mod auth;
 mod daemon;
 mod engine_iface;
+mod filters;
 mod loadbench;
 mod logging;
 mod models;
@@ -61,6 +62,8 @@ pub enum ServeError {
     Runtime(std::io::Error),
     #[error("D-Bus ({bus}): {message}")]
     Bus { bus: String, message: String },
+    #[error("loading the configured plugins at start: {0}")]
+    Filters(#[from] filters::FilterLoadError),
     #[error("loading model '{model}' at start: {message}")]
     Model { model: String, message: String },
 }
@@ -101,7 +104,9 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         opts.bus == Bus::System,
         std::sync::atomic::Ordering::Relaxed,
     );
-    let daemon = Daemon::new(config.clone(), state, access);
+    let service_filters =
+        filters::ServiceFilters::load(&config.plugins.filters, &dir.join("plugin-cache"))?;
+    let daemon = Daemon::new(config.clone(), state, access, service_filters);
 
     notify::status("connecting to the bus");
     let label = bus_label(&opts.bus);
@@ -190,6 +195,8 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         "draining {} running and {} queued requests",
         load.running, load.queued
     ));
+    // Before the state says `draining`, so that no client sees it and still gets a request in.
+    daemon.scheduler.stop_admitting();
     daemon.set_engine_state(EngineState::Draining);
     daemon.announce().await;
     log::info!(

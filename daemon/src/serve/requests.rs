@@ -41,7 +41,7 @@ pub fn prepare(
         ));
     }
     if let Some(name) = options.plugins.first() {
-        // No plugin host is part of this daemon yet: every name is unknown.
+        // Only the configured filters run (on every request); none can be chosen by name yet.
         return Err(MoedError::NotFound(format!(
             "option 'plugins': plugin '{name}' is not installed; see Plugins.List"
         )));
@@ -101,6 +101,7 @@ pub async fn execute(
     let queue_ms = queued_at.elapsed().as_secs_f64() * 1e3;
     let cancel = ticket.cancel_flag();
     let run_model = model.clone();
+    let run_daemon = daemon.clone();
     log::info!(
         request_id = request_id.as_str(), model = model.name.as_str();
         "request {request_id} started on {}", model.name
@@ -112,7 +113,14 @@ pub async fn execute(
                 let _ = tx.send(event);
             }
         };
-        runner::generate(&run_model, &input, &options, &cancel, &mut emit)
+        runner::generate(
+            &run_model,
+            &input,
+            &options,
+            &run_daemon.filters.plugins,
+            &cancel,
+            &mut emit,
+        )
     })
     .await
     .map_err(|e| MoedError::Failed(format!("the generation thread failed: {e}")))?;

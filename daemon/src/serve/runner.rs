@@ -4,10 +4,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use moed_dbus::{ChatMessage, GenerateOptions, GenerationInfo, MoedError, ScoredToken};
+use moed_plugins::{Alert, FilterError, FilterPlugin};
 
 use super::models::LoadedModel;
 use crate::engine::{EngineError, Logits};
 use crate::generate::{self, Event, GenerateError, GenerateRequest, Prompt, SamplingOverrides};
+use crate::plugins::{FilteredEvents, RequestFilters};
 use crate::text::model::TextModelError;
 use crate::text::template;
 
@@ -27,7 +29,7 @@ pub enum StreamEvent {
         text: String,
         thinking: bool,
     },
-    #[allow(dead_code)] // Sent by plugins (issue 5); the signal and its forwarding exist already.
+    /// A filter plugin's alert (`source`: the plugin's name).
     Alert {
         severity: String,
         code: String,
@@ -85,35 +87,83 @@ fn map_error(err: GenerateError) -> MoedError {
     }
 }
 
-/// Runs one generation to its end, reporting text through `on_event`.
+/// A filter's verdict as the request's error: a rejection is the client's input, a failed
+/// filter refuses the request (filters fail closed).
+fn filter_error(err: FilterError) -> MoedError {
+    match err {
+        FilterError::Rejected { .. } => MoedError::InvalidArgument(err.to_string()),
+        FilterError::Failed { .. } => MoedError::PluginFailed(err.to_string()),
+    }
+}
+
+fn alert_event(alert: &Alert) -> StreamEvent {
+    StreamEvent::Alert {
+        severity: alert.severity.as_str().to_string(),
+        code: alert.code.clone(),
+        message: dbus_text(alert.message.clone()),
+        source: alert.plugin.clone(),
+    }
+}
+
+/// Runs one generation to its end through `filters` (the prompt through the input filters, the
+/// streamed text through the output filters), reporting text and alerts through `on_event`.
 pub fn generate(
     model: &LoadedModel,
     input: &PromptInput,
     options: &GenerateOptions,
+    filters: &[FilterPlugin],
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(StreamEvent),
 ) -> Result<GenerationInfo, MoedError> {
-    let req = build_request(input, options);
-    let mut forward = |event: Event| match event {
-        Event::Text(text) => on_event(StreamEvent::Text {
-            text: dbus_text(text),
-            thinking: false,
-        }),
-        Event::Thinking(text) => on_event(StreamEvent::Text {
-            text: dbus_text(text),
-            thinking: true,
-        }),
-        Event::Finished(_) => {}
+    let mut req = build_request(input, options);
+    let unfiltered = filters.is_empty();
+    let filters = RequestFilters::new(filters.to_vec(), Vec::new());
+    let mut alerts = filters
+        .filter_prompt(&mut req.prompt)
+        .map_err(filter_error)?;
+    for a in &alerts {
+        on_event(alert_event(a));
+    }
+    let mut events = FilteredEvents::new(&filters, cancel);
+    let mut handle = |event: Event| {
+        events.on_event(event, &mut |e| match e {
+            Event::Text(text) => on_event(StreamEvent::Text {
+                text: dbus_text(text),
+                thinking: false,
+            }),
+            Event::Thinking(text) => on_event(StreamEvent::Text {
+                text: dbus_text(text),
+                thinking: true,
+            }),
+            Event::Finished(_) => {}
+        });
+        let raised = events.answer.take_alerts();
+        let raised = raised.into_iter().chain(events.thinking.take_alerts());
+        for a in raised {
+            on_event(alert_event(&a));
+            alerts.push(a);
+        }
     };
-    let outcome = generate::generate(&model.engine, &model.text, &req, cancel, &mut forward)
-        .map_err(map_error)?;
+    let outcome = generate::generate(&model.engine, &model.text, &req, cancel, &mut handle);
+    let released = (
+        events.answer.released().to_owned(),
+        events.thinking.released().to_owned(),
+    );
+    events.finish().map_err(filter_error)?;
+    let outcome = outcome.map_err(map_error)?;
+    // Without filters the outcome's own text is the reference; with them, what they released.
+    let (text, thinking) = if unfiltered {
+        (outcome.text.clone(), outcome.thinking.clone())
+    } else {
+        released
+    };
     let stats = &outcome.stats;
     Ok(GenerationInfo {
         request_id: String::new(),
         model: model.name.clone(),
         finish_reason: stats.finish_reason.as_str().to_string(),
-        text: dbus_text(outcome.text.clone()),
-        thinking: dbus_text(outcome.thinking.clone()),
+        text: dbus_text(text),
+        thinking: dbus_text(thinking),
         prompt_tokens: stats.prompt_tokens as u32,
         completion_tokens: stats.generated_tokens as u32,
         token_ids: outcome.token_ids.clone(),
@@ -122,6 +172,19 @@ pub fn generate(
         total_ms: stats.total_s * 1e3,
         error_name: None,
         error_message: None,
+        alerts: (!alerts.is_empty()).then(|| {
+            alerts
+                .iter()
+                .map(|a| {
+                    (
+                        a.severity.as_str().to_string(),
+                        a.code.clone(),
+                        dbus_text(a.message.clone()),
+                        a.plugin.clone(),
+                    )
+                })
+                .collect()
+        }),
     })
 }
 

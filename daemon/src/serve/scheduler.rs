@@ -162,6 +162,11 @@ impl Scheduler {
         n
     }
 
+    /// Refuses new requests with `ShuttingDown` from now on.
+    pub fn stop_admitting(&self) {
+        self.lock().draining = true;
+    }
+
     /// Stops admitting; returns once no request is queued or running, or after `timeout`
     /// (then the rest are cancelled and awaited a little longer). Returns those left.
     pub async fn drain(&self, timeout: Duration) -> usize {
