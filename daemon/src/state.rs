@@ -206,7 +206,18 @@ mod tests {
             assert_eq!(total.activations, vec![vec![], vec![2, 4, 6]]);
             store.set_active_model(Some("m")).expect("set");
         }
-        let store = StateStore::open(dir.path()).expect("reopen");
+        // sled's flusher thread keeps the file lock for a moment after the last handle drops.
+        let mut attempts = 0;
+        let store = loop {
+            match StateStore::open(dir.path()) {
+                Ok(store) => break store,
+                Err(_) if attempts < 100 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("reopen: {e:?}"),
+            }
+        };
         let total = store.expert_stats("m").expect("read").expect("present");
         assert_eq!(total.cache_hits, 8);
         assert_eq!(total.requests, 2);

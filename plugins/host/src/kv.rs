@@ -281,7 +281,14 @@ mod tests {
             check_quota(&SledKv::new(db.clone()));
             db.flush().expect("flush");
         }
-        let db = sled::open(dir.path()).expect("sled reopen");
+        // sled's flusher thread keeps the file lock for a moment after the last handle drops.
+        let db = (0..100)
+            .find_map(|_| {
+                sled::open(dir.path())
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(50)))
+                    .ok()
+            })
+            .expect("sled reopen");
         let kv = SledKv::new(db).open("p").expect("open");
         assert_eq!(kv.get("b").expect("get"), Some(vec![0; 40]));
     }
