@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use common::{argmax, fixture_archs, package};
+use common::{argmax, fixture_archs, package, plugins_dir};
 use moed::engine::{Engine, EngineOptions, Gate, Logits, RouterInput, Routing};
 use moed::generate::{self as generation, Event, GenerateRequest, Prompt};
 use moed::package::{GroupLimit, GroupScore, LayerSpec, Manifest, MaskedChoice, Package, Scoring};
@@ -16,27 +15,6 @@ use moed::text::model::TextModel;
 use moed::text::template::ChatMessage;
 use moed_plugins::{HostOptions, Plugin, PluginHost, PluginSpec, Services};
 use std::sync::atomic::{AtomicBool, Ordering};
-
-/// target/plugins, built once by plugins/build.sh.
-fn plugins_dir() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = BUILT.get_or_init(|| {
-        let script = common::repo().join("plugins/build.sh");
-        let out = std::process::Command::new(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed:\n{}{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(common::repo().join("target/plugins"))
-    });
-    r.clone().unwrap_or_else(|e| panic!("{e}"))
-}
 
 fn host() -> PluginHost {
     let options = HostOptions {

@@ -3,36 +3,15 @@
 //! the alerts reach the client (signal and `info`), a plain request still works, and a plugin
 //! that cannot be loaded stops the start with a message naming it.
 
+mod common;
 mod serve_util;
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::plugins_dir;
 use moed_dbus::client::{self, RequestEvent};
 use moed_dbus::{GenerateOptions, MoedError};
 use serve_util::*;
-
-/// target/plugins, built once by plugins/build.sh.
-fn plugins_dir() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = BUILT.get_or_init(|| {
-        let script = repo_root().join("plugins/build.sh");
-        let out = std::process::Command::new(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed:\n{}{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(repo_root().join("target/plugins"))
-    });
-    r.clone().unwrap_or_else(|e| panic!("{e}"))
-}
 
 fn plugins_config(names: &[&str]) -> String {
     let dir = plugins_dir();
