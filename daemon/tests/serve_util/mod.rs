@@ -4,7 +4,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,149 +14,13 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use zbus::Connection;
 
-pub const MODEL: &str = "deepseek_v3";
+#[allow(unused_imports)] // Each test binary uses a different part of the harness.
+pub use moed_test_harness::{TestBus, is_root, models_dir, ort_library, repo_root, set_mode};
 
-/// The workspace root (this crate is `daemon/`).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("daemon/ has a parent")
-        .to_path_buf()
-}
+pub const MODEL: &str = "deepseek_v3";
 
 pub fn moed_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_moed"))
-}
-
-pub fn ort_library() -> PathBuf {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        return PathBuf::from(p);
-    }
-    let dir = repo_root().join("target/onnxruntime");
-    std::fs::read_dir(&dir)
-        .ok()
-        .and_then(|entries| {
-            entries.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so."))
-            })
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no ONNX Runtime in {}: run packaging/onnxruntime/provision.sh",
-                dir.display()
-            )
-        })
-}
-
-/// A private bus: `dbus-daemon` with a configuration that lets every local user connect (the
-/// unauthorized-call tests connect as `nobody`).
-pub struct TestBus {
-    pub address: String,
-    pid: i32,
-    _dir: tempfile::TempDir,
-}
-
-impl TestBus {
-    pub fn start() -> TestBus {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // The socket directory must be reachable by `nobody`.
-        set_mode(dir.path(), 0o755);
-        let conf = dir.path().join("bus.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:dir={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-                dir.path().display()
-            ),
-        )
-        .expect("write bus.conf");
-        let out = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--fork", "--print-address=1", "--print-pid=1"])
-            .output()
-            .expect("dbus-daemon must be installed (apt-get install dbus)");
-        assert!(
-            out.status.success(),
-            "dbus-daemon failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let mut lines = text.lines();
-        let address = lines.next().expect("address line").trim().to_string();
-        let pid: i32 = lines.next().expect("pid line").trim().parse().expect("pid");
-        TestBus {
-            address,
-            pid,
-            _dir: dir,
-        }
-    }
-
-    /// Ends the bus itself, as when dbus-daemon dies under a running service.
-    pub fn stop(&self) {
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
-    }
-
-    pub async fn connect(&self) -> Connection {
-        zbus::connection::Builder::address(self.address.as_str())
-            .build()
-            .await
-            .expect("connect to the test bus")
-    }
-}
-
-impl Drop for TestBus {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
-    }
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-/// A model directory holding the fixture packages `archs`: the CI-built ones under
-/// `$MOE_FIXTURE_PACKAGES` (else `target/fixture-packages/`), else exported here by `python3 -m moe_export`.
-pub fn models_dir(work: &Path, archs: &[&str]) -> PathBuf {
-    let prebuilt = std::env::var_os("MOE_FIXTURE_PACKAGES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/fixture-packages"));
-    if archs
-        .iter()
-        .all(|a| prebuilt.join(a).join("manifest.json").is_file())
-    {
-        return prebuilt;
-    }
-    let dir = work.join("models");
-    for arch in archs {
-        let out = Command::new("python3")
-            .args(["-m", "moe_export"])
-            .arg(repo_root().join("models/fixtures").join(arch))
-            .arg(dir.join(arch))
-            .env("PYTHONPATH", repo_root().join("models/export"))
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "moe_export {arch} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    dir
 }
 
 /// Settings of one daemon run.
@@ -343,10 +207,6 @@ pub async fn models(conn: &Connection) -> ModelsProxy<'static> {
         .expect("models proxy")
 }
 
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// `gdbus call` on the test bus as user `nobody` with the given supplementary groups.
 pub fn gdbus_as_nobody(
     address: &str,
@@ -384,4 +244,18 @@ pub fn run_tool(cmd: &mut Command) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
+}
+
+/// A client connection to the test bus.
+pub trait Connect {
+    async fn connect(&self) -> Connection;
+}
+
+impl Connect for TestBus {
+    async fn connect(&self) -> Connection {
+        zbus::connection::Builder::address(self.address.as_str())
+            .build()
+            .await
+            .expect("connect to the test bus")
+    }
 }
