@@ -1,8 +1,9 @@
 //! Admission and concurrency: at most `max_concurrent` requests execute, at most `queue_depth`
-//! wait; past that a caller gets `Busy`. Every request has a cancel flag, found by id or by the
+//! wait; past that a caller gets `Busy`. Waiting requests start in the order they were admitted
+//! (a cancelled one gives up its turn). Every request has a cancel flag, found by id or by the
 //! bus name of the client that made it (cancelled when that client leaves the bus).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -29,7 +30,20 @@ struct Inner {
     queued: u32,
     draining: bool,
     requests: HashMap<u64, Entry>,
+    /// Ids of the requests waiting for a slot; ids grow with admission, so the first is the oldest.
+    waiting: BTreeSet<u64>,
     next_id: u64,
+}
+
+impl Inner {
+    /// The oldest waiting request that is not cancelled.
+    fn next_in_line(&self) -> Option<u64> {
+        self.waiting.iter().copied().find(|id| {
+            self.requests
+                .get(id)
+                .is_some_and(|e| !e.cancel.load(Ordering::SeqCst))
+        })
+    }
 }
 
 pub struct Scheduler {
@@ -57,6 +71,7 @@ impl Scheduler {
                 queued: 0,
                 draining: false,
                 requests: HashMap::new(),
+                waiting: BTreeSet::new(),
                 next_id: 1,
             }),
             changed: Notify::new(),
@@ -120,6 +135,7 @@ impl Scheduler {
         let id = inner.next_id;
         inner.next_id += 1;
         inner.queued += 1;
+        inner.waiting.insert(id);
         let cancel = Arc::new(AtomicBool::new(false));
         inner.requests.insert(
             id,
@@ -208,7 +224,8 @@ impl Ticket {
         self.cancel.load(Ordering::SeqCst)
     }
 
-    /// Waits for an execution slot; `Cancelled` when the request is cancelled meanwhile.
+    /// Waits for an execution slot, in admission order; `Cancelled` when the request is cancelled
+    /// meanwhile.
     pub async fn run_slot(&mut self) -> Result<(), MoedError> {
         loop {
             let notified = self.scheduler.changed.notified();
@@ -221,9 +238,10 @@ impl Ticket {
             }
             {
                 let mut inner = self.scheduler.lock();
-                if inner.running < inner.max_concurrent {
+                if inner.running < inner.max_concurrent && inner.next_in_line() == Some(self.id) {
                     inner.running += 1;
                     inner.queued -= 1;
+                    inner.waiting.remove(&self.id);
                     self.running = true;
                     self.scheduler.publish(&inner);
                     return Ok(());
@@ -241,6 +259,7 @@ impl Drop for Ticket {
             inner.running -= 1;
         } else {
             inner.queued -= 1;
+            inner.waiting.remove(&self.id);
         }
         inner.requests.remove(&self.id);
         self.scheduler.publish(&inner);
@@ -252,6 +271,46 @@ impl Drop for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three requests wait behind a running one; they start in the order they were admitted,
+    /// whatever order their tasks poll in, and a cancelled one gives up its turn.
+    #[tokio::test]
+    async fn waiting_requests_start_in_admission_order() {
+        let s = Scheduler::new(1, 8);
+        let mut first = s.admit(":1.1").expect("first");
+        first.run_slot().await.expect("slot");
+        let tickets: Vec<Ticket> = (2..=5)
+            .map(|i| s.admit(&format!(":1.{i}")).expect("queued"))
+            .collect();
+        // The second admitted (id 3) is cancelled before it runs.
+        assert!(s.cancel(3));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        // Spawned newest first, so polling order alone would run them backwards.
+        for mut t in tickets.into_iter().rev() {
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = t.id();
+                if t.run_slot().await.is_ok() {
+                    let _ = tx.send(id);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                drop(t);
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        for task in tasks {
+            task.await.expect("task");
+        }
+        drop(tx);
+        let mut order = Vec::new();
+        while let Some(id) = rx.recv().await {
+            order.push(id);
+        }
+        assert_eq!(order, vec![2, 4, 5]);
+        assert_eq!(s.load(), Load::default());
+    }
 
     #[tokio::test]
     async fn busy_past_queue_and_cancel_by_owner() {
