@@ -1,9 +1,16 @@
 //! Persistent daemon state in sled: the one module that touches the store. Every write that a
 //! client is told about is flushed to disk before the reply, so it survives `kill -9`.
 
+mod alerts;
+mod plugins;
+
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+
+pub use alerts::{ALERT_LOG_MAX, AlertEntry};
+pub use plugins::PluginRecord;
 
 /// Default state directory of the system service (systemd sets `$STATE_DIRECTORY` to it).
 pub const SYSTEM_STATE_DIR: &str = "/var/lib/moed";
@@ -63,6 +70,8 @@ impl PersistedStats {
 pub struct StateStore {
     dir: PathBuf,
     db: sled::Db,
+    /// Serializes appends to the alert audit log (sequence numbers and trimming).
+    alert_log: Arc<Mutex<()>>,
 }
 
 /// Where state lives: `configured`, else `$STATE_DIRECTORY` (its first entry), else
@@ -106,6 +115,7 @@ impl StateStore {
         Ok(StateStore {
             dir: dir.to_path_buf(),
             db,
+            alert_log: Arc::new(Mutex::new(())),
         })
     }
 
@@ -142,10 +152,11 @@ impl StateStore {
         Ok(total)
     }
 
-    /// Forgets the statistics of `model` and flushes.
-    pub fn reset_expert_stats(&self, model: &str) -> Result<(), StateError> {
-        self.tree(EXPERT_STATS_TREE)?.remove(model.as_bytes())?;
-        self.flush()
+    /// Forgets the statistics of `model` and flushes; false when there were none.
+    pub fn reset_expert_stats(&self, model: &str) -> Result<bool, StateError> {
+        let removed = self.tree(EXPERT_STATS_TREE)?.remove(model.as_bytes())?;
+        self.flush()?;
+        Ok(removed.is_some())
     }
 
     /// The model last made active with `Switch`, restored at start.
@@ -222,7 +233,8 @@ mod tests {
         assert_eq!(total.cache_hits, 8);
         assert_eq!(total.requests, 2);
         assert_eq!(store.active_model().expect("read").as_deref(), Some("m"));
-        store.reset_expert_stats("m").expect("reset");
+        assert!(store.reset_expert_stats("m").expect("reset"));
+        assert!(!store.reset_expert_stats("m").expect("reset again"));
         assert_eq!(store.expert_stats("m").expect("read"), None);
     }
 }

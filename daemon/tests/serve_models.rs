@@ -113,10 +113,16 @@ async fn list_info_load_switch_unload_and_statistics() {
         stats.cache_misses > 0,
         "first use of experts misses: {stats:?}"
     );
+    // "" is the active model, SECOND since the switch.
     models
-        .reset_expert_stats(SECOND)
+        .reset_expert_stats("")
         .await
         .expect("ResetExpertStats");
+    let err = models
+        .reset_expert_stats("no-such-model")
+        .await
+        .expect_err("a model without statistics");
+    assert_eq!(err.short_name(), Some("NotFound"), "{err}");
     let stats = models.expert_stats(SECOND).await.expect("ExpertStats");
     assert_eq!(stats.requests, 0);
     assert_eq!(

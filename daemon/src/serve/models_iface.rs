@@ -183,12 +183,22 @@ impl ModelsIface {
         self.daemon.admin(&header, Action::ManageModels).await?;
         let daemon = self.daemon.clone();
         tokio::task::spawn_blocking(move || -> Result<(), MoedError> {
+            let name = if name.is_empty() {
+                daemon.registry.active_name().ok_or_else(|| {
+                    MoedError::ModelNotLoaded("no model is loaded; name one".into())
+                })?
+            } else {
+                name
+            };
             match daemon.registry.get(&name) {
                 Some(model) => model.reset_stats(&daemon.state),
-                None => daemon
-                    .state
-                    .reset_expert_stats(&name)
-                    .map_err(Self::state_error),
+                None => match daemon.state.reset_expert_stats(&name) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(MoedError::NotFound(format!(
+                        "model '{name}' is not loaded and has no recorded statistics; see Models.List"
+                    ))),
+                    Err(e) => Err(Self::state_error(e)),
+                },
             }
         })
         .await
