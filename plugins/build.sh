@@ -63,6 +63,6 @@ if [ $check = 1 ]; then
         [ "$name" = moed-plugin-sdk ] && features=(--features gate)
         (cd "$root/plugins" && nice -n 10 cargo clippy --quiet --release --target wasm32-wasip2 -p "$name" "${features[@]}" -- -D warnings)
     done
-    (cd "$root/plugins" && nice -n 10 cargo test --quiet -p pii-redact --lib && nice -n 10 cargo test --quiet -p input-check --lib)
+    (cd "$root/plugins" && nice -n 10 cargo test --quiet -p pii-redact --lib && nice -n 10 cargo test --quiet -p input-check --lib && nice -n 10 cargo test --quiet -p sql-retrieval --lib)
 fi
 echo "plugins/build.sh: ${#crates[@]} plugin(s) in $out"

@@ -12,6 +12,8 @@ py="$venv/bin/python3"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$("$repo/packaging/onnxruntime/provision.sh")}"
 export MOE_FIXTURE_PACKAGES="${MOE_FIXTURE_PACKAGES:-$target/fixture-packages}"
+# The knowledge tests start their own PostgreSQL cluster; in CI they must not skip for want of one.
+export MOE_REQUIRE_POSTGRES=1
 
 echo "== exporting fixture checkpoints to $MOE_FIXTURE_PACKAGES"
 for src in "$repo"/models/fixtures/*/; do
@@ -32,3 +34,19 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== packages: .deb and .rpm (packaging/build.sh)"
+built="$("$repo/packaging/build.sh")"
+mapfile -t packages <<<"$built"
+
+echo "== packages: unit (systemd-analyze security, verify), moed.toml, lintian, .deb and .rpm contents"
+"$repo/packaging/check.sh" "${packages[0]}" "${packages[1]}"
+
+echo "== packages: install, use, upgrade, remove and purge on a booted Debian (packaging/lifecycle.sh)"
+if [[ $(id -u) -eq 0 ]]; then
+  "$repo/packaging/lifecycle.sh" "${packages[0]}"
+else
+  # Only the container needs root: build the upgrade package as this user.
+  upgrade="$("$repo/packaging/build.sh" --no-build --deb-only --fast --revision 2 --out "$target/lifecycle-upgrade")"
+  sudo "$repo/packaging/lifecycle.sh" "${packages[0]}" "$upgrade"
+fi

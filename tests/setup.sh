@@ -4,10 +4,14 @@
 #
 # What it provides:
 #   - Debian packages: build tools, and for the service tests dbus (dbus-daemon), systemd (busctl),
-#     libglib2.0-bin (gdbus), util-linux (setpriv)
+#     libglib2.0-bin (gdbus), util-linux (setpriv); for the knowledge tests postgresql (a throwaway
+#     cluster is started by the tests themselves; Debian's own cluster is not used) and sqlite3
 #   - rustfmt/clippy components and the wasm32-wasip2 target (for plugins)
 #   - a Python virtualenv at $MOE_VENV (default <repo>/.venv) with the exporter and its test deps
 #   - the pinned ONNX Runtime library (packaging/onnxruntime/provision.sh)
+#   - for the packages (packaging/): lintian, rpm, help2man, debootstrap, systemd-container
+#     (systemd-nspawn), and the pinned cargo-deb and cargo-generate-rpm (packaging/tools.sh,
+#     cached in $MOE_TOOL_CACHE, default /var/cache/moed-ci/tools)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +20,8 @@ venv="${MOE_VENV:-$repo/.venv}"
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
-for pkg in pkg-config build-essential dbus systemd libglib2.0-bin util-linux; do
+for pkg in pkg-config build-essential dbus systemd libglib2.0-bin util-linux postgresql sqlite3 \
+  lintian rpm help2man debootstrap systemd-container; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if ((${#need_pkgs[@]})); then
@@ -40,3 +45,6 @@ fi
   -r "$repo/models/export/requirements-test.txt" -e "$repo/models/export" >&2
 
 "$repo/packaging/onnxruntime/provision.sh" >/dev/null
+
+# The first build of the two takes about 9 minutes on 2 cores; later runs find them in the cache.
+"$repo/packaging/tools.sh" >/dev/null

@@ -10,12 +10,13 @@ use crate::error::exit_codes_help;
 
 const LONG_ABOUT: &str = "\
 moectl talks to moed, the Mixture-of-Experts inference service, over D-Bus (name org.moed.Moed1):
-it generates and chats with the loaded model, scores text, manages models, shows which experts
-the model routes tokens to, and follows plugin alerts.
+it generates and chats with the loaded model, scores text, manages models and plugins, shows
+which experts the model routes tokens to, and follows plugin alerts.
 
 Reading and inference are open to local users (or the group in access.allowed_group); loading,
 unloading and switching models and resetting statistics need the polkit action
-org.moed.manage-models (root and members of access.admin_group always have it).";
+org.moed.manage-models, managing plugins and reading the alert log org.moed.manage-plugins (root
+and members of access.admin_group always have both).";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,12 +62,18 @@ pub enum Command {
     Models(ModelsCommand),
     /// Show per-layer expert activation as a heatmap, and the expert cache hit rate
     Experts(ExpertsArgs),
+    /// List, install, enable, disable, reload, configure and remove WASM plugins
+    #[command(subcommand, long_about = PLUGINS_LONG_ABOUT)]
+    Plugins(PluginsCommand),
     /// Show or check the moed configuration on this machine
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Follow the alerts plugins raise about requests (needs root: a bus monitor)
+    /// Add documents to moed's knowledge store and search it and the company's databases
+    #[command(subcommand, long_about = KNOWLEDGE_LONG_ABOUT)]
+    Knowledge(KnowledgeCommand),
+    /// Follow the alerts plugins raise (needs root: a bus monitor), or print the audit log (--log)
     #[command(long_about = ALERTS_LONG_ABOUT)]
-    Alerts,
+    Alerts(AlertsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell to complete for
@@ -101,7 +108,21 @@ for every client, until interrupted.
 
 moed sends a request's signals only to the client that made it, so this command becomes a
 D-Bus monitor (org.freedesktop.DBus.Monitoring.BecomeMonitor), which the system bus allows
-only to root. Alerts of your own requests are also shown by `generate` and `chat`.";
+only to root. Alerts of your own requests are also shown by `generate` and `chat`.
+
+With --log, prints the newest entries of moed's alert audit log instead (every alert with its
+time, plugin, request and client uid; moed keeps the newest 10000) and exits; this needs the
+polkit action org.moed.manage-plugins.";
+
+#[derive(Args, Debug)]
+pub struct AlertsArgs {
+    /// Print the alert audit log instead of following new alerts
+    #[arg(long)]
+    pub log: bool,
+    /// With --log: how many of the newest entries (0: all moed keeps)
+    #[arg(long, value_name = "N", default_value_t = 50, requires = "log")]
+    pub limit: u32,
+}
 
 /// Sampling and model options shared by `generate` and `chat`.
 #[derive(Args, Debug, Clone, Default)]
@@ -142,6 +163,35 @@ pub struct SamplingArgs {
     /// Print token counts, timing and the finish reason on stderr afterwards
     #[arg(long)]
     pub stats: bool,
+    /// Apply this installed, enabled plugin to the request (repeatable): a gate routes it,
+    /// filters run after the always-on ones, retrieval plugins replace the always-on ones
+    #[arg(long = "plugin", value_name = "NAME")]
+    pub plugins: Vec<String>,
+    /// A parameter for the request's plugins (repeatable); VALUE is JSON, or else taken as a
+    /// string (example: --plugin-param expert_budget.k=1)
+    #[arg(long = "plugin-param", value_name = "KEY=VALUE", value_parser = parse_plugin_param)]
+    pub plugin_params: Vec<(String, String)>,
+    /// Do not retrieve documents for this request
+    #[arg(long)]
+    pub no_retrieval: bool,
+    /// Retrieve only from this data source label (repeatable)
+    #[arg(long = "source", value_name = "LABEL", conflicts_with = "no_retrieval")]
+    pub sources: Vec<String>,
+}
+
+/// `KEY=VALUE` with VALUE as JSON text: valid JSON is kept, anything else becomes a JSON string.
+fn parse_plugin_param(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not KEY=VALUE"))?;
+    if key.trim().is_empty() {
+        return Err(format!("'{text}' has an empty key"));
+    }
+    let json = match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(v) => v.to_string(),
+        Err(_) => serde_json::Value::String(value.to_string()).to_string(),
+    };
+    Ok((key.trim().to_string(), json))
 }
 
 #[derive(Args, Debug)]
@@ -243,3 +293,168 @@ Reads the configuration the way the service does, on this machine: moed does not
 configuration over D-Bus, so this runs `moed check-config`, which loads /etc/moed/moed.toml (or
 --config), its .d directory and the MOED_* environment variables, checks every value and prints
 the effective result. Run it with the service's environment to see what the service sees.";
+
+const KNOWLEDGE_LONG_ABOUT: &str = "\
+Add documents to moed's knowledge store and search it and the company's databases.
+
+Retrieval plugins search data sources by label: the embedded document store (filled with
+`knowledge add`) and the PostgreSQL and SQLite databases an administrator configured in
+[knowledge.sources] of /etc/moed/moed.toml. `add` opens the files itself and hands them to moed,
+so moed needs no access to your files. Adding and removing documents need the polkit action
+org.moed.manage-knowledge; searching and listing are open to every user of moed.";
+
+#[derive(Subcommand, Debug)]
+pub enum KnowledgeCommand {
+    /// Add .txt, .md and .html files (directories recursively) to the embedded store; a changed
+    /// file replaces its earlier version (needs org.moed.manage-knowledge)
+    Add {
+        /// Files and directories
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<PathBuf>,
+        /// The embedded store's label, when there are several
+        #[arg(long, value_name = "LABEL")]
+        source: Option<String>,
+    },
+    /// Search every data source, or one with --source
+    Search {
+        /// What to look for
+        query: String,
+        /// Only this data source (see `knowledge sources`)
+        #[arg(long, value_name = "LABEL")]
+        source: Option<String>,
+        /// Most results, 1 to 64 (default 5)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+        limit: Option<u32>,
+    },
+    /// List the data sources: label, kind, whether they answer, what they hold
+    Sources,
+    /// List the documents in the embedded store
+    List {
+        /// The embedded store's label, when there are several
+        #[arg(long, value_name = "LABEL")]
+        source: Option<String>,
+    },
+    /// Remove documents from the embedded store by the path they were added from (needs
+    /// org.moed.manage-knowledge)
+    Remove {
+        /// Paths as added (relative paths are made absolute)
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        /// The embedded store's label, when there are several
+        #[arg(long, value_name = "LABEL")]
+        source: Option<String>,
+    },
+}
+
+const PLUGINS_LONG_ABOUT: &str = "\
+List, install, enable, disable, reload, configure and remove moed's WASM plugins: gates choose
+the experts of each MoE layer, filters see prompts and answers, retrieval plugins bring documents.
+
+`install` reads the plugin's files itself and hands them to moed (the component as a file
+descriptor), so moed needs no access to your files; moed checks everything (manifest, the
+capabilities the component imports against its grant, the interface of its kind) before it
+installs anything. Listing and showing plugins are open to every user of moed; everything else
+needs the polkit action org.moed.manage-plugins (root and members of access.admin_group always
+have it). Settings that /etc/moed/moed.toml fixes ([plugins.NAME]) cannot be changed here.";
+
+#[derive(Subcommand, Debug)]
+pub enum PluginsCommand {
+    /// List the installed plugins and those of the configuration
+    List,
+    /// Show a plugin: state, grant, configuration and its schema, call statistics
+    Info {
+        /// The plugin's name
+        name: String,
+    },
+    /// Install a built plugin (needs org.moed.manage-plugins)
+    Install(PluginInstallArgs),
+    /// Switch a plugin on, clearing a disable after repeated failures (needs
+    /// org.moed.manage-plugins)
+    Enable {
+        /// The plugin's name
+        name: String,
+    },
+    /// Switch a plugin off (needs org.moed.manage-plugins)
+    Disable {
+        /// The plugin's name
+        name: String,
+    },
+    /// Load a plugin's files again and swap the new code in (needs org.moed.manage-plugins)
+    Reload {
+        /// The plugin's name
+        name: String,
+    },
+    /// Show a plugin's configuration, or change it with KEY=VALUE (needs
+    /// org.moed.manage-plugins to change)
+    #[command(long_about = PLUGINS_CONFIG_LONG_ABOUT)]
+    Config(PluginConfigArgs),
+    /// Uninstall a plugin: its files, settings and key-value store (needs org.moed.manage-plugins)
+    Remove {
+        /// The plugin's name
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PluginInstallArgs {
+    /// NAME.wasm with its manifest NAME.toml beside it (as plugins/build.sh leaves them), or a
+    /// directory with plugin.toml and one .wasm
+    pub path: PathBuf,
+    /// Install it switched off
+    #[arg(long)]
+    pub disabled: bool,
+    /// Whether every request goes through it without naming it (default: filters and retrieval
+    /// yes, gates no)
+    #[arg(long, value_name = "BOOL")]
+    pub always: Option<bool>,
+    /// Grant less than the manifest asks for: alerts=false, kv_quota=BYTES, sources=A,B,
+    /// fewer_experts=false, clocks=false (repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub grant: Vec<String>,
+    /// Its configuration: KEY=VALUE, VALUE as JSON or a plain string (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Replace an installed plugin of the same name (its key-value store stays)
+    #[arg(long)]
+    pub replace: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PluginConfigArgs {
+    /// The plugin's name
+    pub name: String,
+    /// Settings to change: KEY=VALUE, VALUE as JSON (true, 128, [\"a\"]) or a plain string
+    #[arg(value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+    /// Go back to the defaults of its manifest (with KEY=VALUE: start from them)
+    #[arg(long)]
+    pub reset: bool,
+}
+
+const PLUGINS_CONFIG_LONG_ABOUT: &str = "\
+Without KEY=VALUE, prints the plugin's configuration and the keys its manifest describes. With
+them, changes those keys (the others keep their values; --reset starts from the defaults), moed
+checks the result against the manifest's schema and reloads the plugin with it.";
+
+#[cfg(test)]
+mod tests {
+    use super::parse_plugin_param;
+
+    #[test]
+    fn plugin_params_are_json_or_strings() {
+        assert_eq!(
+            parse_plugin_param("expert_budget.k=1"),
+            Ok(("expert_budget.k".into(), "1".into()))
+        );
+        assert_eq!(
+            parse_plugin_param("mask=[3, 5]"),
+            Ok(("mask".into(), "[3,5]".into()))
+        );
+        assert_eq!(
+            parse_plugin_param("mode=strict"),
+            Ok(("mode".into(), "\"strict\"".into()))
+        );
+        assert!(parse_plugin_param("novalue").is_err());
+        assert!(parse_plugin_param("=1").is_err());
+    }
+}

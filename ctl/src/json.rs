@@ -21,6 +21,13 @@ pub fn generation_info(info: &GenerationInfo) -> Value {
         map.insert("error_name".into(), json!(name));
         map.insert("error_message".into(), json!(info.error_message));
     }
+    if let (Some(sources), Value::Object(map)) = (&info.sources, &mut value) {
+        let list: Vec<Value> = sources
+            .iter()
+            .map(|(source, id)| json!({"source": source, "id": id}))
+            .collect();
+        map.insert("sources".into(), Value::Array(list));
+    }
     value
 }
 

@@ -77,7 +77,9 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Score(args) => runtime.block_on(cmd::score::run(&app, args)),
         Command::Models(command) => runtime.block_on(cmd::models::run(&app, command)),
         Command::Experts(args) => runtime.block_on(cmd::experts::run(&app, args)),
-        Command::Alerts => runtime.block_on(cmd::alerts::run(&app)),
+        Command::Alerts(args) => runtime.block_on(cmd::alerts::run(&app, args)),
+        Command::Plugins(command) => runtime.block_on(cmd::plugins::run(&app, command)),
+        Command::Knowledge(command) => runtime.block_on(cmd::knowledge::run(&app, command)),
         Command::Completions { .. } | Command::GenerateAssets { .. } | Command::Config(_) => Ok(()),
     }
 }

@@ -36,6 +36,12 @@ fn help_texts_match_their_snapshots() {
         ("experts", &["experts", "--help"]),
         ("config-show", &["config", "show", "--help"]),
         ("alerts", &["alerts", "--help"]),
+        ("plugins", &["plugins", "--help"]),
+        ("plugins-install", &["plugins", "install", "--help"]),
+        ("plugins-config", &["plugins", "config", "--help"]),
+        ("knowledge", &["knowledge", "--help"]),
+        ("knowledge-add", &["knowledge", "add", "--help"]),
+        ("knowledge-search", &["knowledge", "search", "--help"]),
         ("completions", &["completions", "--help"]),
     ];
     let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();

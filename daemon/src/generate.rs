@@ -5,12 +5,13 @@
 //! handed to a callback as it is produced, and cancellation is a flag the caller may set from
 //! another thread.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineError, Logits};
+use crate::engine::{Engine, EngineError, Gate, Logits};
 use crate::text::detok::StreamDecoder;
 use crate::text::model::{TextModel, TextModelError};
 use crate::text::sampler::{Sampler, SamplerError};
@@ -167,6 +168,19 @@ pub fn generate(
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Outcome, GenerateError> {
+    generate_with_gate(engine, text, req, None, cancel, on_event)
+}
+
+/// [`generate`] with `gate` choosing the experts of this request instead of the engine's rule
+/// (a per-request gate plugin; other requests on the engine are not affected).
+pub fn generate_with_gate(
+    engine: &Engine,
+    text: &TextModel,
+    req: &GenerateRequest,
+    gate: Option<Arc<dyn Gate>>,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Outcome, GenerateError> {
     let started = Instant::now();
     if req.max_tokens == Some(0) {
         return Err(GenerateError::ZeroMaxTokens);
@@ -212,6 +226,7 @@ pub fn generate(
     };
 
     let mut seq = engine.new_sequence();
+    seq.set_gate(gate);
     let mut context = prompt_ids.clone();
     let mut generated: Vec<u32> = Vec::new();
     let mut first_token_at = None;

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod generate;
+pub mod knowledge;
 pub mod ort_env;
 pub mod package;
 pub mod plugins;

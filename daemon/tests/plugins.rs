@@ -259,6 +259,86 @@ fn expert_budget_runs_fewer_experts_in_the_engine() {
     assert!(fewer != native, "fewer experts must change the numbers");
 }
 
+/// `generate` on a sequence routed by `gate` (None: the engine's rule).
+fn generate_routed(
+    engine: &Engine,
+    gate: Option<Arc<dyn Gate>>,
+    prompt: &[u32],
+    steps: usize,
+) -> Vec<Vec<u32>> {
+    let mut seq = engine.new_sequence();
+    seq.set_gate(gate);
+    let mut out = Vec::new();
+    let mut logits = engine
+        .forward(&mut seq, prompt, Logits::All)
+        .expect("prefill");
+    out.push(logits.iter().map(|x| x.to_bits()).collect());
+    let vocab = engine.package().vocab_size();
+    let mut next = argmax(&logits[logits.len() - vocab..]);
+    for _ in 0..steps {
+        logits = engine
+            .forward(&mut seq, &[next], Logits::Last)
+            .expect("decode");
+        out.push(logits.iter().map(|x| x.to_bits()).collect());
+        next = argmax(&logits);
+    }
+    out
+}
+
+#[test]
+fn concurrent_sequences_on_one_engine_route_with_their_own_gates() {
+    let host = host();
+    let arch = "qwen3_moe";
+    let mut engine = Engine::load(&package(arch), EngineOptions::default()).expect("engine");
+    let manifest = engine.package().manifest().clone();
+    let prompt: Vec<u32> = (0..10).map(|i| 30 + i * 5).collect();
+    let native = generate(&engine, &prompt, 3);
+    // The reference for one expert per token: the whole engine routed by expert-budget k=1.
+    let budget = load(&host, "expert-budget", &[]);
+    let k1 = vec![("expert_budget.k".to_string(), "1".to_string())];
+    let engine_wide = Arc::new(WasmGate::new(&budget, &manifest, k1.clone()).expect("bind"));
+    engine.set_gate(engine_wide.clone());
+    let fewer = generate(&engine, &prompt, 3);
+    assert!(
+        fewer != native,
+        "k=1 from the request's params must change the numbers"
+    );
+    let (_, native_gate) = model_routing(&manifest).expect("routing");
+    engine.set_gate(Arc::new(native_gate));
+
+    // Now per sequence, concurrently: one request with the plugin at k=1, one with the plugin
+    // at its configured k (the model's top-k, which equals native), one with the engine's rule.
+    let bindings = moed::plugins::GateBindings::default();
+    let gate_k1: Arc<dyn Gate> = Arc::new(bindings.gate(&budget, &manifest, k1).expect("bind"));
+    let gate_top: Arc<dyn Gate> =
+        Arc::new(bindings.gate(&budget, &manifest, Vec::new()).expect("bind"));
+    let engine = &engine;
+    let prompt = &prompt;
+    let results: Vec<(usize, Vec<Vec<u32>>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let gate = match i % 3 {
+                    0 => Some(gate_k1.clone()),
+                    1 => Some(gate_top.clone()),
+                    _ => None,
+                };
+                s.spawn(move || (i % 3, generate_routed(engine, gate, prompt, 3)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    for (which, out) in results {
+        let want = if which == 0 { &fewer } else { &native };
+        assert!(
+            out == *want,
+            "request kind {which} routed with the wrong gate"
+        );
+    }
+}
+
 fn filters(host: &PluginHost, names: &[&str]) -> RequestFilters {
     let list = names
         .iter()

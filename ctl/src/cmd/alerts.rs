@@ -1,4 +1,5 @@
-//! `moectl alerts`: follows the `Alert` signals of every request. moed sends them to the
+//! `moectl alerts`: follows the `Alert` signals of every request (`--log`: prints the audit log,
+//! see alert_log.rs). moed sends them to the
 //! requesting client only, so this connection becomes a bus monitor, and keeps only alerts whose
 //! sender is the current owner of `org.moed.Moed1` (others could forge the signal).
 
@@ -12,10 +13,14 @@ use zbus::message::Type as MessageType;
 use zbus::{MatchRule, Message, MessageStream};
 
 use crate::bus::App;
+use crate::cli::AlertsArgs;
 use crate::error::CtlError;
 use crate::style::{self, out_json, outln};
 
-pub async fn run(app: &App) -> Result<(), CtlError> {
+pub async fn run(app: &App, args: AlertsArgs) -> Result<(), CtlError> {
+    if args.log {
+        return super::alert_log::run(app, args.limit).await;
+    }
     // A monitor may not call methods, so the daemon's name is resolved first; a restart is
     // followed through NameOwnerChanged.
     let dbus = zbus::fdo::DBusProxy::new(&app.conn)

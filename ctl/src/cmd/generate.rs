@@ -40,6 +40,10 @@ pub fn options(sampling: &SamplingArgs) -> GenerateOptions {
         stop: sampling.stop.clone(),
         model: sampling.model.clone(),
         ignore_eos: sampling.ignore_eos,
+        plugins: sampling.plugins.clone(),
+        plugin_params: sampling.plugin_params.clone(),
+        retrieval: sampling.no_retrieval.then_some(false),
+        sources: sampling.sources.clone(),
         ..GenerateOptions::default()
     }
 }
@@ -61,7 +65,8 @@ impl Outcome {
 }
 
 /// Prints a request's events as they arrive (unless `--json`: then only the outcome is
-/// printed, by the caller): text on stdout, thinking dimmed on stderr, alerts on stderr.
+/// printed, by the caller): text on stdout, thinking dimmed on stderr, alerts on stderr, and
+/// the retrieved sources after the answer (stderr).
 /// Ctrl-C cancels the request and waits for its end.
 pub async fn follow(
     app: &App,
@@ -146,6 +151,9 @@ pub async fn follow(
     };
     if !app.json {
         printer.finish()?;
+        if let Some(sources) = info.sources.as_ref().filter(|s| !s.is_empty()) {
+            style::err(&app.err.dim(&sources_text(sources)));
+        }
     }
     if sampling.stats && !app.json {
         style::err(&app.err.dim(&format!("[{}]\n", stats_line(&info))));
@@ -168,6 +176,15 @@ pub async fn follow(
         ))),
         _ => Ok(Outcome { info, alerts }),
     }
+}
+
+/// The documents retrieval put into the prompt, as printed after the answer.
+fn sources_text(sources: &[(String, String)]) -> String {
+    let mut out = String::from("Sources:\n");
+    for (i, (source, id)) in sources.iter().enumerate() {
+        out.push_str(&format!("  [{}] {source} (id {id})\n", i + 1));
+    }
+    out
 }
 
 fn moed_left(app: &App) -> CtlError {

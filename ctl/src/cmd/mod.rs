@@ -1,12 +1,15 @@
 //! One module per verb.
 
+pub mod alert_log;
 pub mod alerts;
 pub mod assets;
 pub mod chat;
 pub mod config;
 pub mod experts;
 pub mod generate;
+pub mod knowledge;
 pub mod models;
+pub mod plugins;
 pub mod score;
 pub mod status;
 

@@ -12,6 +12,7 @@ pub async fn run(app: &App, args: ScoreArgs) -> Result<(), CtlError> {
     let text = crate::text_or_stdin(&args.text, "text")?;
     let options = ScoreOptions {
         model: args.model.clone(),
+        ..ScoreOptions::default()
     };
     let tokens = super::engine(app)
         .await?

@@ -3,12 +3,16 @@
 
 pub mod client;
 pub mod error;
+pub mod knowledge;
 pub mod options;
+pub mod params;
+pub mod plugins;
 pub mod proxy;
 pub mod types;
 
 pub use error::MoedError;
 pub use options::{GenerateOptions, ScoreOptions};
+pub use plugins::{AlertRecord, InstallOptions, PluginInfo};
 pub use types::{
     ChatMessage, EngineState, ExpertStatistics, GenerationInfo, LayerActivations, ModelInfo,
     ModelSummary, ScoredToken,

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use zbus::{OwnedVariant, Str, Variant};
 
 use crate::MoedError;
+use crate::params::{params_dict, plugin_params};
 
 /// The options dictionary as it arrives.
 pub type OptionDict = HashMap<String, OwnedVariant>;
@@ -39,11 +40,20 @@ pub struct GenerateOptions {
     pub system: Option<String>,
     /// `model` (s): a loaded model to use instead of the active one.
     pub model: Option<String>,
-    /// `plugins` (as): plugins to apply to this request, by name.
+    /// `plugins` (as): plugins to apply to this request, by name (installed and enabled): a
+    /// gate routes it, filters run after those applied to every request, retrieval plugins are
+    /// used instead of those applied to every request.
     pub plugins: Vec<String>,
     /// `ignore_eos` (b): keep generating past end-of-sequence tokens, up to `max_tokens`
     /// (benchmarks and tests that need a fixed length).
     pub ignore_eos: bool,
+    /// `plugin_params` (a{sv} or a{ss}): parameters given to this request's plugins, as
+    /// (key, JSON text) pairs sorted by key; see [`plugin_params`].
+    pub plugin_params: Vec<(String, String)>,
+    /// `retrieval` (b): `Some(false)` turns retrieval off for this request; `None` is on.
+    pub retrieval: Option<bool>,
+    /// `sources` (as): retrieval searches only these data source labels.
+    pub sources: Vec<String>,
 }
 
 /// The keys [`GenerateOptions`] knows, for error messages and documentation.
@@ -61,7 +71,16 @@ pub const GENERATE_OPTION_KEYS: &[&str] = &[
     "model",
     "plugins",
     "ignore_eos",
+    "plugin_params",
+    "retrieval",
+    "sources",
 ];
+
+/// The keys [`ScoreOptions`] knows.
+pub const SCORE_OPTION_KEYS: &[&str] = &["model", "plugins", "plugin_params"];
+
+/// Most labels in `sources`.
+pub const MAX_SOURCES: usize = 32;
 
 /// Most stop strings one request may carry.
 pub const MAX_STOP_STRINGS: usize = 16;
@@ -116,8 +135,20 @@ impl GenerateOptions {
                     }
                     opts.model = Some(model);
                 }
-                "plugins" => opts.plugins = strings(key, value)?,
+                "plugins" => opts.plugins = plugin_names(key, value)?,
                 "ignore_eos" => opts.ignore_eos = boolean(key, value)?,
+                "plugin_params" => opts.plugin_params = plugin_params(key, value)?,
+                "retrieval" => opts.retrieval = Some(boolean(key, value)?),
+                "sources" => {
+                    let sources = strings(key, value)?;
+                    if sources.len() > MAX_SOURCES {
+                        return Err(invalid(key, &format!("at most {MAX_SOURCES} labels")));
+                    }
+                    if sources.iter().any(|s| s.trim().is_empty()) {
+                        return Err(invalid(key, "a source label must not be empty"));
+                    }
+                    opts.sources = sources;
+                }
                 _ => return Err(unknown_key(key, GENERATE_OPTION_KEYS)),
             }
         }
@@ -164,7 +195,21 @@ impl GenerateOptions {
         if self.ignore_eos {
             dict.insert("ignore_eos".into(), true.into());
         }
+        if !self.plugin_params.is_empty() {
+            dict.insert("plugin_params".into(), params_dict(&self.plugin_params));
+        }
+        if let Some(on) = self.retrieval {
+            dict.insert("retrieval".into(), on.into());
+        }
+        if !self.sources.is_empty() {
+            dict.insert("sources".into(), string_array(&self.sources));
+        }
         dict
+    }
+
+    /// Whether retrieval runs for this request (on unless `retrieval` is false).
+    pub fn retrieval_on(&self) -> bool {
+        self.retrieval != Some(false)
     }
 }
 
@@ -173,6 +218,10 @@ impl GenerateOptions {
 pub struct ScoreOptions {
     /// `model` (s): a loaded model to use instead of the active one.
     pub model: Option<String>,
+    /// `plugins` (as): a gate plugin to route the scoring (Score runs no filters or retrieval).
+    pub plugins: Vec<String>,
+    /// `plugin_params` (a{sv} or a{ss}): as for generation.
+    pub plugin_params: Vec<(String, String)>,
 }
 
 impl ScoreOptions {
@@ -182,7 +231,9 @@ impl ScoreOptions {
             let value = unwrap_variant(value);
             match key.as_str() {
                 "model" => opts.model = Some(string(key, value)?),
-                _ => return Err(unknown_key(key, &["model"])),
+                "plugins" => opts.plugins = plugin_names(key, value)?,
+                "plugin_params" => opts.plugin_params = plugin_params(key, value)?,
+                _ => return Err(unknown_key(key, SCORE_OPTION_KEYS)),
             }
         }
         Ok(opts)
@@ -193,18 +244,39 @@ impl ScoreOptions {
         if let Some(v) = &self.model {
             dict.insert("model".into(), Str::from(v.clone()).into());
         }
+        if !self.plugins.is_empty() {
+            dict.insert("plugins".into(), string_array(&self.plugins));
+        }
+        if !self.plugin_params.is_empty() {
+            dict.insert("plugin_params".into(), params_dict(&self.plugin_params));
+        }
         dict
     }
 }
 
-fn string_array(items: &[String]) -> OwnedVariant {
+fn plugin_names(key: &str, value: &Variant<'_>) -> Result<Vec<String>, MoedError> {
+    let names = strings(key, value)?;
+    if names.iter().any(|n| n.trim().is_empty()) {
+        return Err(invalid(key, "a plugin name must not be empty"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for n in names {
+        if out.contains(&n) {
+            return Err(invalid(key, &format!("plugin '{n}' is named twice")));
+        }
+        out.push(n);
+    }
+    Ok(out)
+}
+
+pub(crate) fn string_array(items: &[String]) -> OwnedVariant {
     // A Vec<String> always converts: strings need no fds and no signature checks.
     OwnedVariant::try_from(Variant::from(items.to_vec()))
         .unwrap_or_else(|_| OwnedVariant::from(Str::from("")))
 }
 
 /// `gdbus` and some bindings wrap values once more (`v` inside `v`).
-fn unwrap_variant<'a, 'b>(value: &'a Variant<'b>) -> &'a Variant<'b> {
+pub(crate) fn unwrap_variant<'a, 'b>(value: &'a Variant<'b>) -> &'a Variant<'b> {
     let mut v = value;
     while let Variant::Variant(inner) = v {
         v = inner;
@@ -212,22 +284,22 @@ fn unwrap_variant<'a, 'b>(value: &'a Variant<'b>) -> &'a Variant<'b> {
     v
 }
 
-fn type_name(value: &Variant<'_>) -> String {
+pub(crate) fn type_name(value: &Variant<'_>) -> String {
     format!("'{}'", value.value_signature())
 }
 
-fn invalid(key: &str, why: &str) -> MoedError {
+pub(crate) fn invalid(key: &str, why: &str) -> MoedError {
     MoedError::InvalidArgument(format!("option '{key}': {why}"))
 }
 
-fn unknown_key(key: &str, known: &[&str]) -> MoedError {
+pub(crate) fn unknown_key(key: &str, known: &[&str]) -> MoedError {
     MoedError::InvalidArgument(format!(
         "unknown option '{key}'; known options: {}",
         known.join(", ")
     ))
 }
 
-fn integer(value: &Variant<'_>) -> Option<i128> {
+pub(crate) fn integer(value: &Variant<'_>) -> Option<i128> {
     Some(match value {
         Variant::U8(v) => *v as i128,
         Variant::I16(v) => *v as i128,
@@ -240,7 +312,7 @@ fn integer(value: &Variant<'_>) -> Option<i128> {
     })
 }
 
-fn uint(key: &str, value: &Variant<'_>, min: u64, max: u64) -> Result<u64, MoedError> {
+pub(crate) fn uint(key: &str, value: &Variant<'_>, min: u64, max: u64) -> Result<u64, MoedError> {
     let v = integer(value).ok_or_else(|| {
         invalid(
             key,
@@ -283,7 +355,7 @@ fn float(
     Ok(v)
 }
 
-fn boolean(key: &str, value: &Variant<'_>) -> Result<bool, MoedError> {
+pub(crate) fn boolean(key: &str, value: &Variant<'_>) -> Result<bool, MoedError> {
     match value {
         Variant::Bool(b) => Ok(*b),
         other => Err(invalid(
@@ -293,7 +365,7 @@ fn boolean(key: &str, value: &Variant<'_>) -> Result<bool, MoedError> {
     }
 }
 
-fn string(key: &str, value: &Variant<'_>) -> Result<String, MoedError> {
+pub(crate) fn string(key: &str, value: &Variant<'_>) -> Result<String, MoedError> {
     match value {
         Variant::Str(s) => Ok(s.to_string()),
         other => Err(invalid(
@@ -303,7 +375,7 @@ fn string(key: &str, value: &Variant<'_>) -> Result<String, MoedError> {
     }
 }
 
-fn strings(key: &str, value: &Variant<'_>) -> Result<Vec<String>, MoedError> {
+pub(crate) fn strings(key: &str, value: &Variant<'_>) -> Result<Vec<String>, MoedError> {
     match value {
         Variant::Str(s) => Ok(vec![s.to_string()]),
         Variant::Array(items) => items
@@ -371,6 +443,12 @@ mod tests {
             model: Some("m".into()),
             plugins: vec!["p".into()],
             ignore_eos: true,
+            plugin_params: vec![
+                ("expert_budget.k".into(), "1".into()),
+                ("expert_budget.masked".into(), "[3,5]".into()),
+            ],
+            retrieval: Some(false),
+            sources: vec!["handbook".into()],
         };
         assert_eq!(
             GenerateOptions::from_dict(&full.to_dict()).expect("round trip"),
@@ -408,6 +486,27 @@ mod tests {
     }
 
     #[test]
+    fn retrieval_and_sources() {
+        let opts = GenerateOptions::from_dict(&dict(vec![
+            ("retrieval", OwnedVariant::from(false)),
+            ("sources", OwnedVariant::from(Str::from("handbook"))),
+        ]))
+        .expect("valid");
+        assert!(!opts.retrieval_on());
+        assert_eq!(opts.sources, ["handbook"]);
+        assert!(GenerateOptions::default().retrieval_on());
+        assert!(err_of(vec![("retrieval", OwnedVariant::from(1u8))]).contains("'retrieval'"));
+        assert!(err_of(vec![("sources", OwnedVariant::from(Str::from("")))]).contains("'sources'"));
+        assert!(
+            err_of(vec![(
+                "plugins",
+                OwnedVariant::try_from(Variant::from(vec!["a", "a"])).expect("as")
+            )])
+            .contains("twice")
+        );
+    }
+
+    #[test]
     fn score_options() {
         let opts =
             ScoreOptions::from_dict(&dict(vec![("model", OwnedVariant::from(Str::from("m")))]))
@@ -415,6 +514,15 @@ mod tests {
         assert_eq!(opts.model.as_deref(), Some("m"));
         assert!(
             ScoreOptions::from_dict(&dict(vec![("max_tokens", OwnedVariant::from(1u32))])).is_err()
+        );
+        let full = ScoreOptions {
+            model: Some("m".into()),
+            plugins: vec!["expert-budget".into()],
+            plugin_params: vec![("expert_budget.k".into(), "1".into())],
+        };
+        assert_eq!(
+            ScoreOptions::from_dict(&full.to_dict()).expect("round trip"),
+            full
         );
     }
 }

@@ -62,6 +62,9 @@ pub struct GenerationInfo {
     /// Alerts the request's filter plugins raised, `a(ssss)`: severity, code, message, source
     /// (the plugin); absent when there were none. The same alerts came as `Alert` signals.
     pub alerts: Option<Vec<(String, String, String, String)>>,
+    /// Retrieved passages put into the prompt, `a(ss)`: source and document id, best first;
+    /// absent when retrieval added none.
+    pub sources: Option<Vec<(String, String)>>,
 }
 
 /// One entry of `Models.List` (`a{sv}`).

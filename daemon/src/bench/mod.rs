@@ -5,6 +5,7 @@
 //! reported. The memory bandwidth is measured in the same run with the engine's thread count.
 
 mod bandwidth;
+pub mod gate;
 
 use std::time::Instant;
 

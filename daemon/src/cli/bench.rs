@@ -1,11 +1,14 @@
 //! `moed bench`: prefill and decode speed of sparse against dense execution of one package, with
-//! the memory bandwidth measured in the same run (in the manner of llama-bench).
+//! the memory bandwidth measured in the same run (in the manner of llama-bench); with `--gate`, a
+//! gate plugin against the model's own routing instead (speed against logprob drift).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 
+use super::gate_args::GateArgs;
 use super::score::EngineArgs;
+use crate::bench::gate::GateBenchConfig;
 use crate::bench::{self, BenchConfig, BenchReport, ModeResult};
 use crate::engine::{Engine, ExecMode};
 
@@ -34,11 +37,30 @@ pub struct BenchArgs {
     pub json: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// With --gate: compare the gate plugin with the model's own routing (decode speed, experts
+    /// per token, logprob drift) instead of sparse with dense execution.
+    #[command(flatten)]
+    pub gate: GateArgs,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let engine = Engine::load(&args.model, args.engine.options(ExecMode::Sparse)?)
         .with_context(|| format!("loading {}", args.model.display()))?;
+    if let Some((gate, params)) = args.gate.load(&engine)? {
+        let cfg = GateBenchConfig {
+            prompt_tokens: args.prompt_tokens,
+            decode_tokens: args.decode_tokens,
+            repeat: args.repeat,
+            seed: args.seed,
+        };
+        let report = bench::gate::run(&engine, gate, params, &cfg)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", bench::gate::table(&report));
+        }
+        return Ok(());
+    }
     let cfg = BenchConfig {
         prompt_tokens: args.prompt_tokens,
         decode_tokens: args.decode_tokens,

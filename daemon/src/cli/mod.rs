@@ -4,9 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod bench_knowledge;
 mod bench_plugins;
 mod bench_serve;
 mod check_config;
+mod gate_args;
 mod generate;
 mod score;
 mod serve;
@@ -37,6 +39,8 @@ pub enum Command {
     BenchServe(bench_serve::BenchServeArgs),
     /// WASM plugins: decode speed with a gate plugin against native routing, latency per call.
     BenchPlugins(bench_plugins::BenchPluginsArgs),
+    /// Knowledge sources: latency of one search call per configured source, with a baseline.
+    BenchKnowledge(bench_knowledge::BenchKnowledgeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -50,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config::run(args),
         Command::BenchServe(args) => bench_serve::run(args),
         Command::BenchPlugins(args) => bench_plugins::run(args),
+        Command::BenchKnowledge(args) => bench_knowledge::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,12 +1,17 @@
 //! `moed score`: the log-probability of each token of a text given all tokens before it (in the
-//! manner of llama-perplexity), as a table or as JSON.
+//! manner of llama-perplexity), as a table or as JSON; with `--gate`, under a gate plugin next to
+//! the model's own routing, and the drift between them.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineOptions, ExecMode, Provider, score_tokens};
+use super::gate_args::GateArgs;
+use crate::engine::{
+    Engine, EngineOptions, ExecMode, Gate, Provider, score_tokens, score_tokens_with,
+};
 use crate::text::tokenizer::TextTokenizer;
 
 /// Engine settings shared by the offline commands.
@@ -88,6 +93,8 @@ pub struct ScoreArgs {
     pub json: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub gate: GateArgs,
     /// The text to score (tokenized as is, BOS added as the package says).
     pub text: String,
 }
@@ -96,17 +103,35 @@ pub struct ScoreArgs {
 struct TokenScore {
     id: u32,
     text: String,
+    /// Under the gate plugin when `--gate` is given.
     logprob: Option<f64>,
+    /// With `--gate`: under the model's own routing, same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    native_logprob: Option<f64>,
+}
+
+/// With `--gate`: the plugin, its parameters and the drift from native routing.
+#[derive(Serialize)]
+struct GateSummary {
+    plugin: String,
+    params: Vec<(String, String)>,
+    mean_abs_logprob_drift: f64,
+    max_abs_logprob_drift: f64,
+    native_mean_logprob: f64,
+    gate_mean_logprob: f64,
 }
 
 #[derive(Serialize)]
 struct ScoreOutput {
     tokens: Vec<TokenScore>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gate: Option<GateSummary>,
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let engine = Engine::load(&args.model, args.engine.options(ExecMode::Sparse)?)
         .with_context(|| format!("loading {}", args.model.display()))?;
+    let gate = args.gate.load(&engine)?;
     let pkg = engine.package();
     let tokenizer = TextTokenizer::from_file(
         &pkg.tokenizer_path(),
@@ -117,37 +142,105 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     if ids.is_empty() {
         anyhow::bail!("the text has no tokens");
     }
-    let logprobs = score_tokens(&engine, &ids)?;
+    let native = score_tokens(&engine, &ids)?;
+    let (logprobs, summary) = match &gate {
+        None => (native.clone(), None),
+        Some((g, params)) => {
+            let gated = score_tokens_with(&engine, &ids, Some(g.clone() as Arc<dyn Gate>))?;
+            if g.fallbacks() > 0 {
+                anyhow::bail!(
+                    "gate plugin '{}' failed on {} layer call(s) (routed natively instead): {}",
+                    g.plugin().name(),
+                    g.fallbacks(),
+                    g.last_failure().unwrap_or_default()
+                );
+            }
+            let pairs: Vec<(f64, f64)> = gated
+                .iter()
+                .zip(&native)
+                .filter_map(|(a, b)| Some(((*a)?, (*b)?)))
+                .collect();
+            let n = pairs.len().max(1) as f64;
+            let summary = GateSummary {
+                plugin: g.plugin().name().to_owned(),
+                params: params.clone(),
+                mean_abs_logprob_drift: pairs.iter().map(|(a, b)| (a - b).abs()).sum::<f64>() / n,
+                max_abs_logprob_drift: pairs.iter().map(|(a, b)| (a - b).abs()).fold(0.0, f64::max),
+                native_mean_logprob: pairs.iter().map(|p| p.1).sum::<f64>() / n,
+                gate_mean_logprob: pairs.iter().map(|p| p.0).sum::<f64>() / n,
+            };
+            (gated, Some(summary))
+        }
+    };
+    let gated = summary.is_some();
     let tokens = ids
         .iter()
         .zip(logprobs)
-        .map(|(&id, logprob)| {
+        .zip(&native)
+        .map(|((&id, logprob), native)| {
             Ok(TokenScore {
                 id,
                 text: tokenizer.decode(&[id])?,
                 logprob,
+                native_logprob: if gated { *native } else { None },
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     if args.json {
-        println!("{}", serde_json::to_string(&ScoreOutput { tokens })?);
+        println!(
+            "{}",
+            serde_json::to_string(&ScoreOutput {
+                tokens,
+                gate: summary
+            })?
+        );
         return Ok(());
     }
-    println!("{:>5}  {:>7}  {:>10}  token", "pos", "id", "logprob");
+    let lp = |l: Option<f64>| l.map_or_else(|| "-".to_string(), |l| format!("{l:.4}"));
+    if gated {
+        println!(
+            "{:>5}  {:>7}  {:>10}  {:>10}  {:>8}  token",
+            "pos", "id", "gate", "native", "|d|"
+        );
+    } else {
+        println!("{:>5}  {:>7}  {:>10}  token", "pos", "id", "logprob");
+    }
     for (i, t) in tokens.iter().enumerate() {
-        let lp = t
-            .logprob
-            .map_or_else(|| "-".to_string(), |l| format!("{l:.4}"));
-        println!("{i:>5}  {:>7}  {lp:>10}  {:?}", t.id, t.text);
+        if gated {
+            let d = match (t.logprob, t.native_logprob) {
+                (Some(a), Some(b)) => format!("{:.4}", (a - b).abs()),
+                _ => "-".into(),
+            };
+            println!(
+                "{i:>5}  {:>7}  {:>10}  {:>10}  {d:>8}  {:?}",
+                t.id,
+                lp(t.logprob),
+                lp(t.native_logprob),
+                t.text
+            );
+        } else {
+            println!("{i:>5}  {:>7}  {:>10}  {:?}", t.id, lp(t.logprob), t.text);
+        }
     }
     let scored: Vec<f64> = tokens.iter().filter_map(|t| t.logprob).collect();
     if !scored.is_empty() {
         let sum: f64 = scored.iter().sum();
         let mean = sum / scored.len() as f64;
         println!(
-            "{} tokens scored: total logprob {sum:.4}, mean {mean:.4}, perplexity {:.3}",
+            "{} tokens scored{}: total logprob {sum:.4}, mean {mean:.4}, perplexity {:.3}",
             scored.len(),
+            if gated { " under the gate" } else { "" },
             (-mean).exp()
+        );
+    }
+    if let Some(s) = &summary {
+        println!(
+            "native routing: mean logprob {:.4}, perplexity {:.3}; drift of gate '{}' against native: mean |dlogp| {:.4}, max {:.4}",
+            s.native_mean_logprob,
+            (-s.native_mean_logprob).exp(),
+            s.plugin,
+            s.mean_abs_logprob_drift,
+            s.max_abs_logprob_drift
         );
     }
     Ok(())

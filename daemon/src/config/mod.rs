@@ -1,8 +1,13 @@
 //! The daemon's configuration: `/etc/moed/moed.toml`, then `moed.toml.d/*.toml` in name order,
 //! then `MOED_*` environment variables; every value checked, errors naming the key. The sections
-//! live in sections.rs, their checks in validate.rs, `moed check-config`'s rendering in render.rs.
+//! live in sections.rs, their checks in validate.rs, `moed check-config`'s rendering in render.rs;
+//! `[knowledge]` (data sources) has all three in knowledge.rs, `[retrieval]` (passages in
+//! prompts) in retrieval.rs.
 
+mod knowledge;
+mod plugins;
 mod render;
+mod retrieval;
 mod sections;
 mod validate;
 
@@ -12,6 +17,12 @@ use std::path::{Path, PathBuf};
 use config::{Environment, File, FileFormat};
 use serde::Serialize;
 
+pub use knowledge::{
+    DEFAULT_EMBEDDED_LABEL, DEFAULT_SECRETS_FILE, KnowledgeConfig, QueryTransform, SourceConfig,
+    SourceLimits, SourceSpec, check_label,
+};
+pub use plugins::{GrantSettings, PluginSettings};
+pub use retrieval::RetrievalConfig;
 pub use sections::*;
 use validate::{parse_provider, validate};
 
@@ -44,6 +55,8 @@ pub struct Config {
     pub access: AccessConfig,
     pub log: LogConfig,
     pub plugins: PluginsConfig,
+    pub knowledge: KnowledgeConfig,
+    pub retrieval: RetrievalConfig,
 }
 
 impl Config {

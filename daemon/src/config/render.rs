@@ -73,6 +73,9 @@ impl Config {
                     .collect()
             )
         ));
+        super::plugins::render(&self.plugins.settings, &mut out);
+        super::knowledge::render(&self.knowledge, &mut out);
+        super::retrieval::render(&self.retrieval, &mut out);
         out
     }
 }

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PluginsConfig {
     /// `plugins.filters`: built filter plugins (`NAME.wasm` with `NAME.toml` beside it, or a
     /// plugin directory) applied to every inference request, in order; loaded at start.
     pub filters: Vec<PathBuf>,
+    /// `[plugins.NAME]`: settings of one plugin (config/plugins.rs).
+    pub settings: std::collections::BTreeMap<String, super::PluginSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -76,12 +78,17 @@ pub(super) struct RawConfig {
     pub(super) access: RawAccess,
     pub(super) log: RawLog,
     pub(super) plugins: RawPlugins,
+    pub(super) knowledge: super::knowledge::RawKnowledge,
+    pub(super) retrieval: super::retrieval::RawRetrieval,
 }
 
+/// Every key but `filters` is a `[plugins.NAME]` table, checked in config/plugins.rs.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub(super) struct RawPlugins {
     pub(super) filters: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub(super) settings: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -234,7 +234,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         service,
         access,
         log: LogConfig { level },
-        plugins: PluginsConfig { filters },
+        plugins: PluginsConfig {
+            filters,
+            settings: super::plugins::validate(raw.plugins.settings)?,
+        },
+        knowledge: super::knowledge::validate(raw.knowledge)?,
+        retrieval: super::retrieval::validate(raw.retrieval)?,
     })
 }
 

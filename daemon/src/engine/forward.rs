@@ -9,7 +9,7 @@ use ort::value::TensorRef;
 
 use super::graph::{Graph, Inputs};
 use super::kv::{Scratch, Sequence};
-use super::routing::RouterInput;
+use super::routing::{Gate, RouterInput};
 use super::{Engine, EngineError, ExecMode, Layer, Logits};
 
 fn tensor_err(file: &str, e: ort::Error) -> EngineError {
@@ -95,9 +95,13 @@ fn run(
     let h = engine.hidden;
     let past = seq.len;
     let Sequence {
-        caches, scratch, ..
+        caches,
+        scratch,
+        gate,
+        ..
     } = seq;
     let s = scratch;
+    let gate: &dyn Gate = gate.as_deref().unwrap_or(&*engine.gate);
 
     s.ids.clear();
     s.ids.extend(tokens.iter().map(|&x| i64::from(x)));
@@ -125,7 +129,7 @@ fn run(
                 }
             }
             Layer::Moe { router, shared, .. } => {
-                moe(engine, l, router, shared.as_ref(), s, t, mode)?;
+                moe(engine, gate, l, router, shared.as_ref(), s, t, mode)?;
             }
         }
     }
@@ -175,8 +179,10 @@ fn attention(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn moe(
     engine: &Engine,
+    gate: &dyn Gate,
     layer: usize,
     router: &Graph,
     shared: Option<&Graph>,
@@ -201,9 +207,7 @@ fn moe(
         top_k: k,
     };
     s.routing.reset(k);
-    engine
-        .gate
-        .route(layer, &input, &mut s.routing)
+    gate.route(layer, &input, &mut s.routing)
         .map_err(|g| EngineError::Gate {
             layer,
             message: g.to_string(),

@@ -1,7 +1,9 @@
 //! A sequence's state: its KV cache (one growable buffer per layer and cache tensor) and the scratch
 //! buffers its forward passes reuse, so steady-state decoding allocates little.
 
-use super::routing::Routing;
+use std::sync::Arc;
+
+use super::routing::{Gate, Routing};
 
 /// One request's tokens so far. Made by [`Engine::new_sequence`](super::Engine::new_sequence) and
 /// only valid with that engine.
@@ -12,6 +14,8 @@ pub struct Sequence {
     pub(crate) caches: Vec<Vec<Vec<f32>>>,
     pub(crate) per_token: Vec<usize>,
     pub(crate) scratch: Scratch,
+    /// This request's routing rule, used instead of the engine's (see [`Sequence::set_gate`]).
+    pub(crate) gate: Option<Arc<dyn Gate>>,
 }
 
 impl Sequence {
@@ -29,7 +33,20 @@ impl Sequence {
                 .collect(),
             per_token,
             scratch: Scratch::new(num_experts),
+            gate: None,
         }
+    }
+
+    /// Routes this sequence's MoE layers with `gate` instead of the engine's rule (`None`: the
+    /// engine's again), so that concurrent requests on one engine can route differently. The
+    /// engine validates every answer as it does the engine's own gate's.
+    pub fn set_gate(&mut self, gate: Option<Arc<dyn Gate>>) {
+        self.gate = gate;
+    }
+
+    /// The gate set with [`Sequence::set_gate`], if any.
+    pub fn gate(&self) -> Option<&Arc<dyn Gate>> {
+        self.gate.as_ref()
     }
 
     /// Tokens in the cache.

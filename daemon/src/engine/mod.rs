@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicU64;
 pub use error::EngineError;
 pub use kv::Sequence;
 pub use routing::{Gate, GateError, NativeGate, RouterInput, Routing};
-pub use score::{log_softmax_at, score_tokens};
+pub use score::{log_softmax_at, score_tokens, score_tokens_with};
 pub use stats::EngineStats;
 
 use crate::ort_env::OrtRuntime;
@@ -162,7 +162,8 @@ impl Engine {
         self.mode
     }
 
-    /// Replaces the routing rule (e.g. with a plugin gate). Every answer is still validated.
+    /// Replaces the routing rule of every sequence that has none of its own (a request's gate:
+    /// [`Sequence::set_gate`]). Every answer is still validated.
     pub fn set_gate(&mut self, gate: Arc<dyn Gate>) {
         self.gate = gate;
     }

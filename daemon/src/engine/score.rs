@@ -1,6 +1,8 @@
 //! Per-token log-probabilities of a token sequence (what `moed score` prints).
 
-use super::{Engine, EngineError, Logits};
+use std::sync::Arc;
+
+use super::{Engine, EngineError, Gate, Logits};
 
 /// Tokens scored per forward call: bounds the `[chunk x vocab]` logits held at once.
 const CHUNK: usize = 256;
@@ -8,8 +10,18 @@ const CHUNK: usize = 256;
 /// `log p(ids[i] | ids[..i])` for every token, `None` for the first. Runs in chunks over one
 /// sequence, so the KV cache carries the context between chunks.
 pub fn score_tokens(engine: &Engine, ids: &[u32]) -> Result<Vec<Option<f64>>, EngineError> {
+    score_tokens_with(engine, ids, None)
+}
+
+/// [`score_tokens`] with `gate` routing the sequence instead of the engine's rule.
+pub fn score_tokens_with(
+    engine: &Engine,
+    ids: &[u32],
+    gate: Option<Arc<dyn Gate>>,
+) -> Result<Vec<Option<f64>>, EngineError> {
     let v = engine.package().vocab_size();
     let mut seq = engine.new_sequence();
+    seq.set_gate(gate);
     let mut out = Vec::with_capacity(ids.len());
     if ids.is_empty() {
         return Ok(out);

@@ -5,12 +5,14 @@
 
 pub mod bench;
 pub mod filters;
+pub mod gates;
 
 pub use filters::{FilteredEvents, OutputChain, RequestFilters};
+pub use gates::GateBindings;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use moed_plugins::{
     GateAnswer, GateCall, GatePlugin, GroupLimit, GroupScore, LoadError, Manifest, MaskedChoice,
@@ -83,6 +85,10 @@ pub struct WasmGate {
     params: Vec<(String, String)>,
     fallbacks: AtomicU64,
     last_failure: Mutex<Option<String>>,
+    /// One request's gate: after its first failure the plugin is not asked again for that
+    /// request (one bad request counts once towards disabling the plugin for everyone).
+    per_request: bool,
+    given_up: AtomicBool,
 }
 
 impl WasmGate {
@@ -99,7 +105,24 @@ impl WasmGate {
             params,
             fallbacks: AtomicU64::new(0),
             last_failure: Mutex::new(None),
+            per_request: false,
+            given_up: AtomicBool::new(false),
         })
+    }
+
+    /// The same binding for one request with its parameters: the plugin's instances stay
+    /// initialized for this model (no `init` per request); fallbacks are counted afresh, and
+    /// after the first failure the rest of the request is routed natively.
+    pub fn with_params(&self, params: Vec<(String, String)>) -> WasmGate {
+        WasmGate {
+            plugin: self.plugin.clone(),
+            native: self.native.clone(),
+            params,
+            fallbacks: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+            per_request: true,
+            given_up: AtomicBool::new(false),
+        }
     }
 
     /// Layer calls routed natively because the plugin failed.
@@ -134,6 +157,11 @@ impl Gate for WasmGate {
             logits: input.logits,
             params: &self.params,
         };
+        if self.given_up.load(Relaxed) {
+            self.fallbacks.fetch_add(1, Relaxed);
+            out.reset(input.top_k);
+            return self.native.route(layer, input, out);
+        }
         let mut answer = GateAnswer::default();
         match self.plugin.route(&call, &mut answer) {
             Ok(()) => {
@@ -143,6 +171,9 @@ impl Gate for WasmGate {
             }
             Err(failure) => {
                 self.fallbacks.fetch_add(1, Relaxed);
+                if self.per_request {
+                    self.given_up.store(true, Relaxed);
+                }
                 let text = failure.to_string();
                 let mut last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
                 if last.as_deref() != Some(text.as_str()) {

@@ -4,6 +4,7 @@
 use std::sync::{Arc, OnceLock, RwLock};
 
 use moed_dbus::{EngineState, MoedError};
+use moed_plugins::{Alert, Sources};
 use zbus::Connection;
 use zbus::message::Header;
 
@@ -11,21 +12,25 @@ use moed_dbus::OBJECT_PATH;
 
 use super::auth::{AccessPolicy, Action, Caller};
 use super::engine_iface::EngineIface;
-use super::filters::ServiceFilters;
 use super::models::Registry;
 use super::models_iface::ModelsIface;
+use super::plugin_manager::PluginManager;
+use super::plugin_set::PluginSet;
 use super::scheduler::Scheduler;
 use crate::config::Config;
 use crate::engine::EngineOptions;
-use crate::state::StateStore;
+use crate::state::{AlertEntry, StateStore};
 
 pub struct Daemon {
     config: RwLock<Config>,
     pub registry: Registry,
     pub scheduler: Arc<Scheduler>,
     pub state: StateStore,
-    /// `[plugins] filters`, applied to every inference request.
-    pub filters: ServiceFilters,
+    /// Installed and configured plugins; their enabled set is [`Daemon::plugin_set`].
+    pub plugins: PluginManager,
+    /// The data sources retrieval plugins may search, by label (the knowledge store and the
+    /// configured databases register here; plugin hosts are built over this registry).
+    pub sources: Arc<Sources>,
     access: RwLock<Arc<AccessPolicy>>,
     engine_state: RwLock<EngineState>,
     conn: OnceLock<Connection>,
@@ -39,14 +44,16 @@ impl Daemon {
         config: Config,
         state: StateStore,
         access: AccessPolicy,
-        filters: ServiceFilters,
+        plugins: PluginManager,
+        sources: Arc<Sources>,
     ) -> Arc<Daemon> {
         Arc::new(Daemon {
             registry: Registry::new(config.models.dirs.clone()),
             scheduler: Scheduler::new(config.service.max_concurrent, config.service.queue_depth),
             config: RwLock::new(config),
             state,
-            filters,
+            plugins,
+            sources,
             access: RwLock::new(Arc::new(access)),
             engine_state: RwLock::new(EngineState::Loading),
             conn: OnceLock::new(),
@@ -72,6 +79,9 @@ impl Daemon {
             if old.service.state_directory != new.service.state_directory {
                 pending.push("service.state_directory");
             }
+            if old.plugins.filters != new.plugins.filters {
+                pending.push("plugins.filters");
+            }
         }
         self.registry.set_dirs(new.models.dirs.clone());
         self.scheduler
@@ -90,6 +100,42 @@ impl Daemon {
             ort_library: config.engine.ort_library.clone(),
             ..EngineOptions::default()
         }
+    }
+
+    /// The plugins enabled now: take it once when a request is admitted and use it throughout.
+    pub fn plugin_set(&self) -> Arc<PluginSet> {
+        self.plugins.set()
+    }
+
+    /// Appends a request's plugin alerts to the alert audit log and flushes it. Blocking (a
+    /// disk flush): call it on the request's blocking thread. A failure is logged, not returned:
+    /// the request itself is not at fault.
+    pub fn record_alerts(&self, request_id: Option<&str>, uid: Option<u32>, alerts: &[Alert]) {
+        if alerts.is_empty() {
+            return;
+        }
+        let time = unix_now();
+        let entries: Vec<AlertEntry> = alerts
+            .iter()
+            .map(|a| AlertEntry {
+                seq: 0,
+                time,
+                request_id: request_id.map(str::to_string),
+                plugin: a.plugin.clone(),
+                severity: a.severity.as_str().to_string(),
+                code: a.code.clone(),
+                message: a.message.clone(),
+                uid,
+            })
+            .collect();
+        if let Err(err) = self.state.append_alerts(&entries) {
+            log::error!("the alert audit log lost {} alerts: {err}", entries.len());
+        }
+    }
+
+    /// [`Daemon::record_alerts`] for one alert.
+    pub fn record_alert(&self, request_id: Option<&str>, uid: Option<u32>, alert: &Alert) {
+        self.record_alerts(request_id, uid, std::slice::from_ref(alert));
     }
 
     pub fn set_connection(&self, conn: Connection) {
@@ -173,4 +219,12 @@ impl Daemon {
         );
         Ok(caller)
     }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }

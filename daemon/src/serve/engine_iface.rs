@@ -12,6 +12,7 @@ use zbus::object_server::{ObjectServer, SignalEmitter};
 use zbus::{OwnedObjectPath, interface};
 
 use super::daemon::Daemon;
+use super::request_plugins::{self, Use};
 use super::requests::{self, Prepared};
 use super::runner::{self, PromptInput, StreamEvent};
 
@@ -27,7 +28,7 @@ impl EngineIface {
         options: &OptionDict,
     ) -> Result<(String, GenerationInfo), MoedError> {
         let caller = self.daemon.user(header).await?;
-        let prepared = requests::prepare(&self.daemon, &caller.unique_name, input, options)?;
+        let prepared = requests::prepare(&self.daemon, &caller, input, options)?;
         let info = requests::execute(self.daemon.clone(), prepared, None).await?;
         Ok((info.text.clone(), info))
     }
@@ -40,7 +41,7 @@ impl EngineIface {
         options: &OptionDict,
     ) -> Result<OwnedObjectPath, MoedError> {
         let caller = self.daemon.user(header).await?;
-        let prepared = requests::prepare(&self.daemon, &caller.unique_name, input, options)?;
+        let prepared = requests::prepare(&self.daemon, &caller, input, options)?;
         let id = prepared.ticket.id();
         let path = OwnedObjectPath::try_from(format!("{REQUEST_PATH_PREFIX}/{id}"))
             .map_err(|e| MoedError::Failed(format!("request path: {e}")))?;
@@ -197,13 +198,28 @@ impl EngineIface {
         let caller = self.daemon.user(&header).await?;
         let options = ScoreOptions::from_dict(&options)?;
         let model = self.daemon.registry.for_request(options.model.as_deref())?;
+        let plugins = request_plugins::resolve(
+            self.daemon.plugin_set(),
+            &options.plugins,
+            options.plugin_params,
+            &model,
+            Use::Score,
+        )?;
         let mut ticket = self.daemon.scheduler.admit(&caller.unique_name)?;
         ticket.run_slot().await?;
         let cancel = ticket.cancel_flag();
         let run_model = model.clone();
-        let result = tokio::task::spawn_blocking(move || runner::score(&run_model, &text, &cancel))
-            .await
-            .map_err(|e| MoedError::Failed(format!("the scoring thread failed: {e}")))?;
+        let run_daemon = self.daemon.clone();
+        let (request_id, uid) = (ticket.id().to_string(), caller.uid);
+        let result = tokio::task::spawn_blocking(move || {
+            let result = runner::score(&run_model, &text, &plugins, &cancel);
+            if let Some(alert) = runner::gate_fallback_alert(&plugins) {
+                run_daemon.record_alert(Some(&request_id), Some(uid), &alert);
+            }
+            result
+        })
+        .await
+        .map_err(|e| MoedError::Failed(format!("the scoring thread failed: {e}")))?;
         let state = self.daemon.state.clone();
         let persisted = tokio::task::spawn_blocking(move || model.persist_stats(&state, 1)).await;
         if let Ok(Err(err)) = persisted {

@@ -4,13 +4,18 @@
 mod auth;
 mod daemon;
 mod engine_iface;
-mod filters;
+mod knowledge_iface;
 mod loadbench;
 mod logging;
 mod models;
 mod models_iface;
 mod notify;
+mod plugin_manager;
+pub mod plugin_set;
+mod plugins_iface;
+mod request_plugins;
 mod requests;
+mod retrieval;
 mod runner;
 mod scheduler;
 mod watch;
@@ -25,11 +30,13 @@ use zbus::connection::Builder;
 pub use auth::{AccessPolicy, Action, Authorizer, Caller, GroupAuthorizer, PolkitAuthorizer};
 use daemon::Daemon;
 use engine_iface::EngineIface;
+use knowledge_iface::KnowledgeIface;
 pub use loadbench::{
     LoadBenchError, LoadBenchOptions, Row as LoadBenchRow, run as run_load_bench,
     table as load_bench_table,
 };
 use models_iface::ModelsIface;
+use plugins_iface::PluginsIface;
 
 use crate::config::{Config, ConfigError};
 use crate::state::{StateError, StateStore, state_dir};
@@ -62,8 +69,10 @@ pub enum ServeError {
     Runtime(std::io::Error),
     #[error("D-Bus ({bus}): {message}")]
     Bus { bus: String, message: String },
+    #[error(transparent)]
+    Knowledge(#[from] crate::knowledge::KnowledgeError),
     #[error("loading the configured plugins at start: {0}")]
-    Filters(#[from] filters::FilterLoadError),
+    Plugins(#[from] plugin_manager::ManagerError),
     #[error("loading model '{model}' at start: {message}")]
     Model { model: String, message: String },
 }
@@ -104,9 +113,15 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         opts.bus == Bus::System,
         std::sync::atomic::Ordering::Relaxed,
     );
-    let service_filters =
-        filters::ServiceFilters::load(&config.plugins.filters, &dir.join("plugin-cache"))?;
-    let daemon = Daemon::new(config.clone(), state, access, service_filters);
+    let sources = Arc::new(moed_plugins::Sources::default());
+    let knowledge = crate::knowledge::Knowledge::start(&config.knowledge, &state, sources.clone())?;
+    let (plugins, plugin_failures) = plugin_manager::PluginManager::open(
+        &state,
+        &config.plugins,
+        sources.clone(),
+        plugin_manager::cache_dir(&dir),
+    )?;
+    let daemon = Daemon::new(config.clone(), state, access, plugins, sources);
 
     notify::status("connecting to the bus");
     let label = bus_label(&opts.bus);
@@ -137,6 +152,13 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
                 daemon: daemon.clone(),
             },
         )
+        .serve_at(
+            OBJECT_PATH,
+            PluginsIface {
+                daemon: daemon.clone(),
+            },
+        )
+        .serve_at(OBJECT_PATH, KnowledgeIface::new(daemon.clone(), knowledge))
         .name(BUS_NAME)
         .build()
         .await
@@ -144,6 +166,7 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
     daemon.set_connection(conn.clone());
     log::info!("serving {BUS_NAME} on the {label}");
     watch::spawn_owner_watch(daemon.clone(), conn.clone());
+    plugins_iface::spawn_failure_signals(conn.clone(), plugin_failures);
     watch::spawn_load_notifier(daemon.clone(), conn.clone());
 
     // The model: --model, else the one last chosen with Switch, else models.default.
@@ -283,6 +306,13 @@ async fn reload(daemon: &Arc<Daemon>, config_file: Option<&std::path::Path>) {
     match result {
         Ok((config, access)) => {
             log::set_max_level(config.log.level.parse().unwrap_or(log::LevelFilter::Info));
+            knowledge_iface::reload(daemon, &config.knowledge).await;
+            let (d, settings) = (daemon.clone(), config.plugins.settings.clone());
+            if let Err(e) =
+                tokio::task::spawn_blocking(move || d.plugins.apply_settings(&settings)).await
+            {
+                log::error!("applying the plugins' settings: {e}");
+            }
             let pending = daemon.reload(config, access);
             daemon.announce().await;
             if pending.is_empty() {

@@ -21,6 +21,8 @@ pub struct LoadedModel {
     pub text: TextModel,
     /// The engine's counters at the last merge into the state store.
     merged: Mutex<EngineStats>,
+    /// Gate plugins bound to this model for per-request routing.
+    pub gates: crate::plugins::GateBindings,
 }
 
 impl LoadedModel {
@@ -341,6 +343,7 @@ impl Registry {
             engine,
             text,
             merged,
+            gates: Default::default(),
         });
         self.loaded
             .write()

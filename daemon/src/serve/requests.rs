@@ -1,5 +1,6 @@
-//! One inference request from admission to its result: option checks, queue place, execution on
-//! the blocking pool, expert statistics persisted before the caller is answered.
+//! One inference request from admission to its result: option checks, the request's plugins,
+//! queue place, execution on the blocking pool, alerts into the audit log, expert statistics
+//! persisted before the caller is answered.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,8 +9,10 @@ use moed_dbus::options::OptionDict;
 use moed_dbus::{ChatMessage, GenerateOptions, GenerationInfo, MoedError};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::auth::Caller;
 use super::daemon::Daemon;
 use super::models::LoadedModel;
+use super::request_plugins::{self, RequestPlugins, Use};
 use super::runner::{self, PromptInput, StreamEvent};
 use super::scheduler::Ticket;
 
@@ -19,6 +22,10 @@ pub struct Prepared {
     pub ticket: Ticket,
     pub input: PromptInput,
     pub options: GenerateOptions,
+    /// Its plugins, chosen at admission from the plugin set of that moment.
+    pub plugins: RequestPlugins,
+    /// The caller's uid, for the alert audit log.
+    pub uid: Option<u32>,
 }
 
 const ROLES: &[&str] = &["system", "user", "assistant"];
@@ -26,7 +33,7 @@ const ROLES: &[&str] = &["system", "user", "assistant"];
 /// Parses options, checks the input, picks the model and takes a queue place (or `Busy`).
 pub fn prepare(
     daemon: &Daemon,
-    owner: &str,
+    caller: &Caller,
     input: PromptInput,
     options: &OptionDict,
 ) -> Result<Prepared, MoedError> {
@@ -40,20 +47,47 @@ pub fn prepare(
             "option 'ignore_eos' needs 'max_tokens': generation would only end at the context length".into(),
         ));
     }
-    if let Some(name) = options.plugins.first() {
-        // Only the configured filters run (on every request); none can be chosen by name yet.
-        return Err(MoedError::NotFound(format!(
-            "option 'plugins': plugin '{name}' is not installed; see Plugins.List"
-        )));
-    }
+    check_sources(daemon, &options.sources)?;
     let model = daemon.registry.for_request(options.model.as_deref())?;
-    let ticket = daemon.scheduler.admit(owner)?;
+    let plugins = request_plugins::resolve(
+        daemon.plugin_set(),
+        &options.plugins,
+        options.plugin_params.clone(),
+        &model,
+        Use::Generate {
+            retrieval: options.retrieval_on(),
+        },
+    )?;
+    let ticket = daemon.scheduler.admit(&caller.unique_name)?;
     Ok(Prepared {
         model,
         ticket,
         input,
         options,
+        plugins,
+        uid: Some(caller.uid),
     })
+}
+
+/// Every label of the `sources` option must be a data source the daemon holds.
+fn check_sources(daemon: &Daemon, sources: &[String]) -> Result<(), MoedError> {
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let known = daemon.sources.labels();
+    for label in sources {
+        if !known.contains(label) {
+            return Err(MoedError::NotFound(format!(
+                "option 'sources': no data source labelled '{label}'; the sources are: {}",
+                if known.is_empty() {
+                    "(none configured)".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_messages(messages: &[ChatMessage], options: &GenerateOptions) -> Result<(), MoedError> {
@@ -94,6 +128,8 @@ pub async fn execute(
         mut ticket,
         input,
         options,
+        plugins,
+        uid,
     } = prepared;
     let request_id = ticket.id().to_string();
     let queued_at = Instant::now();
@@ -102,6 +138,7 @@ pub async fn execute(
     let cancel = ticket.cancel_flag();
     let run_model = model.clone();
     let run_daemon = daemon.clone();
+    let run_request_id = request_id.clone();
     log::info!(
         request_id = request_id.as_str(), model = model.name.as_str();
         "request {request_id} started on {}", model.name
@@ -113,14 +150,20 @@ pub async fn execute(
                 let _ = tx.send(event);
             }
         };
-        runner::generate(
+        let retrieval = run_daemon.config().retrieval;
+        let mut alerts = Vec::new();
+        let result = runner::generate(
             &run_model,
             &input,
             &options,
-            &run_daemon.filters.plugins,
+            &plugins,
+            &retrieval,
             &cancel,
+            &mut alerts,
             &mut emit,
-        )
+        );
+        run_daemon.record_alerts(Some(&run_request_id), uid, &alerts);
+        result
     })
     .await
     .map_err(|e| MoedError::Failed(format!("the generation thread failed: {e}")))?;

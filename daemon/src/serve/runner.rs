@@ -4,9 +4,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use moed_dbus::{ChatMessage, GenerateOptions, GenerationInfo, MoedError, ScoredToken};
-use moed_plugins::{Alert, FilterError, FilterPlugin};
+use moed_plugins::{Alert, FilterError, Severity};
 
 use super::models::LoadedModel;
+use super::request_plugins::RequestPlugins;
+use super::retrieval;
+use crate::config::RetrievalConfig;
 use crate::engine::{EngineError, Logits};
 use crate::generate::{self, Event, GenerateError, GenerateRequest, Prompt, SamplingOverrides};
 use crate::plugins::{FilteredEvents, RequestFilters};
@@ -105,24 +108,37 @@ fn alert_event(alert: &Alert) -> StreamEvent {
     }
 }
 
-/// Runs one generation to its end through `filters` (the prompt through the input filters, the
-/// streamed text through the output filters), reporting text and alerts through `on_event`.
+/// Runs one generation to its end through the request's plugins: the prompt through the input
+/// filters, then retrieval puts documents into it, the request's gate routes it, the streamed
+/// text goes through the output filters. Text and alerts go to `on_event` as they come; every
+/// alert is also left in `alerts` (for the audit log), whether the request succeeds or not.
+#[allow(clippy::too_many_arguments)]
 pub fn generate(
     model: &LoadedModel,
     input: &PromptInput,
     options: &GenerateOptions,
-    filters: &[FilterPlugin],
+    plugins: &RequestPlugins,
+    retrieval_config: &RetrievalConfig,
     cancel: &AtomicBool,
+    alerts: &mut Vec<Alert>,
     on_event: &mut dyn FnMut(StreamEvent),
 ) -> Result<GenerationInfo, MoedError> {
     let mut req = build_request(input, options);
-    let unfiltered = filters.is_empty();
-    let filters = RequestFilters::new(filters.to_vec(), Vec::new());
-    let mut alerts = filters
+    let unfiltered = plugins.filters.is_empty();
+    let filters = RequestFilters::new(plugins.filters.clone(), plugins.params.clone());
+    let raise = |a: Alert, alerts: &mut Vec<Alert>, on_event: &mut dyn FnMut(StreamEvent)| {
+        on_event(alert_event(&a));
+        alerts.push(a);
+    };
+    let prompt_alerts = filters
         .filter_prompt(&mut req.prompt)
         .map_err(filter_error)?;
-    for a in &alerts {
-        on_event(alert_event(a));
+    for a in prompt_alerts {
+        raise(a, alerts, on_event);
+    }
+    let used = add_documents(model, options, plugins, retrieval_config, &mut req)?;
+    for a in used.alerts {
+        raise(a, alerts, on_event);
     }
     let mut events = FilteredEvents::new(&filters, cancel);
     let mut handle = |event: Event| {
@@ -144,7 +160,17 @@ pub fn generate(
             alerts.push(a);
         }
     };
-    let outcome = generate::generate(&model.engine, &model.text, &req, cancel, &mut handle);
+    let outcome = generate::generate_with_gate(
+        &model.engine,
+        &model.text,
+        &req,
+        plugins.engine_gate(),
+        cancel,
+        &mut handle,
+    );
+    if let Some(a) = gate_fallback_alert(plugins) {
+        raise(a, alerts, on_event);
+    }
     let released = (
         events.answer.released().to_owned(),
         events.thinking.released().to_owned(),
@@ -185,6 +211,87 @@ pub fn generate(
                 })
                 .collect()
         }),
+        sources: (!used.sources.is_empty()).then_some(used.sources),
+    })
+}
+
+/// Documents retrieval put into a request's prompt, and the alerts it raised.
+struct Retrieval {
+    sources: Vec<(String, String)>,
+    alerts: Vec<Alert>,
+}
+
+/// Asks the request's retrieval plugins for documents for its query and puts the best into the
+/// prompt within the token budget (`[retrieval]`; the prompt keeps room for the answer: the
+/// request's `max_tokens`, at most a quarter of the context). Fails open.
+fn add_documents(
+    model: &LoadedModel,
+    options: &GenerateOptions,
+    plugins: &RequestPlugins,
+    config: &RetrievalConfig,
+    req: &mut GenerateRequest,
+) -> Result<Retrieval, MoedError> {
+    let mut out = Retrieval {
+        sources: Vec::new(),
+        alerts: Vec::new(),
+    };
+    if plugins.retrieval.is_empty() {
+        return Ok(out);
+    }
+    let Some(query) = retrieval::query_of(&req.prompt).map(str::to_owned) else {
+        return Ok(out);
+    };
+    let params = retrieval::retrieval_params(&plugins.params, &options.sources);
+    let (docs, alerts) = retrieval::retrieve(
+        &plugins.retrieval,
+        &query,
+        config.max_documents as usize,
+        &params,
+    );
+    out.alerts = alerts;
+    if docs.is_empty() {
+        return Ok(out);
+    }
+    let context = model.text.context_length();
+    let reserve = req
+        .max_tokens
+        .or(model.text.default_max_tokens())
+        .unwrap_or(64)
+        .min(context / 4)
+        .max(1);
+    let budget = retrieval::Budget {
+        passage_tokens: config.max_context_tokens as usize,
+        prompt_tokens: context.saturating_sub(reserve),
+    };
+    let text = &model.text;
+    let mut count = |p: &Prompt| -> Result<usize, GenerateError> {
+        Ok(match p {
+            Prompt::Raw(raw) => text.encode_raw(raw)?.len(),
+            Prompt::Chat(messages) => text.encode_rendered(&text.render_chat(messages)?)?.len(),
+        })
+    };
+    let assembled =
+        retrieval::assemble(&mut req.prompt, &docs, budget, &mut count).map_err(map_error)?;
+    out.sources = assembled
+        .used
+        .iter()
+        .map(|d| (d.source.clone(), d.id.clone()))
+        .collect();
+    Ok(out)
+}
+
+/// An alert when the request's gate plugin failed and layers were routed natively.
+pub fn gate_fallback_alert(plugins: &RequestPlugins) -> Option<Alert> {
+    let gate = plugins.gate.as_ref()?;
+    let n = gate.fallbacks();
+    (n > 0).then(|| Alert {
+        plugin: gate.plugin().name().to_owned(),
+        severity: Severity::Warning,
+        code: "gate.fallback".into(),
+        message: format!(
+            "{n} layer call(s) were routed by the model's own rule because the gate plugin failed: {}",
+            gate.last_failure().unwrap_or_default()
+        ),
     })
 }
 
@@ -192,6 +299,7 @@ pub fn generate(
 pub fn score(
     model: &LoadedModel,
     text: &str,
+    plugins: &RequestPlugins,
     cancel: &AtomicBool,
 ) -> Result<Vec<ScoredToken>, MoedError> {
     let ids = model
@@ -212,6 +320,7 @@ pub fn score(
         return Err(MoedError::Cancelled("the request was cancelled".into()));
     }
     let mut seq = model.engine.new_sequence();
+    seq.set_gate(plugins.engine_gate());
     let logits = model
         .engine
         .forward(&mut seq, &ids, Logits::All)

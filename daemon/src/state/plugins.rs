@@ -11,6 +11,9 @@ const PLUGINS_TREE: &str = "plugins";
 /// The prefix of the plugins' key-value trees (moed_plugins::kv::SledKv names them so).
 const KV_TREE_PREFIX: &str = "plugin-kv/";
 
+/// A record's name and the record, or why it cannot be read.
+pub type RecordRead = (String, Result<PluginRecord, StateError>);
+
 /// One installed plugin as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PluginRecord {
@@ -34,18 +37,17 @@ pub struct PluginRecord {
 
 impl StateStore {
     /// Every installed plugin's record by name; an unreadable record is reported as such.
-    pub fn plugin_records(&self) -> Result<Vec<(String, Result<PluginRecord, StateError>)>, StateError> {
+    pub fn plugin_records(&self) -> Result<Vec<RecordRead>, StateError> {
         let tree = self.tree(PLUGINS_TREE)?;
         let mut out = Vec::new();
         for item in tree.iter() {
             let (key, value) = item?;
             let name = String::from_utf8_lossy(&key).to_string();
-            let record =
-                serde_json::from_slice(&value).map_err(|e| StateError::Corrupt {
-                    tree: PLUGINS_TREE.into(),
-                    key: name.clone(),
-                    message: e.to_string(),
-                });
+            let record = serde_json::from_slice(&value).map_err(|e| StateError::Corrupt {
+                tree: PLUGINS_TREE.into(),
+                key: name.clone(),
+                message: e.to_string(),
+            });
             out.push((name, record));
         }
         Ok(out)

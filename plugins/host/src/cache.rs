@@ -59,6 +59,17 @@ impl CompiledCache {
         self.dir.join(format!("{}.cwasm", hex(&h.finalize())))
     }
 
+    /// Deletes the compiled file of `wasm`, if there is one: a plugin refused at installation
+    /// leaves nothing behind.
+    pub fn discard(&self, wasm: &[u8]) {
+        let path = self.path(wasm);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            log::warn!(target: "moed_plugins", "cannot delete compiled plugin {}: {e}", path.display());
+        }
+    }
+
     /// The compiled component for `wasm`, from the cache or compiled now and stored.
     pub fn load(&self, engine: &Engine, wasm: &[u8]) -> Result<(Component, Compiled), String> {
         let path = self.path(wasm);

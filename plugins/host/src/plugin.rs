@@ -87,6 +87,12 @@ impl Plugin {
         self.0.kind
     }
 
+    /// Whether both handles are the same loaded plugin (a reload keeps the handle; installing
+    /// again under the same name makes a new one).
+    pub fn same(&self, other: &Plugin) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     pub(crate) fn current(&self) -> Arc<Loaded> {
         self.0
             .current
@@ -155,6 +161,14 @@ impl PluginHost {
     /// The services plugins reach (register data sources here).
     pub fn services(&self) -> &Services {
         &self.rt.services
+    }
+
+    /// Forgets the compiled code of the component `wasm` (after a refused installation; the next
+    /// load of the same component compiles it again).
+    pub fn discard_compiled(&self, wasm: &[u8]) {
+        if let Some(cache) = &self.rt.cache {
+            cache.discard(wasm);
+        }
     }
 
     /// Loads a plugin: every check happens here, before any request reaches it.

@@ -1,8 +1,11 @@
 //! Shared by moed's and moectl's integration tests: the repository paths, the ONNX Runtime
-//! library, a private dbus-daemon, and the fixture model packages.
+//! library, a private dbus-daemon, the fixture model packages, and a throwaway PostgreSQL cluster
+//! (postgres.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub mod postgres;
 
 /// The workspace root (this crate is `tests/harness/`).
 pub fn repo_root() -> PathBuf {

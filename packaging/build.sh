@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Builds moed's .deb and .rpm from one place: release build of moed and moectl, the shipped WASM
+# plugins (plugins/build.sh), man pages and completions (`moectl generate-assets`, help2man for
+# moed), ONNX Runtime (packaging/onnxruntime/provision.sh); all staged, stripped, under
+# $TARGET/release/package-root, then cargo-deb and cargo-generate-rpm package it with the sections
+# [package.metadata.deb] and [package.metadata.generate-rpm] of daemon/Cargo.toml.
+#
+#   packaging/build.sh [--revision N] [--deb-only] [--out DIR] [--no-build] [--fast]
+#
+# --revision N   Debian revision and RPM release (default 1): a second build with a higher N is an
+#                upgrade of the first (packaging/lifecycle.sh uses that).
+# --deb-only     skip the .rpm
+# --out DIR      write the packages into DIR instead of $TARGET/debian and $TARGET/generate-rpm
+# --no-build     package the moed and moectl already in $TARGET/release (no cargo build)
+# --fast         lighter compression (cargo-deb --fast, gzip rpm payload): same contents, for
+#                throwaway packages such as the lifecycle test's upgrade
+#
+# TARGET is $CARGO_TARGET_DIR, else <repo>/target. Prints the package paths on stdout, one a line.
+# Idempotent; on a warm cache it only restages and repackages.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+target="${CARGO_TARGET_DIR:-$repo/target}"
+revision=1
+rpm=1
+build=1
+fast=0
+out=""
+while (($#)); do
+  case "$1" in
+    --revision) revision="${2:?--revision needs a number}"; shift 2 ;;
+    --deb-only) rpm=0; shift ;;
+    --out) out="${2:?--out needs a directory}"; shift 2 ;;
+    --no-build) build=0; shift ;;
+    --fast) fast=1; shift ;;
+    *) echo "build.sh: unknown argument '$1' (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+[[ "$revision" =~ ^[1-9][0-9]*$ ]] || { echo "build.sh: --revision '$revision' is not a positive integer" >&2; exit 2; }
+deb_out="${out:-$target/debian}"
+rpm_out="${out:-$target/generate-rpm}"
+
+# The plugins a package ships: every plugin crate with a manifest directly under plugins/ (the
+# reference plugins), never the hostile test fixtures under plugins/hostile/.
+shipped_plugins=()
+for manifest in "$repo"/plugins/*/plugin.toml; do
+  shipped_plugins+=("$(basename "$(dirname "$manifest")")")
+done
+
+for tool in help2man strip gzip; do
+  command -v "$tool" >/dev/null || { echo "build.sh: $tool is missing; run tests/setup.sh" >&2; exit 1; }
+done
+tools_bin="$("$repo/packaging/tools.sh")"
+export PATH="$tools_bin:$PATH"
+
+if ((build)); then
+  echo "== packaging: release build of moed and moectl" >&2
+  (cd "$repo" && nice -n 10 cargo build --quiet --release --locked -p moed -p moectl) >&2
+fi
+echo "== packaging: plugins ${shipped_plugins[*]}" >&2
+"$repo/plugins/build.sh" "${shipped_plugins[@]}" >&2
+
+root="$target/release/package-root"
+stage="$root.new"
+rm -rf "$stage"
+mkdir -p "$stage"/{bin,lib,plugins,man/man1,man/man8,completions,doc}
+
+# Into an empty directory: provision.sh then takes the wheel from its cache (fetching it if
+# absent) and checks its SHA-256 on every build, and the wheel is there for the notices below.
+ort_lib="$("$repo/packaging/onnxruntime/provision.sh" "$stage/ort")"
+
+# As dh_strip does: the release profile keeps line tables for backtraces, packages do not.
+for bin in moed moectl; do
+  strip --remove-section=.comment --remove-section=.note -o "$stage/bin/$bin" "$target/release/$bin"
+done
+# The pinned upstream library as extracted (already stripped); only the versioned file, which is
+# the name the daemon looks for in /usr/lib/moed/ (a bare .so link is a development file).
+mv "$ort_lib" "$stage/lib/"
+rm -rf "$stage/ort"
+for name in "${shipped_plugins[@]}"; do
+  for ext in wasm toml; do
+    [[ -f "$repo/target/plugins/$name.$ext" ]] || { echo "build.sh: plugins/build.sh left no target/plugins/$name.$ext" >&2; exit 1; }
+    cp "$repo/target/plugins/$name.$ext" "$stage/plugins/"
+  done
+done
+
+# ONNX Runtime's licence and third-party notices, from the wheel provision.sh just verified (in its
+# cache, named as provision.sh names it): the library embeds curl, Mbed TLS and more.
+ort_version="${ort_lib##*/libonnxruntime.so.}"
+wheels=("${MOE_WHEEL_CACHE:-$repo/target/wheels}/onnxruntime-${ort_version}-"*.whl)
+[[ -f "${wheels[0]}" ]] || { echo "build.sh: no onnxruntime-${ort_version} wheel in ${MOE_WHEEL_CACHE:-$repo/target/wheels} (provision.sh's cache)" >&2; exit 1; }
+python3 - "${wheels[0]}" "$stage/doc" <<'PY'
+import sys, zipfile
+wheel, dest = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    for name, out in (("onnxruntime/LICENSE", "onnxruntime-LICENSE"),
+                      ("onnxruntime/ThirdPartyNotices.txt", "onnxruntime-ThirdPartyNotices.txt")):
+        with open(f"{dest}/{out}", "wb") as f:
+            f.write(z.read(name))
+PY
+gzip -9n "$stage/doc/onnxruntime-ThirdPartyNotices.txt"
+
+assets="$stage/assets"
+"$stage/bin/moectl" generate-assets "$assets" >&2
+mv "$assets"/*.1 "$stage/man/man1/"
+mv "$assets/moectl.bash" "$assets/_moectl" "$assets/moectl.fish" "$stage/completions/"
+rmdir "$assets" || { echo "build.sh: moectl generate-assets wrote files this script does not package: $(ls "$assets")" >&2; exit 1; }
+help2man --no-info --section=8 --include="$repo/packaging/moed.8.h2m" \
+  --output="$stage/man/man8/moed.8" "$stage/bin/moed"
+# -n: no time stamp in the gzip header, so equal inputs give equal packages.
+gzip -9n "$stage"/man/man1/*.1 "$stage/man/man8/moed.8"
+
+rm -rf "$root"
+mv "$stage" "$root"
+
+mkdir -p "$deb_out" "$rpm_out"
+echo "== packaging: cargo deb (revision $revision)" >&2
+deb_flags=() rpm_flags=()
+if ((fast)); then deb_flags=(--fast); rpm_flags=(--payload-compress gzip); fi
+# cargo-deb deletes the package's other versions from $TARGET/debian whatever --output says: keep
+# them when writing elsewhere (the lifecycle test's upgrade must not delete the package it upgrades).
+kept="$(mktemp -d)"
+if [[ -n "$out" ]]; then find "$target/debian" -maxdepth 1 -name 'moed_*.deb' -exec cp -p {} "$kept/" \; 2>/dev/null || true; fi
+deb="$(cd "$repo" && cargo deb --quiet -p moed --no-build --no-strip "${deb_flags[@]}" --deb-revision "$revision" --output "$deb_out")"
+for f in "$kept"/*.deb; do [[ -e "$f" && ! -e "$target/debian/${f##*/}" ]] && mv "$f" "$target/debian/"; done
+rm -rf "$kept"
+echo "$deb"
+if ((rpm)); then
+  echo "== packaging: cargo generate-rpm (release $revision)" >&2
+  (cd "$repo" && cargo generate-rpm -p daemon --target-dir "$target" "${rpm_flags[@]}" \
+    --set-metadata "release = \"$revision\"" --output "$rpm_out") >&2
+  ls -t "$rpm_out"/moed-*-"$revision".*.rpm | head -n 1
+fi

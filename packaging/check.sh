@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Offline checks of what packaging/build.sh made; each fails with the reason named:
+#   1. the unit: `systemd-analyze security --offline=true` exposure at most 2.0, and
+#      `systemd-analyze verify` printing nothing, run on this machine with the .deb's files laid
+#      over it (an overlay in a private mount namespace: nothing is installed here), so the
+#      ExecStart= binary and the Documentation= man pages are checked as installed;
+#   2. packaging/moed.toml passes `moed check-config`, also with every commented key switched on;
+#   3. lintian reports no errors on the .deb (its whole output is printed);
+#   4. the .deb's and .rpm's contents, conffiles/config files, maintainer scripts/scriptlets and
+#      requirements (`dpkg-deb`, `rpm -qp --list/--configfiles/--scripts/--requires`).
+#
+#   packaging/check.sh [DEB RPM]     (default: the packages of this version in $TARGET)
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+target="${CARGO_TARGET_DIR:-$repo/target}"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n 1)"
+deb="${1:-$target/debian/moed_${version}-1_amd64.deb}"
+rpm_file="${2:-$target/generate-rpm/moed-${version}-1.x86_64.rpm}"
+for f in "$deb" "$rpm_file"; do
+  [[ -f "$f" ]] || { echo "check.sh: $f does not exist; run packaging/build.sh" >&2; exit 1; }
+done
+
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+ok() { echo "ok: $*"; }
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+ort_version="$(sed -n 's/^ORT_VERSION=//p' "$repo/packaging/onnxruntime/provision.sh")"
+# Files both packages must hold (the rpm's zsh completion lives in site-functions instead).
+expected_common=(
+  /usr/bin/moed /usr/bin/moectl
+  "/usr/lib/moed/libonnxruntime.so.$ort_version"
+  /usr/share/moed/models/moe-mini/manifest.json /usr/share/moed/models/moe-mini/tokenizer.json
+  /usr/share/moed/models/moe-mini/generation_config.json /usr/share/moed/models/moe-mini/tokenizer_config.json
+  /etc/moed/moed.toml
+  /usr/lib/systemd/system/moed.service
+  /usr/share/dbus-1/system.d/org.moed.Moed1.conf
+  /usr/share/dbus-1/system-services/org.moed.Moed1.service
+  /usr/share/polkit-1/actions/org.moed.policy
+  /usr/lib/sysusers.d/moed.conf /usr/lib/tmpfiles.d/moed.conf
+  /usr/share/man/man8/moed.8.gz /usr/share/man/man1/moectl.1.gz /usr/share/man/man1/moectl-generate.1.gz
+  /usr/share/bash-completion/completions/moectl /usr/share/fish/vendor_completions.d/moectl.fish
+  /usr/share/doc/moed/README.systemd.md
+)
+# Every reference plugin (a manifest directly under plugins/; hostile fixtures are deeper).
+for manifest in "$repo"/plugins/*/plugin.toml; do
+  p="$(basename "$(dirname "$manifest")")"
+  expected_common+=("/usr/share/moed/plugins/$p.wasm" "/usr/share/moed/plugins/$p.toml")
+done
+# Every file of the model package, read from its manifest's directory in the source tree.
+while IFS= read -r f; do
+  expected_common+=("/usr/share/moed/models/moe-mini/${f#"$repo/models/moe-mini/"}")
+done < <(find "$repo/models/moe-mini" -type f | sort)
+
+# want LISTFILE PATH...: each PATH must be a line of LISTFILE.
+want() {
+  local list="$1" what="$2"; shift 2
+  local missing=0
+  for p in "$@"; do
+    grep -qxF -- "$p" "$list" || { fail "$what lacks $p"; missing=1; }
+  done
+  return $missing
+}
+# refuse LISTFILE REGEX WHAT: no line may match.
+refuse() {
+  if grep -E -- "$2" "$1" >"$work/refused"; then fail "$3: $(tr '\n' ' ' <"$work/refused")"; return 1; fi
+}
+
+echo "== unit: systemd-analyze security --offline=true"
+security="$(systemd-analyze security --offline=true "$repo/systemd/moed.service" 2>&1 | tail -n 3)"
+exposure="$(sed -n 's/.*Overall exposure level for moed.service: \([0-9.]*\).*/\1/p' <<<"$security")"
+if [[ -z "$exposure" ]]; then
+  fail "systemd-analyze security printed no exposure level: $security"
+elif awk -v e="$exposure" 'BEGIN { exit !(e <= 2.0) }'; then
+  ok "exposure $exposure (at most 2.0): $(grep -o 'Overall exposure.*' <<<"$security")"
+else
+  fail "exposure $exposure is above 2.0"
+fi
+
+echo "== unit: systemd-analyze verify, with the .deb's files laid over this system"
+mkdir -p "$work/pkg"
+dpkg-deb -x "$deb" "$work/pkg"
+# A tmpfs of its own, so the layers do not overlap the host root they are laid on. Mounting needs
+# root (sudo otherwise, as tests/setup.sh does); nothing outside the private namespace changes.
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+verify_out="$(as_root unshare --mount --propagation private bash -euc '
+  ov="$1"; pkg="$2"
+  mkdir -p "$ov"; mount -t tmpfs moed-verify "$ov"; mkdir -p "$ov"/{host,pkg,up,work,root}
+  cp -a "$pkg"/. "$ov/pkg/"
+  mount --bind / "$ov/host"
+  mount -t overlay moed-verify -o "lowerdir=$ov/pkg:$ov/host,upperdir=$ov/up,workdir=$ov/work" "$ov/root"
+  mount -t proc proc "$ov/root/proc"
+  mount --rbind /dev "$ov/root/dev"
+  chroot "$ov/root" systemd-analyze verify moed.service
+' verify "$work/ov" "$work/pkg" 2>&1)" || true
+rmdir "$work/ov" 2>/dev/null || true
+if [[ -n "$verify_out" ]]; then
+  fail "systemd-analyze verify printed: $verify_out"
+else
+  ok "systemd-analyze verify moed.service printed nothing"
+fi
+
+echo "== config: packaging/moed.toml"
+moed_bin="$work/pkg/usr/bin/moed"
+if out="$("$moed_bin" check-config --config "$repo/packaging/moed.toml" 2>&1)"; then
+  grep -qx 'default = "moe-mini"' <<<"$out" && ok "moed check-config accepts it; default model moe-mini" \
+    || fail "check-config does not report default = \"moe-mini\": $out"
+else
+  fail "moed check-config rejects packaging/moed.toml: $out"
+fi
+# Every documented key switched on (groups aside: they must exist on the machine) must be valid.
+grep -v -E '^#(allowed_group|admin_group) ' "$repo/packaging/moed.toml" | sed -E 's/^#([a-z_]+ = )/\1/' >"$work/all-keys.toml"
+if out="$("$moed_bin" check-config --config "$work/all-keys.toml" 2>&1)"; then
+  ok "every commented key of moed.toml is a valid key and value"
+else
+  fail "a commented key of packaging/moed.toml is not accepted: $out"
+fi
+
+echo "== deb: lintian $(dpkg-deb -f "$deb" Version)"
+lintian_out="$(lintian --info --display-info --pedantic --show-overrides --tag-display-limit 0 "$deb" 2>&1)" || true
+echo "${lintian_out:-(lintian printed nothing)}"
+if grep -q '^E: ' <<<"$lintian_out"; then
+  fail "lintian reports errors"
+else
+  ok "lintian: no errors"
+fi
+
+echo "== deb: contents, conffiles, maintainer scripts, Depends"
+dpkg-deb -c "$deb" | awk '{ print $6 }' | sed 's#^\./#/#; s#/$##' >"$work/deb.list"
+want "$work/deb.list" ".deb" "${expected_common[@]}" /usr/share/zsh/vendor-completions/_moectl \
+  /usr/share/doc/moed/copyright /usr/share/doc/moed/changelog.Debian.gz && ok ".deb holds the $((${#expected_common[@]} + 3)) expected files"
+refuse "$work/deb.list" 'hostile|/libonnxruntime\.so$' ".deb holds test fixtures or a development link" && ok ".deb holds no hostile plugin and no bare libonnxruntime.so"
+mkdir -p "$work/control"
+dpkg-deb -e "$deb" "$work/control"
+if [[ "$(cat "$work/control/conffiles" 2>/dev/null)" == "/etc/moed/moed.toml" ]]; then ok "conffiles: /etc/moed/moed.toml"; else fail "conffiles is not exactly /etc/moed/moed.toml: $(cat "$work/control/conffiles" 2>/dev/null)"; fi
+check_script() {
+  local file="$1"; shift
+  for pattern in "$@"; do
+    grep -qF -- "$pattern" "$file" 2>/dev/null || fail "$(basename "$file") lacks: $pattern"
+  done
+}
+check_script "$work/control/postinst" "systemd-sysusers" "moed.conf" "deb-systemd-helper enable moed.service" \
+  "systemctl --system daemon-reload" "_dh_action=restart" "deb-systemd-invoke \$_dh_action moed.service" "if [ -d /run/systemd/system ]" "ReloadConfig"
+check_script "$work/control/prerm" "deb-systemd-invoke stop moed.service"
+check_script "$work/control/postrm" 'if [ "$1" = "purge" ]' "rm -rf /var/lib/moed /var/cache/moed" "userdel moed" "groupdel moed" "deb-systemd-helper purge moed.service"
+for s in postinst prerm postrm; do sh -n "$work/control/$s" || fail "$s is not valid sh"; done
+# cargo-deb replaces every copy of its token, even one in a comment: each snippet exactly once.
+for pair in "postinst:deb-systemd-invoke \$_dh_action moed.service" "postinst:deb-systemd-helper enable moed.service" \
+  "prerm:deb-systemd-invoke stop moed.service" "postrm:deb-systemd-helper purge moed.service"; do
+  n="$(grep -cF -- "${pair#*:}" "$work/control/${pair%%:*}" || true)"
+  [[ "$n" == 1 ]] || fail "${pair%%:*} has '${pair#*:}' $n times, not once"
+done
+grep -q '#DEBHELPER#' "$work/control/postinst" "$work/control/prerm" "$work/control/postrm" && fail "a maintainer script still holds the #DEBHELPER# token"
+ok "maintainer scripts: sysusers, enable, daemon-reload, start/restart, stop on removal, purge of state and user"
+depends="$(dpkg-deb -f "$deb" Depends)"
+for d in libc6 libstdc++6 libgcc-s1 systemd dbus polkitd passwd procps; do
+  grep -qF -- "$d" <<<"$depends" || fail "Depends lacks $d: $depends"
+done
+ok "Depends: $depends"
+
+echo "== rpm: $(basename "$rpm_file")"
+rpm -qp --list "$rpm_file" 2>/dev/null >"$work/rpm.list"
+want "$work/rpm.list" ".rpm" "${expected_common[@]}" /usr/share/zsh/site-functions/_moectl && ok ".rpm holds the $((${#expected_common[@]} + 1)) expected files"
+refuse "$work/rpm.list" 'hostile|/libonnxruntime\.so$' ".rpm holds test fixtures or a development link" && ok ".rpm holds no hostile plugin and no bare libonnxruntime.so"
+rpm -qp --configfiles "$rpm_file" 2>/dev/null >"$work/rpm.conf"
+if [[ "$(cat "$work/rpm.conf")" == "/etc/moed/moed.toml" ]]; then ok "config files: /etc/moed/moed.toml"; else fail "config files are not exactly /etc/moed/moed.toml: $(cat "$work/rpm.conf")"; fi
+# %config(noreplace): rpm's file flags bit 4 (RPMFILE_NOREPLACE).
+flags="$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS}\n]' "$rpm_file" 2>/dev/null | awk '$1 == "/etc/moed/moed.toml" { print $2 }')"
+if [[ -n "$flags" ]] && (( (flags & 16) && (flags & 1) )); then ok "/etc/moed/moed.toml is %config(noreplace)"; else fail "/etc/moed/moed.toml is not %config(noreplace) (flags '$flags')"; fi
+rpm -qp --scripts "$rpm_file" 2>/dev/null >"$work/rpm.scripts"
+check_script "$work/rpm.scripts" "postinstall scriptlet" "systemd-sysusers /usr/lib/sysusers.d/moed.conf" "enable moed.service" \
+  "systemctl start moed.service" "preuninstall scriptlet" "systemctl stop moed.service" "disable moed.service" \
+  "postuninstall scriptlet" "systemctl try-restart moed.service" "systemctl daemon-reload" "if [ -d /run/systemd/system ]"
+for f in "$repo"/packaging/rpm/*.sh; do sh -n "$f" || fail "$(basename "$f") is not valid sh"; done
+ok "scriptlets: sysusers, enable and start on install, stop and disable on erase, restart after upgrade"
+rpm -qp --requires "$rpm_file" 2>/dev/null >"$work/rpm.requires"
+for r in systemd dbus polkit /bin/sh /usr/bin/kill 'libc.so.6()(64bit)' 'libstdc++.so.6()(64bit)' 'libgcc_s.so.1()(64bit)'; do
+  grep -qE "^$(sed 's/[.()+]/\\&/g' <<<"$r")( |$)" "$work/rpm.requires" || fail "Requires lacks $r"
+done
+ok "Requires ($(wc -l <"$work/rpm.requires") entries, versions left out here): $(sed -E 's/\(.*//; s/ .*//' "$work/rpm.requires" | sort -u | tr '\n' ' ')"
+
+if ((failures)); then
+  echo "check.sh: $failures check(s) failed" >&2
+  exit 1
+fi
+echo "check.sh: all package checks passed"
