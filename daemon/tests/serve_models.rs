@@ -78,7 +78,28 @@ async fn list_info_load_switch_unload_and_statistics() {
     assert_eq!(by_path.architecture, "qwen3_moe");
     assert!(!by_path.loaded);
 
+    let mut progress = models
+        .receive_load_progress()
+        .await
+        .expect("subscribe LoadProgress");
     models.load(SECOND).await.expect("Load");
+    // Every progress signal precedes the reply: embedding, head, then each layer's graphs.
+    let mut steps = Vec::new();
+    while let Ok(Some(signal)) =
+        tokio::time::timeout(Duration::from_millis(500), progress.next()).await
+    {
+        let args = signal.args().expect("args");
+        assert_eq!(args.name, SECOND);
+        steps.push((args.done, args.total));
+    }
+    let total = steps.last().map(|s| s.1).expect("LoadProgress signals");
+    // qwen3_moe fixture: 3 layers of attention + router or dense MLP, embedding and head.
+    assert!(total >= 8, "{steps:?}");
+    assert_eq!(
+        steps,
+        (1..=total).map(|d| (d, total)).collect::<Vec<_>>(),
+        "one signal per graph, in order"
+    );
     let signal = tokio::time::timeout(Duration::from_secs(10), loaded_signals.next())
         .await
         .expect("ModelLoaded in time")

@@ -115,31 +115,68 @@ async fn info(app: &App, models: &ModelsProxy<'_>, name: &str) -> Result<(), Ctl
     outln(&lines.join("\n"))
 }
 
-/// `Load`, `Unload` or `Switch`, with a spinner while it runs (the daemon reports no progress).
+/// `Load`, `Unload` or `Switch`: a progress bar fed by the daemon's `LoadProgress` signals while
+/// a model loads, a spinner otherwise.
 async fn manage(
     app: &App,
     models: &ModelsProxy<'_>,
     method: &str,
     name: &str,
 ) -> Result<(), CtlError> {
+    use futures_util::StreamExt;
     let verb = match method {
         "Load" => "loading",
         "Unload" => "unloading",
         _ => "switching to",
     };
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_style(
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    spinner.set_message(format!("{verb} {name}"));
-    spinner.enable_steady_tick(Duration::from_millis(100));
+    bar.set_message(format!("{verb} {name}"));
+    bar.enable_steady_tick(Duration::from_millis(100));
+    // Subscribed before the call, so no signal of this load is missed.
+    let mut progress = match method {
+        "Unload" => None,
+        _ => models.receive_load_progress().await.ok(),
+    };
     let started = Instant::now();
-    let result: Result<Option<()>, zbus::Error> = models
-        .inner()
-        .call_with_flags(method, MethodFlags::ALLOW_INTERACTIVE_AUTH, &(name,))
-        .await;
-    spinner.finish_and_clear();
+    let body = (name,);
+    let call = models.inner().call_with_flags::<_, _, ()>(
+        method,
+        MethodFlags::ALLOW_INTERACTIVE_AUTH,
+        &body,
+    );
+    tokio::pin!(call);
+    let result: Result<Option<()>, zbus::Error> = loop {
+        tokio::select! {
+            result = &mut call => break result,
+            Some(signal) = async {
+                match progress.as_mut() {
+                    Some(stream) => stream.next().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Ok(args) = signal.args() else { continue };
+                if args.name != name {
+                    continue;
+                }
+                if bar.length().is_none() {
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{msg} [{bar:30}] {pos}/{len} graphs {elapsed}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                }
+                bar.set_length(u64::from(args.total));
+                bar.set_position(u64::from(args.done));
+            }
+        }
+    };
+    bar.finish_and_clear();
     result.map_err(|e| app.fail(e.into(), Some(MANAGE_MODELS)))?;
     let seconds = started.elapsed().as_secs_f64();
     if app.json {

@@ -119,4 +119,6 @@ pub trait Models {
     fn model_loaded(&self, name: String) -> zbus::Result<()>;
     #[zbus(signal)]
     fn model_unloaded(&self, name: String) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn load_progress(&self, name: String, done: u32, total: u32) -> zbus::Result<()>;
 }

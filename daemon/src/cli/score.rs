@@ -49,6 +49,7 @@ impl EngineArgs {
             mode,
             ort_library: self.ort_library.clone(),
             spinning: self.ort_spinning,
+            progress: None,
         })
     }
 }

@@ -132,7 +132,28 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         outputs: vec![TensorSpec::rows("logits", vocab)],
     };
 
-    let load = |rel: &str, iface: &Interface| Graph::load(rt, provider, &package, rel, iface);
+    // The embedding graph is loaded; then the head and each layer's graphs (experts are lazy).
+    let total = 2 + m
+        .layers
+        .iter()
+        .map(|l| match l {
+            LayerSpec::Dense { .. } => 2,
+            LayerSpec::Moe { shared, .. } => 2 + usize::from(shared.is_some()),
+        })
+        .sum::<usize>();
+    let loaded = std::cell::Cell::new(1);
+    let report = |done: usize| {
+        if let Some(progress) = &opts.progress {
+            (progress.0)(done, total);
+        }
+    };
+    report(1);
+    let load = |rel: &str, iface: &Interface| {
+        let graph = Graph::load(rt, provider, &package, rel, iface)?;
+        loaded.set(loaded.get() + 1);
+        report(loaded.get());
+        Ok::<Graph, EngineError>(graph)
+    };
     let head = load(&m.head, &head_iface)?;
     let mut layers = Vec::with_capacity(m.layers.len());
     let mut biases = Vec::with_capacity(m.layers.len());

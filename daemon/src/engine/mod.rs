@@ -64,6 +64,19 @@ pub struct EngineOptions {
     pub ort_library: Option<PathBuf>,
     /// Let ONNX Runtime's idle pool threads spin (process-wide).
     pub spinning: bool,
+    /// Told how far loading has come (for a client's progress bar).
+    pub progress: Option<LoadProgress>,
+}
+
+/// Called while a package loads with (graphs loaded, graphs to load). Experts load lazily, on
+/// first use, and are not counted.
+#[derive(Clone)]
+pub struct LoadProgress(pub Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for LoadProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadProgress(..)")
+    }
 }
 
 impl Default for EngineOptions {
@@ -75,6 +88,7 @@ impl Default for EngineOptions {
             mode: ExecMode::Sparse,
             ort_library: None,
             spinning: false,
+            progress: None,
         }
     }
 }

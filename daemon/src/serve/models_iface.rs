@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use moed_dbus::{ExpertStatistics, ModelInfo, ModelSummary, MoedError};
+use moed_dbus::{ExpertStatistics, ModelInfo, ModelSummary, MoedError, OBJECT_PATH};
 use zbus::interface;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -10,6 +10,7 @@ use zbus::object_server::SignalEmitter;
 use super::auth::Action;
 use super::daemon::Daemon;
 use super::models::to_statistics;
+use crate::engine::LoadProgress;
 
 pub struct ModelsIface {
     pub daemon: Arc<Daemon>,
@@ -23,7 +24,31 @@ impl ModelsIface {
     /// Loads `name` with the current configuration; logs and updates the Engine state.
     pub async fn load_model(daemon: &Arc<Daemon>, name: &str) -> Result<String, MoedError> {
         let before = daemon.registry.loaded_names();
-        let model = daemon.registry.load(name, daemon.engine_options()).await?;
+        let mut options = daemon.engine_options();
+        let forwarder = daemon.connection().ok().map(|conn| {
+            // The loader runs on a blocking thread; its progress reaches the bus from here.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, usize)>();
+            options.progress = Some(LoadProgress(Arc::new(move |done, total| {
+                let _ = tx.send((done, total));
+            })));
+            let conn = conn.clone();
+            let name = name.to_string();
+            tokio::spawn(async move {
+                let Ok(emitter) = SignalEmitter::new(&conn, OBJECT_PATH) else {
+                    return;
+                };
+                while let Some((done, total)) = rx.recv().await {
+                    let (done, total) = (done as u32, total as u32);
+                    let _ = ModelsIface::load_progress(&emitter, &name, done, total).await;
+                }
+            })
+        });
+        let result = daemon.registry.load(name, options).await;
+        if let Some(forwarder) = forwarder {
+            // The sender went with the options: every progress signal is out before the reply.
+            let _ = forwarder.await;
+        }
+        let model = result?;
         if !before.contains(&model.name) {
             log::info!(
                 model = model.name.as_str();
@@ -227,4 +252,13 @@ impl ModelsIface {
 
     #[zbus(signal)]
     async fn model_unloaded(emitter: &SignalEmitter<'_>, name: &str) -> zbus::Result<()>;
+
+    /// While `name` (as the caller wrote it) loads: graphs loaded out of graphs to load.
+    #[zbus(signal)]
+    async fn load_progress(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        done: u32,
+        total: u32,
+    ) -> zbus::Result<()>;
 }
