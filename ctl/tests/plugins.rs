@@ -5,29 +5,9 @@
 
 mod util;
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use util::*;
 
-/// target/plugins, built by plugins/build.sh (a no-op when nothing changed).
-fn plugins_dir() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let repo = moed_test_harness::repo_root();
-            let out = std::process::Command::new(repo.join("plugins/build.sh"))
-                .output()
-                .expect("run plugins/build.sh");
-            assert!(
-                out.status.success(),
-                "plugins/build.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            repo.join("target/plugins")
-        })
-        .clone()
-}
+use moed_test_harness::plugins_dir;
 
 fn wasm(name: &str) -> String {
     plugins_dir()

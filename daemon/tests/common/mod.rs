@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 pub fn repo() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -83,23 +82,5 @@ pub fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-/// target/plugins, built once per test binary by plugins/build.sh (a no-op when nothing changed).
-pub fn plugins_dir() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = BUILT.get_or_init(|| {
-        let script = repo().join("plugins/build.sh");
-        let out = std::process::Command::new(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed:\n{}{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(repo().join("target/plugins"))
-    });
-    r.clone().unwrap_or_else(|e| panic!("{e}"))
-}
+#[allow(unused_imports)] // not every test binary that includes this module builds plugins
+pub use moed_test_harness::plugins_dir;

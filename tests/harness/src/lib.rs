@@ -13,6 +13,27 @@ pub fn repo_root() -> PathBuf {
     std::fs::canonicalize(&p).unwrap_or(p)
 }
 
+/// target/plugins, built once per test binary by plugins/build.sh (a no-op when nothing changed).
+pub fn plugins_dir() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let r = BUILT.get_or_init(|| {
+        let script = repo_root().join("plugins/build.sh");
+        let out = std::process::Command::new(&script)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed:\n{}{}",
+                script.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(repo_root().join("target/plugins"))
+    });
+    r.clone().unwrap_or_else(|e| panic!("{e}"))
+}
+
 pub fn ort_library() -> PathBuf {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         return PathBuf::from(p);

@@ -85,21 +85,10 @@ fn bytes(
     Ok(v)
 }
 
-/// Labels as plugins name them: lowercase letters, digits, `-` and `_`, starting with a letter.
+/// Labels as plugins name them: the rule of plugin names (lowercase letters, digits, `-` and
+/// `_`, starting with a letter, at most 64).
 pub fn check_label(label: &str) -> Result<(), String> {
-    let ok = !label.is_empty()
-        && label.len() <= 64
-        && label.as_bytes()[0].is_ascii_lowercase()
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "label '{label}' must be 1-64 lowercase letters, digits, '-' or '_', starting with a letter"
-        ))
-    }
+    moed_plugins::manifest::check_name(label).map_err(|e| format!("label {e}"))
 }
 
 /// The `$N` placeholders a template uses: exactly `$1` (the query) and `$2` (the limit).

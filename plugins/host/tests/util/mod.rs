@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use moed_plugins::kv::MemoryKv;
 use moed_plugins::{
@@ -16,30 +16,8 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// target/plugins, built by plugins/build.sh the first time a test asks (cargo makes it a no-op
-/// when nothing changed).
-pub fn plugins_dir() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = BUILT.get_or_init(|| {
-        let script = root().join("plugins/build.sh");
-        let out = std::process::Command::new(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed:\n{}{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(root().join("target/plugins"))
-    });
-    match r {
-        Ok(p) => p.clone(),
-        Err(e) => panic!("{e}"),
-    }
-}
+#[allow(unused_imports)] // not every test binary that includes this module builds plugins
+pub use moed_test_harness::plugins_dir;
 
 /// The plugin `name` (e.g. `topk`, `hostile-gate-misbehave`) granted what it asks for.
 pub fn spec(name: &str) -> PluginSpec {
