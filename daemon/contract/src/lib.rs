@@ -9,6 +9,7 @@ pub mod params;
 pub mod plugins;
 pub mod proxy;
 pub mod types;
+pub mod wire;
 
 pub use error::MoedError;
 pub use options::{GenerateOptions, ScoreOptions};

@@ -1,0 +1,281 @@
+//! The one boundary for text that leaves moed: valid D-Bus strings (no NUL), bounded length with a
+//! visible clip marker, one-line log text, short quotes of client values, terminal-safe display.
+//!
+//! The bus daemon drops a connection that sends a string containing NUL, and a message over its
+//! size limit; both take the whole service off the bus. Every string moed sends — replies, error
+//! messages, signals, properties — and every string it stores to send later passes [`text`] (or a
+//! [`WireStr`] made by it), so neither can happen whatever a plugin, document or client supplies.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Deref;
+
+use serde::{Serialize, Serializer};
+use zbus::{Signature, Type};
+
+/// What replaces a NUL byte: U+FFFD REPLACEMENT CHARACTER.
+pub const NUL_REPLACEMENT: char = '\u{FFFD}';
+
+/// The byte limits of the strings moed sends, each documented in CONTRACT.md ("Limits").
+pub mod limits {
+    /// An error message of any `org.moed.Moed1.Error.*` reply.
+    pub const ERROR_MESSAGE: usize = 4 * 1024;
+    /// A quoted client value inside an error message.
+    pub const QUOTE: usize = 64;
+    /// A name: plugin, model, data source, alert severity, finish reason, request id.
+    pub const NAME: usize = 256;
+    /// An alert code.
+    pub const ALERT_CODE: usize = 128;
+    /// An alert message, a plugin's failure message or reject reason.
+    pub const ALERT_MESSAGE: usize = 2 * 1024;
+    /// A document id (retrieval, `Knowledge.Search`, the audit log).
+    pub const DOCUMENT_ID: usize = 1024;
+    /// A document title.
+    pub const DOCUMENT_TITLE: usize = 1024;
+    /// The text of one document or passage returned on the bus.
+    pub const DOCUMENT_TEXT: usize = 64 * 1024;
+    /// Generated or scored text (a `Token` signal, a reply's text); far above what a model emits per
+    /// call, it only guarantees the message stays under the bus's limit.
+    pub const GENERATED_TEXT: usize = 8 * 1024 * 1024;
+    /// One line a plugin writes to stderr, as logged.
+    pub const LOG_LINE: usize = 1024;
+}
+
+/// Makes `s` a valid D-Bus string of at most `max_bytes` bytes: each NUL becomes U+FFFD, and a
+/// longer string is cut at a character boundary and ends with a marker saying how many bytes were
+/// clipped (`…[+N bytes]`). Borrows when nothing changes.
+pub fn text(s: &str, max_bytes: usize) -> Cow<'_, str> {
+    let has_nul = s.contains('\0');
+    if !has_nul && s.len() <= max_bytes {
+        return Cow::Borrowed(s);
+    }
+    // Each NUL (1 byte) grows to 3 bytes; measure after replacing so the limit is exact.
+    let replaced: Cow<'_, str> = if has_nul {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    };
+    if replaced.len() <= max_bytes {
+        return Cow::Owned(replaced.into_owned());
+    }
+    Cow::Owned(clip(&replaced, max_bytes))
+}
+
+/// Owned form of [`text`].
+pub fn owned(s: String, max_bytes: usize) -> String {
+    match text(&s, max_bytes) {
+        Cow::Borrowed(_) => s,
+        Cow::Owned(o) => o,
+    }
+}
+
+fn clip(s: &str, max_bytes: usize) -> String {
+    // The marker's length depends on the clipped count; reserve for the widest count.
+    let widest = marker(s.len());
+    let keep = floor_char_boundary(s, max_bytes.saturating_sub(widest.len()));
+    let mut out = String::with_capacity(max_bytes);
+    out.push_str(&s[..keep]);
+    let m = marker(s.len() - keep);
+    if out.len() + m.len() <= max_bytes {
+        out.push_str(&m);
+    }
+    out
+}
+
+fn marker(clipped: usize) -> String {
+    format!("…[+{clipped} bytes]")
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    if i >= s.len() {
+        return s.len();
+    }
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// One line for a log: [`text`], with newlines, carriage returns and other control characters
+/// escaped (`\n`, `\u{1b}`), so a plugin's or client's text cannot forge a second log line or
+/// drive the terminal that shows the log.
+pub fn log_line(s: &str, max_bytes: usize) -> String {
+    escape_controls(&text(s, max_bytes))
+}
+
+/// A short quote of a client-supplied value for an error message: at most [`limits::QUOTE`] bytes,
+/// controls escaped, in single quotes, with the value's total length when it was cut. Never the
+/// whole value: an error that echoes 20 MB would itself exceed the bus's message limit.
+pub fn quote(s: &str) -> String {
+    let cut = floor_char_boundary(s, limits::QUOTE);
+    if cut == s.len() {
+        format!("'{}'", escape_controls(s))
+    } else {
+        format!("'{}…' ({} bytes)", escape_controls(&s[..cut]), s.len())
+    }
+}
+
+/// Text for a terminal: every control character but the newline and tab escaped, so text that
+/// came from a plugin, document or model metadata cannot move the cursor, recolour or retitle the
+/// terminal.
+pub fn terminal(s: &str) -> Cow<'_, str> {
+    if !s
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            push_escaped(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            push_escaped(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+    }
+}
+
+/// A string that has passed [`text`]: the only string type moed's signals take, so a signal
+/// cannot carry an unchecked string. Serializes as a plain D-Bus `s`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WireStr(String);
+
+impl WireStr {
+    /// Checks and bounds `s` to `max_bytes` (see [`text`]).
+    pub fn new(s: &str, max_bytes: usize) -> WireStr {
+        WireStr(text(s, max_bytes).into_owned())
+    }
+
+    /// Like [`WireStr::new`], reusing the allocation when nothing changes.
+    pub fn from_string(s: String, max_bytes: usize) -> WireStr {
+        WireStr(owned(s, max_bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl Deref for WireStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WireStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for WireStr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl Type for WireStr {
+    const SIGNATURE: &'static Signature = &Signature::Str;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_text_is_borrowed() {
+        assert!(matches!(text("hello", 10), Cow::Borrowed("hello")));
+    }
+
+    #[test]
+    fn nul_becomes_replacement_character() {
+        assert_eq!(text("a\0b", 100), "a\u{FFFD}b");
+        assert!(!text("\0\0\0", 100).contains('\0'));
+    }
+
+    #[test]
+    fn long_text_is_clipped_with_a_marker_within_the_limit() {
+        let s = "x".repeat(10_000);
+        let t = text(&s, 100);
+        assert!(t.len() <= 100, "{}", t.len());
+        assert!(t.starts_with("xxxx"));
+        assert!(t.ends_with(" bytes]"), "{t}");
+        let clipped: usize = t
+            .rsplit("[+")
+            .next()
+            .and_then(|r| r.strip_suffix(" bytes]"))
+            .and_then(|n| n.parse().ok())
+            .expect("marker");
+        assert_eq!(t.len() - "…[+ bytes]".len() - clipped.to_string().len() + clipped, 10_000);
+    }
+
+    #[test]
+    fn clipping_respects_char_boundaries_and_nul_growth() {
+        let s = "é".repeat(1000);
+        let t = text(&s, 51);
+        assert!(t.len() <= 51);
+        let s = "\0".repeat(40);
+        let t = text(&s, 60);
+        assert!(t.len() <= 60 && !t.contains('\0'));
+    }
+
+    #[test]
+    fn tiny_limits_never_exceed() {
+        for max in 0..20 {
+            assert!(text(&"y".repeat(50), max).len() <= max);
+        }
+    }
+
+    #[test]
+    fn log_lines_cannot_forge_lines() {
+        assert_eq!(log_line("a\nb\r\x1b[2J", 100), "a\\nb\\r\\u{1b}[2J");
+    }
+
+    #[test]
+    fn quote_is_short() {
+        let q = quote(&"z".repeat(20_000_000));
+        assert!(q.len() < 100, "{q}");
+        assert!(q.contains("20000000 bytes"));
+        assert_eq!(quote("ok"), "'ok'");
+        assert_eq!(quote("a\0b"), "'a\\u{0}b'");
+    }
+
+    #[test]
+    fn terminal_escapes_controls_but_keeps_newlines() {
+        assert_eq!(terminal("a\nb\tc"), "a\nb\tc");
+        assert_eq!(terminal("\x1b]0;owned\x07"), "\\u{1b}]0;owned\\u{7}");
+    }
+
+    #[test]
+    fn wire_str_serializes_as_s() {
+        assert_eq!(WireStr::SIGNATURE, &Signature::Str);
+        assert_eq!(WireStr::new("a\0", 10).as_str(), "a\u{FFFD}");
+    }
+}
