@@ -119,10 +119,7 @@ pub fn quote(s: &str) -> String {
 /// came from a plugin, document or model metadata cannot move the cursor, recolour or retitle the
 /// terminal.
 pub fn terminal(s: &str) -> Cow<'_, str> {
-    if !s
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -233,7 +230,10 @@ mod tests {
             .and_then(|r| r.strip_suffix(" bytes]"))
             .and_then(|n| n.parse().ok())
             .expect("marker");
-        assert_eq!(t.len() - "…[+ bytes]".len() - clipped.to_string().len() + clipped, 10_000);
+        assert_eq!(
+            t.len() - "…[+ bytes]".len() - clipped.to_string().len() + clipped,
+            10_000
+        );
     }
 
     #[test]
@@ -277,5 +277,45 @@ mod tests {
     fn wire_str_serializes_as_s() {
         assert_eq!(WireStr::SIGNATURE, &Signature::Str);
         assert_eq!(WireStr::new("a\0", 10).as_str(), "a\u{FFFD}");
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn text_is_valid_bounded_and_a_prefix(s in "(?s).{0,300}", max in 0usize..400) {
+                let out = text(&s, max);
+                let replaced = s.replace('\0', "\u{FFFD}");
+                prop_assert!(!out.contains('\0'));
+                if replaced.len() <= max {
+                    prop_assert_eq!(out.as_ref(), replaced.as_str());
+                } else {
+                    prop_assert!(out.len() <= max, "{} > {}", out.len(), max);
+                    let kept = out.rfind("…[+").map_or(out.as_ref(), |i| &out[..i]);
+                    prop_assert!(replaced.starts_with(kept));
+                }
+            }
+
+            #[test]
+            fn log_lines_are_one_line(s in "(?s).{0,200}") {
+                let line = log_line(&s, 1024);
+                prop_assert!(!line.contains('\n') && !line.contains('\r') && !line.contains('\0'));
+            }
+
+            #[test]
+            fn quotes_are_short(s in "(?s).{0,5000}") {
+                // Each of 64 bytes can escape to at most 10 (`\u{10ffff}`), plus quotes and length.
+                prop_assert!(quote(&s).len() <= 64 * 10 + 40);
+            }
+
+            #[test]
+            fn terminal_text_has_no_controls_but_newline_and_tab(s in "(?s).{0,200}") {
+                prop_assert!(!terminal(&s).chars().any(|c| c.is_control() && c != '\n' && c != '\t'));
+            }
+        }
     }
 }

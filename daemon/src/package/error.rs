@@ -10,7 +10,7 @@ pub enum PackageError {
     Read { path: PathBuf, message: String },
     #[error("{path}: not valid JSON: {message}")]
     Json { path: PathBuf, message: String },
-    #[error("{path}: \"format\" is {found:?}, expected \"moed-package\"")]
+    #[error("{path}: \"format\" is {found}, expected \"moed-package\"")]
     WrongFormat { path: PathBuf, found: String },
     #[error(
         "{path}: format_version {found} is not supported; this moed reads format_version {supported} (re-export the model with a matching moe_export, or upgrade moed)"

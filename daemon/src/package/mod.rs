@@ -44,10 +44,7 @@ impl Package {
                 message: "it has no manifest.json".into(),
             });
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| PackageError::Read {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let text = read_manifest(&path)?;
         let manifest = parse_manifest(&path, &text)?;
         validate::check_manifest(&manifest).map_err(|message| PackageError::Manifest {
             path: path.clone(),
@@ -109,10 +106,43 @@ impl Package {
     }
 }
 
+/// The largest manifest.json read: a 256-expert, 61-layer package lists about 16,000 files in a few
+/// MB; anything far larger is not a manifest, and reading it whole would cost the daemon memory.
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// The longest parser message kept: serde quotes offending values whole.
+const MAX_PARSE_MESSAGE: usize = 512;
+
+fn read_manifest(path: &Path) -> Result<String, PackageError> {
+    use std::io::Read;
+    let read_err = |e: std::io::Error| PackageError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    // Read one byte past the limit to tell "at the limit" from "over it" without trusting stat
+    // (a FIFO or /proc file reports 0).
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(PackageError::Read {
+            path: path.to_path_buf(),
+            message: format!("larger than the {MAX_MANIFEST_BYTES}-byte limit of a manifest"),
+        });
+    }
+    Ok(text)
+}
+
+fn clipped(message: String) -> String {
+    moed_dbus::wire::owned(message, MAX_PARSE_MESSAGE)
+}
+
 fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| PackageError::Json {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: clipped(e.to_string()),
     })?;
     // The version decides how the rest reads, so it is checked before the full parse.
     let format = value
@@ -122,9 +152,10 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
     if format != FORMAT_NAME {
         return Err(PackageError::WrongFormat {
             path: path.to_path_buf(),
-            found: value
-                .get("format")
-                .map_or_else(|| "missing".into(), ToString::to_string),
+            found: value.get("format").map_or_else(
+                || "missing".into(),
+                |v| moed_dbus::wire::quote(&v.to_string()),
+            ),
         });
     }
     match value
@@ -137,9 +168,10 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
                 path: path.to_path_buf(),
                 found: other.map_or_else(
                     || {
-                        value
-                            .get("format_version")
-                            .map_or_else(|| "missing".into(), ToString::to_string)
+                        value.get("format_version").map_or_else(
+                            || "missing".into(),
+                            |v| moed_dbus::wire::quote(&v.to_string()),
+                        )
                     },
                     |v| v.to_string(),
                 ),
@@ -153,11 +185,14 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
         let inner = e.into_inner();
         PackageError::Manifest {
             path: path.to_path_buf(),
-            message: if at == "." {
+            message: clipped(if at == "." {
                 inner.to_string()
             } else {
                 format!("{at}: {inner}")
-            },
+            }),
         }
     })
 }
+
+#[cfg(test)]
+mod parse_tests;

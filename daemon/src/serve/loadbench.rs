@@ -18,7 +18,13 @@ use crate::text::template::ChatMessage;
 #[error("bench-serve: {0}")]
 pub struct LoadBenchError(String);
 
-fn fail(what: &str, e: impl std::fmt::Display) -> LoadBenchError {
+impl LoadBenchError {
+    pub(super) fn new(message: String) -> Self {
+        LoadBenchError(message)
+    }
+}
+
+pub(super) fn fail(what: &str, e: impl std::fmt::Display) -> LoadBenchError {
     LoadBenchError(format!("{what}: {e}"))
 }
 
@@ -63,9 +69,15 @@ impl Row {
     }
 }
 
-struct Children {
+pub(super) struct Children {
     bus_pid: Option<i32>,
     daemon: Option<Child>,
+}
+
+impl Children {
+    pub(super) fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
 }
 
 impl Drop for Children {
@@ -193,7 +205,7 @@ async fn clients(
     Ok(row)
 }
 
-fn start_bus_and_daemon(
+pub(super) fn start_bus_and_daemon(
     opts: &LoadBenchOptions,
     work: &Path,
 ) -> Result<(String, Children), LoadBenchError> {
@@ -240,7 +252,7 @@ fn start_bus_and_daemon(
     Ok((address, children))
 }
 
-async fn wait_ready(address: &str) -> Result<(), LoadBenchError> {
+pub(super) async fn wait_ready(address: &str) -> Result<(), LoadBenchError> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(conn) = zbus::connection::Builder::address(address).build().await {

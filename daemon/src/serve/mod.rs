@@ -18,6 +18,7 @@ mod requests;
 mod retrieval;
 mod runner;
 mod scheduler;
+mod soak;
 mod watch;
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ pub use loadbench::{
 };
 use models_iface::ModelsIface;
 use plugins_iface::PluginsIface;
+pub use soak::{SoakReport, run as run_soak};
 
 use crate::config::{Config, ConfigError};
 use crate::state::{StateError, StateStore, state_dir};
