@@ -2,6 +2,7 @@
 //! engine work runs on tokio's blocking pool; SIGTERM drains, SIGHUP reloads the configuration.
 
 mod auth;
+mod client_files;
 mod daemon;
 mod engine_iface;
 mod knowledge_iface;
@@ -183,7 +184,7 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         notify::status(&format!("loading model {name}"));
         daemon.set_engine_state(EngineState::Loading);
         daemon.announce().await;
-        match ModelsIface::load_model(&daemon, &name).await {
+        match ModelsIface::load_model(&daemon, &name, None).await {
             Ok(_) => {}
             Err(err) if opts.model.is_none() && remembered.as_deref() == Some(name.as_str()) => {
                 // The remembered model may have been removed since; fall back to the default.
@@ -192,7 +193,7 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
                     err.message()
                 );
                 if let Some(default) = config.models.default.clone() {
-                    ModelsIface::load_model(&daemon, &default)
+                    ModelsIface::load_model(&daemon, &default, None)
                         .await
                         .map_err(|e| model_error(&default, e))?;
                 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use moed_dbus::{ExpertStatistics, LayerActivations, ModelInfo, ModelSummary, MoedError};
 
+use super::client_files::{self, Identity, Unreachable};
 use crate::engine::{Engine, EngineOptions, EngineStats};
 use crate::package::Package;
 use crate::state::{PersistedStats, StateStore};
@@ -166,8 +167,14 @@ impl Registry {
         }
     }
 
-    /// Finds a package: an absolute path, or a directory name inside a model directory.
-    pub fn resolve(&self, name: &str) -> Result<(String, PathBuf), MoedError> {
+    /// Finds a package: an absolute path, or a directory name inside a model directory. A path
+    /// from a caller other than root (`who`) must lead, with the caller's permissions, to a
+    /// package whose files the caller may read (see [`caller_may_read`]).
+    pub fn resolve(
+        &self,
+        name: &str,
+        who: Option<&Identity>,
+    ) -> Result<(String, PathBuf), MoedError> {
         if name.is_empty() {
             return Err(MoedError::InvalidArgument(
                 "a model name must not be empty".into(),
@@ -180,7 +187,14 @@ impl Registry {
                     "'{name}': a model path must be absolute"
                 )));
             }
-            if !path.join("manifest.json").is_file() {
+            if let Some(id) = who {
+                caller_may_read(id, path).map_err(|e| {
+                    MoedError::NotFound(format!(
+                        "no model package readable by the caller at {}: {e}",
+                        moed_dbus::wire::quote(name)
+                    ))
+                })?;
+            } else if !path.join("manifest.json").is_file() {
                 return Err(MoedError::NotFound(format!(
                     "{name}: no model package there (no manifest.json)"
                 )));
@@ -281,8 +295,8 @@ impl Registry {
         seen.into_values().collect()
     }
 
-    pub fn info(&self, name: &str) -> Result<ModelInfo, MoedError> {
-        let (name, dir) = self.resolve(name)?;
+    pub fn info(&self, name: &str, who: Option<&Identity>) -> Result<ModelInfo, MoedError> {
+        let (name, dir) = self.resolve(name, who)?;
         let loaded = self.get(&name);
         let package = match &loaded {
             Some(m) => m.engine.package().clone(),
@@ -314,9 +328,10 @@ impl Registry {
     pub async fn load(
         &self,
         name: &str,
+        who: Option<&Identity>,
         opts: EngineOptions,
     ) -> Result<Arc<LoadedModel>, MoedError> {
-        let (name, dir) = self.resolve(name)?;
+        let (name, dir) = self.resolve(name, who)?;
         let _guard = self.load_lock.lock().await;
         if let Some(m) = self.get(&name) {
             if m.dir != dir {
@@ -387,4 +402,28 @@ impl Registry {
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = Some(name.to_string());
         Ok(())
     }
+}
+
+/// Largest manifest.json read on a caller's behalf before the package is opened.
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+/// Whether `id` may read the package at `dir`: its manifest.json and every file the manifest
+/// lists, each reached with the caller's permissions. Checked before the daemon opens anything
+/// there, so neither the answer nor a later error (a size, a parse error) tells the caller about
+/// a file it could not read itself.
+pub fn caller_may_read(id: &Identity, dir: &Path) -> Result<(), Unreachable> {
+    let unreachable = || Unreachable { uid: id.uid };
+    let manifest = client_files::open_file_as(id, &dir.join("manifest.json"))?;
+    let bytes =
+        client_files::read_bounded(manifest, MAX_MANIFEST_BYTES).map_err(|_| unreachable())?;
+    // A manifest that does not parse is left for Package::open to report: the caller may read it.
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(());
+    };
+    if let Some(files) = value.get("files").and_then(|f| f.as_object()) {
+        for rel in files.keys() {
+            client_files::check_file_as(id, &dir.join(rel))?;
+        }
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
 
 use super::auth::Action;
+use super::client_files::Identity;
 use super::daemon::Daemon;
 use super::plugin_manager::Package;
 use crate::state::ALERT_LOG_MAX;
@@ -78,8 +79,8 @@ impl PluginsIface {
             .await
     }
 
-    /// Installs the built plugin at `path`, read by the daemon (`NAME.wasm` with `NAME.toml`
-    /// beside it, or a directory with `plugin.toml` and one `.wasm`).
+    /// Installs the built plugin at `path`, read with the caller's permissions (`NAME.wasm` with
+    /// `NAME.toml` beside it, or a directory with `plugin.toml` and one `.wasm`).
     #[zbus(out_args("info"))]
     async fn install(
         &self,
@@ -88,9 +89,10 @@ impl PluginsIface {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<PluginInfo, MoedError> {
         let options = InstallOptions::from_dict(&options)?;
-        self.daemon.admin(&header, Action::ManagePlugins).await?;
+        let caller = self.daemon.admin(&header, Action::ManagePlugins).await?;
+        let who = Identity::of(&caller);
         self.blocking("installing a plugin", move |d| {
-            let pkg = Package::from_path(std::path::Path::new(&path))?;
+            let pkg = Package::from_path(std::path::Path::new(&path), who.as_ref())?;
             d.plugins.install(pkg, &options)
         })
         .await
