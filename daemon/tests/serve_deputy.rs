@@ -50,8 +50,7 @@ async fn as_nobody(bus: &TestBus, admin: bool, method: &str, args: &[String]) ->
     let args = args.to_vec();
     tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (ok, _, stderr) =
-            gdbus_as_nobody(&address, admin.then_some(ADMINS), &method, &refs);
+        let (ok, _, stderr) = gdbus_as_nobody(&address, admin.then_some(ADMINS), &method, &refs);
         (ok, stderr)
     })
     .await
@@ -94,7 +93,10 @@ async fn plugin_paths_are_read_with_the_callers_permissions() {
         &[existing.clone(), "{}".into()],
     )
     .await;
-    assert!(!ok, "an administrator who is not root read a root-only file");
+    assert!(
+        !ok,
+        "an administrator who is not root read a root-only file"
+    );
     assert!(!on_existing.contains(SECRET), "{on_existing}");
     assert!(
         on_existing.contains("org.moed.Moed1.Error.InvalidArgument"),
@@ -166,7 +168,11 @@ async fn model_paths_tell_nothing_about_what_the_caller_cannot_read() {
     let hidden = root_only_dir(&setup);
     let package = hidden.join("pkg");
     std::fs::create_dir(&package).expect("mkdir");
-    std::fs::write(package.join("manifest.json"), format!("{{\"{SECRET}\": 1}}")).expect("write");
+    std::fs::write(
+        package.join("manifest.json"),
+        format!("{{\"{SECRET}\": 1}}"),
+    )
+    .expect("write");
     std::os::unix::fs::symlink(setup.models.join(SECOND), hidden.join("real")).expect("ln");
     let missing = hidden.join("nothing").display().to_string();
 
@@ -247,7 +253,8 @@ async fn install_fd_takes_only_a_bounded_regular_file() {
         .expect_err("too large");
     assert_eq!(short(&err), "InvalidArgument", "{err}");
     assert!(
-        err.message().contains(&format!("{} bytes", (64u64 << 20) + 1))
+        err.message()
+            .contains(&format!("{} bytes", (64u64 << 20) + 1))
             && err.message().contains(&format!("{} bytes", 64u64 << 20)),
         "{err}"
     );
@@ -290,7 +297,7 @@ async fn a_model_past_the_memory_limit_is_refused_at_load() {
         &bus,
         &setup,
         &[],
-        &[("MOED_TEST_CGROUP_ROOT", cgroup_root.as_str())],
+        &[("TEST_MOED_CGROUP_ROOT", cgroup_root.as_str())],
     );
     daemon.wait_ready(&bus).await;
     let conn = bus.connect().await;
@@ -302,6 +309,7 @@ async fn a_model_past_the_memory_limit_is_refused_at_load() {
     std::fs::write(&max, format!("{}\n", 64u64 << 20)).expect("write");
     let err = models.load(SECOND).await.expect_err("past the limit");
     let text = err.message();
+    eprintln!("refused as expected: {err}");
     for part in [
         "64.0 MiB",
         "memory.max",

@@ -14,8 +14,9 @@ use crate::package::{LayerSpec, Package};
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Test-only: a directory standing in for [`CGROUP_ROOT`], so tests can give the daemon a fake
-/// `memory.max` (`ROOT/<the daemon's cgroup path>/memory.max`). Not for production use.
-pub const CGROUP_ROOT_ENV: &str = "MOED_TEST_CGROUP_ROOT";
+/// `memory.max` (`ROOT/<the daemon's cgroup path>/memory.max`). Not for production use. Not
+/// named `MOED_…`: those variables are configuration keys.
+pub const CGROUP_ROOT_ENV: &str = "TEST_MOED_CGROUP_ROOT";
 
 /// A memory limit in force, and the file that set it.
 #[derive(Debug, Clone, PartialEq, Eq)]
