@@ -44,10 +44,10 @@ fn short(err: &MoedError) -> &'static str {
 }
 
 /// A call as `nobody` (an administrator when `admin`), on a blocking thread; (ok, stderr).
-async fn as_nobody(bus: &TestBus, admin: bool, method: &str, args: &[String]) -> (bool, String) {
+async fn as_nobody(bus: &TestBus, admin: bool, method: &str, args: &[&str]) -> (bool, String) {
     let address = bus.address.clone();
     let method = method.to_string();
-    let args = args.to_vec();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, _, stderr) = gdbus_as_nobody(&address, admin.then_some(ADMINS), &method, &refs);
@@ -90,7 +90,7 @@ async fn plugin_paths_are_read_with_the_callers_permissions() {
         &bus,
         true,
         "org.moed.Moed1.Plugins.Install",
-        &[existing.clone(), "{}".into()],
+        &[existing.as_str(), "{}"],
     )
     .await;
     assert!(
@@ -106,7 +106,7 @@ async fn plugin_paths_are_read_with_the_callers_permissions() {
         &bus,
         true,
         "org.moed.Moed1.Plugins.Install",
-        &[missing.clone(), "{}".into()],
+        &[missing.as_str(), "{}"],
     )
     .await;
     assert!(!ok);
@@ -142,7 +142,7 @@ async fn plugin_paths_are_read_with_the_callers_permissions() {
         &bus,
         true,
         "org.moed.Moed1.Plugins.Install",
-        &[readable, "{}".into()],
+        &[readable.as_str(), "{}"],
     )
     .await;
     assert!(!ok, "not a component, yet installed");
@@ -180,12 +180,12 @@ async fn model_paths_tell_nothing_about_what_the_caller_cannot_read() {
         ("org.moed.Moed1.Models.Info", false),
         ("org.moed.Moed1.Models.Load", true),
     ] {
-        let (ok, on_missing) = as_nobody(&bus, admin, method, &[missing.clone()]).await;
+        let (ok, on_missing) = as_nobody(&bus, admin, method, &[missing.as_str()]).await;
         assert!(!ok, "{method}: {on_missing}");
         assert!(on_missing.contains("NotFound"), "{method}: {on_missing}");
         for existing in [&package, &hidden.join("real")] {
             let existing = existing.display().to_string();
-            let (ok, answer) = as_nobody(&bus, admin, method, &[existing.clone()]).await;
+            let (ok, answer) = as_nobody(&bus, admin, method, &[existing.as_str()]).await;
             assert!(!ok, "{method} {existing}: {answer}");
             assert!(!answer.contains(SECRET), "{answer}");
             assert_eq!(
@@ -196,9 +196,56 @@ async fn model_paths_tell_nothing_about_what_the_caller_cannot_read() {
         }
     }
 
+    // A package in the open whose tokenizer is a link to a root-only file: every file the
+    // manifest lists is checked, so not even the hidden file's size comes back.
+    let linked = setup.work.path().join("linked");
+    std::fs::create_dir(&linked).expect("mkdir");
+    chmod(&linked, 0o755);
+    for entry in std::fs::read_dir(setup.models.join(SECOND)).expect("read package") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name();
+        let target = if name == "tokenizer.json" {
+            let secret = hidden.join("tokenizer.json");
+            std::fs::write(&secret, SECRET).expect("write");
+            secret
+        } else {
+            entry.path()
+        };
+        std::os::unix::fs::symlink(target, linked.join(name)).expect("ln");
+    }
+    let shown = linked.display().to_string();
+    let (ok, answer) =
+        as_nobody(&bus, false, "org.moed.Moed1.Models.Info", &[shown.as_str()]).await;
+    assert!(!ok, "{answer}");
+    assert_eq!(
+        answer.replace(&shown, "PATH"),
+        as_nobody(
+            &bus,
+            false,
+            "org.moed.Moed1.Models.Info",
+            &[missing.as_str()]
+        )
+        .await
+        .1
+        .replace(&missing, "PATH"),
+    );
+    // Root reads it, and is told the file is the wrong size.
+    let err = models(&conn)
+        .await
+        .info(&shown)
+        .await
+        .expect_err("wrong size");
+    assert!(err.message().contains("tokenizer.json"), "{err}");
+
     // A package the caller can read is still found by path.
     let readable = setup.models.join(SECOND).display().to_string();
-    let (ok, stderr) = as_nobody(&bus, false, "org.moed.Moed1.Models.Info", &[readable]).await;
+    let (ok, stderr) = as_nobody(
+        &bus,
+        false,
+        "org.moed.Moed1.Models.Info",
+        &[readable.as_str()],
+    )
+    .await;
     assert!(ok, "{stderr}");
     // Root keeps its own answers.
     let models = models(&conn).await;
