@@ -289,6 +289,23 @@ async fn install_fd_takes_only_a_bounded_regular_file() {
     assert_eq!(short(&err), "InvalidArgument", "{err}");
     assert!(err.message().contains("not a regular file"), "{err}");
 
+    // The same for a path: a manifest that is a FIFO is refused, not waited on.
+    let named = setup.work.path().join("f.toml");
+    nix::unistd::mkfifo(&named, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    std::fs::write(setup.work.path().join("f.wasm"), b"\0asm").expect("write");
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        plugins.install(
+            &setup.work.path().join("f.wasm").display().to_string(),
+            HashMap::new(),
+        ),
+    )
+    .await
+    .expect("Install of a FIFO manifest must answer")
+    .expect_err("a FIFO is refused");
+    assert_eq!(short(&err), "InvalidArgument", "{err}");
+    assert!(err.message().contains("not a regular file"), "{err}");
+
     // A (sparse) file past the component limit is refused from its size, before any read.
     let big = setup.work.path().join("big.wasm");
     let file = std::fs::File::create(&big).expect("create");
