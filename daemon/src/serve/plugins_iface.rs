@@ -79,8 +79,8 @@ impl PluginsIface {
             .await
     }
 
-    /// Installs the built plugin at `path`, read with the caller's permissions (`NAME.wasm` with
-    /// `NAME.toml` beside it, or a directory with `plugin.toml` and one `.wasm`).
+    /// Installs the built plugin at `path`, read by the daemon (`NAME.wasm` with `NAME.toml`
+    /// beside it, or a directory with `plugin.toml` and one `.wasm`).
     #[zbus(out_args("info"))]
     async fn install(
         &self,
@@ -90,6 +90,7 @@ impl PluginsIface {
     ) -> Result<PluginInfo, MoedError> {
         let options = InstallOptions::from_dict(&options)?;
         let caller = self.daemon.admin(&header, Action::ManagePlugins).await?;
+        // The path is read with the caller's permissions (CONTRACT.md, Limits).
         let who = Identity::of(&caller);
         self.blocking("installing a plugin", move |d| {
             let pkg = Package::from_path(std::path::Path::new(&path), who.as_ref())?;
