@@ -8,6 +8,7 @@ mod engine_iface;
 mod knowledge_iface;
 mod loadbench;
 mod logging;
+mod model_access;
 mod models;
 mod models_iface;
 mod notify;
