@@ -9,6 +9,8 @@ pub enum EngineError {
     Package(#[from] PackageError),
     #[error(transparent)]
     Runtime(#[from] OrtEnvError),
+    #[error(transparent)]
+    MemoryLimit(#[from] super::memlimit::TooLarge),
     #[error("{file}: ONNX Runtime could not load the graph: {message}")]
     Load { file: String, message: String },
     #[error("{file}: {message}")]

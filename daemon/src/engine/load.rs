@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::experts::ExpertCache;
 use super::graph::{Dim, Graph, Interface, TensorSpec};
+use super::memlimit;
 use super::stats::Counters;
 use super::{
     CacheIo, Engine, EngineError, EngineOptions, Gate, Layer, NEXT_ENGINE_ID, NativeGate,
@@ -17,6 +18,13 @@ use crate::package::{LayerSpec, Package};
 
 pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineError> {
     let package = Package::open(dir)?;
+    // Before any graph is loaded: past the service's memory limit the OOM killer would end the
+    // whole daemon, not just this load.
+    memlimit::check(
+        memlimit::Need::of(&package, opts.expert_memory_budget),
+        memlimit::resident_now(),
+        memlimit::limit(),
+    )?;
     let rt = ort_env::runtime(&OrtSettings {
         library: opts.ort_library.clone(),
         intra_threads: opts.intra_threads,

@@ -10,6 +10,7 @@ mod forward;
 mod graph;
 mod kv;
 mod load;
+pub mod memlimit;
 mod routing;
 mod score;
 mod stats;

@@ -2,11 +2,13 @@
 //! engine work runs on tokio's blocking pool; SIGTERM drains, SIGHUP reloads the configuration.
 
 mod auth;
+mod client_files;
 mod daemon;
 mod engine_iface;
 mod knowledge_iface;
 mod loadbench;
 mod logging;
+mod model_access;
 mod models;
 mod models_iface;
 mod notify;
@@ -185,7 +187,7 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         notify::status(&format!("loading model {name}"));
         daemon.set_engine_state(EngineState::Loading);
         daemon.announce().await;
-        match ModelsIface::load_model(&daemon, &name).await {
+        match ModelsIface::load_model(&daemon, &name, None).await {
             Ok(_) => {}
             Err(err) if opts.model.is_none() && remembered.as_deref() == Some(name.as_str()) => {
                 // The remembered model may have been removed since; fall back to the default.
@@ -194,7 +196,7 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
                     err.message()
                 );
                 if let Some(default) = config.models.default.clone() {
-                    ModelsIface::load_model(&daemon, &default)
+                    ModelsIface::load_model(&daemon, &default, None)
                         .await
                         .map_err(|e| model_error(&default, e))?;
                 }

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use moed_dbus::{ExpertStatistics, LayerActivations, ModelInfo, ModelSummary, MoedError};
 
+use super::client_files::Identity;
+use super::model_access::caller_may_read;
 use crate::engine::{Engine, EngineOptions, EngineStats};
 use crate::package::Package;
 use crate::state::{PersistedStats, StateStore};
@@ -166,8 +168,14 @@ impl Registry {
         }
     }
 
-    /// Finds a package: an absolute path, or a directory name inside a model directory.
-    pub fn resolve(&self, name: &str) -> Result<(String, PathBuf), MoedError> {
+    /// Finds a package: an absolute path, or a directory name inside a model directory. A path
+    /// from a caller other than root (`who`) must lead, with the caller's permissions, to a
+    /// package whose files the caller may read (see [`caller_may_read`]).
+    pub fn resolve(
+        &self,
+        name: &str,
+        who: Option<&Identity>,
+    ) -> Result<(String, PathBuf), MoedError> {
         if name.is_empty() {
             return Err(MoedError::InvalidArgument(
                 "a model name must not be empty".into(),
@@ -180,7 +188,14 @@ impl Registry {
                     "'{name}': a model path must be absolute"
                 )));
             }
-            if !path.join("manifest.json").is_file() {
+            if let Some(id) = who {
+                caller_may_read(id, path).map_err(|e| {
+                    MoedError::NotFound(format!(
+                        "no model package readable by the caller at {}: {e}",
+                        moed_dbus::wire::quote(name)
+                    ))
+                })?;
+            } else if !path.join("manifest.json").is_file() {
                 return Err(MoedError::NotFound(format!(
                     "{name}: no model package there (no manifest.json)"
                 )));
@@ -281,8 +296,8 @@ impl Registry {
         seen.into_values().collect()
     }
 
-    pub fn info(&self, name: &str) -> Result<ModelInfo, MoedError> {
-        let (name, dir) = self.resolve(name)?;
+    pub fn info(&self, name: &str, who: Option<&Identity>) -> Result<ModelInfo, MoedError> {
+        let (name, dir) = self.resolve(name, who)?;
         let loaded = self.get(&name);
         let package = match &loaded {
             Some(m) => m.engine.package().clone(),
@@ -314,9 +329,10 @@ impl Registry {
     pub async fn load(
         &self,
         name: &str,
+        who: Option<&Identity>,
         opts: EngineOptions,
     ) -> Result<Arc<LoadedModel>, MoedError> {
-        let (name, dir) = self.resolve(name)?;
+        let (name, dir) = self.resolve(name, who)?;
         let _guard = self.load_lock.lock().await;
         if let Some(m) = self.get(&name) {
             if m.dir != dir {

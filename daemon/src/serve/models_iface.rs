@@ -8,6 +8,7 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
 use super::auth::Action;
+use super::client_files::Identity;
 use super::daemon::Daemon;
 use super::models::to_statistics;
 use crate::engine::LoadProgress;
@@ -22,7 +23,13 @@ impl ModelsIface {
     }
 
     /// Loads `name` with the current configuration; logs and updates the Engine state.
-    pub async fn load_model(daemon: &Arc<Daemon>, name: &str) -> Result<String, MoedError> {
+    /// `who`: the caller whose permissions a path is read with (`None`: root, or the daemon's
+    /// own configuration).
+    pub async fn load_model(
+        daemon: &Arc<Daemon>,
+        name: &str,
+        who: Option<&Identity>,
+    ) -> Result<String, MoedError> {
         let before = daemon.registry.loaded_names();
         let mut options = daemon.engine_options();
         let forwarder = daemon.connection().ok().map(|conn| {
@@ -43,7 +50,7 @@ impl ModelsIface {
                 }
             })
         });
-        let result = daemon.registry.load(name, options).await;
+        let result = daemon.registry.load(name, who, options).await;
         if let Some(forwarder) = forwarder {
             // The sender went with the options: every progress signal is out before the reply.
             let _ = forwarder.await;
@@ -82,9 +89,9 @@ impl ModelsIface {
         name: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<ModelInfo, MoedError> {
-        self.daemon.user(&header).await?;
+        let who = Identity::of(&self.daemon.user(&header).await?);
         let daemon = self.daemon.clone();
-        tokio::task::spawn_blocking(move || daemon.registry.info(&name))
+        tokio::task::spawn_blocking(move || daemon.registry.info(&name, who.as_ref()))
             .await
             .map_err(|e| MoedError::Failed(format!("reading model info: {e}")))?
     }
@@ -97,8 +104,8 @@ impl ModelsIface {
         #[zbus(header)] header: Header<'_>,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), MoedError> {
-        self.daemon.admin(&header, Action::ManageModels).await?;
-        let loaded = Self::load_model(&self.daemon, &name).await?;
+        let who = Identity::of(&self.daemon.admin(&header, Action::ManageModels).await?);
+        let loaded = Self::load_model(&self.daemon, &name, who.as_ref()).await?;
         self.daemon.announce().await;
         Self::model_loaded(&emitter, &loaded).await?;
         Ok(())
@@ -138,15 +145,15 @@ impl ModelsIface {
         #[zbus(header)] header: Header<'_>,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), MoedError> {
-        self.daemon.admin(&header, Action::ManageModels).await?;
+        let who = Identity::of(&self.daemon.admin(&header, Action::ManageModels).await?);
         let was_loaded = self
             .daemon
             .registry
-            .resolve(&name)
+            .resolve(&name, who.as_ref())
             .ok()
             .and_then(|(n, _)| self.daemon.registry.get(&n))
             .is_some();
-        let loaded = Self::load_model(&self.daemon, &name).await?;
+        let loaded = Self::load_model(&self.daemon, &name, who.as_ref()).await?;
         self.daemon.registry.set_active(&loaded)?;
         let state = self.daemon.state.clone();
         let persist = loaded.clone();

@@ -14,6 +14,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
 
 use super::auth::Action;
+use super::client_files::Identity;
 use super::daemon::Daemon;
 use super::plugin_manager::Package;
 use crate::state::ALERT_LOG_MAX;
@@ -88,9 +89,11 @@ impl PluginsIface {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<PluginInfo, MoedError> {
         let options = InstallOptions::from_dict(&options)?;
-        self.daemon.admin(&header, Action::ManagePlugins).await?;
+        let caller = self.daemon.admin(&header, Action::ManagePlugins).await?;
+        // The path is read with the caller's permissions (CONTRACT.md, Limits).
+        let who = Identity::of(&caller);
         self.blocking("installing a plugin", move |d| {
-            let pkg = Package::from_path(std::path::Path::new(&path))?;
+            let pkg = Package::from_path(std::path::Path::new(&path), who.as_ref())?;
             d.plugins.install(pkg, &options)
         })
         .await

@@ -1,23 +1,24 @@
-//! Installing a plugin: read what the client gave (a path the daemon reads, or the manifest text
-//! and a passed file descriptor), check everything (manifest, options, the configuration's
-//! settings, then a complete load: compilation, imports against the grant, exports against the
-//! kind, a first instance) in a staging directory, and only then move it into place and record
-//! it. A refused installation leaves nothing behind: no files, no record, no compiled code, no
-//! key-value store.
+//! Installing a plugin: read what the client gave (a path, read with the caller's permissions,
+//! or the manifest text and a passed file descriptor), check everything (manifest, options, the
+//! configuration's settings, then a complete load: compilation, imports against the grant,
+//! exports against the kind, a first instance) in a staging directory, and only then move it
+//! into place and record it. A refused installation leaves nothing behind: no files, no record,
+//! no compiled code, no key-value store.
 
-use std::io::Read;
+use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use moed_dbus::{InstallOptions, MoedError, PluginInfo};
-use moed_plugins::{Kind, Manifest};
+use moed_plugins::{Kind, Manifest, ManifestError};
 
 use super::settings::{Recorded, check_not_pinned, effective, grant_option, json_object};
 use super::{
     COMPONENT_FILE, Entry, MANIFEST_FILE, ManagerError, Origin, PluginManager, load_error,
     state_error,
 };
+use crate::serve::client_files::{self, Identity, read_bounded};
 use crate::state::PluginRecord;
 
 /// Largest component accepted, bytes.
@@ -40,31 +41,68 @@ fn invalid(m: String) -> MoedError {
     MoedError::InvalidArgument(m)
 }
 
-fn read_capped(what: &str, reader: impl Read, max: u64) -> Result<Vec<u8>, MoedError> {
-    let mut bytes = Vec::new();
-    reader
-        .take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| invalid(format!("cannot read the {what}: {e}")))?;
-    if bytes.len() as u64 > max {
-        return Err(invalid(format!(
-            "the {what} is larger than the {max} bytes moed accepts"
-        )));
-    }
-    Ok(bytes)
+fn read_capped(what: &str, file: File, max: u64) -> Result<Vec<u8>, MoedError> {
+    read_bounded(file, max).map_err(|e| invalid(format!("the {what}: {e}")))
+}
+
+/// A manifest error without the text of the manifest: a TOML parse error names the line and
+/// column and what was expected, and drops the excerpt of the file that `toml` adds.
+fn manifest_error(e: ManifestError) -> MoedError {
+    let message = match e {
+        ManifestError::Parse { message, .. } => message
+            .lines()
+            .filter(|l| {
+                let t = l.trim_start();
+                let excerpt = t.starts_with('|')
+                    || t.split_once(" |")
+                        .is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()));
+                !excerpt && !t.is_empty()
+            })
+            .collect::<Vec<_>>()
+            .join(": "),
+        other => other.to_string(),
+    };
+    invalid(format!("the plugin's manifest: {message}"))
 }
 
 impl Package {
     /// A built plugin at `path`: `NAME.wasm` with `NAME.toml` beside it (as plugins/build.sh
-    /// leaves them), or a directory holding `plugin.toml` and one `.wasm`. Read by the daemon,
-    /// with its own permissions.
-    pub fn from_path(path: &Path) -> Result<Package, MoedError> {
+    /// leaves them), or a directory holding `plugin.toml` and one `.wasm`. Read with the
+    /// caller's permissions (`who`; `None` for root): a path the caller could not read is
+    /// refused with one answer whether it exists or not, and names no file it found.
+    pub fn from_path(path: &Path, who: Option<&Identity>) -> Result<Package, MoedError> {
         if !path.is_absolute() {
             return Err(invalid(format!(
-                "path '{}' is not absolute; the daemon does not know the caller's directory",
-                path.display()
+                "path {} is not absolute; the daemon does not know the caller's directory",
+                moed_dbus::wire::quote(&path.display().to_string())
             )));
         }
+        let Some(id) = who else {
+            return Self::from_path_as_daemon(path);
+        };
+        let shown = moed_dbus::wire::quote(&path.display().to_string());
+        let unreachable = |e: client_files::Unreachable| {
+            invalid(format!(
+                "cannot install from {shown}: {e}; pass the files instead (moectl plugins install sends them)"
+            ))
+        };
+        let (manifest, wasm) = match client_files::list_dir_as(id, path) {
+            Ok(names) => {
+                let wasm = names
+                    .iter()
+                    .find(|n| Path::new(n).extension().is_some_and(|x| x == "wasm"))
+                    .ok_or_else(|| invalid(format!("{shown} holds no .wasm component")))?;
+                (path.join("plugin.toml"), path.join(wasm))
+            }
+            Err(_) => (path.with_extension("toml"), path.to_owned()),
+        };
+        let manifest_file = client_files::open_file_as(id, &manifest).map_err(unreachable)?;
+        let wasm_file = client_files::open_file_as(id, &wasm).map_err(unreachable)?;
+        Self::read(manifest_file, wasm_file, path.display().to_string())
+    }
+
+    /// Root's path: read with the daemon's permissions, as root could read it anyway.
+    fn from_path_as_daemon(path: &Path) -> Result<Package, MoedError> {
         let (manifest, wasm): (PathBuf, PathBuf) = if path.is_dir() {
             let wasm = std::fs::read_dir(path)
                 .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?
@@ -76,32 +114,30 @@ impl Package {
             (path.with_extension("toml"), path.to_owned())
         };
         let open = |p: &Path| {
-            std::fs::File::open(p).map_err(|e| {
+            client_files::open_file(p).map_err(|e| {
                 invalid(format!(
                     "cannot read {} as the daemon's user: {e}; pass the files instead (moectl plugins install sends them)",
                     p.display()
                 ))
             })
         };
-        let manifest_bytes = read_capped(
-            &format!("manifest {}", manifest.display()),
-            open(&manifest)?,
-            MAX_MANIFEST_BYTES,
-        )?;
+        Self::read(open(&manifest)?, open(&wasm)?, path.display().to_string())
+    }
+
+    fn read(manifest: File, wasm: File, source: String) -> Result<Package, MoedError> {
+        let manifest_bytes = read_capped("manifest", manifest, MAX_MANIFEST_BYTES)?;
         let manifest_text = String::from_utf8(manifest_bytes)
-            .map_err(|_| invalid(format!("{} is not UTF-8 text", manifest.display())))?;
+            .map_err(|_| invalid("the manifest is not UTF-8 text".into()))?;
         Ok(Package {
             manifest_text,
-            wasm: read_capped(
-                &format!("component {}", wasm.display()),
-                open(&wasm)?,
-                MAX_COMPONENT_BYTES,
-            )?,
-            source: path.display().to_string(),
+            wasm: read_capped("component", wasm, MAX_COMPONENT_BYTES)?,
+            source,
         })
     }
 
-    /// The manifest as text and the component read from a passed file descriptor.
+    /// The manifest as text and the component read from a passed file descriptor: a regular
+    /// file (a pipe or socket could keep the reading thread waiting forever), at most
+    /// [`MAX_COMPONENT_BYTES`], read within the client-file deadline.
     pub fn from_fd(manifest_text: String, fd: OwnedFd) -> Result<Package, MoedError> {
         if manifest_text.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(invalid(format!(
@@ -110,7 +146,7 @@ impl Package {
         }
         let wasm = read_capped(
             "component (the passed file descriptor)",
-            std::fs::File::from(fd),
+            File::from(fd),
             MAX_COMPONENT_BYTES,
         )?;
         Ok(Package {
@@ -172,8 +208,7 @@ impl Drop for Cleanup {
 impl PluginManager {
     /// Installs `pkg` (see the module's documentation). Replies with the installed plugin.
     pub fn install(&self, pkg: Package, opts: &InstallOptions) -> Result<PluginInfo, MoedError> {
-        let manifest = Manifest::parse(&pkg.manifest_text)
-            .map_err(|e| invalid(format!("the plugin's manifest: {e}")))?;
+        let manifest = Manifest::parse(&pkg.manifest_text).map_err(manifest_error)?;
         let name = manifest.name.clone();
         let mut inner = self.lock();
         let replacing = match inner.entries.get(&name).map(|e| &e.origin) {

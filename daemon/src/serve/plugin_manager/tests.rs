@@ -35,7 +35,7 @@ fn built() -> PathBuf {
 }
 
 fn package(file: &str) -> Package {
-    Package::from_path(&built().join(file)).expect("read the built plugin")
+    Package::from_path(&built().join(file), None).expect("read the built plugin")
 }
 
 struct Fixture {
