@@ -167,3 +167,46 @@ async fn hostile_strings_leave_bounded_and_the_daemon_keeps_answering() {
     assert_clean("document name", &listed[0].name, limits::PATH);
     assert_eq!(answer(&engine).await, before);
 }
+
+/// Alerts stored with a NUL and megabytes (as a plugin could once raise them) are read back
+/// valid and bounded after a restart, instead of taking the daemon off the bus on every read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisoned_audit_log_is_read_back_bounded_after_a_restart() {
+    let bus = TestBus::start();
+    let setup = DaemonSetup::new();
+    {
+        let state = moed::state::StateStore::open(&setup.state_dir()).expect("open state");
+        let entry = moed::state::AlertEntry {
+            seq: 0,
+            time: 1.0,
+            request_id: Some("7\0".into()),
+            plugin: "evil\0plugin".into(),
+            severity: "warning".into(),
+            code: "code\0".repeat(100_000),
+            message: format!("\0{}", "m".repeat(10 * 1024 * 1024)),
+            uid: Some(1000),
+        };
+        state.append_alerts(&[entry]).expect("store the alert");
+    }
+    let _daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    let engine = engine(&conn).await;
+    let before = answer(&engine).await;
+
+    let plugins = moed_dbus::plugins::PluginsProxy::new(&conn)
+        .await
+        .expect("plugins proxy");
+    let log = plugins.recent_alerts(10).await.expect("RecentAlerts");
+    assert_eq!(log.len(), 1, "{log:?}");
+    let a = &log[0];
+    assert_clean(
+        "request id",
+        a.request_id.as_deref().unwrap_or(""),
+        limits::NAME,
+    );
+    assert_clean("plugin", &a.plugin, limits::NAME);
+    assert_clean("code", &a.code, limits::ALERT_CODE);
+    assert_clean("message", &a.message, limits::ALERT_MESSAGE);
+    assert!(a.code.starts_with("code\u{FFFD}"), "{}", a.code);
+    assert_eq!(answer(&engine).await, before);
+}
