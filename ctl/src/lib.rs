@@ -42,7 +42,13 @@ fn report(err: &CtlError) {
         return;
     }
     let style = Style::stderr();
-    style::err(&format!("{} {err}\n", style.red(&style.bold("moectl:"))));
+    // A daemon's error message can quote a plugin's failure or a document's name.
+    let message = err.to_string();
+    style::err(&format!(
+        "{} {}\n",
+        style.red(&style.bold("moectl:")),
+        moed_dbus::wire::terminal(&message)
+    ));
     if let Some(hint) = err.hint() {
         style::err(&format!("{} {hint}\n", style.yellow("hint:")));
     }

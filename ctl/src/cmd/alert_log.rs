@@ -2,6 +2,7 @@
 //! polkit action `org.moed.manage-plugins`).
 
 use moed_dbus::AlertRecord;
+use moed_dbus::wire::ToWire;
 use serde_json::{Value, json};
 
 use crate::bus::App;
@@ -33,6 +34,8 @@ pub async fn run(app: &App, limit: u32) -> Result<(), CtlError> {
     if log.is_empty() {
         return outln("the alert log is empty");
     }
+    // Codes and messages come from plugins: no escape sequence of theirs reaches the terminal.
+    let log = log.for_terminal();
     let lines: Vec<String> = log
         .iter()
         .map(|a| {

@@ -98,7 +98,10 @@ pub async fn run(app: &App, args: AlertsArgs) -> Result<(), CtlError> {
             if app.json {
                 out_json(&alert)?;
             } else {
-                let field = |k: &str| alert[k].as_str().unwrap_or_default().to_string();
+                // Everything but the time came from a plugin or a client: escaped for the terminal.
+                let field = |k: &str| {
+                    moed_dbus::wire::terminal(alert[k].as_str().unwrap_or_default()).into_owned()
+                };
                 outln(&format!(
                     "{} {} {} from {}: {} (request {} of {})",
                     clock(),

@@ -90,7 +90,11 @@ pub fn run(app: &App, runtime: &Runtime, args: ChatArgs) -> Result<(), CtlError>
             }
             Err(CtlError::BrokenPipe) => break,
             Err(CtlError::Interrupted) => style::err("(cancelled)\n"),
-            Err(err) => style::err(&format!("{} {err}\n", app.err.red("error:"))),
+            Err(err) => style::err(&format!(
+                "{} {}\n",
+                app.err.red("error:"),
+                moed_dbus::wire::terminal(&err.to_string())
+            )),
         }
     }
     input.close();

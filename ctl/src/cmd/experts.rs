@@ -2,6 +2,7 @@
 //! the expert cache hit rate, and the same picture as SVG with `--svg`; `--reset` forgets them.
 
 use moed_dbus::actions::MANAGE_MODELS;
+use moed_dbus::wire::ToWire;
 use serde_json::json;
 use zbus::proxy::MethodFlags;
 
@@ -59,6 +60,7 @@ pub async fn run(app: &App, args: ExpertsArgs) -> Result<(), CtlError> {
     if app.json {
         return out_json_pretty(&crate::json::expert_stats(&stats));
     }
+    let stats = stats.for_terminal();
     out(&heatmap::render_terminal(&stats, app.out, terminal_width()))
 }
 

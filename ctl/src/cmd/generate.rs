@@ -137,9 +137,13 @@ pub async fn follow(
             })) => {
                 if !app.json {
                     printer.break_lines()?;
+                    let t = moed_dbus::wire::terminal;
                     style::err(&format!(
-                        "{} {code} from {source}: {message}\n",
-                        severity_label(&app.err, &severity)
+                        "{} {} from {}: {}\n",
+                        severity_label(&app.err, &t(&severity)),
+                        t(&code),
+                        t(&source),
+                        t(&message)
                     ));
                 }
                 alerts.push(json!({
@@ -182,7 +186,8 @@ pub async fn follow(
 fn sources_text(sources: &[(String, String)]) -> String {
     let mut out = String::from("Sources:\n");
     for (i, (source, id)) in sources.iter().enumerate() {
-        out.push_str(&format!("  [{}] {source} (id {id})\n", i + 1));
+        let t = moed_dbus::wire::terminal;
+        out.push_str(&format!("  [{}] {} (id {})\n", i + 1, t(source), t(id)));
     }
     out
 }

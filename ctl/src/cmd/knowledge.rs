@@ -15,6 +15,7 @@ use moed_dbus::actions::MANAGE_KNOWLEDGE;
 use moed_dbus::knowledge::{
     IngestSummary, KnowledgeProxy, MAX_DOCUMENTS_PER_CALL, SearchOptions, StoreOptions,
 };
+use moed_dbus::wire::{ToWire, terminal};
 use serde_json::json;
 use zbus::proxy::MethodFlags;
 use zbus::{OwnedFd, OwnedVariant};
@@ -176,7 +177,12 @@ async fn add(
             total.chunks
         ))?;
         for (name, why) in &total.failed {
-            crate::style::err(&format!("{} {name}: {why}\n", app.err.red("failed:")));
+            crate::style::err(&format!(
+                "{} {}: {}\n",
+                app.err.red("failed:"),
+                terminal(name),
+                terminal(why)
+            ));
         }
     }
     if total.failed.is_empty() {
@@ -266,11 +272,18 @@ async fn search(
         }));
     }
     for (label, why) in &failures {
-        crate::style::err(&format!("{} {label}: {why}\n", app.err.yellow("skipped:")));
+        crate::style::err(&format!(
+            "{} {}: {}\n",
+            app.err.yellow("skipped:"),
+            terminal(label),
+            terminal(why)
+        ));
     }
     if hits.is_empty() {
         return outln("no matches");
     }
+    // Ids, sources and texts come from documents and databases.
+    let hits = hits.for_terminal();
     let s = &app.out;
     let mut lines = Vec::new();
     for (i, h) in hits.iter().enumerate() {
@@ -309,6 +322,7 @@ async fn sources(app: &App, proxy: &KnowledgeProxy<'_>) -> Result<(), CtlError> 
             "no data sources are configured ([knowledge.sources] in /etc/moed/moed.toml)",
         );
     }
+    let list = list.for_terminal();
     let s = &app.out;
     let width = list.iter().map(|x| x.label.len()).max().unwrap_or(5).max(5);
     let mut lines = vec![s.bold(&format!(
@@ -367,6 +381,7 @@ async fn list(
     if docs.is_empty() {
         return outln("no documents; add some with `moectl knowledge add FILES|DIR`");
     }
+    let docs = docs.for_terminal();
     let lines: Vec<String> = docs
         .iter()
         .map(|d| format!("{:>6} chunks  {:8}  {}", d.chunks, d.format, d.name))
@@ -407,7 +422,11 @@ async fn remove(
             names.len()
         ))?;
         for m in &missing {
-            crate::style::err(&format!("{} {m}\n", app.err.yellow("not stored:")));
+            crate::style::err(&format!(
+                "{} {}\n",
+                app.err.yellow("not stored:"),
+                terminal(m)
+            ));
         }
     }
     if missing.is_empty() {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use moed_dbus::actions::MANAGE_MODELS;
 use moed_dbus::proxy::ModelsProxy;
+use moed_dbus::wire::ToWire;
 use serde_json::json;
 use zbus::proxy::MethodFlags;
 
@@ -38,10 +39,12 @@ async fn list(app: &App, models: &ModelsProxy<'_>) -> Result<(), CtlError> {
             if dirs.is_empty() {
                 "the model directories".to_string()
             } else {
-                dirs.join(", ")
+                moed_dbus::wire::terminal(&dirs.join(", ")).into_owned()
             }
         ));
     }
+    // Names, architectures and errors come from model packages' manifests.
+    let list = list.for_terminal();
     let s = &app.out;
     let name_width = list.iter().map(|m| m.name.len()).max().unwrap_or(4).max(4);
     let arch_width = list
@@ -81,6 +84,7 @@ async fn info(app: &App, models: &ModelsProxy<'_>, name: &str) -> Result<(), Ctl
     if app.json {
         return out_json_pretty(&crate::json::model_info(&info));
     }
+    let info = info.for_terminal();
     let state = match (&info.execution_provider, info.active, info.loaded) {
         (Some(ep), true, _) => format!("loaded, active ({ep})"),
         (Some(ep), false, _) => format!("loaded ({ep})"),

@@ -1,6 +1,7 @@
 //! `moectl status`: the daemon's state, active model and load, from the Engine and Models
 //! properties.
 
+use moed_dbus::wire::terminal;
 use serde_json::json;
 
 use crate::bus::App;
@@ -44,6 +45,8 @@ pub async fn run(app: &App) -> Result<(), CtlError> {
             "model_directories": dirs,
         }));
     }
+    // A model's name is its package's directory name, the provider from its runtime.
+    let (model, provider) = (terminal(&model), terminal(&provider));
     let s = &app.out;
     let state_text = match state.as_str() {
         "ready" => s.green(&state),
@@ -77,6 +80,6 @@ fn list_or_none(items: &[String]) -> String {
     if items.is_empty() {
         "none".into()
     } else {
-        items.join(", ")
+        terminal(&items.join(", ")).into_owned()
     }
 }

@@ -39,6 +39,61 @@ pub mod limits {
     pub const GENERATED_TEXT: usize = 8 * 1024 * 1024;
     /// One line a plugin writes to stderr, as logged.
     pub const LOG_LINE: usize = 1024;
+    /// A file system path (a model or plugin directory, a document's name as added).
+    pub const PATH: usize = 4096;
+    /// The text of one token of a `Score` reply.
+    pub const TOKEN: usize = 1024;
+    /// A plugin's description from its manifest.
+    pub const DESCRIPTION: usize = 2 * 1024;
+    /// A plugin's configuration or configuration schema, as JSON.
+    pub const JSON: usize = 64 * 1024;
+}
+
+mod contract_types;
+pub use contract_types::source_failures;
+
+/// A value moed sends whose every string field passes [`text`] with that field's limit.
+/// Implemented for each contract type that carries strings; the implementations destructure the
+/// whole value, so a field added later without a limit does not compile.
+pub trait ToWire: Sized {
+    /// Passes each string field through `f`, with that field's byte limit.
+    fn map_strings(self, f: &mut dyn FnMut(String, usize) -> String) -> Self;
+
+    /// Every string field through [`owned`] with its limit: what the daemon sends.
+    #[must_use]
+    fn to_wire(self) -> Self {
+        self.map_strings(&mut owned)
+    }
+
+    /// Every string field through [`terminal`]: what `moectl` prints of a value it received.
+    #[must_use]
+    fn for_terminal(self) -> Self {
+        self.map_strings(&mut |s, _| match terminal(&s) {
+            Cow::Borrowed(_) => s,
+            Cow::Owned(escaped) => escaped,
+        })
+    }
+}
+
+impl ToWire for () {
+    fn map_strings(self, _: &mut dyn FnMut(String, usize) -> String) -> Self {}
+}
+
+impl<T: ToWire> ToWire for Vec<T> {
+    fn map_strings(self, f: &mut dyn FnMut(String, usize) -> String) -> Self {
+        self.into_iter().map(|v| v.map_strings(f)).collect()
+    }
+}
+
+impl<T: ToWire> ToWire for Option<T> {
+    fn map_strings(self, f: &mut dyn FnMut(String, usize) -> String) -> Self {
+        self.map(|v| v.map_strings(f))
+    }
+}
+
+/// Each string of a list through [`owned`] with `max_bytes`.
+pub fn strings(list: Vec<String>, max_bytes: usize) -> Vec<String> {
+    list.into_iter().map(|s| owned(s, max_bytes)).collect()
 }
 
 /// Makes `s` a valid D-Bus string of at most `max_bytes` bytes: each NUL becomes U+FFFD, and a

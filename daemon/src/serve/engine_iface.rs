@@ -3,6 +3,7 @@
 use std::sync::{Arc, RwLock};
 
 use moed_dbus::options::OptionDict;
+use moed_dbus::wire::{self, ToWire, WireStr, limits};
 use moed_dbus::{
     ChatMessage, GenerationInfo, MoedError, REQUEST_PATH_PREFIX, ScoreOptions, ScoredToken,
 };
@@ -26,11 +27,13 @@ impl EngineIface {
         header: &Header<'_>,
         input: PromptInput,
         options: &OptionDict,
-    ) -> Result<(String, GenerationInfo), MoedError> {
+    ) -> Result<(WireStr, GenerationInfo), MoedError> {
         let caller = self.daemon.user(header).await?;
         let prepared = requests::prepare(&self.daemon, &caller, input, options)?;
-        let info = requests::execute(self.daemon.clone(), prepared, None).await?;
-        Ok((info.text.clone(), info))
+        let info = requests::execute(self.daemon.clone(), prepared, None)
+            .await?
+            .to_wire();
+        Ok((WireStr::new(&info.text, limits::GENERATED_TEXT), info))
     }
 
     async fn streaming(
@@ -88,6 +91,7 @@ async fn stream_request(
         while let Some(event) = rx.recv().await {
             let sent = match event {
                 StreamEvent::Text { text, thinking } => {
+                    let text = WireStr::from_string(text, limits::GENERATED_TEXT);
                     RequestIface::token(&emitter, &text, thinking).await
                 }
                 StreamEvent::Alert {
@@ -95,7 +99,16 @@ async fn stream_request(
                     code,
                     message,
                     source,
-                } => RequestIface::alert(&emitter, &severity, &code, &message, &source).await,
+                } => {
+                    RequestIface::alert(
+                        &emitter,
+                        &WireStr::from_string(severity, limits::NAME),
+                        &WireStr::from_string(code, limits::ALERT_CODE),
+                        &WireStr::from_string(message, limits::ALERT_MESSAGE),
+                        &WireStr::from_string(source, limits::NAME),
+                    )
+                    .await
+                }
             };
             if let Err(err) = sent {
                 log::debug!("request {}: signal not sent: {err}", path.as_str());
@@ -127,7 +140,8 @@ async fn stream_request(
             (reason.to_string(), info)
         }
     };
-    if let Err(err) = RequestIface::finished(&emitter, &reason, info).await {
+    let reason = WireStr::from_string(reason, limits::NAME);
+    if let Err(err) = RequestIface::finished(&emitter, &reason, info.to_wire()).await {
         log::debug!("request {}: Finished not sent: {err}", path.as_str());
     }
     if let Err(err) = server.remove::<RequestIface, _>(&path).await {
@@ -144,7 +158,7 @@ impl EngineIface {
         prompt: String,
         options: OptionDict,
         #[zbus(header)] header: Header<'_>,
-    ) -> Result<(String, GenerationInfo), MoedError> {
+    ) -> Result<(WireStr, GenerationInfo), MoedError> {
         self.blocking(&header, PromptInput::Text(prompt), &options)
             .await
     }
@@ -156,7 +170,7 @@ impl EngineIface {
         messages: Vec<ChatMessage>,
         options: OptionDict,
         #[zbus(header)] header: Header<'_>,
-    ) -> Result<(String, GenerationInfo), MoedError> {
+    ) -> Result<(WireStr, GenerationInfo), MoedError> {
         self.blocking(&header, PromptInput::Chat(messages), &options)
             .await
     }
@@ -226,7 +240,7 @@ impl EngineIface {
             log::error!("persisting expert statistics: {err}");
         }
         drop(ticket);
-        result
+        result.map(ToWire::to_wire)
     }
 
     #[zbus(property)]
@@ -237,18 +251,23 @@ impl EngineIface {
     /// The active model's name; empty when none is loaded.
     #[zbus(property)]
     fn model(&self) -> String {
-        self.daemon.registry.active_name().unwrap_or_default()
+        wire::owned(
+            self.daemon.registry.active_name().unwrap_or_default(),
+            limits::NAME,
+        )
     }
 
     /// The execution provider of the active model; empty when none is loaded.
     #[zbus(property)]
     fn execution_provider(&self) -> String {
-        self.daemon
+        let provider = self
+            .daemon
             .registry
             .active_name()
             .and_then(|n| self.daemon.registry.get(&n))
             .map(|m| m.engine.execution_provider().to_string())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        wire::owned(provider, limits::NAME)
     }
 
     /// `loading`, `ready`, `no-model` or `draining`.
@@ -319,16 +338,17 @@ impl RequestIface {
 
     /// A piece of generated text; `thinking` marks the reasoning section.
     #[zbus(signal)]
-    async fn token(emitter: &SignalEmitter<'_>, text: &str, thinking: bool) -> zbus::Result<()>;
+    async fn token(emitter: &SignalEmitter<'_>, text: &WireStr, thinking: bool)
+    -> zbus::Result<()>;
 
     /// A plugin's alert about this request.
     #[zbus(signal)]
     async fn alert(
         emitter: &SignalEmitter<'_>,
-        severity: &str,
-        code: &str,
-        message: &str,
-        source: &str,
+        severity: &WireStr,
+        code: &WireStr,
+        message: &WireStr,
+        source: &WireStr,
     ) -> zbus::Result<()>;
 
     /// The last signal: the finish reason (`stop`, `eos`, `max_tokens`, `length`, `cancelled` or
@@ -336,7 +356,7 @@ impl RequestIface {
     #[zbus(signal)]
     async fn finished(
         emitter: &SignalEmitter<'_>,
-        reason: &str,
+        reason: &WireStr,
         info: GenerationInfo,
     ) -> zbus::Result<()>;
 }

@@ -16,6 +16,7 @@ use moed_dbus::knowledge::{
     SearchOptions, SourceInfo, StoreOptions,
 };
 use moed_dbus::options::OptionDict;
+use moed_dbus::wire::{self, ToWire, WireStr, limits, source_failures};
 use moed_plugins::SourceError;
 use zbus::message::Header;
 use zbus::names::BusName;
@@ -127,6 +128,7 @@ impl KnowledgeIface {
             .store(options.source.as_deref())
             .map_err(knowledge_error)?;
         let job = format!("{}", self.jobs.fetch_add(1, Ordering::Relaxed));
+        let job_wire = WireStr::new(&job, limits::NAME);
         let emitter = SignalEmitter::new(self.daemon.connection()?, moed_dbus::OBJECT_PATH)?
             .set_destination(
                 BusName::try_from(caller.unique_name.clone())
@@ -171,7 +173,8 @@ impl KnowledgeIface {
             Ok(summary)
         });
         while let Some((done, name)) = rx.recv().await {
-            let _ = Self::ingest_progress(&emitter, &job, done, total, &name).await;
+            let name = WireStr::from_string(name, limits::PATH);
+            let _ = Self::ingest_progress(&emitter, &job_wire, done, total, &name).await;
         }
         let summary = work
             .await
@@ -181,9 +184,9 @@ impl KnowledgeIface {
             uid = caller.uid, source = summary.label.as_str();
             "knowledge job {job}: {} added, {} replaced, {} unchanged, {} failed, {} chunks in '{}'",
             summary.added, summary.replaced, summary.unchanged, summary.failed.len(), summary.chunks,
-            summary.label
+            wire::log_line(&summary.label, limits::NAME)
         );
-        Ok(summary)
+        Ok(summary.to_wire())
     }
 
     /// Removes documents from an embedded store by name; returns the names that were stored.
@@ -209,7 +212,7 @@ impl KnowledgeIface {
                 }
             }
             store.flush()?;
-            Ok(removed)
+            Ok(wire::strings(removed, limits::PATH))
         })
         .await
         .map_err(joined("removing documents"))?
@@ -244,18 +247,22 @@ impl KnowledgeIface {
                         .search(&label, &query, limit)
                         .map_err(|e| source_error(&label, e))?;
                     Ok((
-                        docs.into_iter().map(|d| hit(&label, d)).collect(),
+                        docs.into_iter().map(|d| hit(&label, d).to_wire()).collect(),
                         Vec::new(),
                     ))
                 }
                 None => {
                     let (hits, failed) = knowledge.search_all(&query, limit);
                     Ok((
-                        hits.into_iter().map(|(l, d)| hit(&l, d)).collect(),
-                        failed
-                            .into_iter()
-                            .map(|(l, e)| (l, e.to_string()))
+                        hits.into_iter()
+                            .map(|(l, d)| hit(&l, d).to_wire())
                             .collect(),
+                        source_failures(
+                            failed
+                                .into_iter()
+                                .map(|(l, e)| (l, e.to_string()))
+                                .collect(),
+                        ),
                     ))
                 }
             }
@@ -293,7 +300,8 @@ impl KnowledgeIface {
                 max_rows: s.limits.max_rows as u32,
                 max_bytes: s.limits.max_bytes as u64,
             })
-            .collect())
+            .collect::<Vec<_>>()
+            .to_wire())
     }
 
     /// The documents of an embedded store (option `source`, default: the only one).
@@ -325,7 +333,8 @@ impl KnowledgeIface {
                 chunks: d.chunks,
                 added: d.added,
             })
-            .collect())
+            .collect::<Vec<_>>()
+            .to_wire())
     }
 
     /// Progress of an `AddDocuments` call, sent to its caller only: `done` of `total` documents
@@ -333,10 +342,10 @@ impl KnowledgeIface {
     #[zbus(signal)]
     async fn ingest_progress(
         emitter: &SignalEmitter<'_>,
-        job: &str,
+        job: &WireStr,
         done: u32,
         total: u32,
-        name: &str,
+        name: &WireStr,
     ) -> zbus::Result<()>;
 }
 

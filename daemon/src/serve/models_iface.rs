@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use moed_dbus::wire::{self, ToWire, WireStr, limits};
 use moed_dbus::{ExpertStatistics, ModelInfo, ModelSummary, MoedError, OBJECT_PATH};
 use zbus::interface;
 use zbus::message::Header;
@@ -39,7 +40,7 @@ impl ModelsIface {
                 let _ = tx.send((done, total));
             })));
             let conn = conn.clone();
-            let name = name.to_string();
+            let name = WireStr::new(name, limits::PATH);
             tokio::spawn(async move {
                 let Ok(emitter) = SignalEmitter::new(&conn, OBJECT_PATH) else {
                     return;
@@ -77,7 +78,7 @@ impl ModelsIface {
     ) -> Result<Vec<ModelSummary>, MoedError> {
         self.daemon.user(&header).await?;
         let daemon = self.daemon.clone();
-        tokio::task::spawn_blocking(move || daemon.registry.list())
+        tokio::task::spawn_blocking(move || daemon.registry.list().to_wire())
             .await
             .map_err(|e| MoedError::Failed(format!("listing models: {e}")))
     }
@@ -91,9 +92,14 @@ impl ModelsIface {
     ) -> Result<ModelInfo, MoedError> {
         let who = Identity::of(&self.daemon.user(&header).await?);
         let daemon = self.daemon.clone();
-        tokio::task::spawn_blocking(move || daemon.registry.info(&name, who.as_ref()))
-            .await
-            .map_err(|e| MoedError::Failed(format!("reading model info: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            daemon
+                .registry
+                .info(&name, who.as_ref())
+                .map(ToWire::to_wire)
+        })
+        .await
+        .map_err(|e| MoedError::Failed(format!("reading model info: {e}")))?
     }
 
     /// Loads a package (a name in the model directories or an absolute path). The first model
@@ -107,7 +113,7 @@ impl ModelsIface {
         let who = Identity::of(&self.daemon.admin(&header, Action::ManageModels).await?);
         let loaded = Self::load_model(&self.daemon, &name, who.as_ref()).await?;
         self.daemon.announce().await;
-        Self::model_loaded(&emitter, &loaded).await?;
+        Self::model_loaded(&emitter, &WireStr::new(&loaded, limits::NAME)).await?;
         Ok(())
     }
 
@@ -133,7 +139,7 @@ impl ModelsIface {
         log::info!(model = name.as_str(); "unloaded model {name}");
         self.daemon.refresh_engine_state();
         self.daemon.announce().await;
-        Self::model_unloaded(&emitter, &name).await?;
+        Self::model_unloaded(&emitter, &WireStr::from_string(name, limits::NAME)).await?;
         Ok(())
     }
 
@@ -165,7 +171,7 @@ impl ModelsIface {
         self.daemon.refresh_engine_state();
         self.daemon.announce().await;
         if !was_loaded {
-            Self::model_loaded(&emitter, &loaded).await?;
+            Self::model_loaded(&emitter, &WireStr::from_string(loaded, limits::NAME)).await?;
         }
         Ok(())
     }
@@ -189,14 +195,14 @@ impl ModelsIface {
                 name
             };
             if let Some(model) = daemon.registry.get(&name) {
-                return Ok(to_statistics(&name, &model.current_stats(&daemon.state)?));
+                return Ok(to_statistics(&name, &model.current_stats(&daemon.state)?).to_wire());
             }
             match daemon
                 .state
                 .expert_stats(&name)
                 .map_err(Self::state_error)?
             {
-                Some(stats) => Ok(to_statistics(&name, &stats)),
+                Some(stats) => Ok(to_statistics(&name, &stats).to_wire()),
                 None => Err(MoedError::NotFound(format!(
                     "no expert statistics for model '{name}': it is not loaded and has not run"
                 ))),
@@ -240,31 +246,28 @@ impl ModelsIface {
     /// The directories searched for packages (`models.dirs`).
     #[zbus(property)]
     fn model_directories(&self) -> Vec<String> {
-        self.daemon
-            .registry
-            .dirs()
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect()
+        let dirs = self.daemon.registry.dirs();
+        let dirs = dirs.iter().map(|d| d.display().to_string()).collect();
+        wire::strings(dirs, limits::PATH)
     }
 
     /// Names of the models held in memory.
     #[zbus(property)]
     fn loaded_models(&self) -> Vec<String> {
-        self.daemon.registry.loaded_names()
+        wire::strings(self.daemon.registry.loaded_names(), limits::NAME)
     }
 
     #[zbus(signal)]
-    async fn model_loaded(emitter: &SignalEmitter<'_>, name: &str) -> zbus::Result<()>;
+    async fn model_loaded(emitter: &SignalEmitter<'_>, name: &WireStr) -> zbus::Result<()>;
 
     #[zbus(signal)]
-    async fn model_unloaded(emitter: &SignalEmitter<'_>, name: &str) -> zbus::Result<()>;
+    async fn model_unloaded(emitter: &SignalEmitter<'_>, name: &WireStr) -> zbus::Result<()>;
 
     /// While `name` (as the caller wrote it) loads: graphs loaded out of graphs to load.
     #[zbus(signal)]
     async fn load_progress(
         emitter: &SignalEmitter<'_>,
-        name: &str,
+        name: &WireStr,
         done: u32,
         total: u32,
     ) -> zbus::Result<()>;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use moed_dbus::options::OptionDict;
+use moed_dbus::wire::{self, ToWire, WireStr, limits};
 use moed_dbus::{AlertRecord, InstallOptions, MoedError, OBJECT_PATH, PluginInfo};
 use moed_plugins::Failure;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -24,13 +25,16 @@ pub struct PluginsIface {
 }
 
 impl PluginsIface {
-    async fn blocking<T: Send + 'static>(
+    /// Runs `f` on the blocking pool. Every reply of this interface comes through here and
+    /// passes the outgoing-string boundary on its way out: plugin names, descriptions and
+    /// failure messages come from third-party manifests and code.
+    async fn blocking<T: ToWire + Send + 'static>(
         &self,
         what: &'static str,
         f: impl FnOnce(&Daemon) -> Result<T, MoedError> + Send + 'static,
     ) -> Result<T, MoedError> {
         let daemon = self.daemon.clone();
-        tokio::task::spawn_blocking(move || f(&daemon))
+        tokio::task::spawn_blocking(move || f(&daemon).map(ToWire::to_wire))
             .await
             .map_err(|e| MoedError::Failed(format!("{what}: the worker thread failed: {e}")))?
     }
@@ -47,11 +51,20 @@ pub fn spawn_failure_signals(conn: Connection, mut failures: UnboundedReceiver<F
             }
         };
         while let Some(f) = failures.recv().await {
-            if let Err(e) =
-                PluginsIface::plugin_failed(&emitter, &f.plugin, &f.kind, &f.message, f.disabled)
-                    .await
-            {
-                log::warn!("PluginFailed for {} not sent: {e}", f.plugin);
+            let name = WireStr::new(&f.plugin, limits::NAME);
+            let sent = PluginsIface::plugin_failed(
+                &emitter,
+                &name,
+                &WireStr::new(&f.kind, limits::NAME),
+                &WireStr::new(&f.message, limits::ALERT_MESSAGE),
+                f.disabled,
+            )
+            .await;
+            if let Err(e) = sent {
+                log::warn!(
+                    "PluginFailed for {} not sent: {e}",
+                    wire::log_line(&name, limits::NAME)
+                );
             }
         }
     });
@@ -227,9 +240,9 @@ impl PluginsIface {
     #[zbus(signal)]
     async fn plugin_failed(
         emitter: &SignalEmitter<'_>,
-        name: &str,
-        kind: &str,
-        message: &str,
+        name: &WireStr,
+        kind: &WireStr,
+        message: &WireStr,
         disabled: bool,
     ) -> zbus::Result<()>;
 }

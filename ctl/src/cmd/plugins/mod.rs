@@ -11,6 +11,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use moed_dbus::actions::MANAGE_PLUGINS;
 use moed_dbus::plugins::{GrantLimit, PluginsProxy};
+use moed_dbus::wire::ToWire;
 use moed_dbus::{InstallOptions, MoedError, PluginInfo};
 use serde_json::{Map, Value, json};
 use zbus::proxy::{CacheProperties, MethodFlags};
@@ -184,6 +185,8 @@ async fn install(app: &App, p: &PluginsProxy<'_>, args: PluginInstallArgs) -> Re
     if app.json {
         return out_json_pretty(&plugin_json(&i));
     }
+    // Its name, version and grants come from a third-party manifest.
+    let i = i.for_terminal();
     outln(&format!(
         "{} {} {} ({}): {}{}\n  granted: {}",
         if args.replace {
@@ -213,6 +216,7 @@ async fn manage(app: &App, p: &PluginsProxy<'_>, method: &str, name: &str) -> Re
     if app.json {
         return out_json_pretty(&plugin_json(&i));
     }
+    let i = i.for_terminal();
     let done = match method {
         "Enable" => "enabled",
         "Disable" => "disabled",
@@ -233,7 +237,7 @@ async fn config(app: &App, p: &PluginsProxy<'_>, args: PluginConfigArgs) -> Resu
                 "pinned": i.pinned,
             }));
         }
-        return outln(&config_lines(app, &i).join("\n"));
+        return outln(&config_lines(app, &i.for_terminal()).join("\n"));
     }
     let mut config: Map<String, Value> = if args.reset {
         Map::new()
@@ -249,6 +253,7 @@ async fn config(app: &App, p: &PluginsProxy<'_>, args: PluginConfigArgs) -> Resu
     if app.json {
         return out_json_pretty(&plugin_json(&i));
     }
+    let i = i.for_terminal();
     let mut lines = vec![format!("configured {}: {}", i.name, status_text(app, &i))];
     lines.extend(config_lines(app, &i));
     outln(&lines.join("\n"))

@@ -3,6 +3,7 @@
 
 use moed_dbus::PluginInfo;
 use moed_dbus::plugins::PluginsProxy;
+use moed_dbus::wire::ToWire;
 use serde_json::{Map, Value, json};
 
 use crate::bus::App;
@@ -63,6 +64,8 @@ pub(super) async fn list(app: &App, p: &PluginsProxy<'_>) -> Result<(), CtlError
     if list.is_empty() {
         return outln("no plugins installed (install one with `moectl plugins install PATH`)");
     }
+    // Names, versions and reasons come from third-party manifests and code.
+    let list = list.for_terminal();
     let w = list.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
     let s = &app.out;
     let mut lines = vec![s.bold(&format!(
@@ -92,6 +95,7 @@ pub(super) async fn info(app: &App, p: &PluginsProxy<'_>, name: &str) -> Result<
     if app.json {
         return out_json_pretty(&plugin_json(&i));
     }
+    let i = i.for_terminal();
     let words = |v: &[String]| {
         if v.is_empty() {
             "nothing".to_string()
