@@ -39,6 +39,11 @@ pub mod limits {
     pub const GENERATED_TEXT: usize = 8 * 1024 * 1024;
     /// One line a plugin writes to stderr, as logged.
     pub const LOG_LINE: usize = 1024;
+    /// What a plugin's own text (its error, a trap message, its stderr tail) adds to one failure
+    /// message: room is left for the host's words around it within [`ALERT_MESSAGE`].
+    pub const PLUGIN_DETAIL: usize = 1024;
+    /// Where a retrieved document came from (a file name, a table row), as a plugin names it.
+    pub const DOCUMENT_SOURCE: usize = 1024;
 }
 
 /// Makes `s` a valid D-Bus string of at most `max_bytes` bytes: each NUL becomes U+FFFD, and a
@@ -119,10 +124,7 @@ pub fn quote(s: &str) -> String {
 /// came from a plugin, document or model metadata cannot move the cursor, recolour or retitle the
 /// terminal.
 pub fn terminal(s: &str) -> Cow<'_, str> {
-    if !s
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -233,7 +235,10 @@ mod tests {
             .and_then(|r| r.strip_suffix(" bytes]"))
             .and_then(|n| n.parse().ok())
             .expect("marker");
-        assert_eq!(t.len() - "…[+ bytes]".len() - clipped.to_string().len() + clipped, 10_000);
+        assert_eq!(
+            t.len() - "…[+ bytes]".len() - clipped.to_string().len() + clipped,
+            10_000
+        );
     }
 
     #[test]
