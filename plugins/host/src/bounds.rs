@@ -14,8 +14,18 @@ use crate::error::CallFailure;
 /// One line of at most `max` bytes: NUL replaced, newlines and other controls escaped (so that a
 /// plugin's text cannot forge a log line), clipped with the wire's marker.
 pub(crate) fn line(s: &str, max: usize) -> String {
-    // Escaping can lengthen the clipped text; clip again so `max` holds exactly.
-    wire::owned(wire::log_line(s, max), max)
+    // Escaping lengthens what the clip kept. Clip to less until the escaped line fits, so that
+    // the marker still counts the bytes cut from `s`; a line of nearly only control characters
+    // that does not fit after a few tries is clipped once more (`max` always holds).
+    let mut budget = max;
+    for _ in 0..3 {
+        let l = wire::log_line(s, budget);
+        if l.len() <= max {
+            return l;
+        }
+        budget = budget.saturating_mul(max) / l.len();
+    }
+    wire::owned(wire::log_line(s, budget), max)
 }
 
 /// Text that is shown as it is (redacted prompts, released answer text, document text): NULs
@@ -72,6 +82,21 @@ mod tests {
             "{l}"
         );
         assert!(l.starts_with("a\u{FFFD}b\\nforged\\u{1b}[2J"), "{l}");
+    }
+
+    #[test]
+    fn the_marker_counts_the_bytes_cut_from_the_original() {
+        let s = format!("a\nb\x1b{}", "x".repeat(10_000));
+        let l = line(&s, 100);
+        assert!(l.len() <= 100, "{l}");
+        let (kept, marker) = l.split_once('…').expect("a marker");
+        let cut: usize = marker
+            .strip_prefix("[+")
+            .and_then(|m| m.strip_suffix(" bytes]"))
+            .and_then(|n| n.parse().ok())
+            .expect("a count");
+        let kept = kept.replace("\\n", "\n").replace("\\u{1b}", "\x1b");
+        assert_eq!(kept.len() + cut, s.len(), "{l}");
     }
 
     #[test]

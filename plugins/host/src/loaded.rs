@@ -267,10 +267,11 @@ pub(crate) fn load(rt: &Arc<Runtime>, spec: &PluginSpec) -> Result<Loaded, LoadE
             .map(|c| (c, Compiled::Fresh))
             .map_err(|e| format!("{e:#}")),
     };
+    // Messages about the component quote names from it: bounded like the plugin's own words.
     let (component, compiled) = compiled.map_err(|message| LoadError::Compile {
         plugin: plugin.clone(),
         path: spec.wasm.clone(),
-        message,
+        message: crate::bounds::detail(&message),
     })?;
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(&rt.engine).map(|(n, _)| n.to_owned()).collect();
@@ -284,11 +285,11 @@ pub(crate) fn load(rt: &Arc<Runtime>, spec: &PluginSpec) -> Result<Loaded, LoadE
     let interface_version =
         check_exports(kind, &exports).map_err(|message| LoadError::Interface {
             plugin: plugin.clone(),
-            message,
+            message: crate::bounds::detail(&message),
         })?;
     let interface_err = |e: wasmtime::Error| LoadError::Interface {
         plugin: plugin.clone(),
-        message: format!("{e:#}"),
+        message: crate::bounds::detail(&format!("{e:#}")),
     };
     let pre = rt
         .linker(kind)

@@ -208,8 +208,12 @@ impl Manifest {
         for (key, spec) in &self.config {
             if let Some(default) = &spec.default {
                 let json = toml_to_json(default);
-                check_value(spec, &json)
-                    .map_err(|m| invalid(format!("config.{key}.default: {m}")))?;
+                check_value(spec, &json).map_err(|m| {
+                    invalid(format!(
+                        "config.{}.default: {m}",
+                        bounds::line(key, limits::NAME)
+                    ))
+                })?;
             }
         }
         Ok(())
@@ -236,7 +240,10 @@ impl Manifest {
                     if known.is_empty() {
                         "the plugin takes no configuration".into()
                     } else {
-                        format!("unknown key (the plugin knows: {})", known.join(", "))
+                        format!(
+                            "unknown key (the plugin knows: {})",
+                            bounds::line(&known.join(", "), limits::ALERT_MESSAGE / 2)
+                        )
                     },
                 )
             })?;
@@ -360,68 +367,4 @@ pub fn toml_to_json(v: &toml::Value) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TEXT: &str = r#"
-        [plugin]
-        name = "pii-redact"
-        version = "0.1.0"
-        kind = "filter"
-        [capabilities]
-        alerts = true
-        [config.email]
-        type = "bool"
-        default = true
-        [config.window]
-        type = "integer"
-        default = 64
-        min = 8
-        max = 4096
-    "#;
-
-    #[test]
-    fn config_is_checked_and_defaults_filled() {
-        let m = Manifest::parse(TEXT).expect("manifest");
-        assert_eq!(m.kind, Kind::Filter);
-        let mut given = Map::new();
-        given.insert("window".into(), Value::from(128));
-        let cfg = m.resolve_config(&given).expect("config");
-        assert_eq!(cfg["email"], Value::Bool(true));
-        assert_eq!(cfg["window"], Value::from(128));
-
-        given.insert("windw".into(), Value::from(1));
-        let e = m.resolve_config(&given).unwrap_err().to_string();
-        assert!(e.contains("'windw'") && e.contains("email, window"), "{e}");
-
-        let mut bad = Map::new();
-        bad.insert("email".into(), Value::from("yes"));
-        let e = m.resolve_config(&bad).unwrap_err().to_string();
-        assert!(e.contains("'email'") && e.contains("true or false"), "{e}");
-
-        let mut small = Map::new();
-        small.insert("window".into(), Value::from(2));
-        let e = m.resolve_config(&small).unwrap_err().to_string();
-        assert!(e.contains("below the minimum"), "{e}");
-    }
-
-    #[test]
-    fn bad_manifests_are_refused() {
-        let e = Manifest::parse(&TEXT.replace("pii-redact", "PII"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("name"), "{e}");
-        let e = Manifest::parse(&TEXT.replace("\"0.1.0\"", "\"1\""))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("MAJOR.MINOR.PATCH"), "{e}");
-        let e = Manifest::parse(&TEXT.replace("default = true", "default = 3"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("config.email.default"), "{e}");
-        let e = Manifest::parse(&TEXT.replace("alerts = true", "alerts = true\nnetwork = true"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("network"), "{e}");
-    }
-}
+mod tests;
