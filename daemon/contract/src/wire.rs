@@ -124,7 +124,10 @@ pub fn quote(s: &str) -> String {
 /// came from a plugin, document or model metadata cannot move the cursor, recolour or retitle the
 /// terminal.
 pub fn terminal(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if !s
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -235,10 +238,7 @@ mod tests {
             .and_then(|r| r.strip_suffix(" bytes]"))
             .and_then(|n| n.parse().ok())
             .expect("marker");
-        assert_eq!(
-            t.len() - "…[+ bytes]".len() - clipped.to_string().len() + clipped,
-            10_000
-        );
+        assert_eq!(t.len() - "…[+ bytes]".len() - clipped.to_string().len() + clipped, 10_000);
     }
 
     #[test]
