@@ -47,6 +47,11 @@ pub mod limits {
     pub const DESCRIPTION: usize = 2 * 1024;
     /// A plugin's configuration or configuration schema, as JSON.
     pub const JSON: usize = 64 * 1024;
+    /// What a plugin's own text (its error, a trap message, its stderr tail) adds to one failure
+    /// message: room is left for the host's words around it within [`ALERT_MESSAGE`].
+    pub const PLUGIN_DETAIL: usize = 1024;
+    /// Where a retrieved document came from (a file name, a table row), as a plugin names it.
+    pub const DOCUMENT_SOURCE: usize = 1024;
 }
 
 mod contract_types;
@@ -100,20 +105,31 @@ pub fn strings(list: Vec<String>, max_bytes: usize) -> Vec<String> {
 /// longer string is cut at a character boundary and ends with a marker saying how many bytes were
 /// clipped (`…[+N bytes]`). Borrows when nothing changes.
 pub fn text(s: &str, max_bytes: usize) -> Cow<'_, str> {
-    let has_nul = s.contains('\0');
-    if !has_nul && s.len() <= max_bytes {
+    let nuls = s.bytes().filter(|&b| b == 0).count();
+    if nuls == 0 && s.len() <= max_bytes {
         return Cow::Borrowed(s);
     }
-    // Each NUL (1 byte) grows to 3 bytes; measure after replacing so the limit is exact.
-    let replaced: Cow<'_, str> = if has_nul {
-        Cow::Owned(s.replace('\0', "\u{FFFD}"))
-    } else {
-        Cow::Borrowed(s)
-    };
-    if replaced.len() <= max_bytes {
-        return Cow::Owned(replaced.into_owned());
+    // Each NUL (1 byte) grows to 3 bytes; measure as replaced so the limit is exact, but never
+    // build the whole replaced string: a 40 MiB string of NULs would need 120 MiB.
+    let grown = s.len() + 2 * nuls;
+    if grown <= max_bytes {
+        return Cow::Owned(s.replace('\0', "\u{FFFD}"));
     }
-    Cow::Owned(clip(&replaced, max_bytes))
+    // The marker's length depends on the clipped count; reserve for the widest count.
+    let budget = max_bytes.saturating_sub(marker(grown).len());
+    let mut out = String::with_capacity(max_bytes);
+    for c in s.chars() {
+        let c = if c == '\0' { NUL_REPLACEMENT } else { c };
+        if out.len() + c.len_utf8() > budget {
+            break;
+        }
+        out.push(c);
+    }
+    let m = marker(grown - out.len());
+    if out.len() + m.len() <= max_bytes {
+        out.push_str(&m);
+    }
+    Cow::Owned(out)
 }
 
 /// Owned form of [`text`].
@@ -122,19 +138,6 @@ pub fn owned(s: String, max_bytes: usize) -> String {
         Cow::Borrowed(_) => s,
         Cow::Owned(o) => o,
     }
-}
-
-fn clip(s: &str, max_bytes: usize) -> String {
-    // The marker's length depends on the clipped count; reserve for the widest count.
-    let widest = marker(s.len());
-    let keep = floor_char_boundary(s, max_bytes.saturating_sub(widest.len()));
-    let mut out = String::with_capacity(max_bytes);
-    out.push_str(&s[..keep]);
-    let m = marker(s.len() - keep);
-    if out.len() + m.len() <= max_bytes {
-        out.push_str(&m);
-    }
-    out
 }
 
 fn marker(clipped: usize) -> String {

@@ -83,9 +83,9 @@ impl Routing {
                 if ex[..j].contains(&x) {
                     return Err(format!("token {tok}: expert {x} is chosen twice"));
                 }
-                if !(w[j].is_finite() && w[j] >= 0.0) {
+                if !(w[j] >= 0.0 && w[j] <= MAX_WEIGHT) {
                     return Err(format!(
-                        "token {tok}: weight {} of expert {x} is not a finite non-negative number",
+                        "token {tok}: weight {} of expert {x} is not a number from 0 to {MAX_WEIGHT}",
                         w[j]
                     ));
                 }
@@ -94,6 +94,12 @@ impl Routing {
         Ok(())
     }
 }
+
+/// The largest weight a gate may give an expert. Finite is not enough: the expert outputs are
+/// summed times their weights in f32, and a weight of `f32::MAX` turns the hidden state into
+/// infinities. The plugin host checks the same bound (`moed_plugins::gate::MAX_WEIGHT`) on WASM
+/// answers; this check covers every gate.
+pub const MAX_WEIGHT: f32 = 1e4;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -204,8 +204,13 @@ fn validator_rejects_each_kind_of_bad_answer() {
     let msg = |r: Result<(), String>| r.expect_err("must be rejected");
     assert!(msg(check(&[0, 4], &[0.5, 0.5])).contains("out of range"));
     assert!(msg(check(&[1, 1], &[0.5, 0.5])).contains("twice"));
-    assert!(msg(check(&[0, 1], &[f32::NAN, 0.5])).contains("finite"));
-    assert!(msg(check(&[0, 1], &[-0.1, 0.5])).contains("non-negative"));
+    assert!(msg(check(&[0, 1], &[f32::NAN, 0.5])).contains("from 0 to"));
+    assert!(msg(check(&[0, 1], &[-0.1, 0.5])).contains("from 0 to"));
+    assert!(msg(check(&[0, 1], &[f32::MAX, 0.5])).contains("from 0 to"));
+    assert!(msg(check(&[0, 1], &[f32::INFINITY, 0.5])).contains("from 0 to"));
+    assert!(check(&[0, 1], &[MAX_WEIGHT, 0.5]).is_ok());
+    // One bound for every gate: the plugin host checks WASM answers against the same number.
+    assert_eq!(MAX_WEIGHT, moed_plugins::gate::MAX_WEIGHT);
     assert!(msg(check(&[0], &[0.5])).contains("expected 2"));
     let mut r = Routing::default();
     r.reset(3);

@@ -214,7 +214,7 @@ async fn client(
     let mut round = index;
     while !shared.stop.load(Ordering::Relaxed) {
         // Even rounds normal, odd rounds hostile: every client mixes both all the time.
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             let r = engine
                 .complete(&opts.prompt, normal_options(opts.max_tokens))
                 .await;

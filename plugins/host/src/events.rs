@@ -1,7 +1,10 @@
 //! Where alerts and plugin failures go besides the caller: the daemon forwards them to the audit
 //! log and emits the `PluginFailed` D-Bus signal; the default writes them to the log.
 
+use moed_dbus::wire::limits;
 use serde::Serialize;
+
+use crate::bounds;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,6 +33,19 @@ pub struct Alert {
     pub message: String,
 }
 
+impl Alert {
+    /// An alert with its code one short line and its message bounded (`moed_dbus::wire` limits),
+    /// whatever the plugin passed: the daemon forwards both to clients and the audit log.
+    pub fn new(plugin: &str, severity: Severity, code: &str, message: &str) -> Alert {
+        Alert {
+            plugin: plugin.to_owned(),
+            severity,
+            code: bounds::line(code, limits::ALERT_CODE),
+            message: bounds::text(message.to_owned(), limits::ALERT_MESSAGE),
+        }
+    }
+}
+
 /// A failed call: what happened, and whether the plugin is now disabled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Failure {
@@ -52,7 +68,7 @@ pub struct LogEvents;
 
 impl HostEvents for LogEvents {
     fn alert(&self, a: &Alert) {
-        log::info!(target: "moed_plugins", "plugin {}: alert {} [{}]: {}", a.plugin, a.code, a.severity.as_str(), a.message);
+        log::info!(target: "moed_plugins", "plugin {}: alert {} [{}]: {}", a.plugin, a.code, a.severity.as_str(), bounds::line(&a.message, limits::ALERT_MESSAGE));
     }
 
     fn failure(&self, f: &Failure) {

@@ -4,7 +4,10 @@
 //! rejects the request with a clear error. A filter the administrator switched off passes text
 //! through unchanged.
 
+use moed_dbus::wire::limits;
+
 use crate::bindings::v0_1::filtering;
+use crate::bounds;
 use crate::error::CallFailure;
 use crate::events::Alert;
 use crate::loaded::{Bindings, Instance, classify};
@@ -115,14 +118,15 @@ impl FilterPlugin {
                 redacted: None,
                 alerts,
             }),
+            // The size was checked against the prompt's; only NULs can still change.
             filtering::InputVerdict::Redact(text) => Ok(InputOutcome {
-                redacted: Some(text),
+                redacted: Some(bounds::text(text, usize::MAX)),
                 alerts,
             }),
             filtering::InputVerdict::Reject(reason) => Err(FilterError::Rejected {
                 plugin: self.plugin.name().to_owned(),
                 stage: "prompt",
-                reason: crate::state::clip(&reason, 1024).to_owned(),
+                reason: bounds::line(&reason, limits::ALERT_MESSAGE),
             }),
         }
     }
@@ -215,14 +219,14 @@ impl OutputFilter {
                     .split_off(self.pending.len() - step.hold as usize);
                 self.pending = keep;
                 Ok(Released {
-                    text: step.emit,
+                    text: bounds::text(step.emit, usize::MAX),
                     alerts,
                 })
             }
             filtering::OutputVerdict::Reject(reason) => Err(FilterError::Rejected {
                 plugin: f.plugin.name().to_owned(),
                 stage: "response",
-                reason: crate::state::clip(&reason, 1024).to_owned(),
+                reason: bounds::line(&reason, limits::ALERT_MESSAGE),
             }),
         }
     }

@@ -106,8 +106,20 @@ pub struct GateAnswer {
     pub weights: Vec<f32>,
 }
 
+/// The largest weight a gate may give an expert.
+///
+/// Weights scale expert outputs that the engine sums in f32 into the residual stream. The model's
+/// own rule gives at most `routed_scaling_factor` per expert (a probability times the factor: 1,
+/// 2.5 or 16 for the architectures moed runs), so 1e4 leaves a gate three orders of magnitude to
+/// sharpen or boost experts, while keeping every sum far from f32 overflow: even 256 experts per
+/// token at 1e4 each over a thousand layers stay below 1e10 times an expert's output, and the
+/// squares RMSNorm takes of that stay finite. An answer such as `f32::MAX`, which passed the
+/// finite check, turned the hidden state into infinities and then NaN logits, and the request
+/// failed blaming the client's sampling parameters.
+pub const MAX_WEIGHT: f32 = 1e4;
+
 /// Checks an answer: `k` allowed by the grant, one row per token, indices in range, no duplicates
-/// in a row, weights finite and non-negative.
+/// in a row, weights finite, non-negative and at most [`MAX_WEIGHT`].
 pub fn validate(
     call: &GateCall<'_>,
     k: usize,
@@ -140,9 +152,10 @@ pub fn validate(
             if row[..j].contains(&x) {
                 return Err(format!("token {tok}: expert {x} is chosen twice"));
             }
-            if !(w[j].is_finite() && w[j] >= 0.0) {
+            // Written so that NaN fails too.
+            if !(w[j] >= 0.0 && w[j] <= MAX_WEIGHT) {
                 return Err(format!(
-                    "token {tok}: weight {} of expert {x} is not finite and non-negative",
+                    "token {tok}: weight {} of expert {x} is not a number from 0 to {MAX_WEIGHT}",
                     w[j]
                 ));
             }

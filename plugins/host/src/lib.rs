@@ -8,6 +8,7 @@
 //! its own types (see `moed::plugins`).
 
 mod bindings;
+mod bounds;
 mod cache;
 pub mod capability;
 mod error;

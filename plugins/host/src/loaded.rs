@@ -19,7 +19,7 @@ use crate::kv::QuotaKv;
 use crate::manifest::{Kind, Manifest};
 use crate::plugin::PluginSpec;
 use crate::runtime::{HostOptions, Runtime};
-use crate::state::{HostState, PluginContext, clip};
+use crate::state::{HostState, PluginContext};
 
 pub(crate) enum Pre {
     Gate(GatePre<HostState>),
@@ -40,6 +40,10 @@ pub(crate) struct Instance {
     pub model: Option<u64>,
 }
 
+/// Bytes of a guest's stderr quoted in a trap's failure message (the rest of
+/// `limits::PLUGIN_DETAIL` is for the trap's own words).
+const STDERR_QUOTED: usize = 768;
+
 /// What a failed wasmtime call means (memory refusal, timeout, trap with the guest's stderr).
 pub(crate) fn classify(state: &mut HostState, e: wasmtime::Error, time: Duration) -> CallFailure {
     if let Some(m) = state.limiter.refused.take() {
@@ -50,7 +54,11 @@ pub(crate) fn classify(state: &mut HostState, e: wasmtime::Error, time: Duration
         if stderr.is_empty() {
             m
         } else {
-            format!("{m}; its stderr: {}", clip(&stderr, 1024))
+            // Its end: where a panic message is. The failure is bounded as a whole later.
+            format!(
+                "{m}; its stderr: {}",
+                crate::bounds::tail(&stderr, STDERR_QUOTED)
+            )
         }
     };
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
@@ -111,25 +119,23 @@ impl Loaded {
             Pre::Filter(p) => p.instantiate(&mut store).map(Bindings::Filter),
             Pre::Retrieval(p) => p.instantiate(&mut store).map(Bindings::Retrieval),
         };
-        match made {
-            Ok(bindings) => Ok(Instance {
-                store,
-                bindings,
-                model: None,
-            }),
-            Err(e) => {
-                let state = store.data_mut();
-                let ran = state.limiter.refused.is_some()
-                    || e.downcast_ref::<wasmtime::Trap>().is_some()
-                    || e.downcast_ref::<wasmtime_wasi::I32Exit>().is_some();
-                Err(if ran {
-                    CallFailure::Start(classify(state, e, rt.options.start_time).to_string())
-                } else {
-                    // Linking or type checking the exports failed: nothing of the plugin ran.
-                    CallFailure::Interface(format!("{e:#}"))
-                })
+        let bindings = made.map_err(|e| {
+            let state = store.data_mut();
+            let ran = state.limiter.refused.is_some()
+                || e.downcast_ref::<wasmtime::Trap>().is_some()
+                || e.downcast_ref::<wasmtime_wasi::I32Exit>().is_some();
+            if ran {
+                CallFailure::Start(classify(state, e, rt.options.start_time).to_string()).bounded()
+            } else {
+                // Linking or type checking the exports failed: nothing of the plugin ran.
+                CallFailure::Interface(format!("{e:#}")).bounded()
             }
-        }
+        })?;
+        Ok(Instance {
+            store,
+            bindings,
+            model: None,
+        })
     }
 
     fn take(&self, rt: &Runtime) -> Result<Instance, CallFailure> {
@@ -165,7 +171,8 @@ impl Loaded {
                 let _running = rt.enter();
                 inst.store.data_mut().begin_call();
                 inst.store.set_epoch_deadline(rt.ticks(time));
-                let r = f(&mut inst);
+                // Whatever the plugin said is bounded before anyone logs, stores or returns it.
+                let r = f(&mut inst).map_err(CallFailure::bounded);
                 let alerts = inst.store.data_mut().take_alerts();
                 match &r {
                     Ok(_) => self.put_back(&rt.options, inst),
@@ -260,10 +267,11 @@ pub(crate) fn load(rt: &Arc<Runtime>, spec: &PluginSpec) -> Result<Loaded, LoadE
             .map(|c| (c, Compiled::Fresh))
             .map_err(|e| format!("{e:#}")),
     };
+    // Messages about the component quote names from it: bounded like the plugin's own words.
     let (component, compiled) = compiled.map_err(|message| LoadError::Compile {
         plugin: plugin.clone(),
         path: spec.wasm.clone(),
-        message,
+        message: crate::bounds::detail(&message),
     })?;
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(&rt.engine).map(|(n, _)| n.to_owned()).collect();
@@ -277,11 +285,11 @@ pub(crate) fn load(rt: &Arc<Runtime>, spec: &PluginSpec) -> Result<Loaded, LoadE
     let interface_version =
         check_exports(kind, &exports).map_err(|message| LoadError::Interface {
             plugin: plugin.clone(),
-            message,
+            message: crate::bounds::detail(&message),
         })?;
     let interface_err = |e: wasmtime::Error| LoadError::Interface {
         plugin: plugin.clone(),
-        message: format!("{e:#}"),
+        message: crate::bounds::detail(&format!("{e:#}")),
     };
     let pre = rt
         .linker(kind)

@@ -5,8 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use moed_dbus::wire::{self, limits};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::bounds;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -160,7 +163,7 @@ impl Manifest {
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         let file: ManifestFile = toml::from_str(text).map_err(|e| ManifestError::Parse {
             path: PathBuf::from("plugin.toml"),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })?;
         let m = Manifest {
             name: file.plugin.name,
@@ -176,7 +179,8 @@ impl Manifest {
 
     fn check(&self) -> Result<(), ManifestError> {
         let invalid = |message: String| ManifestError::Invalid {
-            plugin: self.name.clone(),
+            // Not yet checked: at most a short quote of it.
+            plugin: bounds::line(&self.name, limits::NAME),
             message,
         };
         check_name(&self.name).map_err(|m| invalid(format!("name: {m}")))?;
@@ -187,8 +191,8 @@ impl Manifest {
                 .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
         {
             return Err(invalid(format!(
-                "version '{}' is not MAJOR.MINOR.PATCH",
-                self.version
+                "version {} is not MAJOR.MINOR.PATCH",
+                wire::quote(&self.version)
             )));
         }
         if !self.requested.sources.is_empty() && self.kind != Kind::Retrieval {
@@ -204,8 +208,12 @@ impl Manifest {
         for (key, spec) in &self.config {
             if let Some(default) = &spec.default {
                 let json = toml_to_json(default);
-                check_value(spec, &json)
-                    .map_err(|m| invalid(format!("config.{key}.default: {m}")))?;
+                check_value(spec, &json).map_err(|m| {
+                    invalid(format!(
+                        "config.{}.default: {m}",
+                        bounds::line(key, limits::NAME)
+                    ))
+                })?;
             }
         }
         Ok(())
@@ -219,7 +227,8 @@ impl Manifest {
     ) -> Result<Map<String, Value>, ManifestError> {
         let err = |key: &str, message: String| ManifestError::Config {
             plugin: self.name.clone(),
-            key: key.to_owned(),
+            // The administrator's key, echoed: one short line.
+            key: bounds::line(key, limits::NAME),
             message,
         };
         let mut out = Map::new();
@@ -231,7 +240,10 @@ impl Manifest {
                     if known.is_empty() {
                         "the plugin takes no configuration".into()
                     } else {
-                        format!("unknown key (the plugin knows: {})", known.join(", "))
+                        format!(
+                            "unknown key (the plugin knows: {})",
+                            bounds::line(&known.join(", "), limits::ALERT_MESSAGE / 2)
+                        )
                     },
                 )
             })?;
@@ -261,7 +273,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "'{name}' must be 1-64 lowercase letters, digits, '-' or '_', starting with a letter"
+            "{} must be 1-64 lowercase letters, digits, '-' or '_', starting with a letter",
+            wire::quote(name)
         ))
     }
 }
@@ -281,7 +294,11 @@ fn check_value(spec: &ConfigKey, value: &Value) -> Result<(), String> {
         ValueType::Table => value.is_object(),
     };
     if !type_ok {
-        return Err(format!("expected {}, got {value}", type_name(spec.ty)));
+        return Err(format!(
+            "expected {}, got {}",
+            type_name(spec.ty),
+            wire::quote(&value.to_string())
+        ));
     }
     if let Some(x) = value.as_f64() {
         if let Some(min) = spec.min
@@ -296,6 +313,26 @@ fn check_value(spec: &ConfigKey, value: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A TOML error without the excerpt of the file that `toml` quotes: the position and the reason,
+/// bounded. The file may be one the caller could not read, and its lines may be any length.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let reason = bounds::line(e.message(), limits::NAME);
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = before.len()
+                - before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1)
+                + 1;
+            format!("line {line}, column {column}: {reason}")
+        }
+        None => reason,
+    }
 }
 
 fn type_name(t: ValueType) -> &'static str {
@@ -330,68 +367,4 @@ pub fn toml_to_json(v: &toml::Value) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TEXT: &str = r#"
-        [plugin]
-        name = "pii-redact"
-        version = "0.1.0"
-        kind = "filter"
-        [capabilities]
-        alerts = true
-        [config.email]
-        type = "bool"
-        default = true
-        [config.window]
-        type = "integer"
-        default = 64
-        min = 8
-        max = 4096
-    "#;
-
-    #[test]
-    fn config_is_checked_and_defaults_filled() {
-        let m = Manifest::parse(TEXT).expect("manifest");
-        assert_eq!(m.kind, Kind::Filter);
-        let mut given = Map::new();
-        given.insert("window".into(), Value::from(128));
-        let cfg = m.resolve_config(&given).expect("config");
-        assert_eq!(cfg["email"], Value::Bool(true));
-        assert_eq!(cfg["window"], Value::from(128));
-
-        given.insert("windw".into(), Value::from(1));
-        let e = m.resolve_config(&given).unwrap_err().to_string();
-        assert!(e.contains("'windw'") && e.contains("email, window"), "{e}");
-
-        let mut bad = Map::new();
-        bad.insert("email".into(), Value::from("yes"));
-        let e = m.resolve_config(&bad).unwrap_err().to_string();
-        assert!(e.contains("'email'") && e.contains("true or false"), "{e}");
-
-        let mut small = Map::new();
-        small.insert("window".into(), Value::from(2));
-        let e = m.resolve_config(&small).unwrap_err().to_string();
-        assert!(e.contains("below the minimum"), "{e}");
-    }
-
-    #[test]
-    fn bad_manifests_are_refused() {
-        let e = Manifest::parse(&TEXT.replace("pii-redact", "PII"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("name"), "{e}");
-        let e = Manifest::parse(&TEXT.replace("\"0.1.0\"", "\"1\""))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("MAJOR.MINOR.PATCH"), "{e}");
-        let e = Manifest::parse(&TEXT.replace("default = true", "default = 3"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("config.email.default"), "{e}");
-        let e = Manifest::parse(&TEXT.replace("alerts = true", "alerts = true\nnetwork = true"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("network"), "{e}");
-    }
-}
+mod tests;

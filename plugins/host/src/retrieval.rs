@@ -2,6 +2,9 @@
 //! Failure policy: fail open; a failed call yields no documents and an alert saying why, and the
 //! answer is generated without them.
 
+use moed_dbus::wire::{self, limits};
+
+use crate::bounds;
 use crate::error::CallFailure;
 use crate::events::{Alert, Severity};
 use crate::loaded::{Bindings, Instance, classify};
@@ -70,10 +73,12 @@ impl RetrievalPlugin {
             Ok(docs) => Retrieved {
                 documents: docs
                     .into_iter()
+                    // Ids and sources are listed to clients (`sources`), the text goes into the
+                    // prompt: each bounded here, whatever the plugin returned.
                     .map(|d| Document {
-                        id: d.id,
-                        source: d.source,
-                        text: d.text,
+                        id: bounds::line(&d.id, limits::DOCUMENT_ID),
+                        source: bounds::line(&d.source, limits::DOCUMENT_SOURCE),
+                        text: bounds::text(d.text, limits::DOCUMENT_TEXT),
                         score: d.score,
                     })
                     .collect(),
@@ -81,14 +86,12 @@ impl RetrievalPlugin {
                 failure: None,
             },
             Err(failure) => {
-                alerts.push(Alert {
-                    plugin: self.plugin.name().to_owned(),
-                    severity: Severity::Warning,
-                    code: "retrieval.failed".into(),
-                    message: format!(
-                        "retrieval failed, the answer is given without documents: {failure}"
-                    ),
-                });
+                alerts.push(Alert::new(
+                    self.plugin.name(),
+                    Severity::Warning,
+                    "retrieval.failed",
+                    &format!("retrieval failed, the answer is given without documents: {failure}"),
+                ));
                 Retrieved {
                     documents: Vec::new(),
                     alerts,
@@ -116,7 +119,11 @@ fn check(docs: &[crate::bindings::v0_1::types::Document], limit: usize) -> Resul
             return bad("a document without id or source".into());
         }
         if !d.score.is_finite() {
-            return bad(format!("document '{}' has score {}", d.id, d.score));
+            return bad(format!(
+                "document {} has score {}",
+                wire::quote(&d.id),
+                d.score
+            ));
         }
     }
     Ok(())

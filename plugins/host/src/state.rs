@@ -7,7 +7,10 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use moed_dbus::wire::limits;
+
 use crate::bindings::v0_1::{alerts, config, kv, log, sources, types};
+use crate::bounds;
 use crate::capability::{self, Grant};
 use crate::events::{Alert, HostEvents, Severity};
 use crate::kv::{QuotaError, QuotaKv};
@@ -17,11 +20,8 @@ use crate::stderr::StderrTail;
 
 /// Log lines a plugin may write per call; further lines are counted and dropped.
 const MAX_LOG_LINES: u32 = 32;
-const MAX_LOG_LINE: usize = 2048;
 /// Alerts a plugin may raise per call.
 const MAX_ALERTS: usize = 16;
-const MAX_ALERT_CODE: usize = 64;
-const MAX_ALERT_MESSAGE: usize = 1024;
 /// Documents and bytes one `search` may return to the plugin.
 const MAX_SEARCH_DOCS: u32 = 100;
 const MAX_QUERY: usize = 8192;
@@ -131,18 +131,6 @@ impl WasiView for HostState {
     }
 }
 
-/// At most `max` bytes of `s`, cut at a character boundary.
-pub(crate) fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut i = max;
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    &s[..i]
-}
-
 impl log::Host for HostState {
     fn write(&mut self, level: log::Level, message: String) {
         self.log_lines += 1;
@@ -156,7 +144,7 @@ impl log::Host for HostState {
             log::Level::Warn => ::log::Level::Warn,
             log::Level::Error => ::log::Level::Error,
         };
-        ::log::log!(target: "moed_plugins::guest", lvl, "plugin {}: {}", self.ctx.name, clip(&message, MAX_LOG_LINE));
+        ::log::log!(target: "moed_plugins::guest", lvl, "plugin {}: {}", self.ctx.name, bounds::line(&message, limits::LOG_LINE));
         if self.log_lines == MAX_LOG_LINES {
             ::log::warn!(target: "moed_plugins::guest", "plugin {}: further log lines of this call are dropped", self.ctx.name);
         }
@@ -205,16 +193,12 @@ impl alerts::Host for HostState {
         if !capability::alerts_allowed(&self.ctx.grant) || self.alerts.len() >= MAX_ALERTS {
             return;
         }
-        let alert = Alert {
-            plugin: self.ctx.name.clone(),
-            severity: match severity {
-                alerts::Severity::Info => Severity::Info,
-                alerts::Severity::Warning => Severity::Warning,
-                alerts::Severity::Error => Severity::Error,
-            },
-            code: clip(&code, MAX_ALERT_CODE).to_owned(),
-            message: clip(&message, MAX_ALERT_MESSAGE).to_owned(),
+        let severity = match severity {
+            alerts::Severity::Info => Severity::Info,
+            alerts::Severity::Warning => Severity::Warning,
+            alerts::Severity::Error => Severity::Error,
         };
+        let alert = Alert::new(&self.ctx.name, severity, &code, &message);
         self.ctx.events.alert(&alert);
         self.alerts.push(alert);
     }

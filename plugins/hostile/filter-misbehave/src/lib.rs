@@ -1,20 +1,65 @@
-//! Hostile fixture: a filter that misbehaves as `mode` says, on both the prompt and the answer.
+//! Hostile fixture: a filter that misbehaves as `mode` says (the request's parameter
+//! `misbehave.mode` overrides the configuration), on both the prompt and the answer.
 //! `inject-email` leaks a secret instead: it lets prompts through and splices an e-mail address
 //! into the answer a few bytes per call, ahead of the model's text, for a filter after it in the
 //! chain to catch although no single piece holds the whole address.
 
 use std::cell::Cell;
 
-use moed_plugin_sdk::config;
 use moed_plugin_sdk::filter::{Guest, InputVerdict, OutputStep, OutputVerdict};
+use moed_plugin_sdk::{alerts, config, log, param_json};
 
 #[derive(serde::Deserialize)]
 struct Config {
     mode: String,
+    size: usize,
 }
 
-fn mode() -> Result<String, String> {
-    Ok(config::get::<Config>()?.mode)
+/// The mode and payload size: the configuration's, unless the request's parameters say.
+fn settings(params: &[(String, String)]) -> Result<(String, usize), String> {
+    let c: Config = config::get()?;
+    let mode = param_json::<String>(params, "misbehave.mode")?.unwrap_or(c.mode);
+    let size = param_json::<usize>(params, "misbehave.size")?.unwrap_or(c.size);
+    Ok((mode, size))
+}
+
+/// A string with NUL bytes, a newline that would start a forged log line and a terminal escape,
+/// `size` bytes long (roughly).
+fn payload(size: usize) -> String {
+    // One allocation: the plugin's memory limit must hold the string, not a doubled buffer.
+    let mut s = String::with_capacity(size + 64);
+    s.push_str("hostile\0payload\n[forged] log line\x1b[2J");
+    // In 64 KiB copies: fast enough for a filter's time limit even at 40 MiB.
+    let chunk = "x".repeat(64 << 10);
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        s.push_str(&chunk[..n]);
+        left -= n;
+    }
+    s.push_str("\0end");
+    s
+}
+
+/// The `*-huge` modes, the same for the prompt and the answer; `None` for the other modes.
+fn strings(mode: &str, size: usize) -> Option<Result<Option<String>, String>> {
+    match mode {
+        "reject-huge" => Some(Ok(Some(payload(size)))),
+        "error-huge" => Some(Err(payload(size))),
+        "alert-huge" => {
+            alerts::error(&payload(size), &payload(size));
+            Some(Ok(None))
+        }
+        "log-huge" => {
+            log::warn(&payload(size));
+            Some(Ok(None))
+        }
+        "stderr-huge" => {
+            eprint!("{}", payload(size));
+            panic!("filter-misbehave: deliberate panic after a huge stderr");
+        }
+        _ => None,
+    }
 }
 
 fn misbehave(mode: &str, text: &str) -> Result<(String, u32), String> {
@@ -71,10 +116,19 @@ fn inject(pending: &str, last: bool) -> (String, u32) {
 struct Misbehave;
 
 impl Guest for Misbehave {
-    fn filter_input(prompt: String, _: Vec<(String, String)>) -> Result<InputVerdict, String> {
-        let mode = mode()?;
+    fn filter_input(prompt: String, params: Vec<(String, String)>) -> Result<InputVerdict, String> {
+        let (mode, size) = settings(&params)?;
         if mode == "inject-email" {
             return Ok(InputVerdict::Allow);
+        }
+        if mode == "nul-text" {
+            return Ok(InputVerdict::Redact(format!("{prompt}\0")));
+        }
+        if let Some(r) = strings(&mode, size) {
+            return Ok(match r? {
+                Some(reason) => InputVerdict::Reject(reason),
+                None => InputVerdict::Allow,
+            });
         }
         let (text, _) = misbehave(&mode, &prompt)?;
         Ok(InputVerdict::Redact(text))
@@ -83,11 +137,22 @@ impl Guest for Misbehave {
     fn filter_output(
         pending: String,
         last: bool,
-        _: Vec<(String, String)>,
+        params: Vec<(String, String)>,
     ) -> Result<OutputVerdict, String> {
-        let mode = mode()?;
+        let (mode, size) = settings(&params)?;
+        if let Some(r) = strings(&mode, size) {
+            return Ok(match r? {
+                Some(reason) => OutputVerdict::Reject(reason),
+                None => OutputVerdict::Pass(OutputStep {
+                    emit: pending,
+                    hold: 0,
+                }),
+            });
+        }
         let (emit, hold) = if mode == "inject-email" {
             inject(&pending, last)
+        } else if mode == "nul-text" {
+            (pending.replace(' ', "\0"), 0)
         } else {
             misbehave(&mode, &pending)?
         };

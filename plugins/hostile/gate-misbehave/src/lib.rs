@@ -1,15 +1,35 @@
-//! Hostile fixture: a gate that answers correctly `after` times, then misbehaves as `mode` says.
+//! Hostile fixture: a gate that answers correctly `after` times, then misbehaves as `mode` says
+//! (the request's parameter `misbehave.mode` overrides the configuration).
 
 use std::cell::RefCell;
 
-use moed_plugin_sdk::config;
 use moed_plugin_sdk::gate::{Guest, ModelRouting, RouteRequest, Routing};
 use moed_plugin_sdk::routing::{self, Scratch};
+use moed_plugin_sdk::{alerts, config, log, param_json};
 
 #[derive(serde::Deserialize)]
 struct Config {
     mode: String,
     after: u64,
+    size: usize,
+}
+
+/// A string with NUL bytes, a newline that would start a forged log line and a terminal escape,
+/// `size` bytes long (roughly).
+fn payload(size: usize) -> String {
+    // One allocation: the plugin's memory limit must hold the string, not a doubled buffer.
+    let mut s = String::with_capacity(size + 64);
+    s.push_str("hostile\0payload\n[forged] log line\x1b[2J");
+    // In 64 KiB copies: fast enough for a filter's time limit even at 40 MiB.
+    let chunk = "x".repeat(64 << 10);
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        s.push_str(&chunk[..n]);
+        left -= n;
+    }
+    s.push_str("\0end");
+    s
 }
 
 struct State {
@@ -74,7 +94,10 @@ impl Guest for Misbehave {
             if st.calls <= st.config.after {
                 return Ok(out);
             }
-            match st.config.mode.as_str() {
+            let mode = param_json::<String>(&req.params, "misbehave.mode")?;
+            let size = param_json::<usize>(&req.params, "misbehave.size")?;
+            let size = size.unwrap_or(st.config.size);
+            match mode.as_deref().unwrap_or(&st.config.mode) {
                 "loop" => spin(),
                 "membomb" => {
                     let mut hoard: Vec<Vec<u8>> = Vec::new();
@@ -90,6 +113,20 @@ impl Guest for Misbehave {
                 }
                 "nan" => out.weights[0] = f32::NAN,
                 "negative" => out.weights[0] = -0.5,
+                // Finite, so it passed the old check, and overflows the engine's sums.
+                "max-weight" => out.weights.iter_mut().for_each(|w| *w = f32::MAX),
+                "infinite-weight" => out.weights[0] = f32::INFINITY,
+                // Large but allowed (moed_plugins::gate::MAX_WEIGHT): answered as given.
+                "big-weight" => out.weights.iter_mut().for_each(|w| *w = 1e4),
+                "error-huge" => return Err(payload(size)),
+                "stderr-huge" => {
+                    eprint!("{}", payload(size));
+                    panic!("gate-misbehave: deliberate panic after a huge stderr");
+                }
+                "alert-huge" => {
+                    alerts::error(&payload(size), &payload(size));
+                    log::warn(&payload(size));
+                }
                 "wrong-count" => {
                     out.experts.pop();
                 }
