@@ -4,12 +4,13 @@
 //! its caller writes) when the value fits; floating-point options also take integers. Anything
 //! else, and any unknown key, is `InvalidArgument` naming the key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use zbus::{OwnedVariant, Str, Variant};
 
 use crate::MoedError;
 use crate::params::{params_dict, plugin_params};
+use crate::wire::{self, limits::NAME};
 
 /// The options dictionary as it arrives.
 pub type OptionDict = HashMap<String, OwnedVariant>;
@@ -85,6 +86,16 @@ pub const MAX_SOURCES: usize = 32;
 /// Most stop strings one request may carry.
 pub const MAX_STOP_STRINGS: usize = 16;
 
+/// Most bytes of one stop string.
+pub const MAX_STOP_BYTES: usize = 1024;
+
+/// Most plugin names in `plugins`. Every collection's count is checked before any per-item work,
+/// so a caller that sends 100,000 names costs one comparison, not a pass over them.
+pub const MAX_REQUEST_PLUGINS: usize = 32;
+
+/// Most bytes of the `system` option (it is part of the prompt, bounded again with it).
+pub const MAX_SYSTEM_BYTES: usize = 1024 * 1024;
+
 impl GenerateOptions {
     /// Parses and checks a client's options.
     pub fn from_dict(dict: &OptionDict) -> Result<Self, MoedError> {
@@ -117,19 +128,16 @@ impl GenerateOptions {
                 }
                 "seed" => opts.seed = Some(uint(key, value, 0, u64::MAX)?),
                 "stop" => {
-                    let stop = strings(key, value)?;
-                    if stop.len() > MAX_STOP_STRINGS {
-                        return Err(invalid(key, &format!("at most {MAX_STOP_STRINGS} strings")));
-                    }
+                    let stop = bounded_strings(key, value, MAX_STOP_STRINGS, MAX_STOP_BYTES)?;
                     if stop.iter().any(String::is_empty) {
                         return Err(invalid(key, "stop strings must not be empty"));
                     }
                     opts.stop = stop;
                 }
                 "raw" => opts.raw = boolean(key, value)?,
-                "system" => opts.system = Some(string(key, value)?),
+                "system" => opts.system = Some(bounded_string(key, value, MAX_SYSTEM_BYTES)?),
                 "model" => {
-                    let model = string(key, value)?;
+                    let model = bounded_string(key, value, NAME)?;
                     if model.is_empty() {
                         return Err(invalid(key, "a model name must not be empty"));
                     }
@@ -140,10 +148,7 @@ impl GenerateOptions {
                 "plugin_params" => opts.plugin_params = plugin_params(key, value)?,
                 "retrieval" => opts.retrieval = Some(boolean(key, value)?),
                 "sources" => {
-                    let sources = strings(key, value)?;
-                    if sources.len() > MAX_SOURCES {
-                        return Err(invalid(key, &format!("at most {MAX_SOURCES} labels")));
-                    }
+                    let sources = bounded_strings(key, value, MAX_SOURCES, NAME)?;
                     if sources.iter().any(|s| s.trim().is_empty()) {
                         return Err(invalid(key, "a source label must not be empty"));
                     }
@@ -230,7 +235,7 @@ impl ScoreOptions {
         for (key, value) in dict {
             let value = unwrap_variant(value);
             match key.as_str() {
-                "model" => opts.model = Some(string(key, value)?),
+                "model" => opts.model = Some(bounded_string(key, value, NAME)?),
                 "plugins" => opts.plugins = plugin_names(key, value)?,
                 "plugin_params" => opts.plugin_params = plugin_params(key, value)?,
                 _ => return Err(unknown_key(key, SCORE_OPTION_KEYS)),
@@ -255,18 +260,21 @@ impl ScoreOptions {
 }
 
 fn plugin_names(key: &str, value: &Variant<'_>) -> Result<Vec<String>, MoedError> {
-    let names = strings(key, value)?;
+    let names = bounded_strings(key, value, MAX_REQUEST_PLUGINS, NAME)?;
     if names.iter().any(|n| n.trim().is_empty()) {
         return Err(invalid(key, "a plugin name must not be empty"));
     }
-    let mut out: Vec<String> = Vec::with_capacity(names.len());
-    for n in names {
-        if out.contains(&n) {
-            return Err(invalid(key, &format!("plugin '{n}' is named twice")));
+    // A set keeps the duplicate check linear in the (already bounded) count.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(names.len());
+    for n in &names {
+        if !seen.insert(n) {
+            return Err(invalid(
+                key,
+                &format!("plugin {} is named twice", wire::quote(n)),
+            ));
         }
-        out.push(n);
     }
-    Ok(out)
+    Ok(names)
 }
 
 pub(crate) fn string_array(items: &[String]) -> OwnedVariant {
@@ -288,15 +296,30 @@ pub(crate) fn type_name(value: &Variant<'_>) -> String {
     format!("'{}'", value.value_signature())
 }
 
+/// `InvalidArgument` naming the option; the key is quoted (a `plugin_params` key is the
+/// client's own text and may be of any length).
 pub(crate) fn invalid(key: &str, why: &str) -> MoedError {
-    MoedError::InvalidArgument(format!("option '{key}': {why}"))
+    MoedError::InvalidArgument(format!("option {}: {why}", wire::quote(key)))
 }
 
 pub(crate) fn unknown_key(key: &str, known: &[&str]) -> MoedError {
     MoedError::InvalidArgument(format!(
-        "unknown option '{key}'; known options: {}",
+        "unknown option {}; known options: {}",
+        wire::quote(key),
         known.join(", ")
     ))
+}
+
+/// `InvalidArgument` for a string over its byte limit, quoting only its start.
+pub(crate) fn too_long(key: &str, s: &str, max_bytes: usize) -> MoedError {
+    invalid(
+        key,
+        &format!(
+            "{} is {} bytes, at most {max_bytes}",
+            wire::quote(s),
+            s.len()
+        ),
+    )
 }
 
 pub(crate) fn integer(value: &Variant<'_>) -> Option<i128> {
@@ -365,8 +388,24 @@ pub(crate) fn boolean(key: &str, value: &Variant<'_>) -> Result<bool, MoedError>
     }
 }
 
+/// A string, unbounded: for administrators' calls (client options use [`bounded_string`]).
 pub(crate) fn string(key: &str, value: &Variant<'_>) -> Result<String, MoedError> {
+    bounded_string(key, value, usize::MAX)
+}
+
+/// Strings, unbounded: for administrators' calls (client options use [`bounded_strings`]).
+pub(crate) fn strings(key: &str, value: &Variant<'_>) -> Result<Vec<String>, MoedError> {
+    bounded_strings(key, value, usize::MAX, usize::MAX)
+}
+
+/// A string of at most `max_bytes` bytes (checked before it is copied).
+pub(crate) fn bounded_string(
+    key: &str,
+    value: &Variant<'_>,
+    max_bytes: usize,
+) -> Result<String, MoedError> {
     match value {
+        Variant::Str(s) if s.len() > max_bytes => Err(too_long(key, s.as_str(), max_bytes)),
         Variant::Str(s) => Ok(s.to_string()),
         other => Err(invalid(
             key,
@@ -375,14 +414,25 @@ pub(crate) fn string(key: &str, value: &Variant<'_>) -> Result<String, MoedError
     }
 }
 
-pub(crate) fn strings(key: &str, value: &Variant<'_>) -> Result<Vec<String>, MoedError> {
+/// One string or an array of at most `max_count` strings of at most `max_bytes` bytes each; the
+/// count is checked before any element is looked at.
+pub(crate) fn bounded_strings(
+    key: &str,
+    value: &Variant<'_>,
+    max_count: usize,
+    max_bytes: usize,
+) -> Result<Vec<String>, MoedError> {
     match value {
-        Variant::Str(s) => Ok(vec![s.to_string()]),
+        Variant::Str(_) => Ok(vec![bounded_string(key, value, max_bytes)?]),
+        Variant::Array(items) if items.len() > max_count => Err(invalid(
+            key,
+            &format!("{} entries, at most {max_count}", items.len()),
+        )),
         Variant::Array(items) => items
             .inner()
             .iter()
             .map(|item| match unwrap_variant(item) {
-                Variant::Str(s) => Ok(s.to_string()),
+                s @ Variant::Str(_) => bounded_string(key, s, max_bytes),
                 other => Err(invalid(
                     key,
                     &format!(
@@ -400,129 +450,5 @@ pub(crate) fn strings(key: &str, value: &Variant<'_>) -> Result<Vec<String>, Moe
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dict(pairs: Vec<(&str, OwnedVariant)>) -> OptionDict {
-        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-    }
-
-    fn err_of(pairs: Vec<(&str, OwnedVariant)>) -> String {
-        match GenerateOptions::from_dict(&dict(pairs)) {
-            Err(MoedError::InvalidArgument(m)) => m,
-            other => panic!("expected InvalidArgument, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn integers_of_any_width_and_round_trip() {
-        let opts = GenerateOptions::from_dict(&dict(vec![
-            ("max_tokens", OwnedVariant::from(12i32)),
-            ("top_k", OwnedVariant::from(5u8)),
-            ("seed", OwnedVariant::from(9i64)),
-            ("temperature", OwnedVariant::from(1i32)),
-            ("stop", OwnedVariant::from(Str::from("END"))),
-        ]))
-        .expect("valid");
-        assert_eq!(opts.max_tokens, Some(12));
-        assert_eq!(opts.top_k, Some(5));
-        assert_eq!(opts.seed, Some(9));
-        assert_eq!(opts.temperature, Some(1.0));
-        assert_eq!(opts.stop, vec!["END".to_string()]);
-        let full = GenerateOptions {
-            max_tokens: Some(3),
-            temperature: Some(0.5),
-            top_p: Some(0.9),
-            top_k: Some(4),
-            min_p: Some(0.1),
-            repetition_penalty: Some(1.1),
-            seed: Some(u64::MAX),
-            stop: vec!["a".into(), "b".into()],
-            raw: true,
-            system: Some("sys".into()),
-            model: Some("m".into()),
-            plugins: vec!["p".into()],
-            ignore_eos: true,
-            plugin_params: vec![
-                ("expert_budget.k".into(), "1".into()),
-                ("expert_budget.masked".into(), "[3,5]".into()),
-            ],
-            retrieval: Some(false),
-            sources: vec!["handbook".into()],
-        };
-        assert_eq!(
-            GenerateOptions::from_dict(&full.to_dict()).expect("round trip"),
-            full
-        );
-    }
-
-    #[test]
-    fn wrong_types_and_values_name_the_key() {
-        assert!(
-            err_of(vec![("max_tokens", OwnedVariant::from(Str::from("5")))])
-                .contains("'max_tokens'")
-        );
-        assert!(err_of(vec![("max_tokens", OwnedVariant::from(-1i32))]).contains("out of range"));
-        assert!(err_of(vec![("top_p", OwnedVariant::from(0.0f64))]).contains("'top_p'"));
-        assert!(
-            err_of(vec![("temperature", OwnedVariant::from(f64::NAN))]).contains("'temperature'")
-        );
-        assert!(err_of(vec![("raw", OwnedVariant::from(1u32))]).contains("boolean"));
-        assert!(err_of(vec![("stop", OwnedVariant::from(Str::from("")))]).contains("'stop'"));
-        assert!(err_of(vec![("model", OwnedVariant::from(true))]).contains("'model'"));
-        let unknown = err_of(vec![("temprature", OwnedVariant::from(1.0f64))]);
-        assert!(
-            unknown.contains("'temprature'") && unknown.contains("temperature"),
-            "{unknown}"
-        );
-    }
-
-    #[test]
-    fn nested_variants_are_unwrapped() {
-        let inner = Variant::from(7u32);
-        let outer = OwnedVariant::try_from(Variant::Variant(Box::new(inner))).expect("variant");
-        let opts = GenerateOptions::from_dict(&dict(vec![("max_tokens", outer)])).expect("valid");
-        assert_eq!(opts.max_tokens, Some(7));
-    }
-
-    #[test]
-    fn retrieval_and_sources() {
-        let opts = GenerateOptions::from_dict(&dict(vec![
-            ("retrieval", OwnedVariant::from(false)),
-            ("sources", OwnedVariant::from(Str::from("handbook"))),
-        ]))
-        .expect("valid");
-        assert!(!opts.retrieval_on());
-        assert_eq!(opts.sources, ["handbook"]);
-        assert!(GenerateOptions::default().retrieval_on());
-        assert!(err_of(vec![("retrieval", OwnedVariant::from(1u8))]).contains("'retrieval'"));
-        assert!(err_of(vec![("sources", OwnedVariant::from(Str::from("")))]).contains("'sources'"));
-        assert!(
-            err_of(vec![(
-                "plugins",
-                OwnedVariant::try_from(Variant::from(vec!["a", "a"])).expect("as")
-            )])
-            .contains("twice")
-        );
-    }
-
-    #[test]
-    fn score_options() {
-        let opts =
-            ScoreOptions::from_dict(&dict(vec![("model", OwnedVariant::from(Str::from("m")))]))
-                .expect("valid");
-        assert_eq!(opts.model.as_deref(), Some("m"));
-        assert!(
-            ScoreOptions::from_dict(&dict(vec![("max_tokens", OwnedVariant::from(1u32))])).is_err()
-        );
-        let full = ScoreOptions {
-            model: Some("m".into()),
-            plugins: vec!["expert-budget".into()],
-            plugin_params: vec![("expert_budget.k".into(), "1".into())],
-        };
-        assert_eq!(
-            ScoreOptions::from_dict(&full.to_dict()).expect("round trip"),
-            full
-        );
-    }
-}
+#[path = "options_tests.rs"]
+mod tests;
