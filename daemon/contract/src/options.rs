@@ -314,11 +314,7 @@ pub(crate) fn unknown_key(key: &str, known: &[&str]) -> MoedError {
 pub(crate) fn too_long(key: &str, s: &str, max_bytes: usize) -> MoedError {
     invalid(
         key,
-        &format!(
-            "{} is {} bytes, at most {max_bytes}",
-            wire::quote(s),
-            s.len()
-        ),
+        &format!("{} is too long: at most {max_bytes} bytes", wire::quote(s)),
     )
 }
 

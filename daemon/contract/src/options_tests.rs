@@ -58,14 +58,11 @@ fn integers_of_any_width_and_round_trip() {
 #[test]
 fn wrong_types_and_values_name_the_key() {
     assert!(
-        err_of(vec![("max_tokens", OwnedVariant::from(Str::from("5")))])
-            .contains("'max_tokens'")
+        err_of(vec![("max_tokens", OwnedVariant::from(Str::from("5")))]).contains("'max_tokens'")
     );
     assert!(err_of(vec![("max_tokens", OwnedVariant::from(-1i32))]).contains("out of range"));
     assert!(err_of(vec![("top_p", OwnedVariant::from(0.0f64))]).contains("'top_p'"));
-    assert!(
-        err_of(vec![("temperature", OwnedVariant::from(f64::NAN))]).contains("'temperature'")
-    );
+    assert!(err_of(vec![("temperature", OwnedVariant::from(f64::NAN))]).contains("'temperature'"));
     assert!(err_of(vec![("raw", OwnedVariant::from(1u32))]).contains("boolean"));
     assert!(err_of(vec![("stop", OwnedVariant::from(Str::from("")))]).contains("'stop'"));
     assert!(err_of(vec![("model", OwnedVariant::from(true))]).contains("'model'"));
@@ -107,9 +104,8 @@ fn retrieval_and_sources() {
 
 #[test]
 fn score_options() {
-    let opts =
-        ScoreOptions::from_dict(&dict(vec![("model", OwnedVariant::from(Str::from("m")))]))
-            .expect("valid");
+    let opts = ScoreOptions::from_dict(&dict(vec![("model", OwnedVariant::from(Str::from("m")))]))
+        .expect("valid");
     assert_eq!(opts.model.as_deref(), Some("m"));
     assert!(
         ScoreOptions::from_dict(&dict(vec![("max_tokens", OwnedVariant::from(1u32))])).is_err()
@@ -143,7 +139,10 @@ fn assert_short(message: &str) {
 fn a_hundred_thousand_plugin_names_are_refused_by_their_count() {
     let names = string_list(100_000, |i| format!("plugin-{i}"));
     let m = err_of(vec![("plugins", names)]);
-    assert!(m.contains("'plugins'") && m.contains("100000 entries"), "{m}");
+    assert!(
+        m.contains("'plugins'") && m.contains("100000 entries"),
+        "{m}"
+    );
     assert!(m.contains(&MAX_REQUEST_PLUGINS.to_string()), "{m}");
     assert_short(&m);
     // The same for Score.

@@ -246,12 +246,18 @@ mod limit_tests {
 
     #[test]
     fn a_twenty_megabyte_value_is_refused_with_a_short_message() {
-        for text in ["x".repeat(20_000_000), format!("[{}]", "1,".repeat(10_000_000))] {
+        for text in [
+            "x".repeat(20_000_000),
+            format!("[{}]", "1,".repeat(10_000_000)),
+        ] {
             let mut map: HashMap<String, String> = HashMap::new();
             map.insert("pii_redact.skip".into(), text);
             let m = message_of(OwnedVariant::try_from(Variant::from(map)).expect("a{ss}"));
             assert!(m.contains("'plugin_params.pii_redact.skip'"), "{m}");
-            assert!(m.contains(&format!("at most {MAX_PLUGIN_PARAM_BYTES}")), "{m}");
+            assert!(
+                m.contains(&format!("at most {MAX_PLUGIN_PARAM_BYTES}")),
+                "{m}"
+            );
             assert!(m.len() < 512, "{} bytes", m.len());
         }
     }
@@ -277,7 +283,10 @@ mod limit_tests {
             .map(|i| (format!("k{i}"), format!("\"{}\"", "v".repeat(10_000))))
             .collect();
         let m = message_of(OwnedVariant::try_from(Variant::from(big)).expect("a{ss}"));
-        assert!(m.contains(&format!("{MAX_PLUGIN_PARAMS_TOTAL} bytes")), "{m}");
+        assert!(
+            m.contains(&format!("{MAX_PLUGIN_PARAMS_TOTAL} bytes")),
+            "{m}"
+        );
         let mut long_key: HashMap<String, u32> = HashMap::new();
         long_key.insert("k".repeat(1_000_000), 1);
         let m = message_of(OwnedVariant::try_from(Variant::from(long_key)).expect("a{su}"));

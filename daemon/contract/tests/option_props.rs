@@ -58,7 +58,9 @@ fn check(result: Result<(), MoedError>) -> Result<(), TestCaseError> {
             prop_assert!(m.contains("option '"), "names no key: {m}");
             Ok(())
         }
-        Err(other) => Err(TestCaseError::fail(format!("not InvalidArgument: {other:?}"))),
+        Err(other) => Err(TestCaseError::fail(format!(
+            "not InvalidArgument: {other:?}"
+        ))),
     }
 }
 
