@@ -41,15 +41,21 @@ fn strings(n: usize, each: impl Fn(usize) -> String) -> OwnedVariant {
     OwnedVariant::try_from(Variant::from(items)).expect("as")
 }
 
-/// One line of the client's report: case, error name (or `ok`), message length, message start.
+/// One line of the client's report: case, error name (or `ok`), message length, message start,
+/// and (for the record, never asserted) the milliseconds since the previous report.
 fn report(case: &str, result: Result<(), MoedError>) {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let now = std::time::Instant::now();
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let ms = last.map_or(0, |t| now.duration_since(t).as_millis());
+    *last = Some(now);
     let (name, message) = match result {
         Ok(()) => ("ok".to_string(), String::new()),
         Err(e) => (e.short_name().unwrap_or("other").to_string(), e.message()),
     };
     let start: String = message.chars().take(300).collect();
     println!(
-        "CASE\t{case}\t{name}\t{}\t{}",
+        "CASE\t{case}\t{name}\t{}\t{}\t{ms} ms",
         message.len(),
         start.replace(['\n', '\t'], " ")
     );
@@ -67,6 +73,7 @@ async fn unprivileged_client() {
         .expect("connect");
     let engine = engine(&conn).await;
     let huge = "a".repeat(32_000_000);
+    report("start", Ok(()));
     let ok = |r: Result<(String, moed_dbus::GenerationInfo), MoedError>| r.map(|_| ());
 
     report(
@@ -143,6 +150,7 @@ fn run_unprivileged_client(address: &str) -> HashMap<String, (String, usize, Str
         .output()
         .expect("run the unprivileged client");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
     assert!(
         out.status.success(),
         "client failed: {stdout}\n{}",
@@ -153,7 +161,7 @@ fn run_unprivileged_client(address: &str) -> HashMap<String, (String, usize, Str
         .filter_map(|l| {
             // libtest may print "test NAME ... " on the line of the first report.
             let (_, report) = l.split_once("CASE\t")?;
-            let mut f = report.splitn(4, '\t');
+            let mut f = report.splitn(5, '\t');
             let case = f.next()?.to_string();
             let name = f.next()?.to_string();
             let len = f.next()?.parse().ok()?;
@@ -170,7 +178,7 @@ async fn hostile_requests_are_refused_before_work() {
     }
     let bus = TestBus::start();
     let setup = DaemonSetup::new();
-    let _daemon = Daemon::start(&bus, &setup, "").await;
+    let daemon = Daemon::start(&bus, &setup, "").await;
     let conn = bus.connect().await;
     let engine = engine(&conn).await;
     let (before, _) = engine
@@ -182,6 +190,17 @@ async fn hostile_requests_are_refused_before_work() {
     let cases = tokio::task::spawn_blocking(move || run_unprivileged_client(&address))
         .await
         .expect("client thread");
+    // For the record (not asserted): the daemon's peak memory after the hostile requests.
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap_or_default();
+    eprintln!(
+        "daemon {}",
+        status
+            .lines()
+            .filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let expect = [
         ("prompt", "prompt: 32000000 bytes"),
         ("plugins", "'plugins': 100000 entries"),
