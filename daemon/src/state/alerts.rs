@@ -184,16 +184,15 @@ impl StateStore {
         if !index.loaded {
             index.load(&tree)?;
         }
-        let mut next = match tree.last()? {
+        let first = match tree.last()? {
             Some((key, _)) => seq_of(&key)? + 1,
             None => 1,
         };
         let mut batch = sled::Batch::default();
-        for mut e in entries {
-            e.seq = next;
-            batch.insert(&next.to_be_bytes(), json(&e));
-            index.push(e.uid, next);
-            next += 1;
+        for (seq, mut e) in (first..).zip(entries) {
+            e.seq = seq;
+            batch.insert(&seq.to_be_bytes(), json(&e));
+            index.push(e.uid, seq);
         }
         while index.total > capacity {
             match index.evict() {
