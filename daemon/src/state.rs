@@ -70,8 +70,8 @@ impl PersistedStats {
 pub struct StateStore {
     dir: PathBuf,
     db: sled::Db,
-    /// Serializes appends to the alert audit log (sequence numbers and trimming).
-    alert_log: Arc<Mutex<()>>,
+    /// Serializes appends to the alert audit log and indexes its entries by user.
+    alert_log: Arc<Mutex<alerts::AlertIndex>>,
 }
 
 /// Where state lives: `configured`, else `$STATE_DIRECTORY` (its first entry), else
@@ -115,7 +115,7 @@ impl StateStore {
         Ok(StateStore {
             dir: dir.to_path_buf(),
             db,
-            alert_log: Arc::new(Mutex::new(())),
+            alert_log: Arc::new(Mutex::new(alerts::AlertIndex::default())),
         })
     }
 

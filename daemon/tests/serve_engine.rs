@@ -221,7 +221,13 @@ async fn cancel_stops_a_running_request() {
 async fn busy_past_the_queue_and_concurrent_clients() {
     let bus = TestBus::start();
     let setup = DaemonSetup::new();
-    let _daemon = Daemon::start(&bus, &setup, "max_concurrent = 1\nqueue_depth = 1").await;
+    // One user fills both places here: the per-user share (half by default) is lifted.
+    let _daemon = Daemon::start(
+        &bus,
+        &setup,
+        "max_concurrent = 1\nqueue_depth = 1\nmax_requests_per_user = 2",
+    )
+    .await;
     let conn = bus.connect().await;
     let engine = engine(&conn).await;
     assert_eq!(engine.max_concurrent().await.expect("MaxConcurrent"), 1);

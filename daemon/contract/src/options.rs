@@ -4,12 +4,17 @@
 //! its caller writes) when the value fits; floating-point options also take integers. Anything
 //! else, and any unknown key, is `InvalidArgument` naming the key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use zbus::{OwnedVariant, Str, Variant};
 
 use crate::MoedError;
 use crate::params::{params_dict, plugin_params};
+use crate::wire::{self, limits::NAME};
+
+#[path = "option_values.rs"]
+mod values;
+pub(crate) use values::*;
 
 /// The options dictionary as it arrives.
 pub type OptionDict = HashMap<String, OwnedVariant>;
@@ -85,6 +90,16 @@ pub const MAX_SOURCES: usize = 32;
 /// Most stop strings one request may carry.
 pub const MAX_STOP_STRINGS: usize = 16;
 
+/// Most bytes of one stop string.
+pub const MAX_STOP_BYTES: usize = 1024;
+
+/// Most plugin names in `plugins`. Every collection's count is checked before any per-item work,
+/// so a caller that sends 100,000 names costs one comparison, not a pass over them.
+pub const MAX_REQUEST_PLUGINS: usize = 32;
+
+/// Most bytes of the `system` option (it is part of the prompt, bounded again with it).
+pub const MAX_SYSTEM_BYTES: usize = 1024 * 1024;
+
 impl GenerateOptions {
     /// Parses and checks a client's options.
     pub fn from_dict(dict: &OptionDict) -> Result<Self, MoedError> {
@@ -117,19 +132,16 @@ impl GenerateOptions {
                 }
                 "seed" => opts.seed = Some(uint(key, value, 0, u64::MAX)?),
                 "stop" => {
-                    let stop = strings(key, value)?;
-                    if stop.len() > MAX_STOP_STRINGS {
-                        return Err(invalid(key, &format!("at most {MAX_STOP_STRINGS} strings")));
-                    }
+                    let stop = bounded_strings(key, value, MAX_STOP_STRINGS, MAX_STOP_BYTES)?;
                     if stop.iter().any(String::is_empty) {
                         return Err(invalid(key, "stop strings must not be empty"));
                     }
                     opts.stop = stop;
                 }
                 "raw" => opts.raw = boolean(key, value)?,
-                "system" => opts.system = Some(string(key, value)?),
+                "system" => opts.system = Some(bounded_string(key, value, MAX_SYSTEM_BYTES)?),
                 "model" => {
-                    let model = string(key, value)?;
+                    let model = bounded_string(key, value, NAME)?;
                     if model.is_empty() {
                         return Err(invalid(key, "a model name must not be empty"));
                     }
@@ -140,10 +152,7 @@ impl GenerateOptions {
                 "plugin_params" => opts.plugin_params = plugin_params(key, value)?,
                 "retrieval" => opts.retrieval = Some(boolean(key, value)?),
                 "sources" => {
-                    let sources = strings(key, value)?;
-                    if sources.len() > MAX_SOURCES {
-                        return Err(invalid(key, &format!("at most {MAX_SOURCES} labels")));
-                    }
+                    let sources = bounded_strings(key, value, MAX_SOURCES, NAME)?;
                     if sources.iter().any(|s| s.trim().is_empty()) {
                         return Err(invalid(key, "a source label must not be empty"));
                     }
@@ -230,7 +239,7 @@ impl ScoreOptions {
         for (key, value) in dict {
             let value = unwrap_variant(value);
             match key.as_str() {
-                "model" => opts.model = Some(string(key, value)?),
+                "model" => opts.model = Some(bounded_string(key, value, NAME)?),
                 "plugins" => opts.plugins = plugin_names(key, value)?,
                 "plugin_params" => opts.plugin_params = plugin_params(key, value)?,
                 _ => return Err(unknown_key(key, SCORE_OPTION_KEYS)),
@@ -255,274 +264,23 @@ impl ScoreOptions {
 }
 
 fn plugin_names(key: &str, value: &Variant<'_>) -> Result<Vec<String>, MoedError> {
-    let names = strings(key, value)?;
+    let names = bounded_strings(key, value, MAX_REQUEST_PLUGINS, NAME)?;
     if names.iter().any(|n| n.trim().is_empty()) {
         return Err(invalid(key, "a plugin name must not be empty"));
     }
-    let mut out: Vec<String> = Vec::with_capacity(names.len());
-    for n in names {
-        if out.contains(&n) {
-            return Err(invalid(key, &format!("plugin '{n}' is named twice")));
+    // A set keeps the duplicate check linear in the (already bounded) count.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(names.len());
+    for n in &names {
+        if !seen.insert(n) {
+            return Err(invalid(
+                key,
+                &format!("plugin {} is named twice", wire::quote(n)),
+            ));
         }
-        out.push(n);
     }
-    Ok(out)
-}
-
-pub(crate) fn string_array(items: &[String]) -> OwnedVariant {
-    // A Vec<String> always converts: strings need no fds and no signature checks.
-    OwnedVariant::try_from(Variant::from(items.to_vec()))
-        .unwrap_or_else(|_| OwnedVariant::from(Str::from("")))
-}
-
-/// `gdbus` and some bindings wrap values once more (`v` inside `v`).
-pub(crate) fn unwrap_variant<'a, 'b>(value: &'a Variant<'b>) -> &'a Variant<'b> {
-    let mut v = value;
-    while let Variant::Variant(inner) = v {
-        v = inner;
-    }
-    v
-}
-
-pub(crate) fn type_name(value: &Variant<'_>) -> String {
-    format!("'{}'", value.value_signature())
-}
-
-pub(crate) fn invalid(key: &str, why: &str) -> MoedError {
-    MoedError::InvalidArgument(format!("option '{key}': {why}"))
-}
-
-pub(crate) fn unknown_key(key: &str, known: &[&str]) -> MoedError {
-    MoedError::InvalidArgument(format!(
-        "unknown option '{key}'; known options: {}",
-        known.join(", ")
-    ))
-}
-
-pub(crate) fn integer(value: &Variant<'_>) -> Option<i128> {
-    Some(match value {
-        Variant::U8(v) => *v as i128,
-        Variant::I16(v) => *v as i128,
-        Variant::U16(v) => *v as i128,
-        Variant::I32(v) => *v as i128,
-        Variant::U32(v) => *v as i128,
-        Variant::I64(v) => *v as i128,
-        Variant::U64(v) => *v as i128,
-        _ => return None,
-    })
-}
-
-pub(crate) fn uint(key: &str, value: &Variant<'_>, min: u64, max: u64) -> Result<u64, MoedError> {
-    let v = integer(value).ok_or_else(|| {
-        invalid(
-            key,
-            &format!("expected an integer, got type {}", type_name(value)),
-        )
-    })?;
-    if v < min as i128 || v > max as i128 {
-        return Err(invalid(
-            key,
-            &format!("{v} is out of range; expected {min} to {max}"),
-        ));
-    }
-    Ok(v as u64)
-}
-
-fn float(
-    key: &str,
-    value: &Variant<'_>,
-    ok: impl Fn(f64) -> bool,
-    expected: &str,
-) -> Result<f64, MoedError> {
-    let v = match value {
-        Variant::F64(v) => *v,
-        other => match integer(other) {
-            Some(i) => i as f64,
-            None => {
-                return Err(invalid(
-                    key,
-                    &format!("expected a number, got type {}", type_name(value)),
-                ));
-            }
-        },
-    };
-    if !v.is_finite() || !ok(v) {
-        return Err(invalid(
-            key,
-            &format!("{v} is out of range; expected {expected}"),
-        ));
-    }
-    Ok(v)
-}
-
-pub(crate) fn boolean(key: &str, value: &Variant<'_>) -> Result<bool, MoedError> {
-    match value {
-        Variant::Bool(b) => Ok(*b),
-        other => Err(invalid(
-            key,
-            &format!("expected a boolean, got type {}", type_name(other)),
-        )),
-    }
-}
-
-pub(crate) fn string(key: &str, value: &Variant<'_>) -> Result<String, MoedError> {
-    match value {
-        Variant::Str(s) => Ok(s.to_string()),
-        other => Err(invalid(
-            key,
-            &format!("expected a string, got type {}", type_name(other)),
-        )),
-    }
-}
-
-pub(crate) fn strings(key: &str, value: &Variant<'_>) -> Result<Vec<String>, MoedError> {
-    match value {
-        Variant::Str(s) => Ok(vec![s.to_string()]),
-        Variant::Array(items) => items
-            .inner()
-            .iter()
-            .map(|item| match unwrap_variant(item) {
-                Variant::Str(s) => Ok(s.to_string()),
-                other => Err(invalid(
-                    key,
-                    &format!(
-                        "expected strings, got an element of type {}",
-                        type_name(other)
-                    ),
-                )),
-            })
-            .collect(),
-        other => Err(invalid(
-            key,
-            &format!("expected a string array, got type {}", type_name(other)),
-        )),
-    }
+    Ok(names)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dict(pairs: Vec<(&str, OwnedVariant)>) -> OptionDict {
-        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-    }
-
-    fn err_of(pairs: Vec<(&str, OwnedVariant)>) -> String {
-        match GenerateOptions::from_dict(&dict(pairs)) {
-            Err(MoedError::InvalidArgument(m)) => m,
-            other => panic!("expected InvalidArgument, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn integers_of_any_width_and_round_trip() {
-        let opts = GenerateOptions::from_dict(&dict(vec![
-            ("max_tokens", OwnedVariant::from(12i32)),
-            ("top_k", OwnedVariant::from(5u8)),
-            ("seed", OwnedVariant::from(9i64)),
-            ("temperature", OwnedVariant::from(1i32)),
-            ("stop", OwnedVariant::from(Str::from("END"))),
-        ]))
-        .expect("valid");
-        assert_eq!(opts.max_tokens, Some(12));
-        assert_eq!(opts.top_k, Some(5));
-        assert_eq!(opts.seed, Some(9));
-        assert_eq!(opts.temperature, Some(1.0));
-        assert_eq!(opts.stop, vec!["END".to_string()]);
-        let full = GenerateOptions {
-            max_tokens: Some(3),
-            temperature: Some(0.5),
-            top_p: Some(0.9),
-            top_k: Some(4),
-            min_p: Some(0.1),
-            repetition_penalty: Some(1.1),
-            seed: Some(u64::MAX),
-            stop: vec!["a".into(), "b".into()],
-            raw: true,
-            system: Some("sys".into()),
-            model: Some("m".into()),
-            plugins: vec!["p".into()],
-            ignore_eos: true,
-            plugin_params: vec![
-                ("expert_budget.k".into(), "1".into()),
-                ("expert_budget.masked".into(), "[3,5]".into()),
-            ],
-            retrieval: Some(false),
-            sources: vec!["handbook".into()],
-        };
-        assert_eq!(
-            GenerateOptions::from_dict(&full.to_dict()).expect("round trip"),
-            full
-        );
-    }
-
-    #[test]
-    fn wrong_types_and_values_name_the_key() {
-        assert!(
-            err_of(vec![("max_tokens", OwnedVariant::from(Str::from("5")))])
-                .contains("'max_tokens'")
-        );
-        assert!(err_of(vec![("max_tokens", OwnedVariant::from(-1i32))]).contains("out of range"));
-        assert!(err_of(vec![("top_p", OwnedVariant::from(0.0f64))]).contains("'top_p'"));
-        assert!(
-            err_of(vec![("temperature", OwnedVariant::from(f64::NAN))]).contains("'temperature'")
-        );
-        assert!(err_of(vec![("raw", OwnedVariant::from(1u32))]).contains("boolean"));
-        assert!(err_of(vec![("stop", OwnedVariant::from(Str::from("")))]).contains("'stop'"));
-        assert!(err_of(vec![("model", OwnedVariant::from(true))]).contains("'model'"));
-        let unknown = err_of(vec![("temprature", OwnedVariant::from(1.0f64))]);
-        assert!(
-            unknown.contains("'temprature'") && unknown.contains("temperature"),
-            "{unknown}"
-        );
-    }
-
-    #[test]
-    fn nested_variants_are_unwrapped() {
-        let inner = Variant::from(7u32);
-        let outer = OwnedVariant::try_from(Variant::Variant(Box::new(inner))).expect("variant");
-        let opts = GenerateOptions::from_dict(&dict(vec![("max_tokens", outer)])).expect("valid");
-        assert_eq!(opts.max_tokens, Some(7));
-    }
-
-    #[test]
-    fn retrieval_and_sources() {
-        let opts = GenerateOptions::from_dict(&dict(vec![
-            ("retrieval", OwnedVariant::from(false)),
-            ("sources", OwnedVariant::from(Str::from("handbook"))),
-        ]))
-        .expect("valid");
-        assert!(!opts.retrieval_on());
-        assert_eq!(opts.sources, ["handbook"]);
-        assert!(GenerateOptions::default().retrieval_on());
-        assert!(err_of(vec![("retrieval", OwnedVariant::from(1u8))]).contains("'retrieval'"));
-        assert!(err_of(vec![("sources", OwnedVariant::from(Str::from("")))]).contains("'sources'"));
-        assert!(
-            err_of(vec![(
-                "plugins",
-                OwnedVariant::try_from(Variant::from(vec!["a", "a"])).expect("as")
-            )])
-            .contains("twice")
-        );
-    }
-
-    #[test]
-    fn score_options() {
-        let opts =
-            ScoreOptions::from_dict(&dict(vec![("model", OwnedVariant::from(Str::from("m")))]))
-                .expect("valid");
-        assert_eq!(opts.model.as_deref(), Some("m"));
-        assert!(
-            ScoreOptions::from_dict(&dict(vec![("max_tokens", OwnedVariant::from(1u32))])).is_err()
-        );
-        let full = ScoreOptions {
-            model: Some("m".into()),
-            plugins: vec!["expert-budget".into()],
-            plugin_params: vec![("expert_budget.k".into(), "1".into())],
-        };
-        assert_eq!(
-            ScoreOptions::from_dict(&full.to_dict()).expect("round trip"),
-            full
-        );
-    }
-}
+#[path = "options_tests.rs"]
+mod tests;

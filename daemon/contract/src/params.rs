@@ -6,12 +6,15 @@ use std::collections::HashMap;
 use zbus::{OwnedVariant, Str, Variant};
 
 use crate::MoedError;
-use crate::options::{integer, invalid, type_name, unwrap_variant};
+use crate::options::{integer, invalid, too_long, type_name, unwrap_variant};
+use crate::wire::{self, limits::NAME};
 
 /// Most entries of `plugin_params`.
 pub const MAX_PLUGIN_PARAMS: usize = 64;
 /// Most bytes of one `plugin_params` value (as JSON text).
 pub const MAX_PLUGIN_PARAM_BYTES: usize = 16 * 1024;
+/// Most bytes of all `plugin_params` values together (as JSON text).
+pub const MAX_PLUGIN_PARAMS_TOTAL: usize = 256 * 1024;
 
 /// `plugin_params`: the parameters a request gives its plugins, each plugin reading the keys
 /// it knows (by convention prefixed with its name, `expert_budget.k`). Plugins receive every
@@ -19,7 +22,9 @@ pub const MAX_PLUGIN_PARAM_BYTES: usize = 16 * 1024;
 /// and must parse; as `a{sv}`, each value is converted: booleans, integers and doubles to
 /// JSON numbers and booleans, strings to JSON strings, arrays to JSON arrays, `a{sv}`/`a{ss}`
 /// to JSON objects. Keys are non-empty, at most [`MAX_PLUGIN_PARAMS`] of them, each value at
-/// most [`MAX_PLUGIN_PARAM_BYTES`] of JSON. Returned sorted by key.
+/// most [`MAX_PLUGIN_PARAM_BYTES`] of JSON and all of them at most [`MAX_PLUGIN_PARAMS_TOTAL`].
+/// The entry count is checked before any entry is looked at, and a JSON text's length before it
+/// is parsed. Returned sorted by key.
 pub fn plugin_params(key: &str, value: &Variant<'_>) -> Result<Vec<(String, String)>, MoedError> {
     let Variant::Dict(dict) = value else {
         return Err(invalid(
@@ -30,7 +35,16 @@ pub fn plugin_params(key: &str, value: &Variant<'_>) -> Result<Vec<(String, Stri
             ),
         ));
     };
-    let mut out: Vec<(String, String)> = Vec::new();
+    // The dictionary is a BTreeMap underneath: counting is bounded by the limit, not the size.
+    let count = dict.iter().take(MAX_PLUGIN_PARAMS + 1).count();
+    if count > MAX_PLUGIN_PARAMS {
+        return Err(invalid(
+            key,
+            &format!("more than {MAX_PLUGIN_PARAMS} parameters, at most {MAX_PLUGIN_PARAMS}"),
+        ));
+    }
+    let mut out: Vec<(String, String)> = Vec::with_capacity(count);
+    let mut total = 0usize;
     for (k, v) in dict.iter() {
         let Variant::Str(name) = unwrap_variant(k) else {
             return Err(invalid(
@@ -38,20 +52,31 @@ pub fn plugin_params(key: &str, value: &Variant<'_>) -> Result<Vec<(String, Stri
                 &format!("keys must be strings, got type {}", type_name(k)),
             ));
         };
+        if name.len() > NAME {
+            return Err(too_long(&format!("{key} key"), name.as_str(), NAME));
+        }
         let name = name.to_string();
         let what = format!("{key}.{name}");
         if name.trim().is_empty() {
             return Err(invalid(key, "a parameter name must not be empty"));
+        }
+        // A string longer than the limit is refused before it is parsed or converted (as JSON
+        // it would only grow).
+        if let Variant::Str(text) = unwrap_variant(v)
+            && text.len() > MAX_PLUGIN_PARAM_BYTES
+        {
+            return Err(too_long(&what, text.as_str(), MAX_PLUGIN_PARAM_BYTES));
         }
         let json = match v {
             // a{ss}: the value is JSON text already.
             Variant::Str(text) => {
                 let text = text.to_string();
                 serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                    let q = wire::quote(&text);
                     invalid(
                         &what,
                         &format!(
-                            "'{text}' is not JSON ({e}); with a{{ss}} every value is JSON text, so a string is written with quotes: '\"{text}\"'"
+                            "{q} is not JSON ({e}); with a{{ss}} every value is JSON text, so a string is written with quotes, e.g. '\"text\"'"
                         ),
                     )
                 })?;
@@ -68,13 +93,14 @@ pub fn plugin_params(key: &str, value: &Variant<'_>) -> Result<Vec<(String, Stri
                 ),
             ));
         }
+        total += json.len();
+        if total > MAX_PLUGIN_PARAMS_TOTAL {
+            return Err(invalid(
+                key,
+                &format!("more than {MAX_PLUGIN_PARAMS_TOTAL} bytes of JSON in all"),
+            ));
+        }
         out.push((name, json));
-    }
-    if out.len() > MAX_PLUGIN_PARAMS {
-        return Err(invalid(
-            key,
-            &format!("{} parameters, at most {MAX_PLUGIN_PARAMS}", out.len()),
-        ));
     }
     out.sort();
     Ok(out)
@@ -201,5 +227,69 @@ mod tests {
         empty.insert(" ".into(), 1);
         let empty = OwnedVariant::try_from(Variant::from(empty)).expect("a{su}");
         assert!(params_of(empty).is_err());
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use crate::GenerateOptions;
+    use crate::options::OptionDict;
+
+    fn message_of(value: OwnedVariant) -> String {
+        let dict: OptionDict = [("plugin_params".to_string(), value)].into_iter().collect();
+        match GenerateOptions::from_dict(&dict) {
+            Err(MoedError::InvalidArgument(m)) => m,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_twenty_megabyte_value_is_refused_with_a_short_message() {
+        for text in [
+            "x".repeat(20_000_000),
+            format!("[{}]", "1,".repeat(10_000_000)),
+        ] {
+            let mut map: HashMap<String, String> = HashMap::new();
+            map.insert("pii_redact.skip".into(), text);
+            let m = message_of(OwnedVariant::try_from(Variant::from(map)).expect("a{ss}"));
+            assert!(m.contains("'plugin_params.pii_redact.skip'"), "{m}");
+            assert!(
+                m.contains(&format!("at most {MAX_PLUGIN_PARAM_BYTES}")),
+                "{m}"
+            );
+            assert!(m.len() < 512, "{} bytes", m.len());
+        }
+    }
+
+    #[test]
+    fn non_json_text_is_quoted_once_and_short() {
+        let mut map: HashMap<String, String> = HashMap::new();
+        map.insert("k".into(), "y".repeat(MAX_PLUGIN_PARAM_BYTES));
+        let m = message_of(OwnedVariant::try_from(Variant::from(map)).expect("a{ss}"));
+        assert!(m.contains("is not JSON"), "{m}");
+        // One quote of at most 64 bytes, not the value (today's message had it twice, whole).
+        assert_eq!(m.matches(&"y".repeat(64)).count(), 1, "{m}");
+        assert!(!m.contains(&"y".repeat(65)), "{m}");
+        assert!(m.len() < 512, "{} bytes", m.len());
+    }
+
+    #[test]
+    fn too_many_or_too_big_in_all_are_refused() {
+        let many: HashMap<String, u32> = (0..100_000).map(|i| (format!("k{i}"), i)).collect();
+        let m = message_of(OwnedVariant::try_from(Variant::from(many)).expect("a{su}"));
+        assert!(m.contains(&format!("at most {MAX_PLUGIN_PARAMS}")), "{m}");
+        let big: HashMap<String, String> = (0..MAX_PLUGIN_PARAMS)
+            .map(|i| (format!("k{i}"), format!("\"{}\"", "v".repeat(10_000))))
+            .collect();
+        let m = message_of(OwnedVariant::try_from(Variant::from(big)).expect("a{ss}"));
+        assert!(
+            m.contains(&format!("{MAX_PLUGIN_PARAMS_TOTAL} bytes")),
+            "{m}"
+        );
+        let mut long_key: HashMap<String, u32> = HashMap::new();
+        long_key.insert("k".repeat(1_000_000), 1);
+        let m = message_of(OwnedVariant::try_from(Variant::from(long_key)).expect("a{su}"));
+        assert!(m.contains("1000000 bytes") && m.len() < 512, "{m}");
     }
 }

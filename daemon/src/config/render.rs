@@ -43,6 +43,18 @@ impl Config {
             "drain_timeout_secs = {}\n",
             self.service.drain_timeout_secs
         ));
+        out.push_str(&format!(
+            "max_prompt_bytes = {}\n",
+            self.service.max_prompt_bytes
+        ));
+        out.push_str(&match self.service.max_requests_per_user {
+            Some(n) => format!("max_requests_per_user = {n}\n"),
+            // Unset follows max_concurrent and queue_depth: shown, not pinned.
+            None => format!(
+                "# max_requests_per_user = {} (default: half of max_concurrent + queue_depth)\n",
+                self.service.requests_per_user()
+            ),
+        });
         if let Some(d) = &self.service.state_directory {
             out.push_str(&format!(
                 "state_directory = {}\n",

@@ -42,6 +42,23 @@ pub struct ServiceConfig {
     pub drain_timeout_secs: u64,
     /// `service.state_directory`: overrides `$STATE_DIRECTORY` and the default.
     pub state_directory: Option<PathBuf>,
+    /// `service.max_prompt_bytes`: the most bytes of a prompt, conversation or scored text, checked
+    /// before tokenization (a model's context lowers it further: 16 bytes a token).
+    pub max_prompt_bytes: u64,
+    /// `service.max_requests_per_user`: requests one user id may have running or queued at once;
+    /// none: half of `max_concurrent + queue_depth`, rounded up.
+    pub max_requests_per_user: Option<u32>,
+}
+
+impl ServiceConfig {
+    /// [`ServiceConfig::max_requests_per_user`] with its default applied.
+    pub fn requests_per_user(&self) -> u32 {
+        self.max_requests_per_user.unwrap_or_else(|| {
+            (self.max_concurrent.saturating_add(self.queue_depth))
+                .div_ceil(2)
+                .max(1)
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -113,6 +130,8 @@ pub(super) struct RawService {
     pub(super) queue_depth: Option<i64>,
     pub(super) drain_timeout_secs: Option<i64>,
     pub(super) state_directory: Option<String>,
+    pub(super) max_prompt_bytes: Option<i64>,
+    pub(super) max_requests_per_user: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

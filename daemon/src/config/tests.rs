@@ -112,6 +112,14 @@ fn every_bad_value_names_its_key() {
             "[service]\nstate_directory = \"state\"\n",
             "service.state_directory",
         ),
+        (
+            "[service]\nmax_prompt_bytes = 100\n",
+            "service.max_prompt_bytes",
+        ),
+        (
+            "[service]\nmax_requests_per_user = 0\n",
+            "service.max_requests_per_user",
+        ),
     ];
     for (text, key) in cases {
         let err = load(text, &[])
@@ -187,4 +195,30 @@ fn plugin_filters_are_absolute_and_listed_once() {
         assert_eq!(key_of(err), key, "{text}");
     }
     assert!(load("[plugins]\nfilterz = []\n", &[]).is_err());
+}
+
+#[test]
+fn request_limits_default_and_render() {
+    let config = load("[service]\nmax_concurrent = 2\nqueue_depth = 5\n", &[]).expect("valid");
+    assert_eq!(config.service.max_prompt_bytes, 4 << 20);
+    assert_eq!(config.service.max_requests_per_user, None);
+    assert_eq!(config.service.requests_per_user(), 4);
+    let config = load(
+        "[service]\nmax_prompt_bytes = 65536\nmax_requests_per_user = 3\n",
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(config.service.max_prompt_bytes, 65536);
+    assert_eq!(config.service.requests_per_user(), 3);
+    let rendered = config.to_toml();
+    assert!(
+        rendered.contains("max_prompt_bytes = 65536\n"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("max_requests_per_user = 3\n"),
+        "{rendered}"
+    );
+    let again = load(&rendered, &[]).expect("the rendering loads");
+    assert_eq!(again.service, config.service);
 }

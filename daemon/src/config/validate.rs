@@ -12,6 +12,9 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// `service.max_prompt_bytes` unless configured: 4 MiB, a 256k-token context's worth of text.
+pub const DEFAULT_MAX_PROMPT_BYTES: u64 = 4 << 20;
+
 pub(super) fn parse_provider(name: &str) -> Option<Provider> {
     match name {
         "tensorrt" => Some(Provider::TensorRt),
@@ -166,6 +169,17 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 }
                 Some(path)
             }
+        },
+        max_prompt_bytes: int_in(
+            "service.max_prompt_bytes",
+            raw.service.max_prompt_bytes,
+            DEFAULT_MAX_PROMPT_BYTES,
+            4096,
+            256 << 20,
+        )?,
+        max_requests_per_user: match raw.service.max_requests_per_user {
+            None => None,
+            v => Some(int_in("service.max_requests_per_user", v, 0, 1, 66560)? as u32),
         },
     };
 

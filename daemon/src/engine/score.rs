@@ -4,8 +4,19 @@ use std::sync::Arc;
 
 use super::{Engine, EngineError, Gate, Logits};
 
-/// Tokens scored per forward call: bounds the `[chunk x vocab]` logits held at once.
+/// Most tokens scored per forward call.
 const CHUNK: usize = 256;
+
+/// Most bytes of logits one forward call of scoring may ask for (`[rows x vocab]` f32): a
+/// large vocabulary scores fewer tokens per call, so memory stays bounded whatever the text
+/// length (all rows at once were ~2 GiB for a 129k vocabulary at a 4k context).
+pub const SCORE_LOGITS_BYTES: usize = 32 << 20;
+
+/// Tokens per forward call for a vocabulary of `vocab`: [`CHUNK`], fewer when their logits
+/// would pass [`SCORE_LOGITS_BYTES`], at least one.
+pub fn score_chunk(vocab: usize) -> usize {
+    (SCORE_LOGITS_BYTES / vocab.max(1).saturating_mul(4)).clamp(1, CHUNK)
+}
 
 /// `log p(ids[i] | ids[..i])` for every token, `None` for the first. Runs in chunks over one
 /// sequence, so the KV cache carries the context between chunks.
@@ -19,17 +30,37 @@ pub fn score_tokens_with(
     ids: &[u32],
     gate: Option<Arc<dyn Gate>>,
 ) -> Result<Vec<Option<f64>>, EngineError> {
+    Ok(score_tokens_until(engine, ids, gate, &mut || false)?.unwrap_or_default())
+}
+
+/// [`score_tokens_with`] that asks `stop` before each chunk and returns `None` when it says so
+/// (a cancelled request).
+pub fn score_tokens_until(
+    engine: &Engine,
+    ids: &[u32],
+    gate: Option<Arc<dyn Gate>>,
+    stop: &mut dyn FnMut() -> bool,
+) -> Result<Option<Vec<Option<f64>>>, EngineError> {
     let v = engine.package().vocab_size();
+    let chunk_len = score_chunk(v);
+    // Each id indexes a row of logits below; the tokenizer of a bad package may know more ids
+    // than the model.
+    if let Some(&token) = ids.iter().find(|&&id| id as usize >= v) {
+        return Err(EngineError::TokenOutOfRange { token, vocab: v });
+    }
     let mut seq = engine.new_sequence();
     seq.set_gate(gate);
     let mut out = Vec::with_capacity(ids.len());
     if ids.is_empty() {
-        return Ok(out);
+        return Ok(Some(out));
     }
     out.push(None);
     // Logits of row r predict ids[start + r + 1].
-    for start in (0..ids.len()).step_by(CHUNK) {
-        let chunk = &ids[start..(start + CHUNK).min(ids.len())];
+    for start in (0..ids.len()).step_by(chunk_len) {
+        if stop() {
+            return Ok(None);
+        }
+        let chunk = &ids[start..(start + chunk_len).min(ids.len())];
         let logits = engine.forward(&mut seq, chunk, Logits::All)?;
         for (r, row) in logits.chunks_exact(v).enumerate() {
             if let Some(&next) = ids.get(start + r + 1) {
@@ -37,7 +68,7 @@ pub fn score_tokens_with(
             }
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// `log softmax(row)[id]`, accumulated in f64.
@@ -49,7 +80,16 @@ pub fn log_softmax_at(row: &[f32], id: usize) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::log_softmax_at;
+    use super::{CHUNK, log_softmax_at, score_chunk};
+
+    #[test]
+    fn chunks_shrink_for_large_vocabularies_only() {
+        assert_eq!(score_chunk(32_000), CHUNK);
+        assert_eq!(score_chunk(129_280), 64);
+        assert!(score_chunk(129_280) * 129_280 * 4 <= super::SCORE_LOGITS_BYTES);
+        assert_eq!(score_chunk(usize::MAX), 1);
+        assert_eq!(score_chunk(0), CHUNK);
+    }
 
     #[test]
     fn log_softmax_matches_a_hand_computed_value() {

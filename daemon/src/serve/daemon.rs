@@ -47,9 +47,11 @@ impl Daemon {
         plugins: PluginManager,
         sources: Arc<Sources>,
     ) -> Arc<Daemon> {
+        let scheduler = Scheduler::new(config.service.max_concurrent, config.service.queue_depth);
+        scheduler.set_per_user(config.service.requests_per_user());
         Arc::new(Daemon {
             registry: Registry::new(config.models.dirs.clone()),
-            scheduler: Scheduler::new(config.service.max_concurrent, config.service.queue_depth),
+            scheduler,
             config: RwLock::new(config),
             state,
             plugins,
@@ -86,6 +88,7 @@ impl Daemon {
         self.registry.set_dirs(new.models.dirs.clone());
         self.scheduler
             .set_limits(new.service.max_concurrent, new.service.queue_depth);
+        self.scheduler.set_per_user(new.service.requests_per_user());
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = new;
         pending

@@ -210,8 +210,10 @@ impl EngineIface {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<ScoredToken>, MoedError> {
         let caller = self.daemon.user(&header).await?;
+        let cap = self.daemon.config().service.max_prompt_bytes as usize;
         let options = ScoreOptions::from_dict(&options)?;
         let model = self.daemon.registry.for_request(options.model.as_deref())?;
+        requests::check_prompt_bytes("text", text.len(), &model, cap)?;
         let plugins = request_plugins::resolve(
             self.daemon.plugin_set(),
             &options.plugins,
@@ -219,7 +221,10 @@ impl EngineIface {
             &model,
             Use::Score,
         )?;
-        let mut ticket = self.daemon.scheduler.admit(&caller.unique_name)?;
+        let mut ticket = self
+            .daemon
+            .scheduler
+            .admit(&caller.unique_name, caller.uid)?;
         ticket.run_slot().await?;
         let cancel = ticket.cancel_flag();
         let run_model = model.clone();

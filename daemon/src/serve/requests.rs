@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use moed_dbus::options::OptionDict;
+use moed_dbus::wire;
 use moed_dbus::{ChatMessage, GenerateOptions, GenerationInfo, MoedError};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -30,13 +31,25 @@ pub struct Prepared {
 
 const ROLES: &[&str] = &["system", "user", "assistant"];
 
+/// Most messages of one conversation (`Chat`, `GenerateChat`).
+pub const MAX_CHAT_MESSAGES: usize = 1024;
+
+/// Bytes of prompt allowed per token of the model's context: generous (text averages about 4
+/// bytes a token), so any prompt that fits the context passes, while one that cannot fit is
+/// refused before the tokenizer spends seconds and gigabytes on it.
+pub const PROMPT_BYTES_PER_TOKEN: usize = 16;
+
 /// Parses options, checks the input, picks the model and takes a queue place (or `Busy`).
+/// Every size is checked before the work it bounds: the input's total against the configured
+/// cap first, then the options, then the input against the model's context.
 pub fn prepare(
     daemon: &Daemon,
     caller: &Caller,
     input: PromptInput,
     options: &OptionDict,
 ) -> Result<Prepared, MoedError> {
+    let cap = daemon.config().service.max_prompt_bytes as usize;
+    let input_bytes = input_size(&input, cap)?;
     let options = GenerateOptions::from_dict(options)?;
     match &input {
         PromptInput::Text(_) => {}
@@ -49,6 +62,8 @@ pub fn prepare(
     }
     check_sources(daemon, &options.sources)?;
     let model = daemon.registry.for_request(options.model.as_deref())?;
+    let system = options.system.as_ref().map_or(0, String::len);
+    check_prompt_bytes("prompt", input_bytes + system, &model, cap)?;
     let plugins = request_plugins::resolve(
         daemon.plugin_set(),
         &options.plugins,
@@ -58,7 +73,7 @@ pub fn prepare(
             retrieval: options.retrieval_on(),
         },
     )?;
-    let ticket = daemon.scheduler.admit(&caller.unique_name)?;
+    let ticket = daemon.scheduler.admit(&caller.unique_name, caller.uid)?;
     Ok(Prepared {
         model,
         ticket,
@@ -67,6 +82,62 @@ pub fn prepare(
         plugins,
         uid: Some(caller.uid),
     })
+}
+
+/// The bytes of a request's input, refused past `cap` (`service.max_prompt_bytes`) or, for a
+/// conversation, past [`MAX_CHAT_MESSAGES`]; counts first, then lengths, nothing copied.
+fn input_size(input: &PromptInput, cap: usize) -> Result<usize, MoedError> {
+    let (what, bytes) = match input {
+        PromptInput::Text(prompt) => ("prompt", prompt.len()),
+        PromptInput::Chat(messages) => {
+            if messages.len() > MAX_CHAT_MESSAGES {
+                return Err(MoedError::InvalidArgument(format!(
+                    "messages: {} messages, at most {MAX_CHAT_MESSAGES}",
+                    messages.len()
+                )));
+            }
+            let bytes = messages
+                .iter()
+                .map(|m| m.role.len() + m.content.len())
+                .fold(0usize, usize::saturating_add);
+            ("messages", bytes)
+        }
+    };
+    if bytes > cap {
+        return Err(MoedError::InvalidArgument(format!(
+            "{what}: {bytes} bytes, at most {cap} (service.max_prompt_bytes)"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The most bytes of input (prompt, conversation or scored text) for `model`: what its context
+/// could hold at [`PROMPT_BYTES_PER_TOKEN`], within `cap` (`service.max_prompt_bytes`).
+pub fn prompt_limit(model: &LoadedModel, cap: usize) -> usize {
+    model
+        .text
+        .context_length()
+        .saturating_mul(PROMPT_BYTES_PER_TOKEN)
+        .min(cap)
+}
+
+/// Refuses `bytes` of input for `model` past [`prompt_limit`], before tokenization.
+pub fn check_prompt_bytes(
+    what: &str,
+    bytes: usize,
+    model: &LoadedModel,
+    cap: usize,
+) -> Result<(), MoedError> {
+    let limit = prompt_limit(model, cap);
+    if bytes <= limit {
+        return Ok(());
+    }
+    Err(MoedError::InvalidArgument(format!(
+        "{what}: {bytes} bytes cannot fit the context of model {} ({} tokens); at most {limit} bytes \
+         ({PROMPT_BYTES_PER_TOKEN} a token, within service.max_prompt_bytes = {cap})",
+        wire::quote(&model.name),
+        model.text.context_length()
+    )))
 }
 
 /// Every label of the `sources` option must be a data source the daemon holds.
@@ -78,7 +149,8 @@ fn check_sources(daemon: &Daemon, sources: &[String]) -> Result<(), MoedError> {
     for label in sources {
         if !known.contains(label) {
             return Err(MoedError::NotFound(format!(
-                "option 'sources': no data source labelled '{label}'; the sources are: {}",
+                "option 'sources': no data source labelled {}; the sources are: {}",
+                wire::quote(label),
                 if known.is_empty() {
                     "(none configured)".to_string()
                 } else {
@@ -99,8 +171,8 @@ fn check_messages(messages: &[ChatMessage], options: &GenerateOptions) -> Result
     for (i, m) in messages.iter().enumerate() {
         if !ROLES.contains(&m.role.as_str()) {
             return Err(MoedError::InvalidArgument(format!(
-                "messages[{i}]: unknown role '{}'; expected system, user or assistant",
-                m.role
+                "messages[{i}]: unknown role {}; expected system, user or assistant",
+                wire::quote(&m.role)
             )));
         }
     }

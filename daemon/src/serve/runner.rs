@@ -10,7 +10,7 @@ use super::models::LoadedModel;
 use super::request_plugins::RequestPlugins;
 use super::retrieval;
 use crate::config::RetrievalConfig;
-use crate::engine::{EngineError, Logits};
+use crate::engine::{EngineError, score_tokens_until};
 use crate::generate::{self, Event, GenerateError, GenerateRequest, Prompt, SamplingOverrides};
 use crate::plugins::{FilteredEvents, RequestFilters};
 use crate::text::model::TextModelError;
@@ -316,34 +316,23 @@ pub fn score(
             ids.len()
         )));
     }
-    if cancel.load(Ordering::Relaxed) {
-        return Err(MoedError::Cancelled("the request was cancelled".into()));
-    }
-    let mut seq = model.engine.new_sequence();
-    seq.set_gate(plugins.engine_gate());
-    let logits = model
-        .engine
-        .forward(&mut seq, &ids, Logits::All)
-        .map_err(|e| MoedError::Failed(e.to_string()))?;
-    let vocab = logits.len() / ids.len();
+    // In chunks whose logits stay within a bound (engine::score), whatever the text length.
+    let logprobs = score_tokens_until(&model.engine, &ids, plugins.engine_gate(), &mut || {
+        cancel.load(Ordering::Relaxed)
+    })
+    .map_err(|e| MoedError::Failed(e.to_string()))?
+    .ok_or_else(|| MoedError::Cancelled("the request was cancelled".into()))?;
     let tokenizer = model.text.tokenizer();
-    let mut out = Vec::with_capacity(ids.len());
-    for (i, &id) in ids.iter().enumerate() {
-        let piece = tokenizer.decode(&[id]).unwrap_or_default();
-        let logprob = if i == 0 {
-            None
-        } else {
-            let row = &logits[(i - 1) * vocab..i * vocab];
-            Some(log_softmax_at(row, id as usize))
-        };
-        out.push(ScoredToken {
+    Ok(ids
+        .iter()
+        .zip(logprobs)
+        .map(|(&id, logprob)| ScoredToken {
             id,
-            text: dbus_text(piece),
+            text: dbus_text(tokenizer.decode(&[id]).unwrap_or_default()),
             has_logprob: logprob.is_some(),
             logprob: logprob.unwrap_or(0.0),
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// D-Bus strings may not contain U+0000, and the bus disconnects a peer that sends one; a
@@ -355,11 +344,4 @@ fn dbus_text(text: String) -> String {
     } else {
         text
     }
-}
-
-fn log_softmax_at(row: &[f32], index: usize) -> f64 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-    row.get(index)
-        .map_or(f64::NEG_INFINITY, |&v| v as f64 - max - sum.ln())
 }

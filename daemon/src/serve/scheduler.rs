@@ -1,7 +1,9 @@
 //! Admission and concurrency: at most `max_concurrent` requests execute, at most `queue_depth`
 //! wait; past that a caller gets `Busy`. Waiting requests start in the order they were admitted
 //! (a cancelled one gives up its turn). Every request has a cancel flag, found by id or by the
-//! bus name of the client that made it (cancelled when that client leaves the bus).
+//! bus name of the client that made it (cancelled when that client leaves the bus). One user id
+//! holds at most `per_user` of the places (running and queued), so a single user's burst cannot
+//! take every slot and make everyone else wait or get `Busy`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,12 +22,17 @@ pub struct Load {
 
 struct Entry {
     owner: String,
+    uid: u32,
     cancel: Arc<AtomicBool>,
 }
 
 struct Inner {
     max_concurrent: u32,
     queue_depth: u32,
+    /// Places (running and queued) one user id may hold.
+    per_user: u32,
+    /// Places held per user id; a uid with none has no entry.
+    held: HashMap<u32, u32>,
     running: u32,
     queued: u32,
     draining: bool,
@@ -67,6 +74,8 @@ impl Scheduler {
             inner: Mutex::new(Inner {
                 max_concurrent: max_concurrent.max(1),
                 queue_depth,
+                per_user: u32::MAX,
+                held: HashMap::new(),
                 running: 0,
                 queued: 0,
                 draining: false,
@@ -117,8 +126,14 @@ impl Scheduler {
         self.changed.notify_waiters();
     }
 
-    /// Takes a place in the queue for a request of `owner` (a unique bus name).
-    pub fn admit(self: &Arc<Self>, owner: &str) -> Result<Ticket, MoedError> {
+    /// The places one user id may hold (`service.max_requests_per_user`); those already held
+    /// above a lowered limit finish normally.
+    pub fn set_per_user(&self, per_user: u32) {
+        self.lock().per_user = per_user.max(1);
+    }
+
+    /// Takes a place in the queue for a request of `owner` (a unique bus name) of user `uid`.
+    pub fn admit(self: &Arc<Self>, owner: &str, uid: u32) -> Result<Ticket, MoedError> {
         let mut inner = self.lock();
         if inner.draining {
             return Err(MoedError::ShuttingDown(
@@ -132,6 +147,14 @@ impl Scheduler {
                 inner.max_concurrent, inner.queue_depth
             )));
         }
+        let held = inner.held.get(&uid).copied().unwrap_or(0);
+        if held >= inner.per_user {
+            return Err(MoedError::Busy(format!(
+                "user {uid} already has {held} requests running or queued, at most {} per user; retry when one finishes (service.max_requests_per_user)",
+                inner.per_user
+            )));
+        }
+        *inner.held.entry(uid).or_insert(0) += 1;
         let id = inner.next_id;
         inner.next_id += 1;
         inner.queued += 1;
@@ -141,6 +164,7 @@ impl Scheduler {
             id,
             Entry {
                 owner: owner.to_string(),
+                uid,
                 cancel: cancel.clone(),
             },
         );
@@ -261,7 +285,14 @@ impl Drop for Ticket {
             inner.queued -= 1;
             inner.waiting.remove(&self.id);
         }
-        inner.requests.remove(&self.id);
+        if let Some(entry) = inner.requests.remove(&self.id)
+            && let Some(n) = inner.held.get_mut(&entry.uid)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                inner.held.remove(&entry.uid);
+            }
+        }
         self.scheduler.publish(&inner);
         drop(inner);
         self.scheduler.changed.notify_waiters();
@@ -269,76 +300,5 @@ impl Drop for Ticket {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Three requests wait behind a running one; they start in the order they were admitted,
-    /// whatever order their tasks poll in, and a cancelled one gives up its turn.
-    #[tokio::test]
-    async fn waiting_requests_start_in_admission_order() {
-        let s = Scheduler::new(1, 8);
-        let mut first = s.admit(":1.1").expect("first");
-        first.run_slot().await.expect("slot");
-        let tickets: Vec<Ticket> = (2..=5)
-            .map(|i| s.admit(&format!(":1.{i}")).expect("queued"))
-            .collect();
-        // The second admitted (id 3) is cancelled before it runs.
-        assert!(s.cancel(3));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut tasks = Vec::new();
-        // Spawned newest first, so polling order alone would run them backwards.
-        for mut t in tickets.into_iter().rev() {
-            let tx = tx.clone();
-            tasks.push(tokio::spawn(async move {
-                let id = t.id();
-                if t.run_slot().await.is_ok() {
-                    let _ = tx.send(id);
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                drop(t);
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        drop(first);
-        for task in tasks {
-            task.await.expect("task");
-        }
-        drop(tx);
-        let mut order = Vec::new();
-        while let Some(id) = rx.recv().await {
-            order.push(id);
-        }
-        assert_eq!(order, vec![2, 4, 5]);
-        assert_eq!(s.load(), Load::default());
-    }
-
-    #[tokio::test]
-    async fn busy_past_queue_and_cancel_by_owner() {
-        let s = Scheduler::new(1, 1);
-        let mut a = s.admit(":1.1").expect("first");
-        a.run_slot().await.expect("slot");
-        let mut b = s.admit(":1.2").expect("queued");
-        let Err(err) = s.admit(":1.3") else {
-            panic!("a third request must be refused")
-        };
-        assert_eq!(err.short_name(), Some("Busy"));
-        assert_eq!(
-            s.load(),
-            Load {
-                running: 1,
-                queued: 1
-            }
-        );
-        assert_eq!(s.cancel_owner(":1.2"), 1);
-        let err = b.run_slot().await.expect_err("cancelled");
-        assert_eq!(err.short_name(), Some("Cancelled"));
-        drop(b);
-        drop(a);
-        assert_eq!(s.load(), Load::default());
-        assert_eq!(s.drain(Duration::from_millis(10)).await, 0);
-        assert_eq!(
-            s.admit(":1.4").err().and_then(|e| e.short_name()),
-            Some("ShuttingDown")
-        );
-    }
-}
+#[path = "scheduler_tests.rs"]
+mod tests;
