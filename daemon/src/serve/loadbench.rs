@@ -229,9 +229,11 @@ pub(super) fn start_bus_and_daemon(
     }
     let config = work.join("moed.toml");
     let mut toml = format!(
-        "[models]\ndirs = []\n[service]\nmax_concurrent = {}\nqueue_depth = {}\nstate_directory = \"{}\"\n[access]\nauthorizer = \"group\"\n[log]\nlevel = \"warn\"\n",
+        "[models]\ndirs = []\n[service]\nmax_concurrent = {}\nqueue_depth = {}\nmax_requests_per_user = {}\nstate_directory = \"{}\"\n[access]\nauthorizer = \"group\"\n[log]\nlevel = \"warn\"\n",
         opts.clients,
         opts.clients,
+        // Every client of the benchmark is this one user.
+        2 * opts.clients,
         work.join("state").display()
     );
     if let Some(lib) = &opts.ort_library {
