@@ -538,12 +538,13 @@ async fn sighup_rereads_the_secrets_file_so_a_rotated_password_works() {
 }
 
 /// Documents stored with NUL bytes (in the text, as a database row) come back as valid D-Bus
-/// strings, and the daemon stays connected and answers after a restart.
+/// strings; the daemon stays connected and answers the same greedy request before, after and
+/// after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_nul_bytes_are_replaced_and_survive_a_restart() {
     let bus = TestBus::start();
+    // With the default model: a normal request is the witness that the daemon is unharmed.
     let mut setup = DaemonSetup::new();
-    setup.default_model = false;
     let work = setup.work.path().to_path_buf();
     let poisoned = company_sqlite(&work);
     {
@@ -562,6 +563,17 @@ async fn stored_nul_bytes_are_replaced_and_survive_a_restart() {
     let mut daemon = Daemon::start(&bus, &setup, "").await;
     let conn = bus.connect().await;
     let k = knowledge(&conn).await;
+    let greedy = moed_dbus::GenerateOptions {
+        max_tokens: Some(6),
+        temperature: Some(0.0),
+        seed: Some(7),
+        ..moed_dbus::GenerateOptions::default()
+    };
+    let (normal, _) = engine(&conn)
+        .await
+        .complete("Hello there", greedy.to_dict())
+        .await
+        .expect("a normal request");
     let files = tempfile::tempdir().expect("tempdir");
     let doc = write(
         files.path(),
@@ -589,6 +601,12 @@ async fn stored_nul_bytes_are_replaced_and_survive_a_restart() {
             .any(|h| h.id == "nul\u{FFFD}id" && h.text.contains('\u{FFFD}')),
         "{hits:?}"
     );
+    let (text, _) = engine(&conn)
+        .await
+        .complete("Hello there", greedy.to_dict())
+        .await
+        .expect("still answers");
+    assert_eq!(text, normal);
     daemon.signal(Signal::SIGKILL);
     daemon.wait_exit(Duration::from_secs(10));
     drop(daemon);

@@ -49,7 +49,7 @@ fn text(vocab: &[String], bytes: usize, seed: u64) -> String {
         let u = (next() as f64) / (u32::MAX as f64);
         let r = ((vocab.len() as f64).powf(u) as usize).clamp(1, vocab.len()) - 1;
         out.push_str(&vocab[r]);
-        out.push(if next() % 12 == 0 { '\n' } else { ' ' });
+        out.push(if next().is_multiple_of(12) { '\n' } else { ' ' });
     }
     out
 }
