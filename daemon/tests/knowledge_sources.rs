@@ -3,7 +3,7 @@
 //! tests/fixtures/company. Ranked results, SQL injection through the query text, writes through a
 //! malicious template, a slow query against the statement timeout, a source that is down, the
 //! row and byte limits, and the `sql-retrieval` plugin in the real plugin host asking for a label
-//! it was not granted.
+//! it was not granted; a stopped (SIGSTOP) PostgreSQL costing a retrieval call only its own rows.
 
 mod common;
 
@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moed::config::QueryTransform;
-use moed::knowledge::{Limits, PostgresSource, SqliteSource};
+use moed::config::{KnowledgeConfig, QueryTransform, SourceConfig, SourceLimits, SourceSpec};
+use moed::knowledge::{Knowledge, Limits, PostgresSource, SqliteSource, start_ahead};
+use moed::state::StateStore;
 use moed_plugins::{
     DataSource, Document, Grant, HostOptions, Manifest, PluginHost, PluginSpec, RetrievalPlugin,
     Services, SourceError, Sources,
@@ -584,4 +585,172 @@ fn bench_knowledge_measures_every_configured_source() {
             "{row}"
         );
     }
+}
+
+/// Every process of the cluster (the postmaster and its backends) stopped with SIGSTOP, as a hung
+/// server is: connections are accepted by the kernel but nothing answers. Continued on drop.
+struct Stopped(Vec<i32>);
+
+impl Stopped {
+    fn cluster(pg: &PgCluster) -> Stopped {
+        let backend: i32 = pg
+            .psql("postgres", &["-c", "SELECT pg_backend_pid()"])
+            .parse()
+            .expect("backend pid");
+        let parent = |pid: i32| -> Option<i32> {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let postmaster = parent(backend).expect("postmaster pid");
+        let mut pids = vec![postmaster];
+        for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if parent(pid) == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        for &pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGSTOP,
+            );
+        }
+        Stopped(pids)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+    }
+}
+
+fn database(spec: SourceSpec) -> SourceConfig {
+    SourceConfig {
+        spec,
+        limits: SourceLimits {
+            // The documentation's example, which used to exceed the plugin's time limit.
+            timeout_ms: Some(1000),
+            max_rows: 20,
+            max_bytes: 256 << 10,
+        },
+    }
+}
+
+#[test]
+fn a_stopped_postgres_costs_a_retrieval_call_only_its_own_documents() {
+    let Some(pg) = company_cluster() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(
+        &secrets,
+        format!("[company]\nconnection = \"{}\"\n", reader(&pg)),
+    )
+    .expect("secrets");
+    std::fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let config = KnowledgeConfig {
+        secrets_file: secrets,
+        max_document_bytes: 1 << 20,
+        sources: [
+            (
+                "company".to_string(),
+                database(SourceSpec::Postgres {
+                    credentials: "company".into(),
+                    template: PG_TEMPLATE.into(),
+                    query: QueryTransform::AnyWord,
+                    max_connections: 2,
+                }),
+            ),
+            (
+                "wiki".to_string(),
+                database(SourceSpec::Sqlite {
+                    path: company_sqlite(dir.path()),
+                    template: SQLITE_TEMPLATE.into(),
+                    query: QueryTransform::AnyWord,
+                    max_connections: 2,
+                }),
+            ),
+        ]
+        .into(),
+    };
+    let state = StateStore::open(&dir.path().join("state")).expect("state");
+    let sources = Arc::new(Sources::default());
+    let _knowledge = Knowledge::start(&config, &state, sources.clone()).expect("knowledge");
+    let options = HostOptions {
+        cache_dir: Some(repo_root().join("target/plugin-cache-test")),
+        ..HostOptions::default()
+    };
+    let services = Services {
+        sources,
+        ..Services::default()
+    };
+    let host = PluginHost::new(options, services).expect("host");
+    let plugin = host
+        .load(&plugin_spec("sql-retrieval", &["company", "wiki"]))
+        .expect("load sql-retrieval");
+    let r = RetrievalPlugin::new(&plugin).expect("retrieval plugin");
+    // As the daemon calls it: the granted sources started ahead, then the plugin.
+    let retrieve = || {
+        let _ahead = start_ahead(std::slice::from_ref(&r), QUESTION, 4, None);
+        r.retrieve(QUESTION, 4, &[])
+    };
+    let healthy = retrieve();
+    assert_eq!(healthy.failure, None, "{healthy:?}");
+    let from = |docs: &[Document], label: &str| {
+        docs.iter()
+            .filter(|d| d.id.starts_with(&format!("{label}:")))
+            .count()
+    };
+    assert!(from(&healthy.documents, "company") > 0, "{healthy:?}");
+    let wiki_ids: Vec<String> = healthy
+        .documents
+        .iter()
+        .filter(|d| d.id.starts_with("wiki:"))
+        .map(|d| d.id.clone())
+        .collect();
+    assert!(!wiki_ids.is_empty(), "{healthy:?}");
+
+    let stopped = Stopped::cluster(&pg);
+    for _ in 0..2 {
+        let got = retrieve();
+        assert_eq!(
+            got.failure, None,
+            "the plugin itself must not fail: {got:?}"
+        );
+        assert_eq!(from(&got.documents, "company"), 0, "{got:?}");
+        for id in &wiki_ids {
+            assert!(
+                got.documents.iter().any(|d| &d.id == id),
+                "{id} missing: {got:?}"
+            );
+        }
+        let alert = got
+            .alerts
+            .iter()
+            .find(|a| a.code == "retrieval.source_unavailable")
+            .expect("an alert for the stopped source");
+        assert!(alert.message.contains("'company'"), "{}", alert.message);
+    }
+    drop(stopped);
+    // Continued, the server answers again.
+    let again = retrieve();
+    assert!(from(&again.documents, "company") > 0, "{again:?}");
 }

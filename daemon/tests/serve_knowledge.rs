@@ -462,3 +462,160 @@ async fn sighup_reloads_the_sources_and_keeps_the_store() {
         ["documents", "wiki"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_secrets_file_so_a_rotated_password_works() {
+    let Some(pg) = company_cluster() else {
+        return;
+    };
+    let bus = TestBus::start();
+    let mut setup = DaemonSetup::new();
+    setup.default_model = false;
+    setup.extra_config = knowledge_config(setup.work.path(), Some(&pg));
+    let daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    let k = knowledge(&conn).await;
+    let (hits, _) = k
+        .search("refund", search_in(Some("company"), 5))
+        .await
+        .expect("company answers");
+    assert!(!hits.is_empty());
+
+    // The password is rotated and the old sessions end: the old settings no longer connect.
+    pg.psql(
+        "postgres",
+        &["-c", "ALTER ROLE moed_reader PASSWORD 'rotated-password'"],
+    );
+    pg.psql(
+        "postgres",
+        &[
+            "-c",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'moed_reader'",
+        ],
+    );
+    let mut refused = false;
+    for _ in 0..3 {
+        if k.search("refund", search_in(Some("company"), 5))
+            .await
+            .is_err()
+        {
+            refused = true;
+        }
+    }
+    assert!(refused, "the old password still connects");
+
+    // The administrator rewrites the secrets file and reloads; nothing else changed.
+    let secrets = setup.work.path().join("secrets.toml");
+    std::fs::write(
+        &secrets,
+        format!(
+            "[company]\nconnection = \"{}\"\n",
+            pg.connection("moed_reader", "rotated-password", "company")
+        ),
+    )
+    .expect("rewrite secrets");
+    set_mode(&secrets, 0o600);
+    daemon.signal(Signal::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match k.search("refund", search_in(Some("company"), 5)).await {
+            Ok((hits, _)) if !hits.is_empty() => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "{other:?}\n{:?}",
+                daemon.log_lines()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The embedded store and the SQLite source were kept and still answer.
+    let (hits, failed) = k
+        .search("refund", search_in(None, 10))
+        .await
+        .expect("Search all");
+    assert!(hits.iter().any(|h| h.label == "wiki"), "{hits:?}");
+    assert!(failed.iter().all(|(l, _)| l == "gone"), "{failed:?}");
+}
+
+/// Documents stored with NUL bytes (in the text, as a database row) come back as valid D-Bus
+/// strings; the daemon stays connected and answers the same greedy request before, after and
+/// after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_nul_bytes_are_replaced_and_survive_a_restart() {
+    let bus = TestBus::start();
+    // With the default model: a normal request is the witness that the daemon is unharmed.
+    let mut setup = DaemonSetup::new();
+    let work = setup.work.path().to_path_buf();
+    let poisoned = company_sqlite(&work);
+    {
+        let c = rusqlite::Connection::open(&poisoned).expect("open");
+        c.execute(
+            "INSERT INTO knowledge (id, source, text) VALUES (?1, ?2, ?3)",
+            ["nul\0id", "src\0", "refund nul\0text"],
+        )
+        .expect("insert a row with NUL");
+    }
+    setup.extra_config = format!(
+        "\n[knowledge.sources.documents]\nkind = \"embedded\"\n\n[knowledge.sources.wiki]\n\
+         kind = \"sqlite\"\npath = \"{}\"\nquery = \"any_word\"\ntemplate = \"{WIKI_TEMPLATE}\"\n",
+        poisoned.display()
+    );
+    let mut daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    let k = knowledge(&conn).await;
+    let greedy = moed_dbus::GenerateOptions {
+        max_tokens: Some(6),
+        temperature: Some(0.0),
+        seed: Some(7),
+        ..moed_dbus::GenerateOptions::default()
+    };
+    let (normal, _) = engine(&conn)
+        .await
+        .complete("Hello there", greedy.to_dict())
+        .await
+        .expect("a normal request");
+    let files = tempfile::tempdir().expect("tempdir");
+    let doc = write(
+        files.path(),
+        "poison.txt",
+        "refund policy with a NUL\0 inside",
+    );
+    k.add_documents(documents(&[doc]), store("documents"))
+        .await
+        .expect("add");
+    let check = |hits: &[moed_dbus::knowledge::SearchHit]| {
+        assert!(hits.iter().any(|h| h.label == "documents"), "{hits:?}");
+        for h in hits {
+            for s in [&h.id, &h.source, &h.text] {
+                assert!(!s.contains('\0'), "{h:?}");
+            }
+        }
+    };
+    let (hits, _) = k
+        .search("refund", search_in(None, 20))
+        .await
+        .expect("Search");
+    check(&hits);
+    assert!(
+        hits.iter()
+            .any(|h| h.id == "nul\u{FFFD}id" && h.text.contains('\u{FFFD}')),
+        "{hits:?}"
+    );
+    let (text, _) = engine(&conn)
+        .await
+        .complete("Hello there", greedy.to_dict())
+        .await
+        .expect("still answers");
+    assert_eq!(text, normal);
+    daemon.signal(Signal::SIGKILL);
+    daemon.wait_exit(Duration::from_secs(10));
+    drop(daemon);
+    let _daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    let k = knowledge(&conn).await;
+    let (hits, _) = k
+        .search("refund", search_in(None, 20))
+        .await
+        .expect("Search after restart");
+    check(&hits);
+}

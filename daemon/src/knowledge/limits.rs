@@ -35,7 +35,10 @@ impl Limits {
 
     /// The statement timeout in milliseconds (databases always have one).
     pub fn timeout_ms(&self) -> u64 {
-        self.timeout.map_or(2000, |t| t.as_millis() as u64)
+        self.timeout
+            .map_or(super::concurrent::max_timeout_ms(), |t| {
+                t.as_millis() as u64
+            })
     }
 
     /// Keeps documents, in order, while their bytes (id + source + text) fit in `max_bytes`; the

@@ -5,6 +5,7 @@
 //! the plugin host's `Sources` and serves the `org.moed.Moed1.Knowledge` interface's needs.
 
 pub mod bench;
+mod concurrent;
 pub mod embedded;
 mod error;
 mod limits;
@@ -18,6 +19,7 @@ use std::sync::{Arc, RwLock};
 
 use moed_plugins::{DataSource, Document, SourceError, Sources};
 
+pub use concurrent::{CONNECT_MARGIN, max_timeout_ms, safe_document, source_budget, start_ahead};
 pub use embedded::{Added, DocRecord, EmbeddedStore};
 pub use error::KnowledgeError;
 pub use limits::{COLUMNS, Limits};
@@ -54,6 +56,12 @@ impl Source {
         }
     }
 
+    /// What the plugin host is given: databases searched ahead and concurrently, rows made safe.
+    fn routed(&self, label: &str) -> Arc<dyn DataSource> {
+        let ahead = !matches!(self, Source::Embedded(_));
+        Arc::new(concurrent::Routed::new(label, self.data_source(), ahead))
+    }
+
     /// Whether the source answers now (databases connect and prepare their template).
     pub fn check(&self) -> Result<(), SourceError> {
         match self {
@@ -79,8 +87,35 @@ pub struct SourceStatus {
 pub struct Knowledge {
     state: StateStore,
     registry: Arc<Sources>,
-    sources: RwLock<BTreeMap<String, (SourceConfig, Source)>>,
+    sources: RwLock<BTreeMap<String, Entry>>,
     max_document_bytes: RwLock<u64>,
+}
+
+/// One source as built: its configuration, the connection string it was built with (databases
+/// with credentials from the secrets file) and the source.
+#[derive(Clone)]
+struct Entry {
+    config: SourceConfig,
+    connection: Option<String>,
+    source: Source,
+}
+
+/// The connection string of a PostgreSQL source from the secrets file (read once per apply).
+fn connection_of(
+    config: &SourceConfig,
+    secrets: &mut Option<Secrets>,
+    secrets_file: &std::path::Path,
+) -> Result<Option<String>, KnowledgeError> {
+    let SourceSpec::Postgres { credentials, .. } = &config.spec else {
+        return Ok(None);
+    };
+    if secrets.is_none() {
+        *secrets = Some(Secrets::load(secrets_file)?);
+    }
+    match secrets {
+        Some(s) => Ok(Some(s.connection(credentials)?.to_string())),
+        None => Ok(None),
+    }
 }
 
 /// Builds one source. Databases do not connect here: a database that is down at start makes its
@@ -89,8 +124,7 @@ fn build(
     label: &str,
     config: &SourceConfig,
     state: &StateStore,
-    secrets: &mut Option<Secrets>,
-    secrets_file: &std::path::Path,
+    connection: Option<&str>,
 ) -> Result<Source, KnowledgeError> {
     let limits = Limits::from(&config.limits);
     let source_error = |message: String| KnowledgeError::Source {
@@ -109,17 +143,13 @@ fn build(
             limits,
         )?)),
         SourceSpec::Postgres {
-            credentials,
             template,
             query,
             max_connections,
+            ..
         } => {
-            if secrets.is_none() {
-                *secrets = Some(Secrets::load(secrets_file)?);
-            }
-            let connection = match secrets {
-                Some(s) => s.connection(credentials)?,
-                None => return Err(source_error("the secrets file was not read".into())),
+            let Some(connection) = connection else {
+                return Err(source_error("the secrets file was not read".into()));
             };
             Source::Postgres(Arc::new(
                 PostgresSource::new(
@@ -166,9 +196,10 @@ impl Knowledge {
         Ok(Arc::new(k))
     }
 
-    /// Applies a new configuration (SIGHUP): sources whose configuration is unchanged are kept
-    /// (with their connections), changed ones rebuilt, removed ones unregistered. Nothing changes
-    /// when any source cannot be built.
+    /// Applies a new configuration (SIGHUP): the secrets file is read again; sources whose
+    /// configuration and connection string are unchanged are kept (with their connections),
+    /// changed ones rebuilt (so a rotated password takes effect), removed ones unregistered.
+    /// Nothing changes when any source cannot be built.
     pub fn apply(&self, config: &KnowledgeConfig) -> Result<(), KnowledgeError> {
         let current = self
             .sources
@@ -178,17 +209,27 @@ impl Knowledge {
         let mut secrets = None;
         let mut next = BTreeMap::new();
         for (label, sc) in &config.sources {
+            let connection = connection_of(sc, &mut secrets, &config.secrets_file)?;
             let source = match current.get(label) {
-                Some((old, source)) if old == sc => source.clone(),
-                _ => build(label, sc, &self.state, &mut secrets, &config.secrets_file)?,
+                Some(old) if old.config == *sc && old.connection == connection => {
+                    old.source.clone()
+                }
+                _ => build(label, sc, &self.state, connection.as_deref())?,
             };
-            next.insert(label.clone(), (sc.clone(), source));
+            next.insert(
+                label.clone(),
+                Entry {
+                    config: sc.clone(),
+                    connection,
+                    source,
+                },
+            );
         }
         for label in current.keys().filter(|l| !next.contains_key(*l)) {
             self.registry.remove(label);
         }
-        for (label, (_, source)) in &next {
-            self.registry.register(label, source.data_source());
+        for (label, entry) in &next {
+            self.registry.register(label, entry.source.routed(label));
         }
         *self.sources.write().unwrap_or_else(|p| p.into_inner()) = next;
         *self
@@ -219,7 +260,7 @@ impl Knowledge {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(label)
-            .map(|(_, s)| s.clone())
+            .map(|e| e.source.clone())
             .ok_or_else(|| KnowledgeError::UnknownSource(label.to_string()))
     }
 
@@ -239,7 +280,7 @@ impl Knowledge {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter_map(|(_, s)| match s {
+            .filter_map(|e| match &e.source {
                 Source::Embedded(e) => Some(e.clone()),
                 _ => None,
             })
@@ -265,7 +306,7 @@ impl Knowledge {
             .clone();
         sources
             .into_iter()
-            .map(|(label, (config, source))| {
+            .map(|(label, Entry { config, source, .. })| {
                 let (error, counts) = match &source {
                     Source::Embedded(s) => match s.counts() {
                         Ok(c) => (None, Some(c)),
@@ -294,20 +335,51 @@ impl Knowledge {
         let source = self
             .get(label)
             .map_err(|e| SourceError::NotFound(e.to_string()))?;
-        source.data_source().search(query, limit)
+        let docs = source.data_source().search(query, limit)?;
+        Ok(docs.into_iter().map(safe_document).collect())
     }
 
-    /// Searches every source; the hits merged (see [`merge`]), and the sources that failed.
+    /// Searches every source, concurrently (a slow source delays the answer by its own
+    /// deadline only); the hits merged (see [`merge`]), and the sources that failed.
     #[allow(clippy::type_complexity)]
     pub fn search_all(
         &self,
         query: &str,
         limit: usize,
     ) -> (Vec<(String, Document)>, Vec<(String, SourceError)>) {
+        let labels = self.labels();
+        let results: Vec<(String, Result<Vec<Document>, SourceError>)> =
+            std::thread::scope(|scope| {
+                let running: Vec<_> = labels
+                    .into_iter()
+                    .map(|label| {
+                        let spawned = std::thread::Builder::new()
+                            .name("moed-search".into())
+                            .spawn_scoped(scope, {
+                                let label = label.clone();
+                                move || self.search(&label, query, limit)
+                            });
+                        (label, spawned)
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|(label, spawned)| {
+                        // No thread to be had: this source is searched here instead.
+                        let r = match spawned {
+                            Ok(h) => h.join().unwrap_or_else(|_| {
+                                Err(SourceError::Unavailable("the search failed".into()))
+                            }),
+                            Err(_) => self.search(&label, query, limit),
+                        };
+                        (label, r)
+                    })
+                    .collect()
+            });
         let mut found = Vec::new();
         let mut failed = Vec::new();
-        for label in self.labels() {
-            match self.search(&label, query, limit) {
+        for (label, r) in results {
+            match r {
                 Ok(docs) => found.push((label, docs)),
                 Err(e) => failed.push((label, e)),
             }

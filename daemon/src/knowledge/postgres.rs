@@ -20,9 +20,7 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 use super::limits::{Limits, column_positions, transform_query};
 use crate::config::QueryTransform;
 
-/// Time allowed on top of the statement timeout for connecting and the round trips around the
-/// query, before the caller gives up on the server.
-const MARGIN: Duration = Duration::from_millis(1500);
+use super::concurrent::{CONNECT_MARGIN, source_budget};
 
 fn runtime() -> Result<&'static tokio::runtime::Runtime, SourceError> {
     static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
@@ -78,9 +76,8 @@ impl PostgresSource {
              a postgresql:// URL)"
                 .to_string()
         })?;
-        let timeout = limits.timeout.unwrap_or(Duration::from_secs(2));
         config
-            .connect_timeout(timeout)
+            .connect_timeout(Duration::from_millis(limits.timeout_ms()).min(source_budget()))
             .application_name("moed")
             .options("-c default_transaction_read_only=on");
         Ok(PostgresSource {
@@ -96,12 +93,14 @@ impl PostgresSource {
         })
     }
 
+    /// The statement timeout plus time to connect, never more than a source's share of the
+    /// retrieval plugin's time limit (a hung server must fail the source, not the plugin).
     fn deadline(&self) -> Duration {
-        self.inner.limits.timeout.unwrap_or(Duration::from_secs(2)) + MARGIN
+        (Duration::from_millis(self.inner.limits.timeout_ms()) + CONNECT_MARGIN)
+            .min(source_budget())
     }
 
-    /// Runs `f` on the driver's runtime and waits for it at most the statement timeout plus a
-    /// margin.
+    /// Runs `f` on the driver's runtime and waits for it at most [`Self::deadline`].
     fn block<T: Send + 'static>(
         &self,
         f: impl Future<Output = Result<T, SourceError>> + Send + 'static,

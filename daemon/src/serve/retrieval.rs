@@ -11,6 +11,9 @@ use moed_plugins::{Alert, Document, RetrievalPlugin};
 use crate::generate::Prompt;
 use crate::text::template::ChatMessage;
 
+/// Longest query searched ahead: the plugin host refuses longer ones (plugins/host state.rs).
+const MAX_QUERY_AHEAD: usize = 8192;
+
 /// The parameter that restricts retrieval to some data source labels (a JSON array of
 /// strings), set from the request option `sources`. Retrieval plugins search only those of
 /// their granted labels that it names (plugins/README.md).
@@ -46,6 +49,24 @@ pub fn retrieval_params(params: &[(String, String)], sources: &[String]) -> Vec<
     out
 }
 
+/// Starts the data sources the plugins may search ahead of them (see
+/// [`crate::knowledge::start_ahead`]), narrowed by the request's `sources`.
+fn start_sources(
+    plugins: &[RetrievalPlugin],
+    query: &str,
+    limit: usize,
+    params: &[(String, String)],
+) -> Vec<Box<dyn std::any::Any + Send>> {
+    if query.len() > MAX_QUERY_AHEAD {
+        return Vec::new();
+    }
+    let wanted: Option<Vec<String>> = params
+        .iter()
+        .find(|(k, _)| k == SOURCES_PARAM)
+        .and_then(|(_, v)| serde_json::from_str(v).ok());
+    crate::knowledge::start_ahead(plugins, query, limit, wanted.as_deref())
+}
+
 /// Asks every plugin for at most `limit` documents for `query`. Failures come back as alerts
 /// (and no documents from that plugin); documents of all plugins together, best first, each
 /// (source, id) once.
@@ -55,6 +76,7 @@ pub fn retrieve(
     limit: usize,
     params: &[(String, String)],
 ) -> (Vec<Document>, Vec<Alert>) {
+    let _started = start_sources(plugins, query, limit, params);
     let mut docs: Vec<Document> = Vec::new();
     let mut alerts = Vec::new();
     for p in plugins {

@@ -105,6 +105,15 @@ impl Plugin {
         &self.0.rt
     }
 
+    /// The data source labels its grant names, and the registry they are looked up in.
+    pub fn granted_sources(&self) -> (Vec<String>, Arc<crate::sources::Sources>) {
+        let cur = self.current();
+        (
+            crate::capability::granted_sources(&cur.ctx.grant).to_vec(),
+            self.0.rt.services.sources.clone(),
+        )
+    }
+
     pub fn is_enabled(&self) -> bool {
         self.0.enabled.load(Relaxed)
     }

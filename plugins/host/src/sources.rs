@@ -31,6 +31,14 @@ pub enum SourceError {
 pub trait DataSource: Send + Sync {
     /// At most `limit` documents matching `query`, best first.
     fn search(&self, query: &str, limit: usize) -> Result<Vec<Document>, SourceError>;
+
+    /// Starts searching `query` now, so that a later `search` of it (at most `limit` documents)
+    /// takes the result: the host starts every source of a retrieval call this way, so that the
+    /// sources run concurrently and a slow one costs only itself. The search is forgotten when
+    /// the returned guard is dropped. Sources that answer at once need not implement it.
+    fn start(&self, _query: &str, _limit: usize) -> Option<Box<dyn std::any::Any + Send>> {
+        None
+    }
 }
 
 /// The sources the daemon holds, by label.

@@ -4,6 +4,7 @@
 //! `crate::knowledge` when the sources start, never here (so `check-config` cannot print it).
 //! The file layout and the checks of every key are in validate.rs.
 
+mod readonly;
 mod validate;
 
 pub use validate::check_label;

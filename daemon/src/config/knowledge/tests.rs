@@ -92,3 +92,49 @@ fn sources_are_checked_key_by_key() {
         .to_string();
     assert!(e.contains("colour"), "{e}");
 }
+
+#[test]
+fn templates_that_write_are_refused_for_postgres_and_sqlite() {
+    const SQLITE: &str = "[knowledge.sources.wiki]\nkind = \"sqlite\"\npath = \"/srv/wiki.db\"\n";
+    let writes = [
+        "WITH gone AS (DELETE FROM t RETURNING id) SELECT id, id AS source, id AS text, 1 AS score FROM gone LIMIT $2 -- $1",
+        "INSERT INTO log VALUES ($1, $2)",
+        "SELECT id, source, text, 1 AS score FROM t WHERE x = $1 LIMIT $2; DROP TABLE t",
+        "/* SELECT */ UPDATE t SET text = $1 WHERE id = $2",
+        "SELECT id, source, text, 1 AS score INTO copy FROM t WHERE x = $1 LIMIT $2",
+    ];
+    for sql in writes {
+        let quoted = toml::Value::String(sql.to_string()).to_string();
+        let pg = PG.replace(
+            &PG.lines()
+                .find(|l| l.starts_with("template"))
+                .map(str::to_string)
+                .unwrap_or_default(),
+            &format!("template = {quoted}"),
+        );
+        let e = load(&pg).expect_err(sql).to_string();
+        assert!(
+            e.contains("knowledge.sources.company.template") && e.contains("read"),
+            "{sql}: {e}"
+        );
+        let lite = format!("{SQLITE}template = {quoted}\n");
+        assert_eq!(key_of(&lite), "knowledge.sources.wiki.template", "{sql}");
+    }
+}
+
+#[test]
+fn timeout_ms_must_fit_in_the_retrieval_plugins_time_limit() {
+    let max = crate::knowledge::max_timeout_ms();
+    assert!(max > 0 && max < 2000, "{max}");
+    let c = load(&PG.replace("timeout_ms = 500\n", "")).expect("default");
+    assert_eq!(c.knowledge.sources["company"].limits.timeout_ms, Some(max));
+    let fits = load(&PG.replace("timeout_ms = 500", &format!("timeout_ms = {max}")));
+    assert!(fits.is_ok(), "{fits:?}");
+    let e = load(&PG.replace("timeout_ms = 500", &format!("timeout_ms = {}", max + 1)))
+        .expect_err("too long")
+        .to_string();
+    assert!(
+        e.contains("knowledge.sources.company.timeout_ms") && e.contains("time limit"),
+        "{e}"
+    );
+}

@@ -130,7 +130,7 @@ fn check_template(key: &str, template: &str) -> Result<(), ConfigError> {
             format!("${other} is not bound; a template has only $1 (the query) and $2 (the limit)"),
         ));
     }
-    Ok(())
+    super::readonly::check_read_only(template).map_err(|m| invalid(key, m))
 }
 
 /// Rejects keys that `kind` does not use, naming the first.
@@ -164,7 +164,23 @@ fn validate_source(label: &str, raw: RawSource) -> Result<SourceConfig, ConfigEr
         16 << 20,
     )?;
     let timeout_ms = if database {
-        Some(int(&key("timeout_ms"), raw.timeout_ms, 2000, 1, 600_000)?)
+        // The statement timeout and connecting must fit in the source's share of the retrieval
+        // plugin's time limit, or a slow server would fail the plugin instead of the source.
+        let max = crate::knowledge::max_timeout_ms();
+        Some(int(&key("timeout_ms"), raw.timeout_ms, max, 1, max).map_err(|e| {
+            let ConfigError::Invalid { key, message } = e else {
+                return e;
+            };
+            invalid(
+                &key,
+                format!(
+                    "{message}; a source has {} ms of the retrieval plugin's time limit, {} ms of \
+                     which are kept for connecting",
+                    crate::knowledge::source_budget().as_millis(),
+                    crate::knowledge::CONNECT_MARGIN.as_millis()
+                ),
+            )
+        })?)
     } else {
         None
     };

@@ -1,7 +1,11 @@
 //! The in-memory inverted index of an embedded store, rebuilt from the stored chunks at start and
-//! kept in step with every change: BM25 (k1 = 1.2, b = 0.75) over chunk terms.
+//! kept in step with every change: BM25 (k1 = 1.2, b = 0.75) over chunk terms. Its memory stays
+//! proportionate to the text: each distinct term is stored once (numbered), a posting is a chunk
+//! slot and a frequency in one flat array per term (8 bytes), and a chunk keeps only its terms'
+//! numbers (4 bytes each) so its postings can be removed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::chunk::terms;
 
@@ -10,19 +14,26 @@ const B: f32 = 0.75;
 
 /// One indexed chunk: its document, its number within it, its length in terms and its terms.
 struct Chunk {
-    doc: String,
+    doc: Arc<str>,
     number: u32,
     len: u32,
-    terms: Vec<String>,
+    terms: Box<[u32]>,
 }
+
+/// The chunks a term occurs in, and how often: `(chunk slot, frequency)`. One allocation per
+/// term, as most terms occur in a few chunks only.
+type Postings = Vec<(u32, u32)>;
 
 #[derive(Default)]
 pub struct Index {
     slots: Vec<Option<Chunk>>,
     free: Vec<u32>,
-    /// term -> chunk slot -> term frequency
-    postings: HashMap<String, HashMap<u32, u32>>,
-    by_doc: HashMap<String, Vec<u32>>,
+    /// term -> its number; `names` and `postings` are indexed by it.
+    vocab: HashMap<Arc<str>, u32>,
+    names: Vec<Option<Arc<str>>>,
+    postings: Vec<Postings>,
+    free_terms: Vec<u32>,
+    by_doc: HashMap<Arc<str>, Vec<u32>>,
     total_len: u64,
     live: usize,
 }
@@ -31,12 +42,33 @@ pub struct Index {
 pub type Hit = (f32, String, u32);
 
 impl Index {
+    fn term_id(&mut self, term: &str) -> u32 {
+        if let Some(&id) = self.vocab.get(term) {
+            return id;
+        }
+        let name: Arc<str> = Arc::from(term);
+        let id = match self.free_terms.pop() {
+            Some(id) => {
+                self.names[id as usize] = Some(name.clone());
+                id
+            }
+            None => {
+                self.names.push(Some(name.clone()));
+                self.postings.push(Postings::default());
+                (self.names.len() - 1) as u32
+            }
+        };
+        self.vocab.insert(name, id);
+        id
+    }
+
     pub fn add(&mut self, doc: &str, number: u32, text: &str) {
-        let mut tf: HashMap<String, u32> = HashMap::new();
+        let mut tf: HashMap<u32, u32> = HashMap::new();
         let mut len = 0u32;
         for t in terms(text) {
-            *tf.entry(t).or_default() += 1;
-            len += 1;
+            let id = self.term_id(&t);
+            *tf.entry(id).or_default() += 1;
+            len = len.saturating_add(1);
         }
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -45,37 +77,57 @@ impl Index {
                 (self.slots.len() - 1) as u32
             }
         };
-        for (t, f) in &tf {
-            self.postings.entry(t.clone()).or_default().insert(slot, *f);
+        for (&id, &f) in &tf {
+            self.postings[id as usize].push((slot, f));
         }
+        let doc: Arc<str> = match self.by_doc.get_key_value(doc) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(doc),
+        };
+        self.by_doc.entry(doc.clone()).or_default().push(slot);
         self.slots[slot as usize] = Some(Chunk {
-            doc: doc.to_string(),
+            doc,
             number,
             len,
             terms: tf.into_keys().collect(),
         });
-        self.by_doc.entry(doc.to_string()).or_default().push(slot);
         self.total_len += len as u64;
         self.live += 1;
     }
 
-    /// Forgets every chunk of `doc`.
+    /// Forgets every chunk of `doc`: each posting list it touches is filtered once, however
+    /// many of its chunks the term occurs in.
     pub fn remove(&mut self, doc: &str) {
-        for slot in self.by_doc.remove(doc).unwrap_or_default() {
+        let Some(slots) = self.by_doc.remove(doc) else {
+            return;
+        };
+        let mut dead = HashSet::with_capacity(slots.len());
+        let mut touched = Vec::new();
+        for slot in slots {
             let Some(chunk) = self.slots[slot as usize].take() else {
                 continue;
             };
-            for t in &chunk.terms {
-                if let Some(p) = self.postings.get_mut(t) {
-                    p.remove(&slot);
-                    if p.is_empty() {
-                        self.postings.remove(t);
-                    }
-                }
-            }
+            touched.extend_from_slice(&chunk.terms);
             self.total_len -= chunk.len as u64;
             self.live -= 1;
+            dead.insert(slot);
             self.free.push(slot);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            let p = &mut self.postings[id as usize];
+            p.retain(|(slot, _)| !dead.contains(slot));
+            let kept = p.len();
+            if kept == 0 {
+                self.postings[id as usize] = Postings::default();
+                if let Some(name) = self.names[id as usize].take() {
+                    self.vocab.remove(&name);
+                }
+                self.free_terms.push(id);
+            } else if p.capacity() > 2 * kept + 8 {
+                p.shrink_to_fit();
+            }
         }
     }
 
@@ -93,12 +145,13 @@ impl Index {
         let avg = (self.total_len as f32 / n.max(1.0)).max(1.0);
         let mut scores: HashMap<u32, f32> = HashMap::new();
         for t in &query_terms {
-            let Some(p) = self.postings.get(t) else {
+            let Some(&id) = self.vocab.get(t.as_str()) else {
                 continue;
             };
+            let p = &self.postings[id as usize];
             let df = p.len() as f32;
             let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
-            for (&slot, &f) in p {
+            for &(slot, f) in p {
                 let Some(chunk) = &self.slots[slot as usize] else {
                     continue;
                 };
@@ -111,7 +164,7 @@ impl Index {
             .into_iter()
             .filter_map(|(slot, score)| {
                 let c = self.slots[slot as usize].as_ref()?;
-                Some((score, c.doc.clone(), c.number))
+                Some((score, c.doc.to_string(), c.number))
             })
             .collect();
         hits.sort_by(|a, b| {
@@ -164,5 +217,26 @@ mod tests {
         ix.add("handbook.md", 0, "Every employee has 30 vacation days.");
         assert_eq!(ix.search("30", 3)[0].1, "handbook.md");
         assert!(ix.search("25", 3).is_empty());
+    }
+
+    #[test]
+    fn removing_frees_terms_and_slots_for_reuse() {
+        let mut ix = Index::default();
+        for n in 0..50 {
+            ix.add("a.md", n, &format!("common word{n} text"));
+        }
+        ix.add("b.md", 0, "common other");
+        ix.remove("a.md");
+        assert_eq!(ix.chunk_count(), 1);
+        assert_eq!(ix.vocab.len(), 2, "terms only a.md had are gone");
+        assert!(ix.search("word7", 5).is_empty());
+        assert_eq!(ix.search("common", 5).len(), 1);
+        // Freed slots and term numbers are reused without mixing postings up.
+        ix.add("c.md", 0, "word7 fresh");
+        assert_eq!(ix.search("word7", 5)[0].1, "c.md");
+        assert_eq!(ix.search("common", 5)[0].1, "b.md");
+        assert!(ix.slots.len() <= 51 && ix.names.len() <= 53);
+        ix.remove("missing.md");
+        assert_eq!(ix.chunk_count(), 2);
     }
 }

@@ -6,6 +6,8 @@
 mod chunk;
 mod extract;
 mod index;
+#[cfg(test)]
+mod index_memory;
 mod store;
 
 use std::sync::{Mutex, RwLock};
@@ -106,6 +108,9 @@ impl EmbeddedStore {
             return Ok(Added::Unchanged);
         }
         let text = extract::extract(format, content).map_err(|m| Self::document_error(name, m))?;
+        // Stored text holds no NUL, so nothing read back can break a bus message (the size is
+        // bounded before: knowledge.max_document_bytes).
+        let text = moed_dbus::wire::owned(text, usize::MAX);
         let chunks = chunk::chunks(&text, self.chunk_words, self.chunk_overlap);
         if chunks.is_empty() {
             return Err(Self::document_error(name, "has no text"));
@@ -149,8 +154,14 @@ impl EmbeddedStore {
         self.store.flush()
     }
 
+    /// The stored records; names made safe for the bus (records of older versions were not
+    /// checked for NUL).
     pub fn documents(&self) -> Result<Vec<DocRecord>, KnowledgeError> {
-        self.store.list()
+        let mut records = self.store.list()?;
+        for r in &mut records {
+            r.name = moed_dbus::wire::owned(std::mem::take(&mut r.name), MAX_NAME_BYTES);
+        }
+        Ok(records)
     }
 
     /// `(documents, chunks)` stored.
@@ -182,12 +193,13 @@ impl DataSource for EmbeddedStore {
                 .map_err(|e| SourceError::Unavailable(e.to_string()))?
                 // Removed between the index read and now.
                 .unwrap_or_default();
-            docs.push(Document {
+            // Chunks stored by older versions may hold NUL: made safe as they are read.
+            docs.push(super::safe_document(Document {
                 id: format!("{name}#{number}"),
                 source: name,
                 text,
                 score,
-            });
+            }));
         }
         Ok(self.limits.cap(docs))
     }
