@@ -6,7 +6,6 @@
 //! would let a caller make the daemon read what *it* may read (its own secrets file among them)
 //! into a store that every user can search.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,6 +23,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{OwnedFd, interface};
 
 use super::auth::Action;
+use super::client_files::ReadError;
 use super::daemon::Daemon;
 use crate::knowledge::{Added, Knowledge, KnowledgeError};
 
@@ -76,30 +76,16 @@ fn unix_now() -> u64 {
 
 /// The content behind a client's descriptor: a regular file of at most `max` bytes.
 fn read_fd(fd: OwnedFd, max: u64) -> Result<Vec<u8>, String> {
-    let mut file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot stat it: {e}"))?;
-    if !meta.is_file() {
-        // A pipe or socket could keep the read (and this thread) waiting forever.
-        return Err("is not a regular file".into());
-    }
-    if meta.len() > max {
-        return Err(format!(
-            "is {} bytes; the store takes documents of at most {max} bytes \
-             (knowledge.max_document_bytes)",
-            meta.len()
-        ));
-    }
-    let mut content = Vec::with_capacity(meta.len() as usize);
-    file.by_ref()
-        .take(max + 1)
-        .read_to_end(&mut content)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if content.len() as u64 > max {
-        return Err(format!("grew past {max} bytes while being read"));
-    }
-    Ok(content)
+    // The same rules as every client file: a regular file, bounded, read within a deadline (a
+    // pipe, or a file on a hung mount, would otherwise keep this thread forever).
+    let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+    super::client_files::read_bounded(file, max).map_err(|e| match e {
+        ReadError::TooLarge { size, max } => format!(
+            "is {size} bytes; the store takes documents of at most {max} bytes \
+             (knowledge.max_document_bytes)"
+        ),
+        other => other.to_string(),
+    })
 }
 
 #[interface(name = "org.moed.Moed1.Knowledge")]
