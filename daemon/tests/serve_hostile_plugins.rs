@@ -10,35 +10,12 @@ mod common;
 mod serve_util;
 
 use common::plugins_dir;
-use moed_dbus::plugins::PluginsProxy;
 use moed_dbus::wire::limits;
 use moed_dbus::{GenerateOptions, GenerationInfo, InstallOptions, MoedError};
 use serve_util::*;
 
 const MIB: usize = 1 << 20;
 const PROMPT: &str = "Hello there";
-
-/// Without root, the test user's primary group is made the admin group (installing plugins is a
-/// managing call); root is always allowed.
-fn admin_config() -> String {
-    if is_root() {
-        return String::new();
-    }
-    let gid = nix::unistd::getegid();
-    let group = nix::unistd::Group::from_gid(gid)
-        .ok()
-        .flatten()
-        .expect("primary group");
-    format!("admin_group = \"{}\"\n", group.name)
-}
-
-async fn plugins(conn: &zbus::Connection) -> PluginsProxy<'static> {
-    PluginsProxy::builder(conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .expect("plugins proxy")
-}
 
 /// Installs a fixture that applies only to the requests that name it.
 async fn install(conn: &zbus::Connection, name: &str) {

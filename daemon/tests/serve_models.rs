@@ -26,20 +26,6 @@ fn opts(model: Option<&str>) -> HashMap<String, zbus::OwnedVariant> {
     .to_dict()
 }
 
-/// Without root, the test user's primary group is made the admin group so that managing calls
-/// from the test pass; root is always allowed.
-fn admin_config() -> String {
-    if is_root() {
-        return String::new();
-    }
-    let gid = nix::unistd::getegid();
-    let group = nix::unistd::Group::from_gid(gid)
-        .ok()
-        .flatten()
-        .expect("primary group");
-    format!("admin_group = \"{}\"\n", group.name)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_info_load_switch_unload_and_statistics() {
     let bus = TestBus::start();

@@ -16,32 +16,9 @@ use std::path::Path;
 use common::plugins_dir;
 use moed_dbus::client::{self, RequestEvent};
 use moed_dbus::knowledge::{KnowledgeProxy, StoreOptions};
-use moed_dbus::plugins::PluginsProxy;
 use moed_dbus::{GenerateOptions, GenerationInfo, InstallOptions, MoedError, ScoreOptions};
 use serve_util::*;
 use zbus::{OwnedVariant, Variant};
-
-/// Without root, the test user's primary group is made the admin group (installing plugins and
-/// adding documents are managing calls); root is always allowed.
-fn admin_config() -> String {
-    if is_root() {
-        return String::new();
-    }
-    let gid = nix::unistd::getegid();
-    let group = nix::unistd::Group::from_gid(gid)
-        .ok()
-        .flatten()
-        .expect("primary group");
-    format!("admin_group = \"{}\"\n", group.name)
-}
-
-async fn plugins(conn: &zbus::Connection) -> PluginsProxy<'static> {
-    PluginsProxy::builder(conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .expect("plugins proxy")
-}
 
 async fn install(conn: &zbus::Connection, name: &str, always: Option<bool>, config: Option<&str>) {
     let path = plugins_dir().join(format!("{name}.wasm"));

@@ -199,6 +199,28 @@ pub async fn engine(conn: &Connection) -> EngineProxy<'static> {
         .expect("engine proxy")
 }
 
+pub async fn plugins(conn: &Connection) -> moed_dbus::plugins::PluginsProxy<'static> {
+    moed_dbus::plugins::PluginsProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .expect("plugins proxy")
+}
+
+/// Without root, the test user's primary group is made the admin group (managing calls need
+/// it); root is always allowed.
+pub fn admin_config() -> String {
+    if is_root() {
+        return String::new();
+    }
+    let gid = nix::unistd::getegid();
+    let group = nix::unistd::Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .expect("primary group");
+    format!("admin_group = \"{}\"\n", group.name)
+}
+
 pub async fn models(conn: &Connection) -> ModelsProxy<'static> {
     ModelsProxy::builder(conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
