@@ -593,10 +593,8 @@ struct Stopped(Vec<i32>);
 
 impl Stopped {
     fn cluster(pg: &PgCluster) -> Stopped {
-        let backend: i32 = pg
-            .psql("postgres", &["-c", "SELECT pg_backend_pid()"])
-            .parse()
-            .expect("backend pid");
+        // Not from a backend's parent: a psql backend has exited by the time /proc is read.
+        let postmaster = pg.postmaster_pid().expect("postmaster pid");
         let parent = |pid: i32| -> Option<i32> {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
             status
@@ -606,7 +604,6 @@ impl Stopped {
                 .parse()
                 .ok()
         };
-        let postmaster = parent(backend).expect("postmaster pid");
         let mut pids = vec![postmaster];
         for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {

@@ -128,7 +128,9 @@ async fn hostile_plugin_strings_are_clipped_and_the_daemon_stays_up() {
     let (_, info) = engine
         .complete(
             PROMPT,
-            hostile("filter-misbehave", "alert-huge", 2 * MIB).to_dict(),
+            // Far above the alert limits, yet quick enough for the filter's 50 ms in a debug
+            // daemon on a loaded machine (multi-megabyte alerts: plugins/host/tests/hostile_strings.rs).
+            hostile("filter-misbehave", "alert-huge", 64 << 10).to_dict(),
         )
         .await
         .expect("an alerting filter lets the request through");
@@ -192,7 +194,7 @@ async fn hostile_plugin_strings_are_clipped_and_the_daemon_stays_up() {
     let (text, _) = engine
         .complete(
             PROMPT,
-            hostile("gate-misbehave", "alert-huge", MIB).to_dict(),
+            hostile("gate-misbehave", "alert-huge", 64 << 10).to_dict(),
         )
         .await
         .expect("gate alert-huge");

@@ -45,11 +45,7 @@ impl Package {
             });
         }
         let text = read_manifest(&path)?;
-        let manifest = parse_manifest(&path, &text)?;
-        validate::check_manifest(&manifest).map_err(|message| PackageError::Manifest {
-            path: path.clone(),
-            message,
-        })?;
+        let manifest = checked_manifest(&path, &text)?;
         validate::check_files(dir, &manifest)?;
         Ok(Package {
             dir: dir.to_path_buf(),
@@ -133,6 +129,16 @@ fn read_manifest(path: &Path) -> Result<String, PackageError> {
         });
     }
     Ok(text)
+}
+
+/// manifest.json parsed and checked for consistency; errors name the file and are bounded.
+fn checked_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
+    let manifest = parse_manifest(path, text)?;
+    validate::check_manifest(&manifest).map_err(|message| PackageError::Manifest {
+        path: path.to_path_buf(),
+        message: clipped(message),
+    })?;
+    Ok(manifest)
 }
 
 fn clipped(message: String) -> String {

@@ -6,7 +6,7 @@ use std::path::Path;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use super::{MAX_PARSE_MESSAGE, parse_manifest, validate};
+use super::{MAX_PARSE_MESSAGE, checked_manifest, parse_manifest};
 
 fn moe_mini() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/moe-mini/manifest.json");
@@ -83,20 +83,13 @@ proptest! {
         }
         let text = manifest.to_string();
         let file = Path::new("/pkg/manifest.json");
-        match parse_manifest(file, &text) {
-            Ok(m) => {
-                if let Err(message) = validate::check_manifest(&m) {
-                    prop_assert!(message.len() <= 4096, "validation message of {} bytes", message.len());
-                }
-            }
-            Err(e) => {
-                let message = e.to_string();
-                prop_assert!(message.contains("/pkg/manifest.json"), "{message}");
-                prop_assert!(
-                    message.len() <= MAX_PARSE_MESSAGE + 512,
-                    "error of {} bytes", message.len()
-                );
-            }
+        if let Err(e) = checked_manifest(file, &text) {
+            let message = e.to_string();
+            prop_assert!(message.contains("/pkg/manifest.json"), "{}", moed_dbus::wire::quote(&message));
+            prop_assert!(
+                message.len() <= MAX_PARSE_MESSAGE + 512,
+                "error of {} bytes", message.len()
+            );
         }
     }
 

@@ -60,6 +60,17 @@ fn captured() -> &'static Capture {
     })
 }
 
+/// Time limits far above what the multi-megabyte strings cost even in a debug build on a loaded
+/// 2-core machine: these tests check what the host makes of the strings, not how fast they come
+/// (the runaway cases are in `hostile.rs`).
+fn roomy_options() -> moed_plugins::HostOptions {
+    let mut o = test_options();
+    o.gate.time = std::time::Duration::from_secs(20);
+    o.filter.time = std::time::Duration::from_secs(20);
+    o.retrieval.time = std::time::Duration::from_secs(20);
+    o
+}
+
 fn filter(
     mode: &str,
     size: usize,
@@ -68,7 +79,7 @@ fn filter(
     moed_plugins::PluginHost,
     std::sync::Arc<Recorder>,
 ) {
-    let (host, rec) = host_recording(test_options());
+    let (host, rec) = host_recording(roomy_options());
     let plugin = host
         .load(&spec_with(
             "hostile-filter-misbehave",
@@ -181,7 +192,7 @@ fn gate_route(
     mode: &str,
     size: usize,
 ) -> (Result<GateAnswer, CallFailure>, std::sync::Arc<Recorder>) {
-    let (host, rec) = host_recording(test_options());
+    let (host, rec) = host_recording(roomy_options());
     let plugin = host
         .load(&spec_with(
             "hostile-gate-misbehave",
@@ -250,7 +261,7 @@ fn gate_errors_stderr_and_alerts_are_bounded() {
 }
 
 fn retrieve(mode: &str, size: usize) -> moed_plugins::Retrieved {
-    let (host, _) = host_recording(test_options());
+    let (host, _) = host_recording(roomy_options());
     let plugin = host
         .load(&spec_with(
             "hostile-retrieval-misbehave",

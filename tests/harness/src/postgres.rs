@@ -184,6 +184,17 @@ impl PgCluster {
 
     /// Runs `psql` as the superuser on `dbname` with `-f file` or `-c sql`; stops at the first
     /// error. Returns stdout (unaligned, tuples only).
+    /// The server's main process, from `postmaster.pid` (its first line), as the server records it.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     pub fn psql(&self, dbname: &str, args: &[&str]) -> String {
         let out = Command::new(self.bin.join("psql"))
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
