@@ -67,15 +67,7 @@ impl MoedError {
     pub fn message(&self) -> String {
         match self {
             MoedError::ZBus(err) => err.to_string(),
-            MoedError::InvalidArgument(m)
-            | MoedError::NotFound(m)
-            | MoedError::AccessDenied(m)
-            | MoedError::ModelNotLoaded(m)
-            | MoedError::PluginFailed(m)
-            | MoedError::Busy(m)
-            | MoedError::Cancelled(m)
-            | MoedError::ShuttingDown(m)
-            | MoedError::Failed(m) => m.clone(),
+            other => other.description().unwrap_or_default().to_string(),
         }
     }
 

@@ -165,13 +165,7 @@ async fn clients(
         let prompt = opts.prompt.clone();
         let dict = options(opts.max_tokens).to_dict();
         tasks.push(tokio::spawn(async move {
-            let conn = zbus::connection::Builder::address(address.as_str())
-                .build()
-                .await
-                .map_err(|e| fail("connecting", e))?;
-            let engine = EngineProxy::new(&conn)
-                .await
-                .map_err(|e| fail("proxy", e))?;
+            let (_conn, engine) = connect(&address).await?;
             let mut out = Vec::new();
             for _ in 0..requests {
                 let t = Instant::now();
@@ -252,6 +246,20 @@ pub(super) fn start_bus_and_daemon(
         .map_err(|e| fail("starting moed serve", e))?;
     children.daemon = Some(child);
     Ok((address, children))
+}
+
+/// A connection of its own to the bus at `address` and the Engine proxy on it.
+pub(super) async fn connect(
+    address: &str,
+) -> Result<(zbus::Connection, EngineProxy<'static>), LoadBenchError> {
+    let conn = zbus::connection::Builder::address(address)
+        .build()
+        .await
+        .map_err(|e| fail("connecting", e))?;
+    let engine = EngineProxy::new(&conn)
+        .await
+        .map_err(|e| fail("proxy", e))?;
+    Ok((conn, engine))
 }
 
 pub(super) async fn wait_ready(address: &str) -> Result<(), LoadBenchError> {

@@ -11,7 +11,9 @@ use moed_dbus::{ChatMessage, GenerateOptions, MoedError};
 use tokio::sync::Mutex;
 use zbus::{OwnedVariant, Variant};
 
-use super::loadbench::{LoadBenchError, LoadBenchOptions, fail, start_bus_and_daemon, wait_ready};
+use super::loadbench::{
+    LoadBenchError, LoadBenchOptions, connect, fail, start_bus_and_daemon, wait_ready,
+};
 
 /// Hostile request kinds, in the order each client cycles through them.
 const HOSTILE: &[&str] = &[
@@ -204,13 +206,7 @@ async fn client(
     opts: LoadBenchOptions,
     shared: Arc<Shared>,
 ) -> Result<(), LoadBenchError> {
-    let conn = zbus::connection::Builder::address(address.as_str())
-        .build()
-        .await
-        .map_err(|e| fail("connecting", e))?;
-    let engine = EngineProxy::new(&conn)
-        .await
-        .map_err(|e| fail("proxy", e))?;
+    let (_conn, engine) = connect(&address).await?;
     let mut round = index;
     while !shared.stop.load(Ordering::Relaxed) {
         // Even rounds normal, odd rounds hostile: every client mixes both all the time.
@@ -268,13 +264,7 @@ pub fn run(opts: &LoadBenchOptions, minutes: f64) -> Result<SoakReport, LoadBenc
         .map_err(|e| fail("runtime", e))?;
     let report = runtime.block_on(async {
         wait_ready(&address).await?;
-        let conn = zbus::connection::Builder::address(address.as_str())
-            .build()
-            .await
-            .map_err(|e| fail("connecting", e))?;
-        let engine = EngineProxy::new(&conn)
-            .await
-            .map_err(|e| fail("proxy", e))?;
+        let (_conn, engine) = connect(&address).await?;
         let (reference, _) = engine
             .complete(&opts.prompt, normal_options(opts.max_tokens))
             .await
