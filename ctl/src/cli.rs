@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use moed_dbus::options;
+
 use crate::bus::BusChoice;
 use crate::error::exit_codes_help;
 
@@ -95,7 +97,8 @@ streams the answer and exits. Without one, starts an interactive conversation: e
 user turn; end a line with `\\` to continue it on the next line, or enclose several lines in
 lines of `\"\"\"`. Lines starting with `/` are commands:
 
-  /temperature T   /top-p P   /top-k K   /max-tokens N   /seed S   change sampling options
+  /temperature T   /top-p P   /top-k K   /min-p P   /max-tokens N   /seed S
+                   set a sampling option (`default` goes back to the model's)
   /system TEXT     set the system message (empty: none)
   /reset           forget the conversation
   /history         print the conversation so far
@@ -128,22 +131,26 @@ pub struct AlertsArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct SamplingArgs {
     /// Most tokens to generate (default: the model package's setting)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: Option<u32>,
     /// Sampling temperature; 0 is greedy
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", allow_negative_numbers = true,
+          value_parser = |s: &str| float_flag(s, &options::TEMPERATURE))]
     pub temperature: Option<f64>,
     /// Nucleus sampling: keep the most likely tokens up to this probability mass, in (0, 1]
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true,
+          value_parser = |s: &str| float_flag(s, &options::TOP_P))]
     pub top_p: Option<f64>,
     /// Keep only the K most likely tokens
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
     pub top_k: Option<u32>,
     /// Drop tokens less likely than MIN_P times the most likely one
-    #[arg(long, value_name = "MIN_P")]
+    #[arg(long, value_name = "MIN_P", allow_negative_numbers = true,
+          value_parser = |s: &str| float_flag(s, &options::MIN_P))]
     pub min_p: Option<f64>,
     /// Repetition penalty; 1 is off
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", allow_negative_numbers = true,
+          value_parser = |s: &str| float_flag(s, &options::REPETITION_PENALTY))]
     pub repetition_penalty: Option<f64>,
     /// Seed for repeatable sampling
     #[arg(long, value_name = "S")]
@@ -177,6 +184,16 @@ pub struct SamplingArgs {
     /// Retrieve only from this data source label (repeatable)
     #[arg(long = "source", value_name = "LABEL", conflicts_with = "no_retrieval")]
     pub sources: Vec<String>,
+}
+
+/// A sampling flag's number, checked by the same rule the daemon applies to the option, so a bad
+/// value is reported with the flag's name (clap adds it) before anything is sent.
+fn float_flag(text: &str, rule: &options::FloatRule) -> Result<f64, String> {
+    let v: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "not a number".to_string())?;
+    rule.check(v)
 }
 
 /// `KEY=VALUE` with VALUE as JSON text: valid JSON is kept, anything else becomes a JSON string.

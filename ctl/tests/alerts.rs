@@ -1,9 +1,9 @@
 //! `moectl alerts` as a bus monitor: it shows Alert signals sent by the owner of
 //! `org.moed.Moed1` to any client, ignores forged ones, and notes when the owner goes away.
 //!
-//! moed sends no Alert yet (no plugin host is wired in: issue 5), so here the test's own
-//! connection takes the name `org.moed.Moed1` and sends exactly what moed's Request objects send
-//! (`Alert(ssss)` at `/org/moed/Moed1/request/<id>`, unicast to the requesting client).
+//! To stage forged signals and the owner going away, the test's own connection takes the name
+//! `org.moed.Moed1` and sends exactly what moed's Request objects send (`Alert(ssss)` at
+//! `/org/moed/Moed1/request/<id>`, unicast to the requesting client).
 
 mod util;
 

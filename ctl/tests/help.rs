@@ -94,6 +94,33 @@ fn usage_errors_exit_2_and_help_lists_exit_codes() {
 }
 
 #[test]
+fn bad_sampling_flags_are_named_before_anything_is_sent() {
+    // MOECTL_BUS points nowhere: a flag that passed would fail on the bus (exit 3), not here.
+    for (flag, value, expected) in [
+        ("--temperature", "-1", "0 or more"),
+        ("--top-p", "2", "in (0, 1]"),
+        ("--top-p", "0", "in (0, 1]"),
+        ("--min-p", "1.5", "in [0, 1]"),
+        ("--repetition-penalty", "0", "greater than 0"),
+        ("--temperature", "NaN", "out of range"),
+        ("--temperature", "warm", "not a number"),
+        ("--max-tokens", "0", "0 is not in 1.."),
+        ("--top-k", "0", "0 is not in 1.."),
+    ] {
+        for verb in ["generate", "chat"] {
+            let (code, _, stderr) = moectl(&[verb, flag, value, "hello"]);
+            assert_eq!(code, 2, "{verb} {flag} {value}: {stderr}");
+            assert!(
+                stderr.contains(&format!("'{flag} <")) && stderr.contains(expected),
+                "{verb} {flag} {value}: {stderr}"
+            );
+        }
+    }
+    let (code, _, stderr) = moectl(&["generate", "--temperature", "-0.0", "--top-p", "1", "hi"]);
+    assert_ne!(code, 2, "valid flags were refused: {stderr}");
+}
+
+#[test]
 fn completions_and_man_pages_for_packaging() {
     for (shell, needle) in [
         ("bash", "_moectl()"),

@@ -79,8 +79,7 @@ pub(crate) fn uint(key: &str, value: &Variant<'_>, min: u64, max: u64) -> Result
 pub(crate) fn float(
     key: &str,
     value: &Variant<'_>,
-    ok: impl Fn(f64) -> bool,
-    expected: &str,
+    rule: &super::FloatRule,
 ) -> Result<f64, MoedError> {
     let v = match value {
         Variant::F64(v) => *v,
@@ -94,13 +93,7 @@ pub(crate) fn float(
             }
         },
     };
-    if !v.is_finite() || !ok(v) {
-        return Err(invalid(
-            key,
-            &format!("{v} is out of range; expected {expected}"),
-        ));
-    }
-    Ok(v)
+    rule.check(v).map_err(|reason| invalid(key, &reason))
 }
 
 pub(crate) fn boolean(key: &str, value: &Variant<'_>) -> Result<bool, MoedError> {

@@ -97,6 +97,53 @@ pub const MAX_STOP_BYTES: usize = 1024;
 /// so a caller that sends 100,000 names costs one comparison, not a pass over them.
 pub const MAX_REQUEST_PLUGINS: usize = 32;
 
+/// The range of a floating-point sampling option: one rule for the daemon's check of a client's
+/// options and for `moectl`'s check of its flags, so the two cannot disagree.
+#[derive(Debug, Clone, Copy)]
+pub struct FloatRule {
+    /// The option's key in the dictionary.
+    pub key: &'static str,
+    ok: fn(f64) -> bool,
+    /// The accepted range, as error messages say it.
+    pub expected: &'static str,
+}
+
+impl FloatRule {
+    /// `v` when it is finite and in range, else the reason (without the key).
+    pub fn check(&self, v: f64) -> Result<f64, String> {
+        if v.is_finite() && (self.ok)(v) {
+            Ok(v)
+        } else {
+            Err(format!("{v} is out of range; expected {}", self.expected))
+        }
+    }
+}
+
+/// `temperature`: 0 is greedy.
+pub const TEMPERATURE: FloatRule = FloatRule {
+    key: "temperature",
+    ok: |v| v >= 0.0,
+    expected: "0 or more",
+};
+/// `top_p`: the probability mass kept.
+pub const TOP_P: FloatRule = FloatRule {
+    key: "top_p",
+    ok: |v| v > 0.0 && v <= 1.0,
+    expected: "in (0, 1]",
+};
+/// `min_p`: relative to the most likely token.
+pub const MIN_P: FloatRule = FloatRule {
+    key: "min_p",
+    ok: |v| (0.0..=1.0).contains(&v),
+    expected: "in [0, 1]",
+};
+/// `repetition_penalty`: 1 is off.
+pub const REPETITION_PENALTY: FloatRule = FloatRule {
+    key: "repetition_penalty",
+    ok: |v| v > 0.0,
+    expected: "greater than 0",
+};
+
 /// Most bytes of the `system` option (it is part of the prompt, bounded again with it).
 pub const MAX_SYSTEM_BYTES: usize = 1024 * 1024;
 
@@ -111,24 +158,12 @@ impl GenerateOptions {
                     let v = uint(key, value, 1, u32::MAX as u64)?;
                     opts.max_tokens = Some(v as u32);
                 }
-                "temperature" => {
-                    opts.temperature = Some(float(key, value, |v| v >= 0.0, "0 or more")?);
-                }
-                "top_p" => {
-                    opts.top_p = Some(float(key, value, |v| v > 0.0 && v <= 1.0, "in (0, 1]")?);
-                }
+                "temperature" => opts.temperature = Some(float(key, value, &TEMPERATURE)?),
+                "top_p" => opts.top_p = Some(float(key, value, &TOP_P)?),
                 "top_k" => opts.top_k = Some(uint(key, value, 1, u32::MAX as u64)? as u32),
-                "min_p" => {
-                    opts.min_p = Some(float(
-                        key,
-                        value,
-                        |v| (0.0..=1.0).contains(&v),
-                        "in [0, 1]",
-                    )?);
-                }
+                "min_p" => opts.min_p = Some(float(key, value, &MIN_P)?),
                 "repetition_penalty" => {
-                    opts.repetition_penalty =
-                        Some(float(key, value, |v| v > 0.0, "greater than 0")?);
+                    opts.repetition_penalty = Some(float(key, value, &REPETITION_PENALTY)?);
                 }
                 "seed" => opts.seed = Some(uint(key, value, 0, u64::MAX)?),
                 "stop" => {
