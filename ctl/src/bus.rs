@@ -44,6 +44,15 @@ impl fmt::Display for BusChoice {
 }
 
 impl BusChoice {
+    /// The bus as `--bus` takes it: `system`, `session` or the address (for `--json`).
+    pub fn as_arg(&self) -> String {
+        match self {
+            BusChoice::System => "system".into(),
+            BusChoice::Session => "session".into(),
+            BusChoice::Address(addr) => addr.clone(),
+        }
+    }
+
     /// How to start moed so that it serves this bus.
     pub fn start_hint(&self) -> String {
         match self {

@@ -19,8 +19,11 @@ fn verbs_against_a_running_daemon() {
     assert_eq!(status["model"], MODEL);
     assert_eq!(status["execution_provider"], "cpu");
     assert_eq!(status["loaded_models"][0], MODEL);
+    // `bus` is what `--bus` takes, so a script can pass it back.
+    assert_eq!(status["bus"], bus.address.as_str());
     let text = ctl().args(["status"]).run().ok().stdout;
     assert!(text.contains("state:") && text.contains(MODEL), "{text}");
+    assert!(text.contains("0 queued (limits: "), "{text}");
     assert!(!text.contains('\x1b'), "colour on a pipe: {text:?}");
     // On a terminal (script(1) provides one) there is colour, unless NO_COLOR is set.
     let on_tty = |no_colour: bool| {
@@ -76,11 +79,12 @@ fn verbs_against_a_running_daemon() {
         .run()
         .ok();
     assert!(stats.stderr.contains("6 generated tokens"), "{stats:?}");
-    // Bad options are refused by the daemon, naming the option: exit 5.
+    // A bad flag is refused by moectl itself, naming the flag: a usage error, exit 2 (the daemon's
+    // own refusal of the option, exit 5, is what a client that skips the check gets).
     ctl()
         .args(["generate", "Hi", "--top-p", "2"])
         .run()
-        .fails_with(5, "top_p");
+        .fails_with(2, "'--top-p <P>'");
     // A model that is not loaded: exit 6 with advice.
     ctl()
         .args(["generate", "Hi", "--model", SECOND])

@@ -31,7 +31,7 @@ pub async fn run(app: &App) -> Result<(), CtlError> {
 
     if app.json {
         return out_json_pretty(&json!({
-            "bus": app.bus.to_string(),
+            "bus": app.bus.as_arg(),
             "unique_name": owner.as_str(),
             "version": version,
             "state": state,
@@ -69,7 +69,7 @@ pub async fn run(app: &App) -> Result<(), CtlError> {
         format!("  active model:       {model_text}"),
         format!("  loaded models:      {}", list_or_none(&loaded)),
         format!(
-            "  requests:           {active} running, {queued} queued (at most {max_concurrent} at once, {queue_depth} waiting)"
+            "  requests:           {active} running, {queued} queued (limits: {max_concurrent} running at once, {queue_depth} in the queue)"
         ),
         format!("  model directories:  {}", list_or_none(&dirs)),
     ];
