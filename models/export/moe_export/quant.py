@@ -83,7 +83,6 @@ def package_quant(qc: QuantConfig, dense: str | None = None, head: str | None = 
     return PackageQuant(experts=qc, dense=qc.at(dense), head=qc.at(head), embed=qc.at(embed))
 
 
-
 def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
     """Pack the last axis of uint8 `codes` (values < 2**bits) low-first into bytes."""
     if bits == 8:
