@@ -185,3 +185,47 @@ def test_block_size_option(tmp_path, exports):
         assert {a.name: a.i for a in nodes[0].attribute}["block_size"] == block
         d, _ = drift(Package(exports.get("mixtral")), Package(out), golden("mixtral")["cases"])
         assert 0.0 < d.mean() < 1.0
+
+
+def test_cli_flags_override_one_graph_group(tmp_path):
+    from conftest import FIXTURES
+
+    from moe_export.cli import main
+
+    out = tmp_path / "pkg"
+    assert main([str(FIXTURES / "mixtral"), str(out), "--quant", "int4", "--head-quant", "int4",
+                 "--embed-quant", "fp32", "--symmetric", "--quiet"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert {k: v["weights"] for k, v in m["precision"]["graphs"].items()} == {
+        "embed": "fp32", "attn": "int8", "router": "fp32", "expert": "int4", "head": "int4"}
+    assert m["precision"]["graphs"]["attn"]["symmetric"] is True
+    assert all(len(nd.input) == 3 for nd in ops_in(out / m["head"]) if nd.op_type == "MatMulNBits")
+
+
+def test_default_model_int4_drift_is_within_target(tmp_path):
+    """The default model's int4 package against its own fp32 reference, rebuilt from the package."""
+    from conftest import FIXTURES
+    from drift import text_cases
+    from unpack import unpack
+
+    from moe_export.export import export
+    from moe_export.quant import QuantConfig
+
+    models = FIXTURES.parent
+    ckpt = tmp_path / "ckpt"
+    unpack(models / "moe-mini", json.loads((models / "default" / "moe-mini-config.json").read_text()), ckpt)
+    export(ckpt, tmp_path / "fp32", QuantConfig("fp32"), progress=False)
+    # The rebuilt reference holds the package's own fp32 weights: its fp32 graphs' data are the same bytes.
+    dense = [p.name for p in (models / "moe-mini" / "graphs").glob("*.data")
+             if not any(k in p.name for k in ("expert", "shared", "mlp"))]
+    assert len(dense) == 11  # embed, head, 5 attention, 4 routers
+    for name in dense:
+        got = (tmp_path / "fp32" / "graphs" / name).read_bytes()
+        assert got == (models / "moe-mini" / "graphs" / name).read_bytes(), name
+    export(ckpt, tmp_path / "int4", QuantConfig("int4", 32, 4), progress=False)
+    d, _ = drift(Package(tmp_path / "fp32"), Package(tmp_path / "int4"),
+                 text_cases(ckpt, models / "default" / "drift_texts.txt"))
+    print(f"moe-mini int4: mean {d.mean():.4f} max {d.max():.4f} over {d.size} tokens")
+    assert d.size > 200
+    # Measured 0.063 mean / 0.68 max (models/export/README.md); issue 13's target is 0.10 mean.
+    assert d.mean() <= 0.10 and d.max() < 2.0
