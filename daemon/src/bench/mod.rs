@@ -7,6 +7,7 @@
 mod bandwidth;
 pub mod gate;
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
@@ -16,6 +17,7 @@ use serde::Serialize;
 pub use bandwidth::{BandwidthProbe, read_bandwidth};
 
 use crate::engine::{Engine, EngineError, EngineStats, ExecMode, Logits, WeightBytes};
+use crate::package::GraphPrecision;
 
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -80,6 +82,8 @@ pub struct BenchReport {
     pub model: String,
     pub architecture: String,
     pub expert_precision: String,
+    /// Weight storage per graph kind (manifest.precision.graphs; a format-1 package's meaning).
+    pub graph_precision: BTreeMap<String, GraphPrecision>,
     pub execution_provider: String,
     pub threads: usize,
     pub prompt_tokens: usize,
@@ -128,10 +132,11 @@ fn argmax(row: &[f32]) -> u32 {
 }
 
 /// Bytes of weights every decoded token reads whatever the routing: embedding row, attention,
-/// routers, shared experts, dense MLPs, head.
+/// routers, shared experts, dense MLPs, head. The row is the table's bytes over the vocabulary, so a
+/// quantized embedding counts its codes and scales.
 fn fixed_bytes_per_token(engine: &Engine, w: &WeightBytes) -> f64 {
-    let h = engine.package().manifest().dims.hidden_size as f64;
-    (h * 4.0) + (w.attn + w.router + w.shared + w.dense_mlp + w.head) as f64
+    let vocab = engine.package().vocab_size().max(1) as f64;
+    (w.embed as f64 / vocab) + (w.attn + w.router + w.shared + w.dense_mlp + w.head) as f64
 }
 
 fn expert_bytes_routed(engine: &Engine, delta: &EngineStats) -> f64 {
@@ -290,6 +295,7 @@ pub fn run(
         model: m.name.clone(),
         architecture: m.architecture.clone(),
         expert_precision: m.precision.experts.clone(),
+        graph_precision: m.graph_precision(),
         execution_provider: engine.execution_provider().to_string(),
         threads: engine.intra_threads(),
         prompt_tokens: cfg.prompt_tokens,

@@ -101,6 +101,10 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
     for (p, why) in engine.provider_fallbacks() {
         line(format!("  ({p} not used: {why})"));
     }
+    line(format!(
+        "precision: {}",
+        engine.package().manifest().precision_lines().join(", ")
+    ));
     let w = &r.weights;
     line(format!(
         "weights: experts {} in {} MoE layers, shared {}, attention {}, routers {}, dense MLP {}, head {}, embed {}; resident experts {}{}",

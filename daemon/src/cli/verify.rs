@@ -22,5 +22,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         report.files,
         report.bytes
     );
+    let m = pkg.manifest();
+    println!(
+        "format_version {}; weights by graph kind:",
+        m.format_version
+    );
+    for line in m.precision_lines() {
+        println!("  {line}");
+    }
     Ok(())
 }

@@ -18,7 +18,7 @@ pub enum PackageError {
     UnsupportedVersion {
         path: PathBuf,
         found: String,
-        supported: u64,
+        supported: &'static str,
     },
     #[error("{path}: {message}")]
     Manifest { path: PathBuf, message: String },

@@ -1,11 +1,13 @@
-//! The serde form of manifest.json, field for field as models/FORMAT.md defines it (version 1).
+//! The serde form of manifest.json, field for field as models/FORMAT.md defines it (versions 1 and 2).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT_NAME: &str = "moed-package";
-pub const FORMAT_VERSION: u64 = 1;
+/// The version moe_export writes; [`READ_VERSIONS`] are the ones this moed reads.
+pub const FORMAT_VERSION: u64 = 2;
+pub const READ_VERSIONS: &[u64] = &[1, 2];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -56,6 +58,24 @@ pub struct Precision {
     pub block_size: Option<u64>,
     #[serde(default)]
     pub accuracy_level: Option<u64>,
+    /// Format 2: the storage of each graph kind (`embed`, `attn`, `router`, `expert`, `shared`,
+    /// `mlp`, `head`); absent in format 1, see [`Manifest::graph_precision`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphs: Option<BTreeMap<String, GraphPrecision>>,
+}
+
+/// How one graph kind's weights are stored (manifest.precision.graphs.<kind>).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphPrecision {
+    /// fp32 | fp16 | int8 | int4
+    pub weights: String,
+    #[serde(default)]
+    pub block_size: Option<u64>,
+    #[serde(default)]
+    pub accuracy_level: Option<u64>,
+    /// int8/int4: blocks without zero points.
+    #[serde(default)]
+    pub symmetric: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 
 mod error;
 pub mod manifest;
+mod precision;
 mod validate;
 mod verify;
 
@@ -10,9 +11,10 @@ use std::path::{Path, PathBuf};
 pub use error::PackageError;
 pub use manifest::{
     Attention, CacheTensor, Dims, FORMAT_NAME, FORMAT_VERSION, FileEntry, GenerationDefaults,
-    GroupLimit, GroupScore, LayerSpec, Manifest, MaskedChoice, Precision, RoutingConfig, Scoring,
-    SpecialToken, SpecialTokens, Thinking, TokenizerSpec,
+    GraphPrecision, GroupLimit, GroupScore, LayerSpec, Manifest, MaskedChoice, Precision,
+    READ_VERSIONS, RoutingConfig, Scoring, SpecialToken, SpecialTokens, Thinking, TokenizerSpec,
 };
+pub use precision::GRAPH_KINDS;
 pub use verify::VerifyReport;
 
 /// A model package whose manifest parsed, is consistent, and whose files all exist with the listed
@@ -168,7 +170,7 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
         .get("format_version")
         .and_then(serde_json::Value::as_u64)
     {
-        Some(FORMAT_VERSION) => {}
+        Some(v) if READ_VERSIONS.contains(&v) => {}
         other => {
             return Err(PackageError::UnsupportedVersion {
                 path: path.to_path_buf(),
@@ -181,7 +183,7 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
                     },
                     |v| v.to_string(),
                 ),
-                supported: FORMAT_VERSION,
+                supported: "1 or 2",
             });
         }
     }

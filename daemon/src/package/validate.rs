@@ -14,7 +14,6 @@ const ARCHITECTURES: &[&str] = &[
     "qwen2_moe",
     "olmoe",
 ];
-const PRECISIONS: &[&str] = &["fp32", "fp16", "int8", "int4"];
 
 /// Checks the manifest's internal consistency; `Err(message)` names the key and the problem.
 pub(crate) fn check_manifest(m: &Manifest) -> Result<(), String> {
@@ -42,14 +41,7 @@ pub(crate) fn check_manifest(m: &Manifest) -> Result<(), String> {
             m.precision.activations
         ));
     }
-    for (key, v) in [
-        ("precision.dense", &m.precision.dense),
-        ("precision.experts", &m.precision.experts),
-    ] {
-        if !PRECISIONS.contains(&v.as_str()) {
-            return Err(format!("{key} is {v:?} (known: {})", PRECISIONS.join(", ")));
-        }
-    }
+    super::precision::check(m)?;
     check_attention(m)?;
     if m.layers.len() != d.num_layers {
         return Err(format!(

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from moe_export.errors import ExportError
-from moe_export.quant import PRECISIONS, QuantConfig
+from moe_export.quant import PRECISIONS, PackageQuant, QuantConfig, package_quant
 
 
 def block_size(text: str) -> int:
@@ -28,11 +28,26 @@ def accuracy_level(text: str) -> int:
 
 def quant_args(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--quant", choices=PRECISIONS, default=default,
-                        help=f"storage of expert, shared-expert and dense FFN weights (default {default})")
+                        help="storage of the package's weights: routed experts, and unless overridden below "
+                        f"attention projections, shared experts, dense MLPs, head and embedding (default {default})")
+    parser.add_argument("--dense-quant", choices=PRECISIONS,
+                        help="storage of attention projections, shared experts and dense MLPs "
+                        "(default --quant, int8 when --quant is int4)")
+    parser.add_argument("--head-quant", choices=PRECISIONS,
+                        help="storage of the LM head (default --quant, int8 when --quant is int4)")
+    parser.add_argument("--embed-quant", choices=PRECISIONS,
+                        help="storage of the embedding table (default --quant, int8 when --quant is int4)")
+    parser.add_argument("--symmetric", action="store_true",
+                        help="int8/int4: symmetric blocks without zero points (default asymmetric)")
     parser.add_argument("--block-size", type=block_size, default=32,
                         help="int8/int4: quantization block over the input dimension (default 32)")
     parser.add_argument("--accuracy-level", type=accuracy_level, default=4,
                         help="int8/int4: MatMulNBits accuracy_level; 4 = int8 compute, fastest on CPU (default 4)")
+
+
+def package_quant_from_args(args: argparse.Namespace) -> PackageQuant:
+    qc = QuantConfig(args.quant, args.block_size, args.accuracy_level, args.symmetric)
+    return package_quant(qc, dense=args.dense_quant, head=args.head_quant, embed=args.embed_quant)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from moe_export.export import export  # after parsing, so --help stays fast
 
     try:
-        manifest = export(args.src, args.out, QuantConfig(args.quant, args.block_size, args.accuracy_level),
+        manifest = export(args.src, args.out, package_quant_from_args(args),
                           name=args.name, force=args.force, progress=not args.quiet)
     except ExportError as err:
         print(f"moe_export: error: {err}", file=sys.stderr)

@@ -13,8 +13,8 @@ from moe_export import names
 from moe_export.config import ModelSpec, load_spec
 from moe_export.errors import ExportError
 from moe_export.graphs.builder import GraphWriter
-from moe_export.plans import GraphPlan, cache_layout, layer_entries, make_plans
-from moe_export.quant import QuantConfig
+from moe_export.plans import GraphPlan, as_package_quant, cache_layout, graph_kinds, layer_entries, make_plans
+from moe_export.quant import PackageQuant, QuantConfig
 from moe_export.reader import Checkpoint
 
 
@@ -52,7 +52,7 @@ def _correction_biases(spec: ModelSpec, ckpt: Checkpoint) -> dict[int, list[floa
     return out
 
 
-def export(src: Path, out: Path, qc: QuantConfig, name: str | None = None, force: bool = False,
+def export(src: Path, out: Path, qc: QuantConfig | PackageQuant, name: str | None = None, force: bool = False,
            progress: bool = True) -> dict:
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -60,7 +60,8 @@ def export(src: Path, out: Path, qc: QuantConfig, name: str | None = None, force
     spec = load_spec(src)
     tokenizer = mf.tokenizer_section(src, spec.raw)
     ckpt = Checkpoint(src)
-    plans = make_plans(spec, ckpt, qc)
+    pq = as_package_quant(qc)
+    plans = make_plans(spec, ckpt, pq)
     for plan in plans:  # fail on any missing tensor or wrong shape before writing anything
         for ref in plan.refs.values():
             ckpt.check(ref)
@@ -74,7 +75,7 @@ def export(src: Path, out: Path, qc: QuantConfig, name: str | None = None, force
     for fname in mf.TOKENIZER_FILES:
         if (src / fname).is_file():
             shutil.copyfile(src / fname, out / fname)
-    manifest = mf.model_section(spec, name or src.resolve().name, qc, cache_layout(spec))
+    manifest = mf.model_section(spec, name or src.resolve().name, pq, cache_layout(spec), graph_kinds(spec))
     manifest["layers"] = layer_entries(spec, _correction_biases(spec, ckpt))
     manifest["embed"] = "graphs/embed.onnx"
     manifest["head"] = "graphs/head.onnx"

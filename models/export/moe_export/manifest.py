@@ -9,7 +9,7 @@ from pathlib import Path
 from moe_export import FORMAT_VERSION
 from moe_export.config import MhaSpec, ModelSpec
 from moe_export.errors import ExportError
-from moe_export.quant import QuantConfig
+from moe_export.quant import PackageQuant
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")
 _GENERATION_KEYS = ("temperature", "top_p", "top_k")
@@ -127,7 +127,18 @@ def tokenizer_section(src: Path, cfg: dict) -> dict:
     }
 
 
-def model_section(spec: ModelSpec, name: str, qc: QuantConfig, cache: list[dict]) -> dict:
+def precision_section(pq: PackageQuant, kinds: list[str]) -> dict:
+    """manifest.precision: `experts` and its block parameters as in format 1, `dense` the attention's
+    storage, and `graphs` the storage of every graph kind the package holds."""
+    qc = pq.experts
+    quantized = qc.bits is not None
+    return {"activations": "fp32", "dense": pq.kind("attn").precision, "experts": qc.precision,
+            "block_size": qc.block_size if quantized else None,
+            "accuracy_level": qc.accuracy_level if quantized else None,
+            "graphs": {kind: pq.kind(kind).manifest_entry() for kind in kinds}}
+
+
+def model_section(spec: ModelSpec, name: str, pq: PackageQuant, cache: list[dict], kinds: list[str]) -> dict:
     a = spec.attention
     attention = {"kind": a.kind, "num_heads": a.num_heads, "cache": cache}
     if isinstance(a, MhaSpec):
@@ -136,7 +147,6 @@ def model_section(spec: ModelSpec, name: str, qc: QuantConfig, cache: list[dict]
         attention.update(kv_lora_rank=a.kv_lora_rank, qk_rope_head_dim=a.qk_rope_head_dim,
                          qk_nope_head_dim=a.qk_nope_head_dim, v_head_dim=a.v_head_dim)
     r = spec.routing
-    quantized = qc.bits is not None
     return {
         "format": "moed-package",
         "format_version": FORMAT_VERSION,
@@ -145,9 +155,7 @@ def model_section(spec: ModelSpec, name: str, qc: QuantConfig, cache: list[dict]
         "source": {"architectures": list(spec.architectures), "model_type": spec.architecture},
         "dims": {"hidden_size": spec.hidden_size, "vocab_size": spec.vocab_size, "num_layers": spec.num_layers,
                  "context_length": spec.context_length},
-        "precision": {"activations": "fp32", "dense": "fp32", "experts": qc.precision,
-                      "block_size": qc.block_size if quantized else None,
-                      "accuracy_level": qc.accuracy_level if quantized else None},
+        "precision": precision_section(pq, kinds),
         "attention": attention,
         "routing": {"num_experts": r.num_experts, "top_k": r.top_k, "scoring": r.scoring,
                     "group_limit": r.group_limit, "norm_topk_prob": r.norm_topk_prob, "norm_eps": r.norm_eps,

@@ -15,7 +15,7 @@ from moe_export import names
 from moe_export.config import MhaSpec, ModelSpec
 from moe_export.graphs import attention_mha, attention_mla, embed_head, ffn
 from moe_export.graphs.builder import GraphWriter
-from moe_export.quant import QuantConfig
+from moe_export.quant import GRAPH_KINDS, PackageQuant, QuantConfig, package_quant
 from moe_export.reader import TensorRef
 
 
@@ -36,36 +36,58 @@ def cache_layout(spec: ModelSpec) -> list[dict]:
     return attention_mla.cache_layout(spec.attention)
 
 
-def _attn_builder(spec: ModelSpec):
+def _attn_builder(spec: ModelSpec, qc: QuantConfig):
     module = attention_mha if isinstance(spec.attention, MhaSpec) else attention_mla
-    return lambda g, w: module.build(g, spec.attention, spec.rope, spec.rms_norm_eps, w)
+    return lambda g, w: module.build(g, spec.attention, spec.rope, spec.rms_norm_eps, w, qc)
 
 
-def make_plans(spec: ModelSpec, src: names.HasTensors, qc: QuantConfig) -> list[GraphPlan]:
+def as_package_quant(q: QuantConfig | PackageQuant) -> PackageQuant:
+    """A single QuantConfig is the package's quantization with the default per-graph policy."""
+    return q if isinstance(q, PackageQuant) else package_quant(q)
+
+
+def make_plans(spec: ModelSpec, src: names.HasTensors, q: QuantConfig | PackageQuant) -> list[GraphPlan]:
     """Graphs in the order they are written: embed, then per layer attn, router/experts/shared or mlp, head."""
-    ffn_build = partial(_swiglu, qc=qc)
-    plans = [GraphPlan("embed", names.embed_refs(spec), embed_head.build_embed)]
-    attn = _attn_builder(spec)
+    pq = as_package_quant(q)
+    expert_build = partial(_swiglu, qc=pq.kind("expert"))
+    dense_build = partial(_swiglu, qc=pq.kind("mlp"))
+    shared_build = partial(_swiglu, qc=pq.kind("shared"))
+    plans = [GraphPlan("embed", names.embed_refs(spec), partial(_embed, qc=pq.kind("embed")))]
+    attn = _attn_builder(spec, pq.kind("attn"))
     for layer, kind in enumerate(spec.layer_kinds):
         plans.append(GraphPlan(f"layer.{layer}.attn", names.attn_refs(spec, layer), attn))
         if kind == "dense":
-            plans.append(GraphPlan(f"layer.{layer}.mlp", names.mlp_refs(spec, layer), ffn_build))
+            plans.append(GraphPlan(f"layer.{layer}.mlp", names.mlp_refs(spec, layer), dense_build))
             continue
         plans.append(GraphPlan(f"layer.{layer}.router", names.router_refs(spec, layer), ffn.build_router))
         for e in range(spec.routing.num_experts):
-            plans.append(GraphPlan(f"layer.{layer}.expert.{e}", names.expert_refs(spec, layer, e, src), ffn_build))
+            plans.append(GraphPlan(f"layer.{layer}.expert.{e}", names.expert_refs(spec, layer, e, src), expert_build))
         if spec.shared_ffn is not None:
-            plans.append(GraphPlan(f"layer.{layer}.shared", names.shared_refs(spec, layer), ffn_build))
-    plans.append(GraphPlan("head", names.head_refs(spec), partial(_head, eps=spec.rms_norm_eps)))
+            plans.append(GraphPlan(f"layer.{layer}.shared", names.shared_refs(spec, layer), shared_build))
+    plans.append(GraphPlan("head", names.head_refs(spec), partial(_head, eps=spec.rms_norm_eps, qc=pq.kind("head"))))
     return plans
+
+
+def graph_kinds(spec: ModelSpec) -> list[str]:
+    """The graph kinds this model's package holds, in manifest.precision.graphs order."""
+    has = {"embed", "attn", "head"}
+    if "moe" in spec.layer_kinds:
+        has |= {"router", "expert"} | ({"shared"} if spec.shared_ffn is not None else set())
+    if "dense" in spec.layer_kinds:
+        has.add("mlp")
+    return [k for k in GRAPH_KINDS if k in has]
 
 
 def _swiglu(g: GraphWriter, w: dict[str, np.ndarray], qc: QuantConfig) -> None:
     ffn.build_swiglu(g, w, qc)
 
 
-def _head(g: GraphWriter, w: dict[str, np.ndarray], eps: float) -> None:
-    embed_head.build_head(g, w, eps)
+def _embed(g: GraphWriter, w: dict[str, np.ndarray], qc: QuantConfig) -> None:
+    embed_head.build_embed(g, w, qc)
+
+
+def _head(g: GraphWriter, w: dict[str, np.ndarray], eps: float, qc: QuantConfig) -> None:
+    embed_head.build_head(g, w, eps, qc)
 
 
 def layer_entries(spec: ModelSpec, correction_bias: dict[int, list[float]]) -> list[dict]:

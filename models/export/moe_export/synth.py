@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from moe_export import manifest as mf
-from moe_export.cli import quant_args
+from moe_export.cli import package_quant_from_args, quant_args
 from moe_export.config import spec_from_dict
 from moe_export.errors import ExportError
 from moe_export.export import prepare_out_dir, write_graphs
-from moe_export.plans import cache_layout, layer_entries, make_plans
-from moe_export.quant import QuantConfig
+from moe_export.plans import cache_layout, graph_kinds, layer_entries, make_plans
 from moe_export.reader import TensorRef
 
 SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
@@ -98,17 +97,17 @@ def synthesize(a: argparse.Namespace) -> dict:
         raise ExportError(f"--vocab must be at least {256 + len(SPECIAL_TOKENS)} (bytes + special tokens)")
     cfg = synth_config(a)
     spec = spec_from_dict(cfg)
-    qc = QuantConfig(a.quant, a.block_size, a.accuracy_level)
+    pq = package_quant_from_args(a)
     source = RandomSource(a.seed)
     out = Path(a.out)
     prepare_out_dir(out, a.force)
-    write_graphs(make_plans(spec, source, qc), source.load, out / "graphs", not a.quiet)
+    write_graphs(make_plans(spec, source, pq), source.load, out / "graphs", not a.quiet)
     (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(), ensure_ascii=False), encoding="utf-8")
     tcfg = {"bos_token": SPECIAL_TOKENS[0], "eos_token": "<|im_end|>", "add_bos_token": False,
             "chat_template": CHAT_TEMPLATE, "model_max_length": a.context}
     (out / "tokenizer_config.json").write_text(json.dumps(tcfg, indent=1), encoding="utf-8")
     (out / "generation_config.json").write_text(json.dumps({"temperature": 0.7, "top_p": 0.9}), encoding="utf-8")
-    manifest = mf.model_section(spec, a.name, qc, cache_layout(spec))
+    manifest = mf.model_section(spec, a.name, pq, cache_layout(spec), graph_kinds(spec))
     manifest["source"]["synthetic"] = {"seed": a.seed}
     manifest["layers"] = layer_entries(spec, {})
     manifest["embed"] = "graphs/embed.onnx"

@@ -53,7 +53,7 @@ class Package:
     def __init__(self, path: Path, threads: int = 1):
         self.root = Path(path)
         self.manifest = json.loads((self.root / "manifest.json").read_text(encoding="utf-8"))
-        if self.manifest.get("format_version") != 1:
+        if self.manifest.get("format_version") not in (1, 2):  # 2 only adds precision.graphs
             raise ValueError(f"unknown format_version {self.manifest.get('format_version')}")
         self._opts = ort.SessionOptions()
         self._opts.intra_op_num_threads = threads

@@ -111,12 +111,15 @@ EXPECTED_KINDS = {"deepseek_v3": ["dense", "moe", "moe"], "deepseek_v2": ["dense
 def test_manifest_describes_the_model(arch, exports):
     m = json.loads((exports.get(arch) / "manifest.json").read_text())
     cfg = json.loads((FIXTURES / arch / "config.json").read_text())
-    assert (m["format"], m["format_version"], m["architecture"]) == ("moed-package", 1, arch)
+    assert (m["format"], m["format_version"], m["architecture"]) == ("moed-package", 2, arch)
     assert m["source"] == {"architectures": cfg["architectures"], "model_type": arch}
     assert m["dims"] == {"hidden_size": 64, "vocab_size": 512, "num_layers": cfg["num_hidden_layers"],
                          "context_length": 256}
+    fp32 = {"weights": "fp32", "block_size": None, "accuracy_level": None, "symmetric": None}
+    kinds = ["embed", "attn", "router", "expert"] + (["shared"] if arch in ("deepseek_v3", "deepseek_v2", "qwen2_moe")
+                                                     else []) + (["mlp"] if "dense" in EXPECTED_KINDS[arch] else [])
     assert m["precision"] == {"activations": "fp32", "dense": "fp32", "experts": "fp32", "block_size": None,
-                              "accuracy_level": None}
+                              "accuracy_level": None, "graphs": {k: fp32 for k in kinds + ["head"]}}
     if arch in EXPECTED_ROUTING:
         assert {k: m["routing"][k] for k in EXPECTED_ROUTING[arch]} == EXPECTED_ROUTING[arch]
         assert [layer["kind"] for layer in m["layers"]] == EXPECTED_KINDS[arch]

@@ -14,7 +14,7 @@ from refrunner import Package
 
 from moe_export import quant
 from moe_export.graphs import ops
-from moe_export.graphs.builder import FLOAT, GraphWriter
+from moe_export.graphs.builder import FLOAT, INT64, GraphWriter
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -52,21 +52,106 @@ def ops_in(path) -> list[onnx.NodeProto]:
     return list(onnx.load(str(path), load_external_data=False).graph.node)
 
 
-@pytest.mark.parametrize("precision,bits", [("int8", 8), ("int4", 4)])
-def test_quantized_graphs_use_matmulnbits_for_ffns_only(exports, precision, bits):
+def nbits_attrs(path) -> list[dict]:
+    return [{a.name: a.i for a in nd.attribute} for nd in ops_in(path) if nd.op_type == "MatMulNBits"]
+
+
+@pytest.mark.parametrize("precision,bits,dense_bits", [("int8", 8, 8), ("int4", 4, 8)])
+def test_quantized_packages_quantize_every_weight_but_norms_router_and_rope(exports, precision, bits, dense_bits):
     pkg = exports.get("deepseek_v3", precision)
     m = json.loads((pkg / "manifest.json").read_text())
-    assert m["precision"] == {"activations": "fp32", "dense": "fp32", "experts": precision, "block_size": 32,
-                              "accuracy_level": 4}
+    q = {"block_size": 32, "accuracy_level": 4, "symmetric": False}
+    dense = f"int{dense_bits}"
+    assert m["precision"] == {
+        "activations": "fp32", "dense": dense, "experts": precision, "block_size": 32, "accuracy_level": 4,
+        "graphs": {"embed": {"weights": dense, **q}, "attn": {"weights": dense, **q},
+                   "router": {"weights": "fp32", "block_size": None, "accuracy_level": None, "symmetric": None},
+                   "expert": {"weights": precision, **q}, "shared": {"weights": dense, **q},
+                   "mlp": {"weights": dense, **q}, "head": {"weights": dense, **q}}}
     for layer in m["layers"]:
-        ffns = layer.get("experts", []) + [p for p in (layer.get("shared"), layer.get("mlp")) if p]
-        for rel in ffns:
-            nodes = [nd for nd in ops_in(pkg / rel) if nd.op_type == "MatMulNBits"]
-            assert len(nodes) == 2 and all(nd.domain == "com.microsoft" for nd in nodes), rel
-            attrs = {a.name: a.i for a in nodes[0].attribute}
-            assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (bits, 32, 4)
-        for rel in [layer["attn"]] + ([layer["router"]] if layer.get("router") else []):
-            assert not any(nd.op_type == "MatMulNBits" for nd in ops_in(pkg / rel)), rel
+        for rel in layer.get("experts", []):
+            attrs = nbits_attrs(pkg / rel)
+            assert len(attrs) == 2 and {(a["bits"], a["block_size"], a["accuracy_level"]) for a in attrs} == {
+                (bits, 32, 4)}, rel
+        for rel in [p for p in (layer.get("shared"), layer.get("mlp")) if p]:
+            assert {a["bits"] for a in nbits_attrs(pkg / rel)} == {dense_bits}, rel
+        # MLA: q_a, q_b, kv_a and o through MatMulNBits; kv_b (absorbed as [heads, nope, rank] and
+        # [heads, rank, v_dim]) dequantized on gather when its last dimension is whole blocks.
+        attn = ops_in(pkg / layer["attn"])
+        assert [a["bits"] for a in nbits_attrs(pkg / layer["attn"])] == [dense_bits] * 4
+        a = m["attention"]
+        whole = sum(d % 32 == 0 for d in (a["kv_lora_rank"], a["v_head_dim"]))
+        assert sum(nd.op_type == "GatherBlockQuantized" for nd in attn) == whole
+        assert not any(nd.op_type == "Gemm" for nd in attn)
+        if layer.get("router"):
+            assert [nd.op_type for nd in ops_in(pkg / layer["router"]) if nd.op_type in ("Gemm", "MatMulNBits")] == [
+                "Gemm"]
+    assert [a["bits"] for a in nbits_attrs(pkg / m["head"])] == [dense_bits]
+    assert [nd.op_type for nd in ops_in(pkg / m["embed"])] == ["GatherBlockQuantized", "Identity"]
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("rows,cols,block", [(50, 64, 32), (7, 96, 32), (5, 256, 128), (9, 48, 16)])
+def test_gather_rows_match_the_dequantized_table(tmp_path, bits, symmetric, rows, cols, block):
+    rng = np.random.default_rng(bits + 10 * cols + rows)
+    table = rng.normal(size=(rows, cols)).astype(np.float32)
+    qc = quant.QuantConfig(f"int{bits}", block, 4, symmetric)
+    g = GraphWriter(tmp_path, "emb")
+    g.output(ops.gather_rows(g, table, g.input("ids", INT64, ["T"]), qc), "y", FLOAT, ["T", cols])
+    g.finish()
+    assert [nd.op_type for nd in ops_in(tmp_path / "emb.onnx")] == ["GatherBlockQuantized", "Identity"]
+    ids = np.array([0, rows - 1, rows // 2, 0], np.int64)
+    y = ort.InferenceSession(str(tmp_path / "emb.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    b, scales, zeros = quant.quantize(table, bits, block, symmetric)
+    ref = quant.dequantize(b, scales, zeros, bits, cols)
+    np.testing.assert_allclose(y, ref[ids], atol=1e-6, rtol=1e-6)
+    step = np.abs(np.repeat(scales, block, axis=1))
+    # Symmetric blocks put the extreme on code 0, so the opposite extreme may clip by a whole step.
+    assert np.all(np.abs(ref - table) <= step * (1.0 if symmetric else 0.5) + 1e-6)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_symmetric_matmulnbits_has_no_zero_points_and_matches_numpy(tmp_path, bits):
+    rng = np.random.default_rng(bits)
+    w = rng.normal(size=(24, 100)).astype(np.float32)
+    x = rng.normal(size=(3, 100)).astype(np.float32)
+    qc = quant.QuantConfig(f"int{bits}", 32, 0, symmetric=True)
+    g = GraphWriter(tmp_path, "mm")
+    g.output(ops.linear(g, g.input("x", FLOAT, ["T", 100]), w, None, qc), "y", FLOAT, ["T", 24])
+    g.finish()
+    (node,) = [nd for nd in ops_in(tmp_path / "mm.onnx") if nd.op_type == "MatMulNBits"]
+    assert len(node.input) == 3
+    y = ort.InferenceSession(str(tmp_path / "mm.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    b, scales, zeros = quant.quantize(w, bits, 32, symmetric=True)
+    assert zeros is None
+    np.testing.assert_allclose(y, x @ quant.dequantize(b, scales, None, bits, 100).T, atol=1e-4, rtol=1e-5)
+
+
+def test_stored_matrix_dequantizes_at_run_time(tmp_path):
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(4, 8, 64)).astype(np.float32)
+    qc = quant.QuantConfig("int4", 32, 4)
+    g = GraphWriter(tmp_path, "sm")
+    x = g.input("x", FLOAT, ["T", 8])
+    g.output(g.op("MatMul", x, ops.stored_matrix(g, "w", w, qc, x)), "y", FLOAT, [4, "T", 64])
+    g.finish()
+    xs = rng.normal(size=(2, 8)).astype(np.float32)
+    y = ort.InferenceSession(str(tmp_path / "sm.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": xs})[0]
+    b, scales, zeros = quant.quantize(w.reshape(4, -1), 4, 32)
+    ref = quant.dequantize(b, scales, zeros, 4, 8 * 64).reshape(4, 8, 64)
+    np.testing.assert_allclose(y, xs @ ref, atol=1e-4, rtol=1e-5)
+
+
+def test_package_quant_policy_and_overrides():
+    pq = quant.package_quant(quant.QuantConfig("int4"))
+    assert [pq.kind(k).precision for k in quant.GRAPH_KINDS] == ["int8", "int8", "fp32", "int4", "int8", "int8",
+                                                                 "int8"]
+    pq = quant.package_quant(quant.QuantConfig("int4"), dense="int4", head="int4", embed="fp32")
+    assert [pq.kind(k).precision for k in quant.GRAPH_KINDS] == ["fp32", "int4", "fp32", "int4", "int4", "int4",
+                                                                 "int4"]
+    pq = quant.package_quant(quant.QuantConfig("int8"))
+    assert {pq.kind(k).precision for k in quant.GRAPH_KINDS if k != "router"} == {"int8"}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -100,3 +185,47 @@ def test_block_size_option(tmp_path, exports):
         assert {a.name: a.i for a in nodes[0].attribute}["block_size"] == block
         d, _ = drift(Package(exports.get("mixtral")), Package(out), golden("mixtral")["cases"])
         assert 0.0 < d.mean() < 1.0
+
+
+def test_cli_flags_override_one_graph_group(tmp_path):
+    from conftest import FIXTURES
+
+    from moe_export.cli import main
+
+    out = tmp_path / "pkg"
+    assert main([str(FIXTURES / "mixtral"), str(out), "--quant", "int4", "--head-quant", "int4",
+                 "--embed-quant", "fp32", "--symmetric", "--quiet"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert {k: v["weights"] for k, v in m["precision"]["graphs"].items()} == {
+        "embed": "fp32", "attn": "int8", "router": "fp32", "expert": "int4", "head": "int4"}
+    assert m["precision"]["graphs"]["attn"]["symmetric"] is True
+    assert all(len(nd.input) == 3 for nd in ops_in(out / m["head"]) if nd.op_type == "MatMulNBits")
+
+
+def test_default_model_int4_drift_is_within_target(tmp_path):
+    """The default model's int4 package against its own fp32 reference, rebuilt from the package."""
+    from conftest import FIXTURES
+    from drift import text_cases
+    from unpack import unpack
+
+    from moe_export.export import export
+    from moe_export.quant import QuantConfig
+
+    models = FIXTURES.parent
+    ckpt = tmp_path / "ckpt"
+    unpack(models / "moe-mini", json.loads((models / "default" / "moe-mini-config.json").read_text()), ckpt)
+    export(ckpt, tmp_path / "fp32", QuantConfig("fp32"), progress=False)
+    # The rebuilt reference holds the package's own fp32 weights: its fp32 graphs' data are the same bytes.
+    dense = [p.name for p in (models / "moe-mini" / "graphs").glob("*.data")
+             if not any(k in p.name for k in ("expert", "shared", "mlp"))]
+    assert len(dense) == 11  # embed, head, 5 attention, 4 routers
+    for name in dense:
+        got = (tmp_path / "fp32" / "graphs" / name).read_bytes()
+        assert got == (models / "moe-mini" / "graphs" / name).read_bytes(), name
+    export(ckpt, tmp_path / "int4", QuantConfig("int4", 32, 4), progress=False)
+    d, _ = drift(Package(tmp_path / "fp32"), Package(tmp_path / "int4"),
+                 text_cases(ckpt, models / "default" / "drift_texts.txt"))
+    print(f"moe-mini int4: mean {d.mean():.4f} max {d.max():.4f} over {d.size} tokens")
+    assert d.size > 200
+    # Measured 0.063 mean / 0.68 max (models/export/README.md); issue 13's target is 0.10 mean.
+    assert d.mean() <= 0.10 and d.max() < 2.0

@@ -7,6 +7,7 @@ import numpy as np
 from moe_export.config import MhaSpec
 from moe_export.graphs import ops
 from moe_export.graphs.builder import FLOAT, INT64, GraphWriter
+from moe_export.quant import FP32, QuantConfig
 from moe_export.rope import RopeSpec
 
 
@@ -15,7 +16,8 @@ def cache_layout(a: MhaSpec) -> list[dict]:
             {"name": "value", "shape": [a.num_kv_heads, a.head_dim]}]
 
 
-def build(g: GraphWriter, a: MhaSpec, rope: RopeSpec, eps: float, w: dict[str, np.ndarray]) -> None:
+def build(g: GraphWriter, a: MhaSpec, rope: RopeSpec, eps: float, w: dict[str, np.ndarray],
+          qc: QuantConfig = FP32) -> None:
     nh, kvh, hd = a.num_heads, a.num_kv_heads, a.head_dim
     groups = nh // kvh
     h = w["input_norm"].shape[0]
@@ -25,9 +27,9 @@ def build(g: GraphWriter, a: MhaSpec, rope: RopeSpec, eps: float, w: dict[str, n
     past_v = g.input("past_value", FLOAT, ["P", kvh, hd])
 
     x = ops.rms_norm(g, hidden, w["input_norm"], eps)
-    q = ops.linear(g, x, w["q"], w.get("q_bias"))
-    k = ops.linear(g, x, w["k"], w.get("k_bias"))
-    v = ops.linear(g, x, w["v"], w.get("v_bias"))
+    q = ops.linear(g, x, w["q"], w.get("q_bias"), qc)
+    k = ops.linear(g, x, w["k"], w.get("k_bias"), qc)
+    v = ops.linear(g, x, w["v"], w.get("v_bias"), qc)
     if a.qk_norm == "full":  # OLMoE normalises the whole projection before splitting heads
         q = ops.rms_norm(g, q, w["q_norm"], eps)
         k = ops.rms_norm(g, k, w["k_norm"], eps)
@@ -54,7 +56,7 @@ def build(g: GraphWriter, a: MhaSpec, rope: RopeSpec, eps: float, w: dict[str, n
     probs = ops.masked_softmax(g, scores, ops.causal_allowed(g, past_k, ops.dim(g, hidden, 0)))
     ctx = g.op("Transpose", g.op("MatMul", probs, vt), perm=[2, 0, 1, 3])  # [T, kvh, groups, hd]
     ctx = g.op("Reshape", ctx, g.const([0, nh * hd]))
-    out = g.op("Add", hidden, ops.linear(g, ctx, w["o"], w.get("o_bias")))
+    out = g.op("Add", hidden, ops.linear(g, ctx, w["o"], w.get("o_bias"), qc))
     g.output(out, "hidden_out", FLOAT, ["T", h])
     g.output(ops.rms_norm(g, out, w["post_norm"], eps), "ffn_in", FLOAT, ["T", h])
     g.output(k, "new_key", FLOAT, ["T", kvh, hd])

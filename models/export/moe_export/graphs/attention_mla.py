@@ -13,6 +13,7 @@ import numpy as np
 from moe_export.config import MlaSpec
 from moe_export.graphs import ops
 from moe_export.graphs.builder import FLOAT, INT64, GraphWriter
+from moe_export.quant import FP32, QuantConfig
 from moe_export.rope import RopeSpec
 
 _LORA_EPS = 1e-6  # q_a_layernorm / kv_a_layernorm are built without rms_norm_eps in transformers
@@ -22,7 +23,8 @@ def cache_layout(a: MlaSpec) -> list[dict]:
     return [{"name": "latent", "shape": [a.kv_lora_rank]}, {"name": "k_rope", "shape": [a.qk_rope_head_dim]}]
 
 
-def build(g: GraphWriter, a: MlaSpec, rope: RopeSpec, eps: float, w: dict[str, np.ndarray]) -> None:
+def build(g: GraphWriter, a: MlaSpec, rope: RopeSpec, eps: float, w: dict[str, np.ndarray],
+          qc: QuantConfig = FP32) -> None:
     nh, nope, rd, vd, r = a.num_heads, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim, a.kv_lora_rank
     h = w["input_norm"].shape[0]
     hidden = g.input("hidden", FLOAT, ["T", h])
@@ -32,15 +34,15 @@ def build(g: GraphWriter, a: MlaSpec, rope: RopeSpec, eps: float, w: dict[str, n
 
     x = ops.rms_norm(g, hidden, w["input_norm"], eps)
     if a.q_lora_rank is None:
-        q = ops.linear(g, x, w["q"])
+        q = ops.linear(g, x, w["q"], None, qc)
     else:
-        qa = ops.rms_norm(g, ops.linear(g, x, w["q_a"], w.get("q_a_bias")), w["q_a_norm"], _LORA_EPS)
-        q = ops.linear(g, qa, w["q_b"])
+        qa = ops.rms_norm(g, ops.linear(g, x, w["q_a"], w.get("q_a_bias"), qc), w["q_a_norm"], _LORA_EPS)
+        q = ops.linear(g, qa, w["q_b"], None, qc)
     q = g.op("Reshape", q, g.const([0, nh, nope + rd]))
     q_nope = ops.slice_last(g, q, 0, nope)
     q_pe = ops.slice_last(g, q, nope, nope + rd)
 
-    ckv = ops.linear(g, x, w["kv_a"], w.get("kv_a_bias"))  # [T, r + rd]
+    ckv = ops.linear(g, x, w["kv_a"], w.get("kv_a_bias"), qc)  # [T, r + rd]
     latent = ops.slice_last(g, ckv, 0, r)
     k_pe = g.op("Unsqueeze", ops.slice_last(g, ckv, r, r + rd), g.const([1]))  # [T, 1, rd]
     cos, sin = ops.rope_cos_sin(g, positions, rope)
@@ -50,8 +52,8 @@ def build(g: GraphWriter, a: MlaSpec, rope: RopeSpec, eps: float, w: dict[str, n
     c = ops.rms_norm(g, g.op("Concat", past_latent, latent, axis=0), w["kv_a_norm"], _LORA_EPS)  # [S, r]
     k_rope = g.op("Concat", past_rope, k_pe, axis=0)  # [S, rd]
     kv_b = w["kv_b"].reshape(nh, nope + vd, r)
-    w_k = g.weight("w_k", np.ascontiguousarray(kv_b[:, :nope, :]))  # [nh, nope, r]
-    w_vt = g.weight("w_vt", np.ascontiguousarray(kv_b[:, nope:, :].transpose(0, 2, 1)))  # [nh, r, vd]
+    w_k = ops.stored_matrix(g, "w_k", kv_b[:, :nope, :], qc, hidden)  # [nh, nope, r]
+    w_vt = ops.stored_matrix(g, "w_vt", kv_b[:, nope:, :].transpose(0, 2, 1), qc, hidden)  # [nh, r, vd]
 
     q_lat = g.op("MatMul", g.op("Transpose", q_nope, perm=[1, 0, 2]), w_k)  # [nh, T, r]
     scores = g.op("Add",
@@ -61,7 +63,7 @@ def build(g: GraphWriter, a: MlaSpec, rope: RopeSpec, eps: float, w: dict[str, n
     probs = ops.masked_softmax(g, scores, ops.causal_allowed(g, past_latent, ops.dim(g, hidden, 0)))
     ctx = g.op("MatMul", g.op("MatMul", probs, c), w_vt)  # [nh, T, vd]
     ctx = g.op("Reshape", g.op("Transpose", ctx, perm=[1, 0, 2]), g.const([0, nh * vd]))
-    out = g.op("Add", hidden, ops.linear(g, ctx, w["o"], w.get("o_bias")))
+    out = g.op("Add", hidden, ops.linear(g, ctx, w["o"], w.get("o_bias"), qc))
     g.output(out, "hidden_out", FLOAT, ["T", h])
     g.output(ops.rms_norm(g, out, w["post_norm"], eps), "ffn_in", FLOAT, ["T", h])
     g.output(latent, "new_latent", FLOAT, ["T", r])

@@ -32,13 +32,42 @@ def linear(g: GraphWriter, x: str, weight: np.ndarray, bias: np.ndarray | None =
             w = g.op("Cast", g.weight("w16", weight.astype(np.float16)), to=TensorProto.FLOAT)
         inputs = [x, w] + ([g.weight("b", bias.astype(np.float32))] if bias is not None else [])
         return g.op("Gemm", *inputs, transB=1)
-    b, scales, zeros = quant.quantize(weight, qc.bits, qc.block_size)
-    y = g.op("MatMulNBits", x, g.weight("q", b), g.weight("scales", scales), g.weight("zp", zeros),
-             domain=MS_DOMAIN, K=k, N=n, bits=qc.bits, block_size=qc.block_size,
+    b, scales, zeros = quant.quantize(weight, qc.bits, qc.block_size, qc.symmetric)
+    inputs = [x, g.weight("q", b), g.weight("scales", scales)] + ([g.weight("zp", zeros)] if zeros is not None else [])
+    y = g.op("MatMulNBits", *inputs, domain=MS_DOMAIN, K=k, N=n, bits=qc.bits, block_size=qc.block_size,
              accuracy_level=qc.accuracy_level)
     if bias is not None:
         y = g.op("Add", y, g.weight("b", bias.astype(np.float32)))
     return y
+
+
+def gather_rows(g: GraphWriter, table: np.ndarray, ids: str, qc: quant.QuantConfig = _FP32) -> str:
+    """table[ids] for a table [R, C], stored as `qc` says; int8/int4 rows dequantize on gather
+    (GatherBlockQuantized, blocks along C), so only the gathered rows' codes are read."""
+    r, c = table.shape
+    if qc.bits is None or c % qc.block_size:
+        if qc.precision == "fp16":
+            return g.op("Cast", g.op("Gather", g.weight("rows16", table.astype(np.float16)), ids, axis=0),
+                        to=TensorProto.FLOAT)
+        return g.op("Gather", g.weight("rows", table.astype(np.float32)), ids, axis=0)
+    b, scales, zeros = quant.quantize(table, qc.bits, qc.block_size, qc.symmetric)
+    inputs = [g.weight("rows_q", b.reshape(r, c * qc.bits // 8)), ids, g.weight("rows_scales", scales)]
+    if zeros is not None:
+        inputs.append(g.weight("rows_zp", zeros))
+    return g.op("GatherBlockQuantized", *inputs, domain=MS_DOMAIN, bits=qc.bits, block_size=qc.block_size,
+                gather_axis=0, quantize_axis=1)
+
+
+def stored_matrix(g: GraphWriter, hint: str, array: np.ndarray, qc: quant.QuantConfig, anchor: str) -> str:
+    """A constant [A, B, C] weight used by MatMul, stored as `qc` says: int8/int4 are dequantized in the
+    graph on every call (blocks along C). `anchor` is any graph input: the gather's indices depend on its
+    shape so ONNX Runtime cannot fold the dequantization into an fp32 initializer at load."""
+    if qc.bits is None or array.shape[-1] % qc.block_size:
+        return g.weight(hint, array.astype(np.float32))
+    a = array.shape[0]
+    rows = np.ascontiguousarray(array.reshape(a, -1))
+    ids = g.op("Add", g.op("Mul", dim(g, anchor, 0), g.const(0)), g.const(np.arange(a)))
+    return g.op("Reshape", gather_rows(g, rows, ids, qc), g.const(list(array.shape)))
 
 
 def silu(g: GraphWriter, x: str) -> str:
