@@ -9,6 +9,7 @@ pub mod knowledge;
 pub mod ort_env;
 pub mod package;
 pub mod plugins;
+pub mod procmem;
 pub mod serve;
 pub mod state;
 pub mod text;

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 
+use ort::AsPointer;
 use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::ep::{self, ExecutionProvider};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
@@ -98,6 +100,7 @@ pub struct OrtRuntime {
     library: PathBuf,
     intra_threads: usize,
     spinning: bool,
+    shared_allocator: bool,
 }
 
 impl OrtRuntime {
@@ -118,10 +121,30 @@ impl OrtRuntime {
     /// register return the error instead of silently falling back, so [`choose_provider`] can log
     /// the reason and try the next.
     pub fn session_builder(&self, provider: Provider) -> Result<SessionBuilder, ort::Error> {
-        let builder = Session::builder(&self.env)?
-            .with_optimization_level(GraphOptimizationLevel::All)?
+        let exp = std::env::var("MOED_MEM_EXP").unwrap_or_default();
+        let level = if exp.contains("optnone") {
+            GraphOptimizationLevel::Disable
+        } else if exp.contains("optbasic") {
+            GraphOptimizationLevel::Level1
+        } else {
+            GraphOptimizationLevel::All
+        };
+        let mut builder = Session::builder(&self.env)?
+            .with_optimization_level(level)?
             .with_intra_op_spinning(self.spinning)?
             .with_memory_pattern(false)?;
+        if exp.contains("envalloc") && self.shared_allocator {
+            builder = builder.with_env_allocators()?;
+        }
+        if exp.contains("noprepack") {
+            builder = builder.with_prepacking(false)?;
+        }
+        if exp.contains("noarena") {
+            // SAFETY: the builder owns a valid OrtSessionOptions for the duration of the call.
+            let status = unsafe { (ort::api().DisableCpuMemArena)(builder.ptr_mut()) };
+            // SAFETY: the status comes straight from the call above.
+            unsafe { ort::Error::result_from_status(status) }?;
+        }
         let builder = match provider {
             Provider::Cpu => builder,
             Provider::Cuda => builder
@@ -175,13 +198,41 @@ pub fn runtime(settings: &OrtSettings) -> Result<&'static OrtRuntime, OrtEnvErro
         library.display(),
         if settings.spinning { "on" } else { "off" }
     );
+    let shared_allocator = match register_shared_allocator(&env) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!(
+                "ONNX Runtime: no shared CPU allocator ({e}); each session keeps its own arena"
+            );
+            false
+        }
+    };
     let rt = OrtRuntime {
         env,
         library,
         intra_threads: threads,
         spinning: settings.spinning,
+        shared_allocator,
     };
     Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// Registers one CPU arena allocator on the environment, for the sessions built with
+/// `session.use_env_allocators`: one arena for the process instead of one per session.
+fn register_shared_allocator(env: &Environment) -> Result<(), ort::Error> {
+    let info = MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Arena,
+        MemoryType::Default,
+    )?;
+    // SAFETY: both pointers are valid for the call; a null arena config asks for the defaults.
+    // ONNX Runtime copies what it needs from the memory info.
+    let status = unsafe {
+        (ort::api().CreateAndRegisterAllocator)(env.ptr().cast_mut(), info.ptr(), std::ptr::null())
+    };
+    // SAFETY: the status comes straight from the call above.
+    unsafe { ort::Error::result_from_status(status) }
 }
 
 fn warn_if_different(rt: &OrtRuntime, settings: &OrtSettings) {

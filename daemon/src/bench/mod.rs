@@ -6,6 +6,7 @@
 
 mod bandwidth;
 pub mod gate;
+mod memory;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 pub use bandwidth::{BandwidthProbe, read_bandwidth};
+pub use memory::{LoadReport, LoadStart, MemoryReport};
 
 use crate::engine::{Engine, EngineError, EngineStats, ExecMode, Logits, WeightBytes};
 use crate::package::GraphPrecision;
@@ -27,6 +29,9 @@ pub struct BenchConfig {
     pub seed: u64,
     /// Buffer size of the bandwidth measurement.
     pub bandwidth_bytes: usize,
+    /// When the engine's load started: the bench then times load to first token and reports
+    /// memory per component (the engine must be fresh: no expert loaded, nothing run).
+    pub load_start: Option<LoadStart>,
 }
 
 impl Default for BenchConfig {
@@ -37,6 +42,7 @@ impl Default for BenchConfig {
             repeat: 5,
             seed: 0,
             bandwidth_bytes: 1 << 30,
+            load_start: None,
         }
     }
 }
@@ -106,6 +112,12 @@ pub struct BenchReport {
     pub ideal_ratio_all_bytes: f64,
     /// Dense / sparse time inside routed-expert graphs per decoded token.
     pub expert_time_ratio: f64,
+    /// Load to first token; absent unless the bench loaded the engine itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadReport>,
+    /// Resident memory per component; absent unless the bench loaded the engine itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryReport>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -240,10 +252,28 @@ pub fn run(
             cfg.prompt_tokens + cfg.decode_tokens
         )));
     }
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut tracker = cfg.load_start.map(|start| {
+        let load_ms = start.at.elapsed().as_secs_f64() * 1e3;
+        (memory::Tracker::new(start), load_ms)
+    });
+    let mut kv_per_token = 0;
+    if let Some((t, _)) = tracker.as_mut() {
+        // A prompt of its own, so the timed runs' prompts stay those of a bench without it.
+        let vocab = engine.package().vocab_size() as u32;
+        let mut first_rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed);
+        let prompt: Vec<u32> = (0..cfg.prompt_tokens)
+            .map(|_| first_rng.random_range(0..vocab))
+            .collect();
+        kv_per_token = memory::first_token(engine, &prompt)?;
+        t.first_token_done();
+    }
     if expert_budget.is_none() {
         engine.preload_experts()?;
     }
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    if let Some((t, _)) = tracker.as_mut() {
+        t.all_experts_done();
+    }
     // Warm-up: ONNX Runtime allocates and plans on a graph's first runs.
     let warm = BenchConfig {
         prompt_tokens: cfg.prompt_tokens.min(8),
@@ -253,6 +283,15 @@ pub fn run(
     for mode in [ExecMode::Sparse, ExecMode::Dense] {
         run_once(engine, &warm, mode, &mut rng, 0.0)?;
     }
+    // Read before the bandwidth buffer (far larger than the caches) is allocated.
+    let (load, memory) = match &tracker {
+        Some((t, load_ms)) => {
+            let kv = kv_per_token * (cfg.prompt_tokens + cfg.decode_tokens) as u64;
+            let (l, m) = t.finish(engine, *load_ms, kv);
+            (Some(l), Some(m))
+        }
+        None => (None, None),
+    };
     // Bandwidth is measured before every repeat: on a shared machine it moves with the load.
     let probe = BandwidthProbe::new(cfg.bandwidth_bytes);
     let mut bandwidths = Vec::new();
@@ -313,6 +352,8 @@ pub fn run(
         expert_time_ratio: ratio(dense.expert_ms_per_token, sparse.expert_ms_per_token),
         sparse,
         dense,
+        load,
+        memory,
     })
 }
 

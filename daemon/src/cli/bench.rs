@@ -9,7 +9,7 @@ use anyhow::Context;
 use super::gate_args::GateArgs;
 use super::score::EngineArgs;
 use crate::bench::gate::GateBenchConfig;
-use crate::bench::{self, BenchConfig, BenchReport, ModeResult};
+use crate::bench::{self, BenchConfig, BenchReport, LoadStart, ModeResult};
 use crate::engine::{Engine, ExecMode};
 
 #[derive(clap::Args, Debug)]
@@ -44,6 +44,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let load_start = LoadStart::now();
     let engine = Engine::load(&args.model, args.engine.options(ExecMode::Sparse)?)
         .with_context(|| format!("loading {}", args.model.display()))?;
     if let Some((gate, params)) = args.gate.load(&engine)? {
@@ -67,6 +68,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         repeat: args.repeat,
         seed: args.seed,
         bandwidth_bytes: args.bandwidth_mib << 20,
+        load_start: Some(load_start),
     };
     let report = bench::run(&engine, &cfg, args.engine.expert_memory_budget)?;
     if args.json {
@@ -199,5 +201,32 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
         "bandwidth fraction = bytes/token x decode tok/s / that repeat's bandwidth (median): sparse {:.3}, dense {:.3}",
         r.sparse.bandwidth_fraction, r.dense.bandwidth_fraction
     ));
+    if let Some(l) = &r.load {
+        line(format!(
+            "load: graphs {:.0} ms, first token {:.0} ms after the start of the load, every expert session {:.0} ms",
+            l.load_ms, l.load_to_first_token_ms, l.all_experts_ms
+        ));
+    }
+    if let Some(m) = &r.memory {
+        line(format!(
+            "memory: peak RSS {} ({:.2}x the {} of weight files above the {} before the load); {} sessions",
+            mb(m.peak_rss as f64),
+            m.peak_factor,
+            mb(m.weight_file_bytes as f64),
+            mb(m.before_load.rss as f64),
+            m.sessions
+        ));
+        line(format!(
+            "  resident after warm-up {}: weights mapped from the package {}, sessions (anonymous: prepacked weights, session state) {}, runs (arenas) {}, other {}; weights resident {:.2}x their file bytes; KV cache of {} tokens {}",
+            mb(m.after_warmup.rss as f64),
+            mb(m.weights_mapped as f64),
+            mb(m.sessions_anonymous as f64),
+            mb(m.runs_anonymous as f64),
+            mb(m.other as f64),
+            m.weights_factor,
+            r.prompt_tokens + r.decode_tokens,
+            mb(m.kv_cache as f64)
+        ));
+    }
     out
 }

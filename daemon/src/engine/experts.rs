@@ -4,10 +4,15 @@
 //! would exceed the budget first drops the least recently used sessions (their file bytes, as the
 //! manifest lists them, are what the budget counts). A session in use by a running request stays
 //! alive through its `Arc` until that request is done with it.
+//!
+//! Sessions are created outside the cache lock: creating one is CPU-bound (ONNX Runtime parses the
+//! graph and prepacks its weights), so several threads can create different experts at once
+//! ([`load_parallel`]); a thread asking for an expert another thread is creating waits for it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::EngineError;
 use super::graph::Graph;
@@ -26,6 +31,8 @@ struct State {
     resident: HashMap<Key, Entry>,
     /// tick -> key, oldest first.
     lru: BTreeMap<u64, Key>,
+    /// Experts whose session a thread is creating; their bytes are already counted.
+    loading: HashSet<Key>,
     tick: u64,
     bytes: u64,
 }
@@ -33,6 +40,7 @@ struct State {
 pub(crate) struct ExpertCache {
     budget: Option<u64>,
     state: Mutex<State>,
+    loaded: Condvar,
 }
 
 impl ExpertCache {
@@ -40,13 +48,27 @@ impl ExpertCache {
         ExpertCache {
             budget,
             state: Mutex::new(State::default()),
+            loaded: Condvar::new(),
         }
+    }
+
+    pub fn budget(&self) -> Option<u64> {
+        self.budget
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `key` has a session (or one is being created).
+    pub fn has(&self, key: Key) -> bool {
+        let st = self.lock();
+        st.resident.contains_key(&key) || st.loading.contains(&key)
     }
 
     /// The session of `(layer, expert)`, created with `load` when not resident.
     ///
-    /// Loading happens under the cache lock: two requests needing the same cold expert load it once,
-    /// at the price of other requests' lookups waiting meanwhile.
+    /// Two requests needing the same cold expert load it once: the second waits for the first.
     pub fn get(
         &self,
         key: Key,
@@ -54,16 +76,23 @@ impl ExpertCache {
         counters: &Counters,
         load: impl FnOnce() -> Result<Graph, EngineError>,
     ) -> Result<Arc<Graph>, EngineError> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.tick += 1;
-        let tick = st.tick;
-        if let Some(entry) = st.resident.get_mut(&key) {
-            let old = std::mem::replace(&mut entry.tick, tick);
-            let graph = Arc::clone(&entry.graph);
-            st.lru.remove(&old);
-            st.lru.insert(tick, key);
-            counters.hits.fetch_add(1, Relaxed);
-            return Ok(graph);
+        let mut st = self.lock();
+        loop {
+            st.tick += 1;
+            let tick = st.tick;
+            if let Some(entry) = st.resident.get_mut(&key) {
+                let old = std::mem::replace(&mut entry.tick, tick);
+                let graph = Arc::clone(&entry.graph);
+                st.lru.remove(&old);
+                st.lru.insert(tick, key);
+                counters.hits.fetch_add(1, Relaxed);
+                return Ok(graph);
+            }
+            if !st.loading.contains(&key) {
+                break;
+            }
+            // Another thread creates it; if that fails, this one tries itself.
+            st = self.loaded.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         counters.misses.fetch_add(1, Relaxed);
         if let Some(budget) = self.budget {
@@ -81,34 +110,128 @@ impl ExpertCache {
                     );
                 }
             }
-            counters.resident_bytes.store(st.bytes, Relaxed);
-            counters
-                .resident_experts
-                .store(st.resident.len() as u64, Relaxed);
         }
-        let graph = Arc::new(load()?);
-        st.resident.insert(
-            key,
-            Entry {
-                graph: Arc::clone(&graph),
-                bytes,
-                tick,
-            },
-        );
-        st.lru.insert(tick, key);
+        st.loading.insert(key);
         st.bytes += bytes;
-        counters.resident_bytes.store(st.bytes, Relaxed);
-        counters
-            .resident_experts
-            .store(st.resident.len() as u64, Relaxed);
-        Ok(graph)
+        publish(&st, counters);
+        drop(st);
+
+        let result = load();
+
+        let mut st = self.lock();
+        st.loading.remove(&key);
+        let out = match result {
+            Ok(graph) => {
+                let graph = Arc::new(graph);
+                st.tick += 1;
+                let tick = st.tick;
+                st.resident.insert(
+                    key,
+                    Entry {
+                        graph: Arc::clone(&graph),
+                        bytes,
+                        tick,
+                    },
+                );
+                st.lru.insert(tick, key);
+                Ok(graph)
+            }
+            Err(e) => {
+                st.bytes -= bytes;
+                Err(e)
+            }
+        };
+        publish(&st, counters);
+        drop(st);
+        self.loaded.notify_all();
+        out
     }
 
-    /// Drops every resident session.
+    /// Drops every resident session (those being created stay counted until they are in).
     pub fn clear(&self, counters: &Counters) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        *st = State::default();
-        counters.resident_bytes.store(0, Relaxed);
-        counters.resident_experts.store(0, Relaxed);
+        let mut st = self.lock();
+        let resident: u64 = st.resident.values().map(|e| e.bytes).sum();
+        st.bytes = st.bytes.saturating_sub(resident);
+        st.resident.clear();
+        st.lru.clear();
+        publish(&st, counters);
+    }
+}
+
+fn publish(st: &State, counters: &Counters) {
+    counters.resident_bytes.store(st.bytes, Relaxed);
+    counters
+        .resident_experts
+        .store(st.resident.len() as u64, Relaxed);
+}
+
+/// Runs `load(i)` for every `i` in `0..n` on up to `threads` threads (the calling one included),
+/// and returns the first error. Used to create many expert sessions at once.
+pub(crate) fn load_parallel<F>(n: usize, threads: usize, load: F) -> Result<(), EngineError>
+where
+    F: Fn(usize) -> Result<(), EngineError> + Sync,
+{
+    let threads = threads.clamp(1, n.max(1));
+    if threads == 1 {
+        return (0..n).try_for_each(&load);
+    }
+    let next = AtomicUsize::new(0);
+    let failed = Mutex::new(None);
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Relaxed);
+            if i >= n {
+                break;
+            }
+            if let Err(e) = load(i) {
+                // Stop handing out work: the first error is what the caller sees.
+                next.store(n, Relaxed);
+                failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+                break;
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(work);
+        }
+        work();
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn parallel_loading_runs_every_index_once() {
+        let seen: Vec<AtomicU64> = (0..50).map(|_| AtomicU64::new(0)).collect();
+        load_parallel(seen.len(), 4, |i| {
+            seen[i].fetch_add(1, Relaxed);
+            Ok(())
+        })
+        .expect("no index fails");
+        assert!(seen.iter().all(|s| s.load(Relaxed) == 1));
+    }
+
+    #[test]
+    fn parallel_loading_reports_a_failure() {
+        let err = load_parallel(20, 3, |i| {
+            if i == 7 {
+                Err(EngineError::Options(format!("index {i} failed")))
+            } else {
+                Ok(())
+            }
+        })
+        .expect_err("index 7 fails");
+        assert!(err.to_string().contains("index 7 failed"), "{err}");
     }
 }

@@ -234,6 +234,10 @@ fn moe(
 
     s.acc.clear();
     s.acc.resize(t * h, 0.0);
+    // Cold experts are created together first: session creation is CPU-bound and parallel.
+    engine.prefetch_experts(layer, |x| {
+        mode == ExecMode::Dense || !s.assigned[x].is_empty()
+    })?;
     // Experts run in index order, as transformers sums them.
     for x in 0..e {
         let list = &s.assigned[x];

@@ -2,10 +2,10 @@
 //! non-expert graph created and checked against the interface FORMAT.md gives its kind.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 
-use super::experts::ExpertCache;
+use super::experts::{self, ExpertCache};
 use super::graph::{Dim, Graph, Interface, TensorSpec};
 use super::memlimit;
 use super::stats::Counters;
@@ -140,29 +140,58 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         outputs: vec![TensorSpec::rows("logits", vocab)],
     };
 
-    // The embedding graph is loaded; then the head and each layer's graphs (experts are lazy).
-    let total = 2 + m
-        .layers
-        .iter()
-        .map(|l| match l {
-            LayerSpec::Dense { .. } => 2,
-            LayerSpec::Moe { shared, .. } => 2 + usize::from(shared.is_some()),
-        })
-        .sum::<usize>();
-    let loaded = std::cell::Cell::new(1);
+    // The embedding graph is loaded; then the head and each layer's graphs (experts are lazy),
+    // several at once: creating a session is CPU-bound (parsing, prepacking the weights).
+    let mut jobs: Vec<(&str, &Interface)> = vec![(m.head.as_str(), &head_iface)];
+    for spec in &m.layers {
+        match spec {
+            LayerSpec::Dense { attn, mlp, .. } => {
+                jobs.push((attn, &attn_iface));
+                jobs.push((mlp, &ffn_iface));
+            }
+            LayerSpec::Moe {
+                attn,
+                router,
+                shared,
+                ..
+            } => {
+                jobs.push((attn, &attn_iface));
+                jobs.push((router, &router_iface));
+                if let Some(s) = shared {
+                    jobs.push((s, &ffn_iface));
+                }
+            }
+        }
+    }
+    let total = 1 + jobs.len();
+    // Counted and reported under one lock so that a progress bar only moves forward.
+    let loaded = Mutex::new(1usize);
     let report = |done: usize| {
         if let Some(progress) = &opts.progress {
             (progress.0)(done, total);
         }
     };
     report(1);
-    let load = |rel: &str, iface: &Interface| {
+    let slots: Vec<Mutex<Option<Graph>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    experts::load_parallel(jobs.len(), rt.intra_threads(), |i| {
+        let (rel, iface) = jobs[i];
         let graph = Graph::load(rt, provider, &package, rel, iface)?;
-        loaded.set(loaded.get() + 1);
-        report(loaded.get());
-        Ok::<Graph, EngineError>(graph)
+        *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(graph);
+        let mut done = loaded.lock().unwrap_or_else(|p| p.into_inner());
+        *done += 1;
+        report(*done);
+        Ok(())
+    })?;
+    let mut graphs = slots
+        .into_iter()
+        .map(|s| s.into_inner().unwrap_or_else(|p| p.into_inner()));
+    let mut next = |rel: &str| {
+        graphs.next().flatten().ok_or_else(|| EngineError::Load {
+            file: rel.to_string(),
+            message: "the session was not created".into(),
+        })
     };
-    let head = load(&m.head, &head_iface)?;
+    let head = next(&m.head)?;
     let mut layers = Vec::with_capacity(m.layers.len());
     let mut biases = Vec::with_capacity(m.layers.len());
     let mut experts_per_layer = Vec::with_capacity(m.layers.len());
@@ -170,8 +199,8 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         match spec {
             LayerSpec::Dense { attn, mlp, .. } => {
                 layers.push(Layer::Dense {
-                    attn: load(attn, &attn_iface)?,
-                    mlp: load(mlp, &ffn_iface)?,
+                    attn: next(attn)?,
+                    mlp: next(mlp)?,
                 });
                 biases.push(None);
                 experts_per_layer.push(0);
@@ -185,9 +214,9 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
                 ..
             } => {
                 layers.push(Layer::Moe {
-                    attn: load(attn, &attn_iface)?,
-                    router: load(router, &router_iface)?,
-                    shared: shared.as_deref().map(|s| load(s, &ffn_iface)).transpose()?,
+                    attn: next(attn)?,
+                    router: next(router)?,
+                    shared: shared.as_deref().map(&mut next).transpose()?,
                     expert_bytes: experts.iter().map(|e| package.graph_bytes(e)).collect(),
                     experts: experts.clone(),
                 });
@@ -206,7 +235,7 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         m.architecture,
         m.layers.len()
     );
-    Ok(Engine {
+    let engine = Engine {
         id: NEXT_ENGINE_ID.fetch_add(1, Relaxed),
         rt,
         provider,
@@ -225,5 +254,7 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         num_experts,
         top_k,
         package,
-    })
+    };
+    engine.release_mapped_weights();
+    Ok(engine)
 }

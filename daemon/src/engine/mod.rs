@@ -215,21 +215,85 @@ impl Engine {
         forward::forward(self, seq, tokens, which, mode)
     }
 
+    /// ONNX Runtime sessions alive: every graph but the experts, and the resident experts.
+    pub fn session_count(&self) -> usize {
+        let fixed: usize = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Layer::Dense { .. } => 2,
+                Layer::Moe { shared, .. } => 2 + usize::from(shared.is_some()),
+            })
+            .sum();
+        2 + fixed + self.stats().resident_experts as usize
+    }
+
     /// Counters since load.
     pub fn stats(&self) -> EngineStats {
         self.counters.snapshot()
     }
 
-    /// Creates every expert session now (within the budget) instead of on first use.
+    /// Creates every expert session now (within the budget) instead of on first use, on as many
+    /// threads as the intra-op pool has.
     pub fn preload_experts(&self) -> Result<(), EngineError> {
-        for (l, layer) in self.layers.iter().enumerate() {
-            if let Layer::Moe { experts, .. } = layer {
-                for e in 0..experts.len() {
-                    self.expert(l, e)?;
-                }
-            }
+        let all: Vec<(usize, usize)> = self
+            .layers
+            .iter()
+            .enumerate()
+            .flat_map(|(l, layer)| match layer {
+                Layer::Moe { experts, .. } => (0..experts.len()).map(|e| (l, e)).collect(),
+                Layer::Dense { .. } => Vec::new(),
+            })
+            .collect();
+        // With a budget, loading in order keeps the LRU order the sequential load gave.
+        let threads = if self.experts_budgeted() {
+            1
+        } else {
+            self.rt.intra_threads()
+        };
+        let loaded = experts::load_parallel(all.len(), threads, |i| {
+            self.expert(all[i].0, all[i].1).map(drop)
+        });
+        self.release_mapped_weights();
+        loaded
+    }
+
+    /// Creates, several at once, the sessions of the experts of `layer` that `wanted` picks and
+    /// that are not resident yet. Without a budget only: with one, the experts are loaded one by
+    /// one as they run so that the budget never holds more than one layer's working set.
+    pub(crate) fn prefetch_experts(
+        &self,
+        layer: usize,
+        wanted: impl Fn(usize) -> bool,
+    ) -> Result<(), EngineError> {
+        if self.experts_budgeted() {
+            return Ok(());
         }
-        Ok(())
+        let missing: Vec<usize> = (0..self.num_experts)
+            .filter(|&x| wanted(x) && !self.experts.has((layer, x)))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let loaded = experts::load_parallel(missing.len(), self.rt.intra_threads(), |i| {
+            self.expert(layer, missing[i]).map(drop)
+        });
+        self.release_mapped_weights();
+        loaded
+    }
+
+    fn experts_budgeted(&self) -> bool {
+        self.experts.budget().is_some()
+    }
+
+    /// Drops the resident pages of weights ONNX Runtime mapped from the package and no longer
+    /// reads once sessions are created (see [`crate::procmem::release_mapped`]).
+    pub(crate) fn release_mapped_weights(&self) {
+        if std::env::var("MOED_MEM_EXP").is_ok_and(|v| v.contains("nodrop")) {
+            return;
+        }
+        let advised = crate::procmem::release_mapped(self.package.dir());
+        log::debug!("released {advised} bytes of package mappings");
     }
 
     /// Drops every resident expert session.

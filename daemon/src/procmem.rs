@@ -1,0 +1,244 @@
+//! This process's resident memory as the kernel counts it (`/proc/self/…`): anonymous against
+//! file-backed pages, the peak, and how much of a directory's files is mapped in, so the bench can
+//! say where a loaded model's memory goes.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+/// One reading of the process's memory, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MemSnapshot {
+    /// Resident set (`VmRSS`).
+    pub rss: u64,
+    /// Peak resident set since start or the last [`reset_peak`] (`VmHWM`).
+    pub peak_rss: u64,
+    /// Resident anonymous pages: heap, arenas, prepacked weights (`Anonymous` of smaps_rollup).
+    pub anonymous: u64,
+    /// Resident pages mapped from files (`Rss - Anonymous`): the binary, libraries, and weights
+    /// mapped from a package.
+    pub file_backed: u64,
+}
+
+impl MemSnapshot {
+    /// Reads `/proc/self/status` and `/proc/self/smaps_rollup`; zeros where they cannot be read
+    /// (not Linux, or a restricted /proc): the figures are a report, never a decision.
+    pub fn now() -> MemSnapshot {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+        MemSnapshot::parse(&status, &rollup)
+    }
+
+    /// The snapshot from the text of `/proc/<pid>/status` and `/proc/<pid>/smaps_rollup`.
+    pub fn parse(status: &str, rollup: &str) -> MemSnapshot {
+        let rss = kb_field(status, "VmRSS:").unwrap_or(0);
+        let peak_rss = kb_field(status, "VmHWM:").unwrap_or(rss);
+        let rollup_rss = kb_field(rollup, "Rss:").unwrap_or(rss);
+        let anonymous = kb_field(rollup, "Anonymous:").unwrap_or(0);
+        MemSnapshot {
+            rss,
+            peak_rss,
+            anonymous,
+            file_backed: rollup_rss.saturating_sub(anonymous),
+        }
+    }
+}
+
+/// The value of a `Name:   123 kB` line, in bytes.
+fn kb_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let v = l.strip_prefix(name)?.trim();
+        let kb = v
+            .strip_suffix("kB")
+            .unwrap_or(v)
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some(kb * 1024)
+    })
+}
+
+/// Resident bytes of every mapping of a file under `dir` (one `/proc/self/smaps` walk).
+pub fn mapped_under(dir: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    mapped_under_in(&smaps, &dir)
+}
+
+/// [`mapped_under`] on the text of a smaps file.
+pub fn mapped_under_in(smaps: &str, dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some(path) = mapping_path(line) {
+            inside = path.is_some_and(|p| Path::new(p).starts_with(dir));
+        } else if inside && let Some(b) = kb_field(line, "Rss:") {
+            total += b;
+        }
+    }
+    total
+}
+
+/// For a mapping header line (`start-end perms offset dev inode [path]`), `Some(path)`; `None`
+/// for the field lines under it.
+fn mapping_path(line: &str) -> Option<Option<&str>> {
+    let mut parts = line.splitn(6, ' ');
+    let range = parts.next()?;
+    let (lo, hi) = range.split_once('-')?;
+    if lo.is_empty()
+        || !lo.bytes().all(|b| b.is_ascii_hexdigit())
+        || !hi.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    let path = parts.nth(4).map(str::trim).filter(|p| p.starts_with('/'));
+    Some(path)
+}
+
+/// A read-only mapping of a file under a directory, from a `/proc/self/maps` line.
+fn read_only_range_under(line: &str, dir: &Path) -> Option<(usize, usize)> {
+    let mut parts = line.split_whitespace();
+    let (lo, hi) = parts.next()?.split_once('-')?;
+    let perms = parts.next()?;
+    let path = line.find(" /").map(|i| line[i + 1..].trim_end())?;
+    // A written private page holds data the file does not: only untouched read-only maps qualify.
+    if perms.contains('w') || !Path::new(path).starts_with(dir) {
+        return None;
+    }
+    let lo = usize::from_str_radix(lo, 16).ok()?;
+    let hi = usize::from_str_radix(hi, 16).ok()?;
+    (hi > lo).then_some((lo, hi))
+}
+
+/// Drops this process's resident pages of the read-only file mappings under `dir`; returns how
+/// many bytes of mappings were advised.
+///
+/// ONNX Runtime maps external-data initializers from the package and, once a kernel has prepacked
+/// a weight into its own buffer, often still holds the mapping of inputs it no longer reads (the
+/// scales and zero points of `MatMulNBits`: a quarter of an int4 expert's file). Their pages would
+/// stay in the RSS for the life of the session. Dropping them is always safe: a page read again
+/// is read back from the file (the page cache), so what a kernel does read comes back and only
+/// dead pages stay out.
+pub fn release_mapped(dir: &Path) -> u64 {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut advised = 0;
+    for (lo, hi) in maps.lines().filter_map(|l| read_only_range_under(l, &dir)) {
+        // SAFETY: [lo, hi) is a whole mapping of this process as the kernel listed it, read-only
+        // and file-backed: MADV_DONTNEED only makes its next reads fault the file's bytes back
+        // in, the same bytes (never written: no write permission). Should ONNX Runtime unmap it
+        // meanwhile, madvise on an unmapped range fails with ENOMEM and changes nothing.
+        let rc = unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED) };
+        if rc == 0 {
+            advised += (hi - lo) as u64;
+        }
+    }
+    advised
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Name:\tmoed\nVmPeak:\t 9000000 kB\nVmHWM:\t    4096 kB\nVmRSS:\t    2048 kB\nThreads:\t3\n";
+    const ROLLUP: &str = "55d0a0000000-7ffd00000000 ---p 00000000 00:00 0                          [rollup]\n\
+Rss:                2000 kB\nPss:                1900 kB\nAnonymous:           1500 kB\nSwap:                  0 kB\n";
+
+    #[test]
+    fn snapshot_splits_anonymous_and_file_backed() {
+        let s = MemSnapshot::parse(STATUS, ROLLUP);
+        assert_eq!(s.rss, 2048 * 1024);
+        assert_eq!(s.peak_rss, 4096 * 1024);
+        assert_eq!(s.anonymous, 1500 * 1024);
+        assert_eq!(s.file_backed, 500 * 1024);
+    }
+
+    #[test]
+    fn unreadable_proc_gives_zeros_not_errors() {
+        assert_eq!(MemSnapshot::parse("", ""), MemSnapshot::default());
+    }
+
+    #[test]
+    fn mapped_bytes_count_only_files_under_the_directory() {
+        let smaps = "\
+7f0000000000-7f0000100000 r--p 00000000 fd:01 42                         /pkgs/a/graphs/x.onnx.data
+Size:               1024 kB
+Rss:                 300 kB
+Anonymous:             0 kB
+7f0000100000-7f0000200000 r--p 00000000 fd:01 43                         /pkgs/ab/graphs/y.onnx.data
+Rss:                  70 kB
+7f0000200000-7f0000300000 rw-p 00000000 00:00 0 
+Rss:                 900 kB
+7f0000300000-7f0000400000 r--p 00001000 fd:01 44                         /pkgs/a/graphs/with space.data
+Rss:                   8 kB
+";
+        assert_eq!(mapped_under_in(smaps, Path::new("/pkgs/a")), 308 * 1024);
+        assert_eq!(mapped_under_in(smaps, Path::new("/pkgs/ab")), 70 * 1024);
+        assert_eq!(mapped_under_in(smaps, Path::new("/elsewhere")), 0);
+    }
+
+    #[test]
+    fn only_read_only_maps_under_the_directory_are_released() {
+        let dir = Path::new("/pkgs/a");
+        let line = |perms: &str, path: &str| {
+            format!("7f0000001000-7f0000003000 {perms} 00000000 fd:01 42      {path}")
+        };
+        assert_eq!(
+            read_only_range_under(&line("r--p", "/pkgs/a/graphs/x.onnx.data"), dir),
+            Some((0x7f0000001000, 0x7f0000003000))
+        );
+        assert_eq!(
+            read_only_range_under(&line("rw-p", "/pkgs/a/graphs/x.onnx.data"), dir),
+            None
+        );
+        assert_eq!(
+            read_only_range_under(&line("r--p", "/pkgs/ab/x.onnx.data"), dir),
+            None
+        );
+        assert_eq!(
+            read_only_range_under("7f0000001000-7f0000003000 r--p 00000000 00:00 0", dir),
+            None
+        );
+    }
+
+    #[test]
+    fn released_pages_of_a_mapped_file_read_back_the_same_bytes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("w.data");
+        let bytes: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        let len = bytes.len();
+        // SAFETY: a fresh private read-only mapping of a file this test owns, unmapped below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        // SAFETY: the mapping is `len` readable bytes until munmap.
+        let view = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
+        let sum_before: u64 = view.iter().map(|&b| u64::from(b)).sum();
+        assert!(mapped_under(tmp.path()) > 0, "touched pages are resident");
+        assert!(release_mapped(tmp.path()) >= len as u64);
+        assert_eq!(mapped_under(tmp.path()), 0, "released pages leave the RSS");
+        assert_eq!(view, &bytes[..], "and read back as the file's bytes");
+        assert_eq!(view.iter().map(|&b| u64::from(b)).sum::<u64>(), sum_before);
+        // SAFETY: ptr/len are the mapping made above; `view` is not used after this.
+        unsafe { libc::munmap(ptr, len) };
+    }
+
+    #[test]
+    fn this_process_reads_back_nonzero_on_linux() {
+        if !Path::new("/proc/self/smaps_rollup").exists() {
+            return;
+        }
+        let s = MemSnapshot::now();
+        assert!(s.rss > 0 && s.anonymous > 0 && s.peak_rss >= s.rss, "{s:?}");
+    }
+}
