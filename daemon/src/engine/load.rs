@@ -100,8 +100,6 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         .cache
         .iter()
         .map(|c| CacheIo {
-            past: format!("past_{}", c.name),
-            new: format!("new_{}", c.name),
             shape: c.shape.iter().map(|&d| d as i64).collect(),
             per_token: c.per_token(),
         })
@@ -124,6 +122,12 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         attn_out.push(TensorSpec::f32(format!("new_{}", c.name), cache_dims(c)));
     }
     let attn_iface = Interface {
+        inputs: attn_in.clone(),
+        outputs: attn_out.clone(),
+    };
+    // A MoE layer whose attention graph also computes the router logits.
+    attn_out.push(TensorSpec::rows("router_logits", num_experts));
+    let attn_router_iface = Interface {
         inputs: attn_in,
         outputs: attn_out,
     };
@@ -146,7 +150,9 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         .iter()
         .map(|l| match l {
             LayerSpec::Dense { .. } => 2,
-            LayerSpec::Moe { shared, .. } => 2 + usize::from(shared.is_some()),
+            LayerSpec::Moe { router, shared, .. } => {
+                1 + usize::from(router.is_some()) + usize::from(shared.is_some())
+            }
         })
         .sum::<usize>();
     let loaded = std::cell::Cell::new(1);
@@ -184,9 +190,16 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
                 correction_bias,
                 ..
             } => {
+                let attn = match router {
+                    Some(_) => load(attn, &attn_iface)?,
+                    None => load(attn, &attn_router_iface)?,
+                };
                 layers.push(Layer::Moe {
-                    attn: load(attn, &attn_iface)?,
-                    router: load(router, &router_iface)?,
+                    attn,
+                    router: router
+                        .as_deref()
+                        .map(|r| load(r, &router_iface))
+                        .transpose()?,
                     shared: shared.as_deref().map(|s| load(s, &ffn_iface)).transpose()?,
                     expert_bytes: experts.iter().map(|e| package.graph_bytes(e)).collect(),
                     experts: experts.clone(),

@@ -35,12 +35,18 @@ def quant_args(parser: argparse.ArgumentParser, default: str) -> None:
                         help="int8/int4: MatMulNBits accuracy_level; 4 = int8 compute, fastest on CPU (default 4)")
 
 
+def fusion_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--unfused-router", action="store_true",
+                        help="a router graph per MoE layer instead of router logits from the attention graph")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="moe_export", description="Export a Hugging Face MoE checkpoint "
                                      "to a moed model package (models/FORMAT.md).")
     parser.add_argument("src", metavar="SRC_DIR", type=Path, help="checkpoint folder (config.json, *.safetensors)")
     parser.add_argument("out", metavar="OUT_DIR", type=Path, help="package folder to write")
     quant_args(parser, "fp32")
+    fusion_args(parser)
     parser.add_argument("--name", help="package name for the manifest (default: SRC_DIR's name)")
     parser.add_argument("--force", action="store_true", help="replace the package already in OUT_DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -49,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         manifest = export(args.src, args.out, QuantConfig(args.quant, args.block_size, args.accuracy_level),
-                          name=args.name, force=args.force, progress=not args.quiet)
+                          name=args.name, force=args.force, progress=not args.quiet,
+                          fuse_router=not args.unfused_router)
     except ExportError as err:
         print(f"moe_export: error: {err}", file=sys.stderr)
         return 2
