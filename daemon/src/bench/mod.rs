@@ -65,6 +65,13 @@ pub struct RunResult {
     pub bandwidth: f64,
     /// bytes_per_token x decode_tok_s / bandwidth.
     pub bandwidth_fraction: f64,
+    /// ONNX Runtime runs per decoded token.
+    pub runs_per_token: f64,
+    /// Mean wall time of one of those runs, µs.
+    pub us_per_run: f64,
+    /// Share of decode wall time that is the fixed cost of those runs: runs_per_token x the
+    /// report's run_overhead_us / the time per token.
+    pub run_overhead_share: f64,
 }
 
 /// Medians over the repeats of one mode.
@@ -80,6 +87,9 @@ pub struct ModeResult {
     /// Decode bandwidth use: median over runs of bytes per token x tokens/s / the read bandwidth
     /// measured before that run.
     pub bandwidth_fraction: f64,
+    pub runs_per_token: f64,
+    pub us_per_run: f64,
+    pub run_overhead_share: f64,
     pub runs: Vec<RunResult>,
 }
 
@@ -101,6 +111,9 @@ pub struct BenchReport {
     /// Memory read bandwidth, median of the measurements taken before each repeat, bytes/s.
     pub bandwidth: f64,
     pub bandwidth_buffer_bytes: usize,
+    /// Fixed cost of one ONNX Runtime run (a one-node graph on one float), µs: median of the
+    /// measurements taken before each repeat.
+    pub run_overhead_us: f64,
     pub sparse: ModeResult,
     pub dense: ModeResult,
     /// Sparse / dense decode tokens per second.
@@ -119,6 +132,9 @@ pub struct BenchReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryReport>,
 }
+
+/// Runs of the one-node graph per overhead measurement.
+const OVERHEAD_RUNS: usize = 2000;
 
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -167,6 +183,7 @@ fn run_once(
     mode: ExecMode,
     rng: &mut StdRng,
     bandwidth: f64,
+    run_overhead_us: f64,
 ) -> Result<RunResult, EngineError> {
     let vocab = engine.package().vocab_size() as u32;
     let prompt: Vec<u32> = (0..cfg.prompt_tokens)
@@ -198,7 +215,19 @@ fn run_once(
     };
     let ort_secs = delta.ort_nanos as f64 / 1e9;
     let bytes_per_token = fixed_bytes_per_token(engine, &w) + expert_bytes + kv_read / d;
+    let runs_per_token = delta.ort_runs as f64 / d;
     Ok(RunResult {
+        runs_per_token,
+        us_per_run: if delta.ort_runs > 0 {
+            delta.ort_nanos as f64 / 1e3 / delta.ort_runs as f64
+        } else {
+            0.0
+        },
+        run_overhead_share: if decode > 0.0 {
+            runs_per_token * run_overhead_us * 1e-6 / (decode / d)
+        } else {
+            0.0
+        },
         prefill_tok_s: cfg.prompt_tokens as f64 / ttft,
         decode_tok_s: d / decode,
         ttft_ms: ttft * 1e3,
@@ -232,6 +261,9 @@ fn summarize(runs: Vec<RunResult>) -> ModeResult {
         outside_ort_share: pick(|r| r.outside_ort_share),
         expert_ms_per_token: pick(|r| r.expert_ms_per_token),
         bandwidth_fraction: pick(|r| r.bandwidth_fraction),
+        runs_per_token: pick(|r| r.runs_per_token),
+        us_per_run: pick(|r| r.us_per_run),
+        run_overhead_share: pick(|r| r.run_overhead_share),
         runs,
     }
 }
@@ -281,7 +313,7 @@ pub fn run(
         ..cfg.clone()
     };
     for mode in [ExecMode::Sparse, ExecMode::Dense] {
-        run_once(engine, &warm, mode, &mut rng, 0.0)?;
+        run_once(engine, &warm, mode, &mut rng, 0.0, 0.0)?;
     }
     // Read before the bandwidth buffer (far larger than the caches) is allocated.
     let (load, memory) = match &tracker {
@@ -295,12 +327,15 @@ pub fn run(
     // Bandwidth is measured before every repeat: on a shared machine it moves with the load.
     let probe = BandwidthProbe::new(cfg.bandwidth_bytes);
     let mut bandwidths = Vec::new();
+    let mut overheads = Vec::new();
 
     let mut sparse = Vec::new();
     let mut dense = Vec::new();
     for r in 0..cfg.repeat.max(1) {
         let bandwidth = probe.measure(engine.intra_threads(), 3);
         bandwidths.push(bandwidth);
+        let overhead = engine.run_overhead_us(OVERHEAD_RUNS)?;
+        overheads.push(overhead);
         let order = if r % 2 == 0 {
             [ExecMode::Sparse, ExecMode::Dense]
         } else {
@@ -309,7 +344,7 @@ pub fn run(
         for mode in order {
             // Each repeat uses the same prompt in both modes.
             let mut run_rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(r as u64 + 1));
-            let res = run_once(engine, cfg, mode, &mut run_rng, bandwidth)?;
+            let res = run_once(engine, cfg, mode, &mut run_rng, bandwidth, overhead)?;
             match mode {
                 ExecMode::Sparse => sparse.push(res),
                 ExecMode::Dense => dense.push(res),
@@ -345,6 +380,7 @@ pub fn run(
         expert_budget,
         bandwidth,
         bandwidth_buffer_bytes: probe.bytes(),
+        run_overhead_us: median(overheads),
         decode_ratio: ratio(sparse.decode_tok_s, dense.decode_tok_s),
         prefill_ratio: ratio(sparse.prefill_tok_s, dense.prefill_tok_s),
         ideal_ratio,

@@ -168,6 +168,19 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
         None,
     ));
     line(row(
+        "ORT runs / decoded token",
+        |m| m.runs_per_token,
+        1,
+        None,
+    ));
+    line(row("wall time / ORT run (us)", |m| m.us_per_run, 1, None));
+    line(row(
+        "decode time in fixed run cost (%)",
+        |m| m.run_overhead_share * 100.0,
+        2,
+        None,
+    ));
+    line(row(
         "expert graph time / token (ms)",
         |m| m.expert_ms_per_token,
         3,
@@ -196,6 +209,10 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
         r.threads,
         r.bandwidth_buffer_bytes >> 20,
         r.bandwidth / 1e9
+    ));
+    line(format!(
+        "fixed cost of one ORT run (one-node graph, median before each repeat): {:.2} us",
+        r.run_overhead_us
     ));
     line(format!(
         "bandwidth fraction = bytes/token x decode tok/s / that repeat's bandwidth (median): sparse {:.3}, dense {:.3}",

@@ -2,36 +2,15 @@
 //! MLP, or router -> gate -> the chosen experts grouped by expert -> weighted sum + shared expert),
 //! the residual add, and the head.
 
-use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
 
-use ort::value::TensorRef;
+use ort::AsPointer;
+use ort::sys::OrtValue;
 
-use super::graph::{Graph, Inputs};
+use super::graph::Graph;
 use super::kv::{Scratch, Sequence};
 use super::routing::{Gate, RouterInput};
 use super::{Engine, EngineError, ExecMode, Layer, Logits};
-
-fn tensor_err(file: &str, e: ort::Error) -> EngineError {
-    EngineError::Run {
-        file: file.to_string(),
-        message: format!("could not build an input tensor: {e}"),
-    }
-}
-
-/// A borrowed `[rows, ..shape]` tensor input.
-fn view<'a, T>(
-    graph: &Graph,
-    name: &'a str,
-    shape: Vec<i64>,
-    data: &'a [T],
-) -> Result<(Cow<'a, str>, ort::session::SessionInputValue<'a>), EngineError>
-where
-    T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
-{
-    let t = TensorRef::from_array_view((shape, data)).map_err(|e| tensor_err(&graph.file, e))?;
-    Ok((Cow::Borrowed(name), t.into()))
-}
 
 fn count_expert_run(engine: &Engine, nanos: u64) {
     engine.counters.expert_nanos.fetch_add(nanos, Relaxed);
@@ -109,27 +88,44 @@ fn run(
     s.positions.extend((past..past + t).map(|p| p as i64));
 
     let embed = &engine.embed;
-    let inputs = vec![view(embed, "input_ids", vec![t as i64], &s.ids)?];
-    let out = embed.run(inputs, &engine.counters)?;
-    s.hidden.clear();
-    s.hidden.extend_from_slice(out.rows("hidden", t, h)?);
+    let rows = [t as i64, h as i64];
+    s.hidden.resize(t * h, 0.0);
+    embed.run(
+        &[&*embed.input(&[t as i64], &s.ids)?],
+        &[&*embed.output(&rows, &mut s.hidden)?],
+        &engine.counters,
+    )?;
 
     for (l, layer) in engine.layers.iter().enumerate() {
-        let attn = match layer {
-            Layer::Dense { attn, .. } | Layer::Moe { attn, .. } => attn,
+        let (attn, fused_router) = match layer {
+            Layer::Dense { attn, .. } => (attn, false),
+            Layer::Moe { attn, router, .. } => (attn, router.is_none()),
         };
-        attention(engine, attn, &mut caches[l], s, t, past)?;
+        attention(engine, attn, fused_router, &mut caches[l], s, t, past)?;
         // s.hidden now holds hidden_out, s.ffn_in the FFN input.
         match layer {
             Layer::Dense { mlp, .. } => {
-                let inputs = vec![view(mlp, "x", vec![t as i64, h as i64], &s.ffn_in)?];
-                let out = mlp.run(inputs, &engine.counters)?;
-                for (a, b) in s.hidden.iter_mut().zip(out.rows("y", t, h)?) {
+                s.y.resize(t * h, 0.0);
+                mlp.run(
+                    &[&*mlp.input(&rows, &s.ffn_in)?],
+                    &[&*mlp.output(&rows, &mut s.y)?],
+                    &engine.counters,
+                )?;
+                for (a, b) in s.hidden.iter_mut().zip(&s.y) {
                     *a += b;
                 }
             }
             Layer::Moe { router, shared, .. } => {
-                moe(engine, gate, l, router, shared.as_ref(), s, t, mode)?;
+                moe(
+                    engine,
+                    gate,
+                    l,
+                    router.as_ref(),
+                    shared.as_ref(),
+                    s,
+                    t,
+                    mode,
+                )?;
             }
         }
     }
@@ -140,42 +136,74 @@ fn run(
         Logits::Last => (1, (t - 1) * h),
         Logits::All => (t, 0),
     };
-    let inputs = vec![view(
-        head,
-        "hidden",
-        vec![rows as i64, h as i64],
-        &s.hidden[start..],
-    )?];
-    let out = head.run(inputs, &engine.counters)?;
-    Ok(out.rows("logits", rows, v)?.to_vec())
+    let mut logits = vec![0.0; rows * v];
+    head.run(
+        &[&*head.input(&[rows as i64, h as i64], &s.hidden[start..])?],
+        &[&*head.output(&[rows as i64, v as i64], &mut logits)?],
+        &engine.counters,
+    )?;
+    Ok(logits)
 }
 
+/// Runs `attn`; with `fused_router` its extra output, the router logits, lands in `s.logits`.
 fn attention(
     engine: &Engine,
     attn: &Graph,
+    fused_router: bool,
     caches: &mut [Vec<f32>],
     s: &mut Scratch,
     t: usize,
     past: usize,
 ) -> Result<(), EngineError> {
-    let h = engine.hidden;
-    let mut inputs: Inputs<'_> = Vec::with_capacity(2 + engine.cache_io.len());
-    inputs.push(view(attn, "hidden", vec![t as i64, h as i64], &s.hidden)?);
-    inputs.push(view(attn, "positions", vec![t as i64], &s.positions)?);
-    for (io, buf) in engine.cache_io.iter().zip(caches.iter()) {
+    let rows = [t as i64, engine.hidden as i64];
+    // Each cache grows by `t` tokens: the graph reads the past part and writes the new rows in place.
+    let mut past_in = Vec::with_capacity(caches.len());
+    let mut new_out = Vec::with_capacity(caches.len());
+    for (io, buf) in engine.cache_io.iter().zip(caches.iter_mut()) {
+        buf.resize((past + t) * io.per_token, 0.0);
+        let (old, new) = buf.split_at_mut(past * io.per_token);
         let mut shape = Vec::with_capacity(1 + io.shape.len());
         shape.push(past as i64);
         shape.extend_from_slice(&io.shape);
-        inputs.push(view(attn, &io.past, shape, &buf[..past * io.per_token])?);
+        past_in.push(attn.input(&shape, old)?);
+        shape[0] = t as i64;
+        new_out.push(attn.output(&shape, new)?);
     }
-    let out = attn.run(inputs, &engine.counters)?;
-    s.hidden.clear();
-    s.hidden.extend_from_slice(out.rows("hidden_out", t, h)?);
-    s.ffn_in.clear();
-    s.ffn_in.extend_from_slice(out.rows("ffn_in", t, h)?);
-    for (io, buf) in engine.cache_io.iter().zip(caches.iter_mut()) {
-        buf.extend_from_slice(out.rows(&io.new, t, io.per_token)?);
+    s.next.resize(s.hidden.len(), 0.0);
+    s.ffn_in.resize(s.hidden.len(), 0.0);
+    if fused_router {
+        s.logits.resize(t * engine.num_experts, 0.0);
     }
+    {
+        let hidden = attn.input(&rows, &s.hidden)?;
+        let positions = attn.input(&[t as i64], &s.positions)?;
+        let hidden_out = attn.output(&rows, &mut s.next)?;
+        let ffn_in = attn.output(&rows, &mut s.ffn_in)?;
+        let mut inputs: Vec<&dyn AsPointer<Sys = OrtValue>> = vec![&*hidden, &*positions];
+        inputs.extend(
+            past_in
+                .iter()
+                .map(|v| &**v as &dyn AsPointer<Sys = OrtValue>),
+        );
+        let mut outputs: Vec<&dyn AsPointer<Sys = OrtValue>> = vec![&*hidden_out, &*ffn_in];
+        outputs.extend(
+            new_out
+                .iter()
+                .map(|v| &**v as &dyn AsPointer<Sys = OrtValue>),
+        );
+        let logits = if fused_router {
+            Some(attn.output(&[t as i64, engine.num_experts as i64], &mut s.logits)?)
+        } else {
+            None
+        };
+        outputs.extend(
+            logits
+                .as_deref()
+                .map(|v| v as &dyn AsPointer<Sys = OrtValue>),
+        );
+        attn.run(&inputs, &outputs, &engine.counters)?;
+    }
+    std::mem::swap(&mut s.hidden, &mut s.next);
     Ok(())
 }
 
@@ -184,7 +212,7 @@ fn moe(
     engine: &Engine,
     gate: &dyn Gate,
     layer: usize,
-    router: &Graph,
+    router: Option<&Graph>,
     shared: Option<&Graph>,
     s: &mut Scratch,
     t: usize,
@@ -193,13 +221,17 @@ fn moe(
     let h = engine.hidden;
     let e = engine.num_experts;
     let k = engine.top_k;
-    let x_shape = || vec![t as i64, h as i64];
+    let rows = [t as i64, h as i64];
 
-    let inputs = vec![view(router, "ffn_in", x_shape(), &s.ffn_in)?];
-    let out = router.run(inputs, &engine.counters)?;
-    s.logits.clear();
-    s.logits.extend_from_slice(out.rows("logits", t, e)?);
-    drop(out);
+    // Without a router graph, attention left the logits in s.logits.
+    if let Some(router) = router {
+        s.logits.resize(t * e, 0.0);
+        router.run(
+            &[&*router.input(&rows, &s.ffn_in)?],
+            &[&*router.output(&[t as i64, e as i64], &mut s.logits)?],
+            &engine.counters,
+        )?;
+    }
     let input = RouterInput {
         logits: &s.logits,
         num_tokens: t,
@@ -259,11 +291,15 @@ fn moe(
                     }
                     &s.gather
                 };
-                let inputs = vec![view(&graph, "x", vec![n as i64, h as i64], src)?];
-                let out = graph.run(inputs, &engine.counters)?;
-                count_expert_run(engine, out.nanos);
-                let y = out.rows("y", n, h)?;
-                for (&(tok, w), row) in list.iter().zip(y.chunks_exact(h)) {
+                let shape = [n as i64, h as i64];
+                s.y.resize(n * h, 0.0);
+                let nanos = graph.run(
+                    &[&*graph.input(&shape, src)?],
+                    &[&*graph.output(&shape, &mut s.y)?],
+                    &engine.counters,
+                )?;
+                count_expert_run(engine, nanos);
+                for (&(tok, w), row) in list.iter().zip(s.y.chunks_exact(h)) {
                     let dst = &mut s.acc[tok as usize * h..(tok as usize + 1) * h];
                     for (d, &v) in dst.iter_mut().zip(row) {
                         *d += w * v;
@@ -272,12 +308,15 @@ fn moe(
             }
             ExecMode::Dense => {
                 let graph = engine.expert(layer, x)?;
-                let inputs = vec![view(&graph, "x", x_shape(), &s.ffn_in)?];
-                let out = graph.run(inputs, &engine.counters)?;
-                count_expert_run(engine, out.nanos);
-                let y = out.rows("y", t, h)?;
+                s.y.resize(t * h, 0.0);
+                let nanos = graph.run(
+                    &[&*graph.input(&rows, &s.ffn_in)?],
+                    &[&*graph.output(&rows, &mut s.y)?],
+                    &engine.counters,
+                )?;
+                count_expert_run(engine, nanos);
                 let mut j = 0;
-                for (tok, row) in y.chunks_exact(h).enumerate() {
+                for (tok, row) in s.y.chunks_exact(h).enumerate() {
                     // The router weight of this expert for this token, zero when unselected.
                     let w = if j < list.len() && list[j].0 as usize == tok {
                         j += 1;
@@ -295,9 +334,13 @@ fn moe(
     }
 
     if let Some(sh) = shared {
-        let inputs = vec![view(sh, "x", x_shape(), &s.ffn_in)?];
-        let out = sh.run(inputs, &engine.counters)?;
-        for (d, &v) in s.acc.iter_mut().zip(out.rows("y", t, h)?) {
+        s.y.resize(t * h, 0.0);
+        sh.run(
+            &[&*sh.input(&rows, &s.ffn_in)?],
+            &[&*sh.output(&rows, &mut s.y)?],
+            &engine.counters,
+        )?;
+        for (d, &v) in s.acc.iter_mut().zip(&s.y) {
             *d += v;
         }
     }

@@ -1,13 +1,18 @@
 //! One loaded ONNX graph: its session, the check of its inputs and outputs against the manifest,
-//! and timed runs (the time inside ONNX Runtime feeds the bench's outside-ORT share).
+//! and timed runs straight into the caller's buffers (the time inside ONNX Runtime feeds the bench's
+//! outside-ORT share).
 
-use std::borrow::Cow;
+use std::ffi::{CString, c_char};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, TensorElementType, ValueType};
+use ort::AsPointer;
+use ort::session::Session;
+use ort::sys::OrtValue;
+use ort::value::{
+    PrimitiveTensorElementType, TensorElementType, TensorRef, TensorRefMut, ValueType,
+};
 
 use super::EngineError;
 use super::stats::Counters;
@@ -56,13 +61,16 @@ pub(crate) struct Interface {
     pub outputs: Vec<TensorSpec>,
 }
 
-pub(crate) type Inputs<'v> = Vec<(Cow<'v, str>, SessionInputValue<'v>)>;
-
-/// A session and the package-relative file it came from (used in every error).
+/// A session, the package-relative file it came from (used in every error) and its input and
+/// output names, in the order of the interface it was checked against, ready for the C `Run`.
 pub(crate) struct Graph {
     pub file: String,
-    session: Mutex<Session>,
-    outputs: Vec<String>,
+    session: Session,
+    input_names: Vec<CString>,
+    output_names: Vec<CString>,
+    /// Held around `Run` where the provider's kernels must not run concurrently; `None` on the CPU
+    /// provider, whose runs of one session may overlap (see [`Graph::run`]).
+    serial: Option<Mutex<()>>,
 }
 
 impl Graph {
@@ -80,77 +88,144 @@ impl Graph {
         };
         let mut builder = rt.session_builder(provider).map_err(load_err)?;
         let session = builder.commit_from_file(pkg.path(rel)).map_err(load_err)?;
+        Graph::new(rel, session, provider, iface)
+    }
+
+    /// Creates a session from an in-memory model (the bench's overhead probe).
+    pub fn from_memory(
+        rt: &OrtRuntime,
+        provider: Provider,
+        name: &str,
+        model: &[u8],
+        iface: &Interface,
+    ) -> Result<Graph, EngineError> {
+        let load_err = |e: ort::Error| EngineError::Load {
+            file: name.to_string(),
+            message: e.to_string(),
+        };
+        let mut builder = rt.session_builder(provider).map_err(load_err)?;
+        let session = builder.commit_from_memory(model).map_err(load_err)?;
+        Graph::new(name, session, provider, iface)
+    }
+
+    fn new(
+        rel: &str,
+        session: Session,
+        provider: Provider,
+        iface: &Interface,
+    ) -> Result<Graph, EngineError> {
         check_interface(rel, &session, iface)?;
-        let outputs = session
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
+        let c_names = |specs: &[TensorSpec]| {
+            specs
+                .iter()
+                .map(|s| {
+                    CString::new(s.name.as_str()).map_err(|_| EngineError::Interface {
+                        file: rel.to_string(),
+                        message: format!("the name `{}` contains a NUL byte", s.name),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
         Ok(Graph {
             file: rel.to_string(),
-            session: Mutex::new(session),
-            outputs,
+            input_names: c_names(&iface.inputs)?,
+            output_names: c_names(&iface.outputs)?,
+            serial: (provider != Provider::Cpu).then(|| Mutex::new(())),
+            session,
         })
     }
 
-    /// Runs the graph on named inputs. The outputs own their values, so the inputs' borrows end here.
-    pub fn run(&self, inputs: Inputs<'_>, counters: &Counters) -> Result<Outputs<'_>, EngineError> {
+    /// A borrowed input tensor of `shape` over `data`.
+    pub fn input<'a, T>(
+        &self,
+        shape: &[i64],
+        data: &'a [T],
+    ) -> Result<TensorRef<'a, T>, EngineError>
+    where
+        T: PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
+    {
+        TensorRef::from_array_view((shape.to_vec(), data)).map_err(|e| self.tensor_err(e))
+    }
+
+    /// An output tensor of `shape` that ONNX Runtime writes straight into `data`.
+    pub fn output<'a>(
+        &self,
+        shape: &[i64],
+        data: &'a mut [f32],
+    ) -> Result<TensorRefMut<'a, f32>, EngineError> {
+        TensorRefMut::from_array_view_mut((shape.to_vec(), data)).map_err(|e| self.tensor_err(e))
+    }
+
+    fn tensor_err(&self, e: ort::Error) -> EngineError {
+        EngineError::Run {
+            file: self.file.clone(),
+            message: format!("could not build a tensor: {e}"),
+        }
+    }
+
+    /// Runs the graph: `inputs` and `outputs` in the order of its interface, every output
+    /// preallocated with the shape the run must produce (ONNX Runtime fails the run otherwise).
+    /// Returns the wall time of the run in nanoseconds.
+    pub fn run(
+        &self,
+        inputs: &[&dyn AsPointer<Sys = OrtValue>],
+        outputs: &[&dyn AsPointer<Sys = OrtValue>],
+        counters: &Counters,
+    ) -> Result<u64, EngineError> {
+        if inputs.len() != self.input_names.len() || outputs.len() != self.output_names.len() {
+            return Err(EngineError::Run {
+                file: self.file.clone(),
+                message: format!(
+                    "{} inputs and {} outputs given, the graph has {} and {}",
+                    inputs.len(),
+                    outputs.len(),
+                    self.input_names.len(),
+                    self.output_names.len()
+                ),
+            });
+        }
+        let in_names: Vec<*const c_char> = self.input_names.iter().map(|n| n.as_ptr()).collect();
+        let out_names: Vec<*const c_char> = self.output_names.iter().map(|n| n.as_ptr()).collect();
+        let in_values: Vec<*const OrtValue> = inputs.iter().map(|v| v.ptr()).collect();
+        let mut out_values: Vec<*mut OrtValue> =
+            outputs.iter().map(|v| v.ptr().cast_mut()).collect();
         // A poisoned lock means a panic elsewhere mid-run; the session itself is still usable.
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = self
+            .serial
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
         let start = Instant::now();
-        let mut outputs = session.run(inputs).map_err(|e| EngineError::Run {
+        // SAFETY: every pointer is valid for the call: the session is owned by `self`; the names are
+        // NUL-terminated strings owned by `self`, as many as the values (checked above); the input
+        // and output values are live `OrtValue`s borrowed for the call, their data buffers borrowed
+        // by the tensor views that own them (outputs mutably, so ONNX Runtime may write them).
+        // Every output is preallocated, so `Run` replaces none of `out_values` and nothing leaks.
+        // `Run` needs no exclusive access to the session: ONNX Runtime documents
+        // `InferenceSession::Run` as safe to call from several threads at once, each call keeping
+        // its state in its own execution frame. ort's `Session::run` takes `&mut self` because some
+        // execution providers' kernels are not; for those `serial` is held (CPU kernels are).
+        let status = unsafe {
+            (ort::api().Run)(
+                self.session.ptr().cast_mut(),
+                std::ptr::null(),
+                in_names.as_ptr(),
+                in_values.as_ptr(),
+                in_values.len(),
+                out_names.as_ptr(),
+                out_names.len(),
+                out_values.as_mut_ptr(),
+            )
+        };
+        // SAFETY: `status` is the status `Run` returned, owned by us from here.
+        let result = unsafe { ort::Error::result_from_status(status) };
+        let nanos = start.elapsed().as_nanos() as u64;
+        result.map_err(|e| EngineError::Run {
             file: self.file.clone(),
             message: e.to_string(),
         })?;
-        let nanos = start.elapsed().as_nanos() as u64;
         counters.ort_nanos.fetch_add(nanos, Relaxed);
         counters.ort_runs.fetch_add(1, Relaxed);
-        let values = self
-            .outputs
-            .iter()
-            .map(|n| outputs.remove(n.as_str()))
-            .collect();
-        Ok(Outputs {
-            graph: self,
-            values,
-            nanos,
-        })
-    }
-}
-
-/// A run's output values, in the order of the graph's outputs.
-pub(crate) struct Outputs<'g> {
-    graph: &'g Graph,
-    values: Vec<Option<DynValue>>,
-    /// Wall time of the `Session::run` call.
-    pub nanos: u64,
-}
-
-impl Outputs<'_> {
-    /// The f32 output `name` as a flat slice, checked to be `[rows, width]` (width = the product
-    /// of the remaining dimensions).
-    pub fn rows(&self, name: &str, rows: usize, width: usize) -> Result<&[f32], EngineError> {
-        let out_err = |message: String| EngineError::Output {
-            file: self.graph.file.clone(),
-            output: name.to_string(),
-            message,
-        };
-        let value = self
-            .graph
-            .outputs
-            .iter()
-            .position(|n| n == name)
-            .and_then(|i| self.values[i].as_ref())
-            .ok_or_else(|| out_err("is missing".into()))?;
-        let (shape, data) = value
-            .try_extract_tensor::<f32>()
-            .map_err(|e| out_err(format!("is not a float32 tensor: {e}")))?;
-        if shape.first().copied() != Some(rows as i64) || data.len() != rows * width {
-            return Err(out_err(format!(
-                "has shape {shape}, expected {rows} rows of {width} values"
-            )));
-        }
-        Ok(data)
+        Ok(nanos)
     }
 }
 

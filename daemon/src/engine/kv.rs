@@ -87,6 +87,10 @@ pub(crate) struct Scratch {
     pub positions: Vec<i64>,
     /// Residual stream `[T, H]`.
     pub hidden: Vec<f32>,
+    /// Attention's `hidden_out`, swapped with `hidden` after the run.
+    pub next: Vec<f32>,
+    /// One FFN graph's output `[rows, H]`.
+    pub y: Vec<f32>,
     /// Attention's `ffn_in` `[T, H]`.
     pub ffn_in: Vec<f32>,
     /// MoE sum `[T, H]`.

@@ -100,8 +100,6 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         .cache
         .iter()
         .map(|c| CacheIo {
-            past: format!("past_{}", c.name),
-            new: format!("new_{}", c.name),
             shape: c.shape.iter().map(|&d| d as i64).collect(),
             per_token: c.per_token(),
         })
@@ -124,6 +122,12 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         attn_out.push(TensorSpec::f32(format!("new_{}", c.name), cache_dims(c)));
     }
     let attn_iface = Interface {
+        inputs: attn_in.clone(),
+        outputs: attn_out.clone(),
+    };
+    // A MoE layer whose attention graph also computes the router logits.
+    attn_out.push(TensorSpec::rows("router_logits", num_experts));
+    let attn_router_iface = Interface {
         inputs: attn_in,
         outputs: attn_out,
     };
@@ -155,8 +159,14 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
                 shared,
                 ..
             } => {
-                jobs.push((attn, &attn_iface));
-                jobs.push((router, &router_iface));
+                match router {
+                    Some(router) => {
+                        jobs.push((attn, &attn_iface));
+                        jobs.push((router, &router_iface));
+                    }
+                    // Without a router graph, the attention graph computes the router logits.
+                    None => jobs.push((attn, &attn_router_iface)),
+                }
                 if let Some(s) = shared {
                     jobs.push((s, &ffn_iface));
                 }
@@ -215,7 +225,7 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
             } => {
                 layers.push(Layer::Moe {
                     attn: next(attn)?,
-                    router: next(router)?,
+                    router: router.as_deref().map(&mut next).transpose()?,
                     shared: shared.as_deref().map(&mut next).transpose()?,
                     expert_bytes: experts.iter().map(|e| package.graph_bytes(e)).collect(),
                     experts: experts.clone(),

@@ -11,6 +11,7 @@ mod graph;
 mod kv;
 mod load;
 pub mod memlimit;
+mod probe;
 mod routing;
 mod score;
 mod stats;
@@ -101,17 +102,16 @@ pub(crate) enum Layer {
     },
     Moe {
         attn: Graph,
-        router: Graph,
+        /// `None`: the attention graph outputs the router logits.
+        router: Option<Graph>,
         shared: Option<Graph>,
         experts: Vec<String>,
         expert_bytes: Vec<u64>,
     },
 }
 
-/// Names of one cache tensor's graph input and output.
+/// One cache tensor's shape (its graph input and output are bound in the interface's order).
 pub(crate) struct CacheIo {
-    pub past: String,
-    pub new: String,
     /// `[..]` per-token shape, as i64 for tensor views.
     pub shape: Vec<i64>,
     pub per_token: usize,
@@ -229,6 +229,12 @@ impl Engine {
     }
 
     /// Counters since load.
+    /// Mean wall time of one ONNX Runtime run of a one-node graph on this engine's runtime and
+    /// provider, in microseconds: the fixed cost every graph run pays outside its kernels.
+    pub fn run_overhead_us(&self, runs: usize) -> Result<f64, EngineError> {
+        probe::run_overhead_us(self, runs)
+    }
+
     pub fn stats(&self) -> EngineStats {
         self.counters.snapshot()
     }
@@ -322,7 +328,7 @@ impl Engine {
                     ..
                 } => {
                     w.moe_layers += 1;
-                    w.router += g(router);
+                    w.router += router.as_deref().map_or(0, g);
                     w.shared += shared.as_deref().map_or(0, g);
                     w.experts += experts.iter().map(|e| g(e)).sum::<u64>();
                 }

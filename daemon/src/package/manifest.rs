@@ -171,7 +171,13 @@ pub enum LayerSpec {
     Moe {
         index: usize,
         attn: String,
-        router: String,
+        /// The router graph; absent when `fused` lists "router".
+        #[serde(default)]
+        router: Option<String>,
+        /// Parts computed by the attention graph itself: "router" (it also outputs
+        /// `router_logits`). Empty in packages written before fused layers existed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        fused: Vec<String>,
         experts: Vec<String>,
         #[serde(default)]
         shared: Option<String>,
@@ -190,6 +196,10 @@ impl LayerSpec {
         match self {
             LayerSpec::Dense { attn, .. } | LayerSpec::Moe { attn, .. } => attn,
         }
+    }
+    /// The attention graph of this MoE layer also outputs the router logits.
+    pub fn router_fused(&self) -> bool {
+        matches!(self, LayerSpec::Moe { fused, .. } if fused.iter().any(|f| f == "router"))
     }
     pub fn is_moe(&self) -> bool {
         matches!(self, LayerSpec::Moe { .. })

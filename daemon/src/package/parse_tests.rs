@@ -98,3 +98,70 @@ proptest! {
         let _ = parse_manifest(Path::new("m.json"), &text);
     }
 }
+
+/// moe-mini's manifest with every MoE layer rewritten by `edit`.
+fn with_moe_layers(edit: impl Fn(&mut serde_json::Map<String, Value>)) -> String {
+    let mut manifest = moe_mini();
+    if let Some(Value::Array(layers)) = manifest.get_mut("layers") {
+        for layer in layers {
+            if let Value::Object(map) = layer
+                && map.get("kind") == Some(&Value::from("moe"))
+            {
+                edit(map);
+            }
+        }
+    }
+    manifest.to_string()
+}
+
+#[test]
+fn layers_with_the_router_fused_into_attention_validate() {
+    let file = Path::new("/pkg/manifest.json");
+    let plain = checked_manifest(file, &moe_mini().to_string()).expect("moe-mini validates");
+    let fused = checked_manifest(
+        file,
+        &with_moe_layers(|l| {
+            l.remove("router");
+            l.insert("fused".into(), serde_json::json!(["router"]));
+        }),
+    )
+    .expect("the fused form validates");
+    let moe = |m: &super::Manifest| m.layers.iter().filter(|l| l.is_moe()).count();
+    assert!(moe(&plain) > 0);
+    assert!(plain.layers.iter().all(|l| !l.router_fused()));
+    assert_eq!(
+        fused.layers.iter().filter(|l| l.router_fused()).count(),
+        moe(&fused)
+    );
+    let graphs = super::validate::graph_paths(&fused);
+    assert!(graphs.iter().all(|g| !g.contains("router")), "{graphs:?}");
+}
+
+#[test]
+fn a_layer_needs_exactly_one_router_form() {
+    let file = Path::new("/pkg/manifest.json");
+    let cases = [
+        (
+            with_moe_layers(|l| {
+                l.insert("fused".into(), serde_json::json!(["router"]));
+            }),
+            "has a router graph and lists the router as fused",
+        ),
+        (
+            with_moe_layers(|l| {
+                l.remove("router");
+            }),
+            "has no router graph",
+        ),
+        (
+            with_moe_layers(|l| {
+                l.insert("fused".into(), serde_json::json!(["shared"]));
+            }),
+            "lists \"shared\"",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = checked_manifest(file, &text).expect_err(want).to_string();
+        assert!(err.contains(want) && err.contains("layers["), "{err}");
+    }
+}

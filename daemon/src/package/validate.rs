@@ -64,9 +64,29 @@ pub(crate) fn check_manifest(m: &Manifest) -> Result<(), String> {
         if let LayerSpec::Moe {
             experts,
             correction_bias,
+            router,
+            fused,
             ..
         } = layer
         {
+            if let Some(f) = fused.iter().find(|f| f.as_str() != "router") {
+                return Err(format!(
+                    "layers[{i}].fused lists {f:?}; only \"router\" can be fused into attention"
+                ));
+            }
+            match (router.is_some(), layer.router_fused()) {
+                (true, true) => {
+                    return Err(format!(
+                        "layers[{i}] has a router graph and lists the router as fused into attention"
+                    ));
+                }
+                (false, false) => {
+                    return Err(format!(
+                        "layers[{i}] has no router graph (and does not list \"router\" in fused)"
+                    ));
+                }
+                _ => {}
+            }
             let e = m.routing.as_ref().map_or(0, |r| r.num_experts);
             if experts.len() != e {
                 return Err(format!(
@@ -225,7 +245,7 @@ pub(crate) fn graph_paths(m: &Manifest) -> Vec<&str> {
                 ..
             } => {
                 out.push(attn);
-                out.push(router);
+                out.extend(router.as_deref());
                 out.extend(experts.iter().map(String::as_str));
                 if let Some(s) = shared {
                     out.push(s);

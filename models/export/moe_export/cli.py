@@ -50,12 +50,18 @@ def package_quant_from_args(args: argparse.Namespace) -> PackageQuant:
     return package_quant(qc, dense=args.dense_quant, head=args.head_quant, embed=args.embed_quant)
 
 
+def fusion_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--unfused-router", action="store_true",
+                        help="a router graph per MoE layer instead of router logits from the attention graph")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="moe_export", description="Export a Hugging Face MoE checkpoint "
                                      "to a moed model package (models/FORMAT.md).")
     parser.add_argument("src", metavar="SRC_DIR", type=Path, help="checkpoint folder (config.json, *.safetensors)")
     parser.add_argument("out", metavar="OUT_DIR", type=Path, help="package folder to write")
     quant_args(parser, "fp32")
+    fusion_args(parser)
     parser.add_argument("--name", help="package name for the manifest (default: SRC_DIR's name)")
     parser.add_argument("--force", action="store_true", help="replace the package already in OUT_DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -64,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         manifest = export(args.src, args.out, package_quant_from_args(args),
-                          name=args.name, force=args.force, progress=not args.quiet)
+                          name=args.name, force=args.force, progress=not args.quiet,
+                          fuse_router=not args.unfused_router)
     except ExportError as err:
         print(f"moe_export: error: {err}", file=sys.stderr)
         return 2

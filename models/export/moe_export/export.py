@@ -53,7 +53,7 @@ def _correction_biases(spec: ModelSpec, ckpt: Checkpoint) -> dict[int, list[floa
 
 
 def export(src: Path, out: Path, qc: QuantConfig | PackageQuant, name: str | None = None, force: bool = False,
-           progress: bool = True) -> dict:
+           progress: bool = True, fuse_router: bool = True) -> dict:
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise ExportError(f"source directory {src} does not exist")
@@ -61,7 +61,7 @@ def export(src: Path, out: Path, qc: QuantConfig | PackageQuant, name: str | Non
     tokenizer = mf.tokenizer_section(src, spec.raw)
     ckpt = Checkpoint(src)
     pq = as_package_quant(qc)
-    plans = make_plans(spec, ckpt, pq)
+    plans = make_plans(spec, ckpt, pq, fuse_router)
     for plan in plans:  # fail on any missing tensor or wrong shape before writing anything
         for ref in plan.refs.values():
             ckpt.check(ref)
@@ -76,7 +76,7 @@ def export(src: Path, out: Path, qc: QuantConfig | PackageQuant, name: str | Non
         if (src / fname).is_file():
             shutil.copyfile(src / fname, out / fname)
     manifest = mf.model_section(spec, name or src.resolve().name, pq, cache_layout(spec), graph_kinds(spec))
-    manifest["layers"] = layer_entries(spec, _correction_biases(spec, ckpt))
+    manifest["layers"] = layer_entries(spec, _correction_biases(spec, ckpt), fuse_router)
     manifest["embed"] = "graphs/embed.onnx"
     manifest["head"] = "graphs/head.onnx"
     manifest.update(tokenizer)

@@ -46,20 +46,45 @@ def as_package_quant(q: QuantConfig | PackageQuant) -> PackageQuant:
     return q if isinstance(q, PackageQuant) else package_quant(q)
 
 
-def make_plans(spec: ModelSpec, src: names.HasTensors, q: QuantConfig | PackageQuant) -> list[GraphPlan]:
-    """Graphs in the order they are written: embed, then per layer attn, router/experts/shared or mlp, head."""
+def _attn_router_builder(spec: ModelSpec, qc: QuantConfig):
+    """Attention with the router appended: one graph run fewer per MoE layer and token."""
+    attn = _attn_builder(spec, qc)
+
+    def build(g: GraphWriter, w: dict[str, np.ndarray]) -> None:
+        attn(g, {k: v for k, v in w.items() if not k.startswith(_ROUTER_PREFIX)})
+        ffn.add_router(g, "ffn_in", w[_ROUTER_PREFIX + "gate"], "router_logits")
+
+    return build
+
+
+_ROUTER_PREFIX = "router_"
+
+
+def make_plans(spec: ModelSpec, src: names.HasTensors, q: QuantConfig | PackageQuant,
+               fuse_router: bool = True) -> list[GraphPlan]:
+    """Graphs in the order they are written: embed, then per layer attn, router/experts/shared or mlp, head.
+
+    With `fuse_router`, a MoE layer's attention graph also computes the router logits (no router graph).
+    """
     pq = as_package_quant(q)
     expert_build = partial(_swiglu, qc=pq.kind("expert"))
     dense_build = partial(_swiglu, qc=pq.kind("mlp"))
     shared_build = partial(_swiglu, qc=pq.kind("shared"))
     plans = [GraphPlan("embed", names.embed_refs(spec), partial(_embed, qc=pq.kind("embed")))]
     attn = _attn_builder(spec, pq.kind("attn"))
+    attn_router = _attn_router_builder(spec, pq.kind("attn"))
     for layer, kind in enumerate(spec.layer_kinds):
-        plans.append(GraphPlan(f"layer.{layer}.attn", names.attn_refs(spec, layer), attn))
+        if kind == "moe" and fuse_router:
+            refs = names.attn_refs(spec, layer)
+            refs.update({_ROUTER_PREFIX + k: v for k, v in names.router_refs(spec, layer).items()})
+            plans.append(GraphPlan(f"layer.{layer}.attn", refs, attn_router))
+        else:
+            plans.append(GraphPlan(f"layer.{layer}.attn", names.attn_refs(spec, layer), attn))
         if kind == "dense":
             plans.append(GraphPlan(f"layer.{layer}.mlp", names.mlp_refs(spec, layer), dense_build))
             continue
-        plans.append(GraphPlan(f"layer.{layer}.router", names.router_refs(spec, layer), ffn.build_router))
+        if not fuse_router:
+            plans.append(GraphPlan(f"layer.{layer}.router", names.router_refs(spec, layer), ffn.build_router))
         for e in range(spec.routing.num_experts):
             plans.append(GraphPlan(f"layer.{layer}.expert.{e}", names.expert_refs(spec, layer, e, src), expert_build))
         if spec.shared_ffn is not None:
@@ -90,15 +115,19 @@ def _head(g: GraphWriter, w: dict[str, np.ndarray], eps: float, qc: QuantConfig)
     embed_head.build_head(g, w, eps, qc)
 
 
-def layer_entries(spec: ModelSpec, correction_bias: dict[int, list[float]]) -> list[dict]:
-    """manifest.layers, matching make_plans' file names."""
+def layer_entries(spec: ModelSpec, correction_bias: dict[int, list[float]],
+                  fuse_router: bool = True) -> list[dict]:
+    """manifest.layers, matching make_plans' file names (and its `fuse_router`)."""
     layers = []
     for layer, kind in enumerate(spec.layer_kinds):
         entry = {"index": layer, "kind": kind, "attn": f"graphs/layer.{layer}.attn.onnx"}
         if kind == "dense":
             entry["mlp"] = f"graphs/layer.{layer}.mlp.onnx"
         else:
-            entry["router"] = f"graphs/layer.{layer}.router.onnx"
+            if fuse_router:
+                entry["fused"] = ["router"]
+            else:
+                entry["router"] = f"graphs/layer.{layer}.router.onnx"
             entry["experts"] = [f"graphs/layer.{layer}.expert.{e}.onnx" for e in range(spec.routing.num_experts)]
             entry["shared"] = f"graphs/layer.{layer}.shared.onnx" if spec.shared_ffn is not None else None
             entry["correction_bias"] = correction_bias.get(layer)

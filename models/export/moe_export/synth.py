@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from moe_export import manifest as mf
-from moe_export.cli import package_quant_from_args, quant_args
+from moe_export.cli import fusion_args, package_quant_from_args, quant_args
 from moe_export.config import spec_from_dict
 from moe_export.errors import ExportError
 from moe_export.export import prepare_out_dir, write_graphs
@@ -101,7 +101,7 @@ def synthesize(a: argparse.Namespace) -> dict:
     source = RandomSource(a.seed)
     out = Path(a.out)
     prepare_out_dir(out, a.force)
-    write_graphs(make_plans(spec, source, pq), source.load, out / "graphs", not a.quiet)
+    write_graphs(make_plans(spec, source, pq, not a.unfused_router), source.load, out / "graphs", not a.quiet)
     (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(), ensure_ascii=False), encoding="utf-8")
     tcfg = {"bos_token": SPECIAL_TOKENS[0], "eos_token": "<|im_end|>", "add_bos_token": False,
             "chat_template": CHAT_TEMPLATE, "model_max_length": a.context}
@@ -109,7 +109,7 @@ def synthesize(a: argparse.Namespace) -> dict:
     (out / "generation_config.json").write_text(json.dumps({"temperature": 0.7, "top_p": 0.9}), encoding="utf-8")
     manifest = mf.model_section(spec, a.name, pq, cache_layout(spec), graph_kinds(spec))
     manifest["source"]["synthetic"] = {"seed": a.seed}
-    manifest["layers"] = layer_entries(spec, {})
+    manifest["layers"] = layer_entries(spec, {}, not a.unfused_router)
     manifest["embed"] = "graphs/embed.onnx"
     manifest["head"] = "graphs/head.onnx"
     manifest.update(mf.tokenizer_section(out, cfg))
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true")
     p.add_argument("--quiet", action="store_true")
     quant_args(p, "int4")
+    fusion_args(p)
     a = p.parse_args(argv)
     try:
         manifest = synthesize(a)

@@ -17,7 +17,7 @@ def graphs_of(manifest: dict) -> dict[str, str]:
     """graph path -> kind"""
     kinds = {manifest["embed"]: "embed", manifest["head"]: "head"}
     for layer in manifest["layers"]:
-        kinds[layer["attn"]] = "attn"
+        kinds[layer["attn"]] = "attn+router" if "router" in layer.get("fused", []) else "attn"
         for key in ("router", "shared", "mlp"):
             if layer.get(key):
                 kinds[layer[key]] = key
@@ -77,6 +77,7 @@ def test_graph_interfaces_follow_format(arch, exports):
         "head": ([("hidden", FLOAT, ["T", h])], [("logits", FLOAT, ["T", v])]),
         "router": ([("ffn_in", FLOAT, ["T", h])], [("logits", FLOAT, ["T", e])]),
         "attn": (want_attn_in, want_attn_out),
+        "attn+router": (want_attn_in, want_attn_out + [("router_logits", FLOAT, ["T", e])]),
     }
     for ffn in ("expert", "shared", "mlp"):
         expected[ffn] = ([("x", FLOAT, ["T", h])], [("y", FLOAT, ["T", h])])
@@ -126,6 +127,7 @@ def test_manifest_describes_the_model(arch, exports):
     assert m["attention"]["kind"] == ("mla" if arch.startswith("deepseek") else "mha")
     for layer in m["layers"]:
         if layer["kind"] == "moe":
+            assert layer["fused"] == ["router"] and "router" not in layer  # the exporter's default
             assert len(layer["experts"]) == m["routing"]["num_experts"]
             assert (layer["shared"] is not None) == (arch in ("deepseek_v3", "deepseek_v2", "qwen2_moe"))
             bias = layer["correction_bias"]
@@ -148,3 +150,38 @@ def test_tokenizer_metadata(arch, exports):
     assert m["generation"] == {"temperature": 0.6, "top_p": 0.95}
     for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         assert (exports.get(arch) / name).read_bytes() == (FIXTURES / arch / name).read_bytes()
+
+
+@pytest.mark.parametrize("arch", ["qwen3_moe", "deepseek_v3"])
+def test_fused_router_gives_the_router_graphs_logits(arch, exports, tmp_path):
+    """The attention graph with the router fused in computes what attention then the router graph do."""
+    import numpy as np
+    import onnxruntime as ort
+    from moe_export.export import export
+    from moe_export.quant import QuantConfig
+
+    fused = exports.get(arch)
+    unfused = tmp_path / "unfused"
+    m = export(FIXTURES / arch, unfused, QuantConfig("fp32", 32, 4), progress=False, fuse_router=False)
+    layer = next(entry for entry in m["layers"] if entry["kind"] == "moe")
+    assert "fused" not in layer and layer["router"]
+    cache = m["attention"]["cache"]
+    rng = np.random.default_rng(0)
+    t, past = 3, 2
+    feeds = {"hidden": rng.standard_normal((t, m["dims"]["hidden_size"]), dtype=np.float32),
+             "positions": np.arange(past, past + t, dtype=np.int64)}
+    for c in cache:
+        feeds[f"past_{c['name']}"] = rng.standard_normal((past, *c["shape"]), dtype=np.float32)
+
+    def session(path):
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    attn = dict(zip([o.name for o in session(unfused / layer["attn"]).get_outputs()],
+                    session(unfused / layer["attn"]).run(None, feeds)))
+    (logits,) = session(unfused / layer["router"]).run(None, {"ffn_in": attn["ffn_in"]})
+    both = session(fused / layer["attn"])
+    got = dict(zip([o.name for o in both.get_outputs()], both.run(None, feeds)))
+    assert set(got) == set(attn) | {"router_logits"}
+    for name, value in attn.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    np.testing.assert_allclose(got["router_logits"], logits, rtol=0, atol=1e-6)

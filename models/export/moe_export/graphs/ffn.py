@@ -31,6 +31,10 @@ def build_swiglu(g: GraphWriter, w: dict[str, np.ndarray], qc: QuantConfig) -> N
 
 
 def build_router(g: GraphWriter, w: dict[str, np.ndarray]) -> None:
-    e, h = w["gate"].shape
-    x = g.input("ffn_in", FLOAT, ["T", h])
-    g.output(ops.linear(g, x, w["gate"]), "logits", FLOAT, ["T", e])
+    h = w["gate"].shape[1]
+    add_router(g, g.input("ffn_in", FLOAT, ["T", h]), w["gate"], "logits")
+
+
+def add_router(g: GraphWriter, ffn_in: str, gate: np.ndarray, name: str) -> None:
+    """Output `name` [T, E]: the router logits of `ffn_in` [T, H] (gate [E, H])."""
+    g.output(ops.linear(g, ffn_in, gate), name, FLOAT, ["T", gate.shape[0]])
