@@ -5,6 +5,7 @@
 //! reported. The memory bandwidth is measured in the same run with the engine's thread count.
 
 mod bandwidth;
+mod context;
 pub mod gate;
 
 use std::time::Instant;
@@ -14,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 pub use bandwidth::{BandwidthProbe, read_bandwidth};
+pub use context::ContextResult;
 
 use crate::engine::{Engine, EngineError, EngineStats, ExecMode, Logits, WeightBytes};
 
@@ -25,6 +27,8 @@ pub struct BenchConfig {
     pub seed: u64,
     /// Buffer size of the bandwidth measurement.
     pub bandwidth_bytes: usize,
+    /// Context lengths to measure sparse decode speed at (none: skipped).
+    pub contexts: Vec<usize>,
 }
 
 impl Default for BenchConfig {
@@ -35,6 +39,7 @@ impl Default for BenchConfig {
             repeat: 5,
             seed: 0,
             bandwidth_bytes: 1 << 30,
+            contexts: Vec::new(),
         }
     }
 }
@@ -102,6 +107,9 @@ pub struct BenchReport {
     pub ideal_ratio_all_bytes: f64,
     /// Dense / sparse time inside routed-expert graphs per decoded token.
     pub expert_time_ratio: f64,
+    /// Sparse decode speed by context length (`--contexts`), shortest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contexts: Vec<ContextResult>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -235,6 +243,7 @@ pub fn run(
             cfg.prompt_tokens + cfg.decode_tokens
         )));
     }
+    context::check(engine, &cfg.contexts, cfg.decode_tokens)?;
     if expert_budget.is_none() {
         engine.preload_experts()?;
     }
@@ -273,6 +282,17 @@ pub fn run(
         }
     }
     let bandwidth = median(bandwidths);
+    let contexts = if cfg.contexts.is_empty() {
+        Vec::new()
+    } else {
+        context::run(
+            engine,
+            &cfg.contexts,
+            cfg.decode_tokens,
+            cfg.repeat,
+            cfg.seed,
+        )?
+    };
     let sparse = summarize(sparse);
     let dense = summarize(dense);
 
@@ -307,6 +327,7 @@ pub fn run(
         expert_time_ratio: ratio(dense.expert_ms_per_token, sparse.expert_ms_per_token),
         sparse,
         dense,
+        contexts,
     })
 }
 

@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Buffer of the memory bandwidth measurement, MiB.
     #[arg(long, default_value_t = 1024)]
     pub bandwidth_mib: usize,
+    /// Also measure sparse decode speed from these context lengths (comma-separated, e.g.
+    /// 128,1024,4096), each against the shortest.
+    #[arg(long, value_delimiter = ',')]
+    pub contexts: Vec<usize>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -47,6 +51,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let engine = Engine::load(&args.model, args.engine.options(ExecMode::Sparse)?)
         .with_context(|| format!("loading {}", args.model.display()))?;
     if let Some((gate, params)) = args.gate.load(&engine)? {
+        if !args.contexts.is_empty() {
+            anyhow::bail!(
+                "--contexts measures the model's own routing; it cannot be used with --gate"
+            );
+        }
         let cfg = GateBenchConfig {
             prompt_tokens: args.prompt_tokens,
             decode_tokens: args.decode_tokens,
@@ -67,6 +76,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         repeat: args.repeat,
         seed: args.seed,
         bandwidth_bytes: args.bandwidth_mib << 20,
+        contexts: args.contexts.clone(),
     };
     let report = bench::run(&engine, &cfg, args.engine.expert_memory_budget)?;
     if args.json {
@@ -195,5 +205,19 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
         "bandwidth fraction = bytes/token x decode tok/s / that repeat's bandwidth (median): sparse {:.3}, dense {:.3}",
         r.sparse.bandwidth_fraction, r.dense.bandwidth_fraction
     ));
+    if !r.contexts.is_empty() {
+        line(String::new());
+        line(format!(
+            "sparse decode by context ({} tokens per run, medians of {}, contexts taking turns):",
+            r.decode_tokens, r.repeat
+        ));
+        let base = r.contexts.first().map_or(0, |c| c.context);
+        for c in &r.contexts {
+            line(format!(
+                "  context {:>6}: {:>10.2} tok/s  {:.2}x of context {base}",
+                c.context, c.decode_tok_s, c.ratio
+            ));
+        }
+    }
     out
 }

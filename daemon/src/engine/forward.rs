@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use ort::value::TensorRef;
 
 use super::graph::{Graph, Inputs};
-use super::kv::{Scratch, Sequence};
+use super::kv::{KvCache, Scratch, Sequence};
 use super::routing::{Gate, RouterInput};
 use super::{Engine, EngineError, ExecMode, Layer, Logits};
 
@@ -95,11 +95,9 @@ fn run(
     let h = engine.hidden;
     let past = seq.len;
     let Sequence {
-        caches,
-        scratch,
-        gate,
-        ..
+        kv, scratch, gate, ..
     } = seq;
+    kv.reserve(past + t, past);
     let s = scratch;
     let gate: &dyn Gate = gate.as_deref().unwrap_or(&*engine.gate);
 
@@ -118,7 +116,7 @@ fn run(
         let attn = match layer {
             Layer::Dense { attn, .. } | Layer::Moe { attn, .. } => attn,
         };
-        attention(engine, attn, &mut caches[l], s, t, past)?;
+        attention(engine, attn, kv, l, s, t, past)?;
         // s.hidden now holds hidden_out, s.ffn_in the FFN input.
         match layer {
             Layer::Dense { mlp, .. } => {
@@ -153,7 +151,8 @@ fn run(
 fn attention(
     engine: &Engine,
     attn: &Graph,
-    caches: &mut [Vec<f32>],
+    kv: &mut KvCache,
+    layer: usize,
     s: &mut Scratch,
     t: usize,
     past: usize,
@@ -162,19 +161,17 @@ fn attention(
     let mut inputs: Inputs<'_> = Vec::with_capacity(2 + engine.cache_io.len());
     inputs.push(view(attn, "hidden", vec![t as i64, h as i64], &s.hidden)?);
     inputs.push(view(attn, "positions", vec![t as i64], &s.positions)?);
-    for (io, buf) in engine.cache_io.iter().zip(caches.iter()) {
-        let mut shape = Vec::with_capacity(1 + io.shape.len());
-        shape.push(past as i64);
-        shape.extend_from_slice(&io.shape);
-        inputs.push(view(attn, &io.past, shape, &buf[..past * io.per_token])?);
+    for (i, io) in engine.cache_io.iter().enumerate() {
+        let (shape, data) = kv.past(layer, i, io, past);
+        inputs.push(view(attn, &io.past, shape, data)?);
     }
     let out = attn.run(inputs, &engine.counters)?;
     s.hidden.clear();
     s.hidden.extend_from_slice(out.rows("hidden_out", t, h)?);
     s.ffn_in.clear();
     s.ffn_in.extend_from_slice(out.rows("ffn_in", t, h)?);
-    for (io, buf) in engine.cache_io.iter().zip(caches.iter_mut()) {
-        buf.extend_from_slice(out.rows(&io.new, t, io.per_token)?);
+    for (i, io) in engine.cache_io.iter().enumerate() {
+        kv.append(layer, i, out.rows(&io.new, t, io.per_token)?, past, t);
     }
     Ok(())
 }

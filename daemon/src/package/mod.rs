@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::PackageError;
 pub use manifest::{
-    Attention, CacheTensor, Dims, FORMAT_NAME, FORMAT_VERSION, FileEntry, GenerationDefaults,
-    GroupLimit, GroupScore, LayerSpec, Manifest, MaskedChoice, Precision, RoutingConfig, Scoring,
-    SpecialToken, SpecialTokens, Thinking, TokenizerSpec,
+    Attention, CacheLayout, CacheTensor, Dims, FORMAT_NAME, FORMAT_VERSION, FileEntry,
+    GenerationDefaults, GroupLimit, GroupScore, LayerSpec, Manifest, MaskedChoice, Precision,
+    RoutingConfig, Scoring, SpecialToken, SpecialTokens, Thinking, TokenizerSpec,
 };
 pub use verify::VerifyReport;
 
