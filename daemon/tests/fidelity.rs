@@ -5,7 +5,11 @@
 mod common;
 
 use common::{argmax, fixture_archs, logprob, package};
-use moed::engine::{Engine, EngineOptions, ExecMode, Logits};
+use std::sync::Arc;
+
+use moed::engine::{
+    Engine, EngineOptions, ExecMode, Gate, GateError, Logits, RouterInput, Routing,
+};
 
 const TOL: f64 = 1e-4;
 
@@ -225,6 +229,58 @@ fn incremental_decode_equals_full_prefix_scoring() {
                     "{arch}: {name} logits differ from full-prefix scoring by {d}"
                 );
             }
+        }
+    }
+}
+
+/// Fails every routing call, so a forward pass stops at its first MoE layer after that layer's
+/// attention (and any dense layers before it) already wrote its new cache rows.
+struct FailingGate;
+
+impl Gate for FailingGate {
+    fn route(&self, _: usize, _: &RouterInput<'_>, _: &mut Routing) -> Result<(), GateError> {
+        Err(GateError("refused by the test".into()))
+    }
+}
+
+#[test]
+fn a_failed_forward_leaves_the_cache_as_it_was() {
+    for arch in &fixture_archs() {
+        let engine = load(arch, EngineOptions::default());
+        let v = engine.package().vocab_size();
+        let ids = &golden(arch)
+            .into_iter()
+            .max_by_key(|c| c.ids.len())
+            .expect("a golden case")
+            .ids;
+        let mut full_seq = engine.new_sequence();
+        let full = engine
+            .forward(&mut full_seq, ids, Logits::All)
+            .expect("full");
+        let cut = ids.len() / 2;
+        let mut seq = engine.new_sequence();
+        engine
+            .forward(&mut seq, &ids[..cut], Logits::Last)
+            .expect("chunk 1");
+        seq.set_gate(Some(Arc::new(FailingGate)));
+        assert!(
+            engine.forward(&mut seq, &ids[cut..], Logits::All).is_err(),
+            "{arch}: the failing gate did not fail the forward pass"
+        );
+        assert_eq!(seq.len(), cut, "{arch}");
+        seq.set_gate(None);
+        // Decode the rest one token at a time: each step reads the rows the failed pass wrote.
+        for (i, &id) in ids.iter().enumerate().skip(cut) {
+            let row = engine.forward(&mut seq, &[id], Logits::Last).expect("step");
+            let d = row
+                .iter()
+                .zip(&full[i * v..(i + 1) * v])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                d <= 1e-4,
+                "{arch}: token {i} after a failed pass differs by {d}"
+            );
         }
     }
 }

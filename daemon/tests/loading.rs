@@ -200,6 +200,16 @@ fn inconsistent_manifests_name_the_key() {
             "layers[1]: invalid type: integer `5`",
         ),
         (
+            "cache layout",
+            Box::new(|v| v["attention"]["cache_layout"] = "by_head".into()),
+            "unknown variant `by_head`",
+        ),
+        (
+            "head-major latent",
+            Box::new(|v| v["attention"]["cache_layout"] = "head_major".into()),
+            "a head_major cache needs [heads, ..]",
+        ),
+        (
             "escape",
             Box::new(|v| {
                 v["files"]["../outside"] = serde_json::json!({"bytes": 1, "sha256": "00"});

@@ -5,6 +5,7 @@
 //! reported. The memory bandwidth is measured in the same run with the engine's thread count.
 
 mod bandwidth;
+mod context;
 pub mod gate;
 mod memory;
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 pub use bandwidth::{BandwidthProbe, read_bandwidth};
 pub use memory::{LoadReport, LoadStart, MemoryReport};
+pub use context::ContextResult;
 
 use crate::engine::{Engine, EngineError, EngineStats, ExecMode, Logits, WeightBytes};
 use crate::package::GraphPrecision;
@@ -32,6 +34,8 @@ pub struct BenchConfig {
     /// When the engine's load started: the bench then times load to first token and reports
     /// memory per component (the engine must be fresh: no expert loaded, nothing run).
     pub load_start: Option<LoadStart>,
+    /// Context lengths to measure sparse decode speed at (none: skipped).
+    pub contexts: Vec<usize>,
 }
 
 impl Default for BenchConfig {
@@ -43,6 +47,7 @@ impl Default for BenchConfig {
             seed: 0,
             bandwidth_bytes: 1 << 30,
             load_start: None,
+            contexts: Vec::new(),
         }
     }
 }
@@ -125,6 +130,9 @@ pub struct BenchReport {
     pub ideal_ratio_all_bytes: f64,
     /// Dense / sparse time inside routed-expert graphs per decoded token.
     pub expert_time_ratio: f64,
+    /// Sparse decode speed by context length (`--contexts`), shortest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contexts: Vec<ContextResult>,
     /// Load to first token; absent unless the bench loaded the engine itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadReport>,
@@ -300,6 +308,7 @@ pub fn run(
         kv_per_token = memory::first_token(engine, &prompt)?;
         t.first_token_done();
     }
+    context::check(engine, &cfg.contexts, cfg.decode_tokens)?;
     if expert_budget.is_none() {
         engine.preload_experts()?;
     }
@@ -352,6 +361,17 @@ pub fn run(
         }
     }
     let bandwidth = median(bandwidths);
+    let contexts = if cfg.contexts.is_empty() {
+        Vec::new()
+    } else {
+        context::run(
+            engine,
+            &cfg.contexts,
+            cfg.decode_tokens,
+            cfg.repeat,
+            cfg.seed,
+        )?
+    };
     let sparse = summarize(sparse);
     let dense = summarize(dense);
 
@@ -390,6 +410,7 @@ pub fn run(
         dense,
         load,
         memory,
+        contexts,
     })
 }
 

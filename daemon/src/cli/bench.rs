@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Buffer of the memory bandwidth measurement, MiB.
     #[arg(long, default_value_t = 1024)]
     pub bandwidth_mib: usize,
+    /// Also measure sparse decode speed from these context lengths (comma-separated, e.g.
+    /// 128,1024,4096), each against the shortest.
+    #[arg(long, value_delimiter = ',')]
+    pub contexts: Vec<usize>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -48,6 +52,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let engine = Engine::load(&args.model, args.engine.options(ExecMode::Sparse)?)
         .with_context(|| format!("loading {}", args.model.display()))?;
     if let Some((gate, params)) = args.gate.load(&engine)? {
+        if !args.contexts.is_empty() {
+            anyhow::bail!(
+                "--contexts measures the model's own routing; it cannot be used with --gate"
+            );
+        }
         let cfg = GateBenchConfig {
             prompt_tokens: args.prompt_tokens,
             decode_tokens: args.decode_tokens,
@@ -69,6 +78,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         seed: args.seed,
         bandwidth_bytes: args.bandwidth_mib << 20,
         load_start: Some(load_start),
+        contexts: args.contexts.clone(),
     };
     let report = bench::run(&engine, &cfg, args.engine.expert_memory_budget)?;
     if args.json {
@@ -244,6 +254,20 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
             r.prompt_tokens + r.decode_tokens,
             mb(m.kv_cache as f64)
         ));
+    }
+    if !r.contexts.is_empty() {
+        line(String::new());
+        line(format!(
+            "sparse decode by context ({} tokens per run, medians of {}, contexts taking turns):",
+            r.decode_tokens, r.repeat
+        ));
+        let base = r.contexts.first().map_or(0, |c| c.context);
+        for c in &r.contexts {
+            line(format!(
+                "  context {:>6}: {:>10.2} tok/s  {:.2}x of context {base}",
+                c.context, c.decode_tok_s, c.ratio
+            ));
+        }
     }
     out
 }

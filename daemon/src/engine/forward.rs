@@ -8,7 +8,7 @@ use ort::AsPointer;
 use ort::sys::OrtValue;
 
 use super::graph::Graph;
-use super::kv::{Scratch, Sequence};
+use super::kv::{KvCache, Scratch, Sequence};
 use super::routing::{Gate, RouterInput};
 use super::{Engine, EngineError, ExecMode, Layer, Logits};
 
@@ -74,11 +74,9 @@ fn run(
     let h = engine.hidden;
     let past = seq.len;
     let Sequence {
-        caches,
-        scratch,
-        gate,
-        ..
+        kv, scratch, gate, ..
     } = seq;
+    kv.reserve(past + t, past);
     let s = scratch;
     let gate: &dyn Gate = gate.as_deref().unwrap_or(&*engine.gate);
 
@@ -101,7 +99,7 @@ fn run(
             Layer::Dense { attn, .. } => (attn, false),
             Layer::Moe { attn, router, .. } => (attn, router.is_none()),
         };
-        attention(engine, attn, fused_router, &mut caches[l], s, t, past)?;
+        attention(engine, attn, fused_router, kv, l, s, t, past)?;
         // s.hidden now holds hidden_out, s.ffn_in the FFN input.
         match layer {
             Layer::Dense { mlp, .. } => {
@@ -146,28 +144,31 @@ fn run(
 }
 
 /// Runs `attn`; with `fused_router` its extra output, the router logits, lands in `s.logits`.
+#[allow(clippy::too_many_arguments)]
 fn attention(
     engine: &Engine,
     attn: &Graph,
     fused_router: bool,
-    caches: &mut [Vec<f32>],
+    kv: &mut KvCache,
+    layer: usize,
     s: &mut Scratch,
     t: usize,
     past: usize,
 ) -> Result<(), EngineError> {
     let rows = [t as i64, engine.hidden as i64];
-    // Each cache grows by `t` tokens: the graph reads the past part and writes the new rows in place.
-    let mut past_in = Vec::with_capacity(caches.len());
-    let mut new_out = Vec::with_capacity(caches.len());
-    for (io, buf) in engine.cache_io.iter().zip(caches.iter_mut()) {
-        buf.resize((past + t) * io.per_token, 0.0);
-        let (old, new) = buf.split_at_mut(past * io.per_token);
+    // The graph reads the cache where it is (its layout, FORMAT.md "KV cache layouts") and writes
+    // the new rows to scratch buffers, which the cache then takes.
+    s.kv_new.resize_with(engine.cache_io.len(), Vec::new);
+    let mut past_in = Vec::with_capacity(engine.cache_io.len());
+    let mut new_out = Vec::with_capacity(engine.cache_io.len());
+    for (i, (io, buf)) in engine.cache_io.iter().zip(s.kv_new.iter_mut()).enumerate() {
+        let (shape, data) = kv.past(layer, i, io, past);
+        past_in.push(attn.input(&shape, data)?);
+        buf.resize(t * io.per_token, 0.0);
         let mut shape = Vec::with_capacity(1 + io.shape.len());
-        shape.push(past as i64);
+        shape.push(t as i64);
         shape.extend_from_slice(&io.shape);
-        past_in.push(attn.input(&shape, old)?);
-        shape[0] = t as i64;
-        new_out.push(attn.output(&shape, new)?);
+        new_out.push(attn.output(&shape, buf)?);
     }
     s.next.resize(s.hidden.len(), 0.0);
     s.ffn_in.resize(s.hidden.len(), 0.0);
@@ -202,6 +203,10 @@ fn attention(
                 .map(|v| v as &dyn AsPointer<Sys = OrtValue>),
         );
         attn.run(&inputs, &outputs, &engine.counters)?;
+    }
+    drop((past_in, new_out));
+    for (i, (io, new)) in engine.cache_io.iter().zip(&s.kv_new).enumerate() {
+        kv.append(layer, i, &new[..t * io.per_token], past, t);
     }
     std::mem::swap(&mut s.hidden, &mut s.next);
     Ok(())

@@ -14,7 +14,7 @@ use super::{
     NoMoeGate, Provider,
 };
 use crate::ort_env::{self, OrtSettings};
-use crate::package::{LayerSpec, Package};
+use crate::package::{CacheLayout, LayerSpec, Package};
 
 pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineError> {
     let package = Package::open(dir)?;
@@ -118,7 +118,12 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         TensorSpec::rows("ffn_in", hidden),
     ];
     for c in &m.attention.cache {
-        attn_in.push(TensorSpec::f32(format!("past_{}", c.name), cache_dims(c)));
+        let mut past = cache_dims(c);
+        if m.attention.cache_layout == CacheLayout::HeadMajor {
+            // [heads, C, ..]: the buffer's capacity C takes the dynamic dimension's place.
+            past.swap(0, 1);
+        }
+        attn_in.push(TensorSpec::f32(format!("past_{}", c.name), past));
         attn_out.push(TensorSpec::f32(format!("new_{}", c.name), cache_dims(c)));
     }
     let attn_iface = Interface {

@@ -31,6 +31,7 @@ pub use crate::ort_env::Provider;
 use crate::package::{LayerSpec, Package};
 use experts::ExpertCache;
 use graph::{Graph, Interface};
+use kv::KvCache;
 use stats::Counters;
 
 /// How MoE layers compute their experts.
@@ -185,12 +186,13 @@ impl Engine {
 
     /// An empty sequence (no cached tokens) for one request.
     pub fn new_sequence(&self) -> Sequence {
-        Sequence::new(
-            self.id,
+        let kv = KvCache::new(
+            self.package.manifest().attention.cache_layout,
             self.layers.len(),
-            self.cache_io.iter().map(|c| c.per_token).collect(),
-            self.num_experts,
-        )
+            &self.cache_io,
+            self.package.context_length(),
+        );
+        Sequence::new(self.id, kv, self.num_experts)
     }
 
     /// Runs `tokens` after the sequence's cached tokens and appends them to its cache.

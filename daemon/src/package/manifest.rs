@@ -83,6 +83,21 @@ pub struct Attention {
     pub kind: String,
     pub num_heads: usize,
     pub cache: Vec<CacheTensor>,
+    /// How the `past_<name>` inputs are laid out; absent in packages written before it existed.
+    #[serde(default)]
+    pub cache_layout: CacheLayout,
+}
+
+/// FORMAT.md "KV cache layouts".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheLayout {
+    /// `past_<name>` is `[P, ..shape]`: exactly the cached rows.
+    #[default]
+    TokenMajor,
+    /// `past_<name>` is `[shape[0], C, ..shape[1..]]` with capacity `C >= P`: the graph reads
+    /// rows `0..P` of each head (P is `positions[0]`) and ignores the rest.
+    HeadMajor,
 }
 
 /// One KV-cache tensor: `past_<name>` / `new_<name>` with per-token shape `shape`.

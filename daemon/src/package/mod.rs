@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 pub use error::PackageError;
 pub use manifest::{
-    Attention, CacheTensor, Dims, FORMAT_NAME, FORMAT_VERSION, FileEntry, GenerationDefaults,
-    GraphPrecision, GroupLimit, GroupScore, LayerSpec, Manifest, MaskedChoice, Precision,
-    READ_VERSIONS, RoutingConfig, Scoring, SpecialToken, SpecialTokens, Thinking, TokenizerSpec,
+    Attention, CacheLayout, CacheTensor, Dims, FORMAT_NAME, FORMAT_VERSION, FileEntry,
+    GenerationDefaults, GraphPrecision, GroupLimit, GroupScore, LayerSpec, Manifest, MaskedChoice,
+    Precision, READ_VERSIONS, RoutingConfig, Scoring, SpecialToken, SpecialTokens, Thinking,
+    TokenizerSpec,
 };
 pub use precision::GRAPH_KINDS;
 pub use verify::VerifyReport;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::{Component, Path};
 
 use super::PackageError;
-use super::manifest::{GroupScore, LayerSpec, Manifest};
+use super::manifest::{CacheLayout, GroupScore, LayerSpec, Manifest};
 
 const ARCHITECTURES: &[&str] = &[
     "deepseek_v3",
@@ -165,6 +165,12 @@ fn check_attention(m: &Manifest) -> Result<(), String> {
         if c.shape.is_empty() || c.shape.contains(&0) {
             return Err(format!(
                 "attention.cache[{i}] ({}) has shape {:?}",
+                c.name, c.shape
+            ));
+        }
+        if a.cache_layout == CacheLayout::HeadMajor && c.shape.len() < 2 {
+            return Err(format!(
+                "attention.cache[{i}] ({}) has shape {:?}, but a head_major cache needs [heads, ..]",
                 c.name, c.shape
             ));
         }

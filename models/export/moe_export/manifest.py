@@ -140,7 +140,9 @@ def precision_section(pq: PackageQuant, kinds: list[str]) -> dict:
 
 def model_section(spec: ModelSpec, name: str, pq: PackageQuant, cache: list[dict], kinds: list[str]) -> dict:
     a = spec.attention
-    attention = {"kind": a.kind, "num_heads": a.num_heads, "cache": cache}
+    # FORMAT.md "KV cache layouts": MHA graphs read the engine's head-major buffer in place.
+    layout = "head_major" if isinstance(a, MhaSpec) else "token_major"
+    attention = {"kind": a.kind, "num_heads": a.num_heads, "cache": cache, "cache_layout": layout}
     if isinstance(a, MhaSpec):
         attention.update(num_kv_heads=a.num_kv_heads, head_dim=a.head_dim)
     else:

@@ -60,6 +60,9 @@ class Package:
         self._opts.inter_op_num_threads = 1
         self._sessions: dict[str, ort.InferenceSession] = {}
         self.expert_calls = 0
+        # Head-major caches are passed with this many rows of spare capacity (filled with junk the
+        # graph must mask out), as the engine's buffers have.
+        self.spare_rows = 3
 
     def _run(self, rel: str, feeds: dict) -> list[np.ndarray]:
         if rel not in self._sessions:
@@ -89,10 +92,12 @@ class Package:
         """Run tokens `ids` after what `cache` holds; appends to the cache; returns logits [T, V]."""
         names = [c["name"] for c in self.manifest["attention"]["cache"]]
         p = next(iter(cache[0].values())).shape[0]
+        head_major = self.manifest["attention"].get("cache_layout", "token_major") == "head_major"
         (hidden,) = self._run(self.manifest["embed"], {"input_ids": np.asarray(ids, np.int64)})
         positions = np.arange(p, p + len(ids), dtype=np.int64)
         for layer, kv in zip(self.manifest["layers"], cache):
-            feeds = {"hidden": hidden, "positions": positions, **{f"past_{n}": kv[n] for n in names}}
+            past = {n: _head_major(kv[n], self.spare_rows) if head_major else kv[n] for n in names}
+            feeds = {"hidden": hidden, "positions": positions, **{f"past_{n}": past[n] for n in names}}
             outs = self._run(layer["attn"], feeds)
             sess = self._sessions[layer["attn"]]
             got = dict(zip([o.name for o in sess.get_outputs()], outs))
@@ -106,6 +111,14 @@ class Package:
             hidden = got["hidden_out"] + ffn
         (logits,) = self._run(self.manifest["head"], {"hidden": hidden})
         return logits
+
+
+def _head_major(rows: np.ndarray, spare: int) -> np.ndarray:
+    """Token-major cache rows [P, heads, d] as the head-major buffer [heads, P + spare, d]."""
+    p, heads, d = rows.shape
+    buf = np.full((heads, p + spare, d), 7.0, np.float32)
+    buf[:, :p] = rows.transpose(1, 0, 2)
+    return buf
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

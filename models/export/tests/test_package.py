@@ -68,8 +68,12 @@ def test_graph_interfaces_follow_format(arch, exports):
     m = json.loads((pkg / "manifest.json").read_text())
     h, v, e = m["dims"]["hidden_size"], m["dims"]["vocab_size"], m["routing"]["num_experts"]
     cache = m["attention"]["cache"]
-    want_attn_in = [("hidden", FLOAT, ["T", h]), ("positions", INT64, ["T"])] + [
-        (f"past_{c['name']}", FLOAT, ["P", *c["shape"]]) for c in cache]
+    # FORMAT.md "KV cache layouts": head-major buffers put the heads first and the capacity C second.
+    if m["attention"]["cache_layout"] == "head_major":
+        past = [(f"past_{c['name']}", FLOAT, [c["shape"][0], "C", *c["shape"][1:]]) for c in cache]
+    else:
+        past = [(f"past_{c['name']}", FLOAT, ["P", *c["shape"]]) for c in cache]
+    want_attn_in = [("hidden", FLOAT, ["T", h]), ("positions", INT64, ["T"])] + past
     want_attn_out = [("hidden_out", FLOAT, ["T", h]), ("ffn_in", FLOAT, ["T", h])] + [
         (f"new_{c['name']}", FLOAT, ["T", *c["shape"]]) for c in cache]
     expected = {

@@ -1,6 +1,7 @@
 """DeepSeek multi-head latent attention layer graph, working on the compressed cache.
 
-The cache holds the latent (before kv_a_layernorm) and the rotated shared rope key. Instead of
+The cache holds the latent after kv_a_layernorm (format 1 packages cached it before the norm and
+normalised the whole cache on every call) and the rotated shared rope key. Instead of
 expanding per-head keys and values for every cached row, kv_b_proj is absorbed into the query and
 output sides (q_nope W_k . c and (p . c) W_v^T), which is the same product reassociated; this keeps
 per-token work proportional to the latent size rather than heads x head dims.
@@ -16,6 +17,7 @@ from moe_export.graphs.builder import FLOAT, INT64, GraphWriter
 from moe_export.quant import FP32, QuantConfig
 from moe_export.rope import RopeSpec
 
+_NEG = float(np.finfo(np.float32).min)  # what transformers adds for masked positions
 _LORA_EPS = 1e-6  # q_a_layernorm / kv_a_layernorm are built without rms_norm_eps in transformers
 
 
@@ -49,22 +51,34 @@ def build(g: GraphWriter, a: MlaSpec, rope: RopeSpec, eps: float, w: dict[str, n
     q_pe = ops.apply_rope(g, q_pe, cos, sin, rope)
     k_pe = g.op("Squeeze", ops.apply_rope(g, k_pe, cos, sin, rope), g.const([1]))
 
-    c = ops.rms_norm(g, g.op("Concat", past_latent, latent, axis=0), w["kv_a_norm"], _LORA_EPS)  # [S, r]
-    k_rope = g.op("Concat", past_rope, k_pe, axis=0)  # [S, rd]
+    c_new = ops.rms_norm(g, latent, w["kv_a_norm"], _LORA_EPS)  # [T, r], cached normalised
     kv_b = w["kv_b"].reshape(nh, nope + vd, r)
     w_k = ops.stored_matrix(g, "w_k", kv_b[:, :nope, :], qc, hidden)  # [nh, nope, r]
     w_vt = ops.stored_matrix(g, "w_vt", kv_b[:, nope:, :].transpose(0, 2, 1), qc, hidden)  # [nh, r, vd]
 
+    # Scores against the cache and against the new rows are separate products that read the cache
+    # in place (MatMul by a transposed 2-D operand is one GEMM); only the scores are concatenated.
     q_lat = g.op("MatMul", g.op("Transpose", q_nope, perm=[1, 0, 2]), w_k)  # [nh, T, r]
-    scores = g.op("Add",
-                  g.op("MatMul", q_lat, g.op("Transpose", c, perm=[1, 0])),  # [nh, T, S]
-                  g.op("MatMul", g.op("Transpose", q_pe, perm=[1, 0, 2]), g.op("Transpose", k_rope, perm=[1, 0])))
-    scores = g.op("Mul", scores, g.const(a.scaling, np.float32))
-    probs = ops.masked_softmax(g, scores, ops.causal_allowed(g, past_latent, ops.dim(g, hidden, 0)))
-    ctx = g.op("MatMul", g.op("MatMul", probs, c), w_vt)  # [nh, T, vd]
+    q_pe = g.op("Transpose", q_pe, perm=[1, 0, 2])  # [nh, T, rd]
+
+    def scores(lat: str, rot: str) -> str:
+        s = g.op("Add", g.op("MatMul", q_lat, g.op("Transpose", lat, perm=[1, 0])),
+                 g.op("MatMul", q_pe, g.op("Transpose", rot, perm=[1, 0])))
+        return g.op("Mul", s, g.const(a.scaling, np.float32))
+
+    t = ops.dim(g, hidden, 0)
+    ar = g.op("Range", g.const(0), t, g.const(1))
+    causal = g.op("LessOrEqual", ar, g.op("Unsqueeze", ar, g.const([1])))  # new row j <= query i
+    s_new = g.op("Where", causal, scores(c_new, k_pe), g.const(_NEG, np.float32))  # [nh, T, T]
+    probs = g.op("Softmax", g.op("Concat", scores(past_latent, past_rope), s_new, axis=-1), axis=-1)
+    split = g.op("Unsqueeze", ops.dim(g, past_latent, 0), g.const([0]))
+    p_past = g.op("Slice", probs, g.const([0]), split, g.const([2]))
+    p_new = g.op("Slice", probs, split, g.const([np.iinfo(np.int64).max]), g.const([2]))
+    ctx_lat = g.op("Add", g.op("MatMul", p_past, past_latent), g.op("MatMul", p_new, c_new))  # [nh, T, r]
+    ctx = g.op("MatMul", ctx_lat, w_vt)  # [nh, T, vd]
     ctx = g.op("Reshape", g.op("Transpose", ctx, perm=[1, 0, 2]), g.const([0, nh * vd]))
     out = g.op("Add", hidden, ops.linear(g, ctx, w["o"], w.get("o_bias"), qc))
     g.output(out, "hidden_out", FLOAT, ["T", h])
     g.output(ops.rms_norm(g, out, w["post_norm"], eps), "ffn_in", FLOAT, ["T", h])
-    g.output(latent, "new_latent", FLOAT, ["T", r])
+    g.output(c_new, "new_latent", FLOAT, ["T", r])
     g.output(k_pe, "new_k_rope", FLOAT, ["T", rd])
