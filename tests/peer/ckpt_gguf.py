@@ -139,3 +139,19 @@ def write_gguf(ckpt: Path, out: Path, gguf) -> None:
             w.write_tensor_data(_array(f, cfg, sources, how))
     w.close()
     tmp.replace(out)
+
+
+def weight_bytes_per_token(path: Path, cfg: dict, gguf) -> float:
+    """Weight bytes llama.cpp reads per decoded token: every tensor once, routed experts at top-k /
+    experts, one row of the embedding; the KV cache is not counted."""
+    experts = cfg.get("n_routed_experts") or cfg["num_experts"]
+    share = cfg["num_experts_per_tok"] / experts
+    total = 0.0
+    for t in gguf.GGUFReader(path).tensors:
+        n = float(t.n_bytes)
+        if t.name.startswith("token_embd."):
+            n /= cfg["vocab_size"]
+        elif "_exps." in t.name:
+            n *= share
+        total += n
+    return total

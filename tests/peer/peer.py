@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import measure
+from ckpt_gguf import weight_bytes_per_token
 from prepare import GGUF_TYPES, Artefacts
 from shapes import DEFAULT_SHAPES, QUICK_SHAPES, SHAPES
 
@@ -26,6 +27,7 @@ METRICS = [  # key, label, format, higher is better
     ("ttft_ms", "time to first token, {p}-token prompt (ms)", "{:.1f}", False),
     ("load_to_first_token_s", "load to first token, warm (s)", "{:.2f}", False),
     ("peak_rss_mb", "peak RSS of the benchmark run (MB)", "{:.0f}", False),
+    ("bytes_per_token_mb", "bytes read / decoded token (MB) [1]", "{:.1f}", False),
     ("model_mb", "model on disk (MB)", "{:.0f}", False),
 ]
 
@@ -109,7 +111,7 @@ def one_pair(i: int, a, pkg: Path, gguf: Path, params: measure.Params) -> dict:
     return out
 
 
-def summary(runs: list[dict], engine: str, model_bytes: int) -> dict:
+def summary(runs: list[dict], engine: str, model_bytes: int, bytes_per_token: float | None = None) -> dict:
     def med(f) -> float:
         return statistics.median(f(r[engine]) for r in runs)
     return {
@@ -119,6 +121,8 @@ def summary(runs: list[dict], engine: str, model_bytes: int) -> dict:
         "load_to_first_token_s": med(lambda r: r["load"]["load_to_first_token_s"]),
         "peak_rss_mb": max(r[engine]["peak_rss_bytes"] for r in runs) / 1e6,
         "model_mb": model_bytes / 1e6,
+        "bytes_per_token_mb": (bytes_per_token if bytes_per_token is not None
+                               else med(lambda r: r.get("bytes_per_token") or 0.0)) / 1e6,
     }
 
 
@@ -128,6 +132,8 @@ def table(title: str, moed: dict, llama: dict, prompt: int) -> str:
         m, l_ = moed[key], llama[key]
         ratio = f"{m / l_:.2f}" if l_ else "-"
         rows.append(f"{label.format(p=prompt):<46}{fmt.format(m):>12}{fmt.format(l_):>12}{ratio:>12}")
+    rows.append("[1] moed: `moed bench`'s sparse figure (weights touched + KV cache); llama.cpp: the GGUF's "
+                "tensors, routed experts at top-k/experts, one embedding row, no KV cache")
     return "\n".join(rows) + "\n"
 
 
@@ -156,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"peer: {name} moed {quant} vs llama.cpp {gtype}, {threads} thread(s)", file=sys.stderr)
                 runs = [one_pair(i, a, art.package(quant), art.gguf(gtype), params) for i in range(a.pairs)]
                 moed = summary(runs, "moed", sizes[f"moed {quant}"])
-                llama = summary(runs, "llama.cpp", sizes[f"llama.cpp {gtype}"])
+                llama = summary(runs, "llama.cpp", sizes[f"llama.cpp {gtype}"],
+                                weight_bytes_per_token(art.gguf(gtype), shape.config, gguf))
                 ratios = {k: (moed[k] / llama[k] if llama[k] else None) for k in moed}
                 entry["comparisons"].append({"moed": quant, "llama.cpp": gtype, "threads": threads,
                                              "median_moed": moed, "median_llama.cpp": llama,
