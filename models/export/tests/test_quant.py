@@ -229,3 +229,48 @@ def test_default_model_int4_drift_is_within_target(tmp_path):
     assert d.size > 200
     # Measured 0.063 mean / 0.68 max (models/export/README.md); issue 13's target is 0.10 mean.
     assert d.mean() <= 0.10 and d.max() < 2.0
+
+
+def _run_graph(path, feeds: dict) -> list[np.ndarray]:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+@pytest.mark.parametrize("arch", ["deepseek_v3", "qwen3_moe", "qwen2_moe"])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantized_attention_and_head_match_their_dequantized_weights(tmp_path, arch, bits):
+    """Each quantized projection computes with exactly the numpy-dequantized weights (fp32 compute)."""
+    from conftest import FIXTURES
+
+    from moe_export.config import load_spec
+    from moe_export.plans import cache_layout, make_plans
+    from moe_export.reader import Checkpoint
+
+    spec, ckpt = load_spec(FIXTURES / arch), Checkpoint(FIXTURES / arch)
+    qc = quant.QuantConfig(f"int{bits}", 32, 0)
+    pq = quant.PackageQuant(experts=qc, dense=qc, head=qc, embed=qc)
+    plans = {p.name: p for p in make_plans(spec, ckpt, pq)}
+    ref_plans = {p.name: p for p in make_plans(spec, ckpt, quant.FP32)}
+    rng = np.random.default_rng(bits)
+    t, past = 3, 4
+    h = spec.hidden_size
+    for name in ("layer.1.attn", "head"):
+        weights = {role: ckpt.load(ref) for role, ref in plans[name].refs.items()}
+        dequantized = {}
+        for role, w in weights.items():
+            linear = w.ndim == 2 and not role.endswith("norm") and role != "kv_b"
+            dequantized[role] = quant.dequantize(*quant.quantize(w, bits, 32), bits, w.shape[1]) if linear else w
+        for d, plan, ws in ((tmp_path / "q", plans[name], weights), (tmp_path / "ref", ref_plans[name], dequantized)):
+            d.mkdir(exist_ok=True)
+            g = GraphWriter(d, name)
+            plan.build(g, ws)
+            g.finish()
+        assert any(nd.op_type == "MatMulNBits" for nd in ops_in(tmp_path / "q" / f"{name}.onnx"))
+        feeds = {"hidden": rng.normal(size=(t, h)).astype(np.float32)}
+        if name != "head":
+            feeds["positions"] = np.arange(past, past + t, dtype=np.int64)
+            for c in cache_layout(spec):
+                feeds[f"past_{c['name']}"] = rng.normal(size=(past, *c["shape"])).astype(np.float32)
+        got = _run_graph(tmp_path / "q" / f"{name}.onnx", feeds)
+        want = _run_graph(tmp_path / "ref" / f"{name}.onnx", feeds)
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
