@@ -74,8 +74,9 @@ class Package:
         shapes = {c["name"]: c["shape"] for c in self.manifest["attention"]["cache"]}
         return [{n: np.zeros((0, *s), np.float32) for n, s in shapes.items()} for _ in self.manifest["layers"]]
 
-    def _moe(self, layer: dict, x: np.ndarray) -> np.ndarray:
-        (logits,) = self._run(layer["router"], {"ffn_in": x})
+    def _moe(self, layer: dict, x: np.ndarray, logits: np.ndarray | None) -> np.ndarray:
+        if logits is None:  # a router graph, not logits from the attention graph (FORMAT.md "Fused graphs")
+            (logits,) = self._run(layer["router"], {"ffn_in": x})
         bias = layer.get("correction_bias")
         idx, w = route(logits, self.manifest["routing"], None if bias is None else np.asarray(bias, np.float32))
         out = np.zeros_like(x)
@@ -107,7 +108,7 @@ class Package:
             if layer["kind"] == "dense":
                 ffn = self._run(layer["mlp"], {"x": ffn_in})[0]
             else:
-                ffn = self._moe(layer, ffn_in)
+                ffn = self._moe(layer, ffn_in, got.get("router_logits"))
             hidden = got["hidden_out"] + ffn
         (logits,) = self._run(self.manifest["head"], {"hidden": hidden})
         return logits
