@@ -57,24 +57,30 @@ def build(g: GraphWriter, a: MlaSpec, rope: RopeSpec, eps: float, w: dict[str, n
     w_vt = ops.stored_matrix(g, "w_vt", kv_b[:, nope:, :].transpose(0, 2, 1), qc, hidden)  # [nh, r, vd]
 
     # Scores against the cache and against the new rows are separate products that read the cache
-    # in place (MatMul by a transposed 2-D operand is one GEMM); only the scores are concatenated.
+    # in place; only the scores are concatenated. Heads and tokens are flattened into the rows of
+    # one 2-D GEMM, so each cache matrix is read once (not once per head).
+    t = ops.dim(g, hidden, 0)
     q_lat = g.op("MatMul", g.op("Transpose", q_nope, perm=[1, 0, 2]), w_k)  # [nh, T, r]
-    q_pe = g.op("Transpose", q_pe, perm=[1, 0, 2])  # [nh, T, rd]
+    q_lat = g.op("Reshape", q_lat, g.const([-1, r]))  # [nh*T, r]
+    q_pe = g.op("Reshape", g.op("Transpose", q_pe, perm=[1, 0, 2]), g.const([-1, rd]))  # [nh*T, rd]
 
     def scores(lat: str, rot: str) -> str:
         s = g.op("Add", g.op("MatMul", q_lat, g.op("Transpose", lat, perm=[1, 0])),
-                 g.op("MatMul", q_pe, g.op("Transpose", rot, perm=[1, 0])))
+                 g.op("MatMul", q_pe, g.op("Transpose", rot, perm=[1, 0])))  # [nh*T, S]
         return g.op("Mul", s, g.const(a.scaling, np.float32))
 
-    t = ops.dim(g, hidden, 0)
     ar = g.op("Range", g.const(0), t, g.const(1))
     causal = g.op("LessOrEqual", ar, g.op("Unsqueeze", ar, g.const([1])))  # new row j <= query i
-    s_new = g.op("Where", causal, scores(c_new, k_pe), g.const(_NEG, np.float32))  # [nh, T, T]
-    probs = g.op("Softmax", g.op("Concat", scores(past_latent, past_rope), s_new, axis=-1), axis=-1)
+    heads_shape = g.op("Concat", g.const([nh, -1]), g.op("Unsqueeze", t, g.const([0])), axis=0)
+    s_new = g.op("Reshape", scores(c_new, k_pe), heads_shape)  # [nh, T, T]
+    rows_shape = g.op("Concat", g.const([-1]), g.op("Unsqueeze", t, g.const([0])), axis=0)
+    s_new = g.op("Reshape", g.op("Where", causal, s_new, g.const(_NEG, np.float32)), rows_shape)  # [nh*T, T]
+    probs = g.op("Softmax", g.op("Concat", scores(past_latent, past_rope), s_new, axis=-1), axis=-1)  # [nh*T, S]
     split = g.op("Unsqueeze", ops.dim(g, past_latent, 0), g.const([0]))
-    p_past = g.op("Slice", probs, g.const([0]), split, g.const([2]))
-    p_new = g.op("Slice", probs, split, g.const([np.iinfo(np.int64).max]), g.const([2]))
-    ctx_lat = g.op("Add", g.op("MatMul", p_past, past_latent), g.op("MatMul", p_new, c_new))  # [nh, T, r]
+    p_past = g.op("Slice", probs, g.const([0]), split, g.const([1]))
+    p_new = g.op("Slice", probs, split, g.const([np.iinfo(np.int64).max]), g.const([1]))
+    ctx_lat = g.op("Add", g.op("MatMul", p_past, past_latent), g.op("MatMul", p_new, c_new))  # [nh*T, r]
+    ctx_lat = g.op("Reshape", ctx_lat, g.const([nh, -1, r]))  # [nh, T, r]
     ctx = g.op("MatMul", ctx_lat, w_vt)  # [nh, T, vd]
     ctx = g.op("Reshape", g.op("Transpose", ctx, perm=[1, 0, 2]), g.const([0, nh * vd]))
     out = g.op("Add", hidden, ops.linear(g, ctx, w["o"], w.get("o_bias"), qc))
