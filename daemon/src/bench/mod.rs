@@ -17,8 +17,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 pub use bandwidth::{BandwidthProbe, read_bandwidth};
-pub use memory::{LoadReport, LoadStart, MemoryReport};
 pub use context::ContextResult;
+pub use memory::{LoadReport, LoadStart, MemoryReport};
 
 use crate::engine::{Engine, EngineError, EngineStats, ExecMode, Logits, WeightBytes};
 use crate::package::GraphPrecision;

@@ -184,12 +184,13 @@ where
                 break;
             }
             if let Err(e) = load(i) {
-                // Stop handing out work: the first error is what the caller sees.
+                // Stop handing out work. Every index below `i` was handed out already, so keeping
+                // the lowest failing index gives the error a sequential load would give.
                 next.store(n, Relaxed);
-                failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(e);
+                let mut first = failed.lock().unwrap_or_else(|p| p.into_inner());
+                if first.as_ref().is_none_or(|(j, _)| i < *j) {
+                    *first = Some((i, e));
+                }
                 break;
             }
         }
@@ -201,7 +202,7 @@ where
         work();
     });
     match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
+        Some((_, e)) => Err(e),
         None => Ok(()),
     }
 }

@@ -6,8 +6,6 @@ use crate::package::CacheLayout;
 
 fn io(shape: &[i64]) -> CacheIo {
     CacheIo {
-        past: "past_key".into(),
-        new: "new_key".into(),
         shape: shape.to_vec(),
         per_token: shape.iter().product::<i64>() as usize,
     }
