@@ -108,6 +108,9 @@ def llama_bench(bin_dir: str, gguf: str, p: Params) -> dict:
     prefill = float(pp["avg_ts"])
     return {"decode_tok_s": float(tg["avg_ts"]), "prefill_tok_s": prefill, "ttft_ms": p.prompt / prefill * 1e3,
             "decode_tok_s_depth0": float(tg0["avg_ts"]), "peak_rss_bytes": r.max_rss_bytes, "wall_s": r.wall_s,
+            "build": {k: rows[0].get(k) for k in ("build_commit", "build_number", "cpu_info", "repack", "flash_attn")},
+            "tests": [{k: row.get(k) for k in ("n_prompt", "n_gen", "n_depth", "avg_ts", "stddev_ts", "samples_ts")}
+                      for row in rows],
             "command": cmd}
 
 
