@@ -67,11 +67,14 @@ class Params:
     prompt: int
     decode: int
     repeat: int
+    moed_args: tuple[str, ...] = ()  # extra engine flags, e.g. --ort-spinning
+    llama_args: tuple[str, ...] = ()  # extra llama-bench flags, e.g. --poll 0
 
 
 def moed_bench(moed: str, pkg: str, p: Params) -> dict:
     cmd = [moed, "bench", "--model", pkg, "--threads", str(p.threads), "--prompt-tokens", str(p.prompt),
-           "--decode-tokens", str(p.decode), "--repeat", str(p.repeat), "--bandwidth-mib", "16", "--json"]
+           "--decode-tokens", str(p.decode), "--repeat", str(p.repeat), "--bandwidth-mib", "16", "--json",
+           *p.moed_args]
     r = run_rss(cmd)
     report = _json_after_noise(r.stdout, "{")
     try:
@@ -83,9 +86,9 @@ def moed_bench(moed: str, pkg: str, p: Params) -> dict:
         raise MeasureError(f"moed bench --json: unexpected report ({err!r}): {r.stdout[:400]}") from None
 
 
-def moed_load(moed: str, pkg: str, threads: int) -> dict:
+def moed_load(moed: str, pkg: str, p: Params) -> dict:
     cmd = [moed, "generate", "--model", pkg, "--raw", "--max-tokens", "1", "--ignore-eos", "--temperature", "0",
-           "--seed", "0", "--threads", str(threads), "--json", "a"]
+           "--seed", "0", "--threads", str(p.threads), "--json", *p.moed_args, "a"]
     r = run_rss(cmd)
     return {"load_to_first_token_s": r.wall_s, "peak_rss_bytes": r.max_rss_bytes, "command": cmd}
 
@@ -99,7 +102,7 @@ def _llama_test(rows: list, n_prompt: int, n_gen: int, depth: int) -> dict:
 
 def llama_bench(bin_dir: str, gguf: str, p: Params) -> dict:
     cmd = [os.path.join(bin_dir, "llama-bench"), "-m", gguf, "-t", str(p.threads), "-p", str(p.prompt),
-           "-n", str(p.decode), "-d", f"0,{p.prompt}", "-r", str(p.repeat), "-o", "json"]
+           "-n", str(p.decode), "-d", f"0,{p.prompt}", "-r", str(p.repeat), "-o", "json", *p.llama_args]
     r = run_rss(cmd)
     rows = _json_after_noise(r.stdout, "[")
     pp = _llama_test(rows, p.prompt, 0, 0)
@@ -108,11 +111,14 @@ def llama_bench(bin_dir: str, gguf: str, p: Params) -> dict:
     prefill = float(pp["avg_ts"])
     return {"decode_tok_s": float(tg["avg_ts"]), "prefill_tok_s": prefill, "ttft_ms": p.prompt / prefill * 1e3,
             "decode_tok_s_depth0": float(tg0["avg_ts"]), "peak_rss_bytes": r.max_rss_bytes, "wall_s": r.wall_s,
+            "build": {k: rows[0].get(k) for k in ("build_commit", "build_number", "cpu_info", "repack", "flash_attn")},
+            "tests": [{k: row.get(k) for k in ("n_prompt", "n_gen", "n_depth", "avg_ts", "stddev_ts", "samples_ts")}
+                      for row in rows],
             "command": cmd}
 
 
-def llama_load(bin_dir: str, gguf: str, threads: int) -> dict:
-    cmd = [os.path.join(bin_dir, "llama-bench"), "-m", gguf, "-t", str(threads), "-p", "0", "-n", "1",
-           "-r", "1", "--no-warmup", "-o", "json"]
+def llama_load(bin_dir: str, gguf: str, p: Params) -> dict:
+    cmd = [os.path.join(bin_dir, "llama-bench"), "-m", gguf, "-t", str(p.threads), "-p", "0", "-n", "1",
+           "-r", "1", "--no-warmup", "-o", "json", *p.llama_args]
     r = run_rss(cmd)
     return {"load_to_first_token_s": r.wall_s, "peak_rss_bytes": r.max_rss_bytes, "command": cmd}

@@ -11,6 +11,7 @@ import argparse
 import datetime
 import json
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true",
                     help=f"smoke check: shapes {','.join(QUICK_SHAPES)}, int4 only, 1 pair, repeat 1, prompt 32, "
                          "decode 16")
+    ap.add_argument("--moed-args", default="", help="extra flags that moed bench and moed generate both take, e.g. --moed-args='--provider cpu'")
+    ap.add_argument("--llama-args", default="", help="extra flags for llama-bench, e.g. --llama-args='--poll 0' (with '=')")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     ap.add_argument("--keep-checkpoint", action="store_true",
                     help="keep the safetensors checkpoint and the F16 GGUF (deleted by default: disk)")
@@ -94,12 +97,12 @@ def one_pair(i: int, a, pkg: Path, gguf: Path, params: measure.Params) -> dict:
     """moed then llama.cpp on even pairs, the other way round on odd ones."""
     def moed() -> dict:
         r = measure.moed_bench(a.moed, str(pkg), params)
-        r["load"] = measure.moed_load(a.moed, str(pkg), params.threads)
+        r["load"] = measure.moed_load(a.moed, str(pkg), params)
         return r
 
     def llama() -> dict:
         r = measure.llama_bench(str(a.llama_bin), str(gguf), params)
-        r["load"] = measure.llama_load(str(a.llama_bin), str(gguf), params.threads)
+        r["load"] = measure.llama_load(str(a.llama_bin), str(gguf), params)
         return r
 
     order = ["moed", "llama.cpp"] if i % 2 == 0 else ["llama.cpp", "moed"]
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for quant, gtype in comparisons(a):
             for threads in a.threads:
-                params = measure.Params(threads, a.prompt, a.decode, a.repeat)
+                params = measure.Params(threads, a.prompt, a.decode, a.repeat, tuple(shlex.split(a.moed_args)),
+                                        tuple(shlex.split(a.llama_args)))
                 print(f"peer: {name} moed {quant} vs llama.cpp {gtype}, {threads} thread(s)", file=sys.stderr)
                 runs = [one_pair(i, a, art.package(quant), art.gguf(gtype), params) for i in range(a.pairs)]
                 moed = summary(runs, "moed", sizes[f"moed {quant}"])

@@ -58,9 +58,9 @@ class Artefacts:
         self.llama_bin = llama_bin
         self.ckpt = self.dir / "checkpoint"
         self.f16 = self.dir / "model-f16.gguf"
-        self.exporter_stamp = "moe_export " + _tree_hash([REPO / "models" / "export" / "moe_export"])
-        gen = _tree_hash([HERE / "shapes.py", HERE / "checkpoint.py", HERE / "ckpt_gguf.py"])
-        self.gguf_stamp = f"llama.cpp {llama_version} generator {gen}"
+        ckpt = _tree_hash([HERE / "shapes.py", HERE / "checkpoint.py"])
+        self.exporter_stamp = f"moe_export {_tree_hash([REPO / 'models' / 'export' / 'moe_export'])} checkpoint {ckpt}"
+        self.gguf_stamp = f"llama.cpp {llama_version} checkpoint {ckpt} writer {_tree_hash([HERE / 'ckpt_gguf.py'])}"
 
     def package(self, quant: str) -> Path:
         return self.dir / f"moed-{quant}"
@@ -78,12 +78,14 @@ class Artefacts:
         self.dir.mkdir(parents=True, exist_ok=True)
         for quant in quants:
             pkg = self.package(quant)
-            if not _stamped(pkg / "manifest.json", self.exporter_stamp):
+            # The stamp lives beside the package: moed checks the files inside against the manifest.
+            if not (_stamped(pkg, self.exporter_stamp) and (pkg / "manifest.json").is_file()):
                 self._checkpoint()
                 print(f"peer: {self.shape.name}: moe_export --quant {quant}", file=sys.stderr)
+                shutil.rmtree(pkg, ignore_errors=True)
                 subprocess.run([sys.executable, "-m", "moe_export", str(self.ckpt), str(pkg), "--quant", quant,
-                                "--force", "--quiet"], check=True)
-                _stamp(pkg / "manifest.json", self.exporter_stamp)
+                                "--quiet"], check=True)
+                _stamp(pkg, self.exporter_stamp)
         for gtype in gguf_types:
             out = self.gguf(gtype)
             if _stamped(out, self.gguf_stamp):

@@ -28,6 +28,14 @@ llama="$src/vendor/llama.cpp"
 build="$cache/build"
 cmake_flags=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF)
+# -march=native compiles ggml's AMX path in where the CPU advertises AMX. On the VMs this was written
+# on, the kernel grants AMX (arch_prctl ARCH_REQ_XCOMP_PERM succeeds) yet `tileloadd` in
+# ggml_backend_amx_mul_mat dies with SIGILL, so AMX is left out (GCC's explicit -mno-* flags win over
+# -march=native in any order). PEER_LLAMA_AMX=1 keeps it where it works.
+if [[ "${PEER_LLAMA_AMX:-0}" != 1 ]]; then
+  cmake_flags+=("-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+fi
 say() { echo "peer: $*" >&2; }
 
 mkdir -p "$cache/sdist" "$cache/src"
