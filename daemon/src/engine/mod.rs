@@ -289,9 +289,6 @@ impl Engine {
     /// Drops the resident pages of weights ONNX Runtime mapped from the package and no longer
     /// reads once sessions are created (see [`crate::procmem::release_mapped`]).
     pub(crate) fn release_mapped_weights(&self) {
-        if std::env::var("MOED_MEM_EXP").is_ok_and(|v| v.contains("nodrop")) {
-            return;
-        }
         let advised = crate::procmem::release_mapped(self.package.dir());
         log::debug!("released {advised} bytes of package mappings");
     }
