@@ -166,7 +166,7 @@ fn publish(st: &State, counters: &Counters) {
 }
 
 /// Runs `load(i)` for every `i` in `0..n` on up to `threads` threads (the calling one included),
-/// and returns the first error. Used to create many expert sessions at once.
+/// and returns the error of the lowest failing index, as a sequential loop would. Used to create many expert sessions at once.
 pub(crate) fn load_parallel<F>(n: usize, threads: usize, load: F) -> Result<(), EngineError>
 where
     F: Fn(usize) -> Result<(), EngineError> + Sync,
@@ -184,12 +184,13 @@ where
                 break;
             }
             if let Err(e) = load(i) {
-                // Stop handing out work: the first error is what the caller sees.
+                // Stop handing out work. Every lower index was handed out before this one and
+                // finishes, so keeping the lowest failure makes the error the sequential one.
                 next.store(n, Relaxed);
-                failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(e);
+                let mut first = failed.lock().unwrap_or_else(|p| p.into_inner());
+                if first.as_ref().is_none_or(|(j, _)| i < *j) {
+                    *first = Some((i, e));
+                }
                 break;
             }
         }
@@ -201,7 +202,7 @@ where
         work();
     });
     match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
+        Some((_, e)) => Err(e),
         None => Ok(()),
     }
 }
@@ -220,6 +221,21 @@ mod tests {
         })
         .expect("no index fails");
         assert!(seen.iter().all(|s| s.load(Relaxed) == 1));
+    }
+
+    #[test]
+    fn parallel_loading_reports_the_lowest_failure_like_a_loop() {
+        for _ in 0..20 {
+            let err = load_parallel(40, 4, |i| {
+                if i >= 5 {
+                    Err(EngineError::Options(format!("index {i} failed")))
+                } else {
+                    Ok(())
+                }
+            })
+            .expect_err("indices from 5 fail");
+            assert!(err.to_string().contains("index 5 failed"), "{err}");
+        }
     }
 
     #[test]
