@@ -278,7 +278,11 @@ impl Engine {
         let loaded = experts::load_parallel(missing.len(), self.rt.intra_threads(), |i| {
             self.expert(layer, missing[i]).map(drop)
         });
-        self.release_mapped_weights();
+        // Walking the mappings costs more than creating a tiny expert's session: only once
+        // enough new weights are in.
+        if self.experts.take_fresh(RELEASE_EVERY) {
+            self.release_mapped_weights();
+        }
         loaded
     }
 
@@ -364,6 +368,10 @@ impl Engine {
         )
     }
 }
+
+/// Expert file bytes created between two releases of dead package mappings (the pages left of
+/// them meanwhile are at most a fifth of this).
+const RELEASE_EVERY: u64 = 64 << 20;
 
 /// File bytes per graph kind over the whole package.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
