@@ -121,29 +121,14 @@ impl OrtRuntime {
     /// register return the error instead of silently falling back, so [`choose_provider`] can log
     /// the reason and try the next.
     pub fn session_builder(&self, provider: Provider) -> Result<SessionBuilder, ort::Error> {
-        let exp = std::env::var("MOED_MEM_EXP").unwrap_or_default();
-        let level = if exp.contains("optnone") {
-            GraphOptimizationLevel::Disable
-        } else if exp.contains("optbasic") {
-            GraphOptimizationLevel::Level1
-        } else {
-            GraphOptimizationLevel::All
-        };
         let mut builder = Session::builder(&self.env)?
-            .with_optimization_level(level)?
+            .with_optimization_level(GraphOptimizationLevel::All)?
             .with_intra_op_spinning(self.spinning)?
             .with_memory_pattern(false)?;
-        if exp.contains("envalloc") && self.shared_allocator {
+        // One arena for every session instead of one each: the arenas of thousands of expert
+        // sessions each kept their largest run's buffers.
+        if self.shared_allocator && provider == Provider::Cpu {
             builder = builder.with_env_allocators()?;
-        }
-        if exp.contains("noprepack") {
-            builder = builder.with_prepacking(false)?;
-        }
-        if exp.contains("noarena") {
-            // SAFETY: the builder owns a valid OrtSessionOptions for the duration of the call.
-            let status = unsafe { (ort::api().DisableCpuMemArena)(builder.ptr_mut()) };
-            // SAFETY: the status comes straight from the call above.
-            unsafe { ort::Error::result_from_status(status) }?;
         }
         let builder = match provider {
             Provider::Cpu => builder,

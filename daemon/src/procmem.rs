@@ -95,39 +95,63 @@ fn mapping_path(line: &str) -> Option<Option<&str>> {
     Some(path)
 }
 
-/// A read-only mapping of a file under a directory, from a `/proc/self/maps` line.
-fn read_only_range_under(line: &str, dir: &Path) -> Option<(usize, usize)> {
-    let mut parts = line.split_whitespace();
-    let (lo, hi) = parts.next()?.split_once('-')?;
-    let perms = parts.next()?;
-    let path = line.find(" /").map(|i| line[i + 1..].trim_end())?;
-    // A written private page holds data the file does not: only untouched read-only maps qualify.
-    if perms.contains('w') || !Path::new(path).starts_with(dir) {
+/// The address range of a mapping header line of `/proc/self/smaps` whose file is under `dir`.
+fn range_under(line: &str, dir: &Path) -> Option<(usize, usize)> {
+    let path = mapping_path(line)??;
+    if !Path::new(path).starts_with(dir) {
         return None;
     }
+    let (lo, hi) = line.split_whitespace().next()?.split_once('-')?;
     let lo = usize::from_str_radix(lo, 16).ok()?;
     let hi = usize::from_str_radix(hi, 16).ok()?;
     (hi > lo).then_some((lo, hi))
 }
 
-/// Drops this process's resident pages of the read-only file mappings under `dir`; returns how
-/// many bytes of mappings were advised.
+/// The mappings of files under `dir` that hold no page of their own: every resident page is the
+/// file's (no `Anonymous` copy-on-write page, which would hold data the file does not).
+fn clean_ranges_under(smaps: &str, dir: &Path) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    let mut clean = false;
+    let mut flush = |current: Option<(usize, usize)>, clean: bool| {
+        if let Some(r) = current.filter(|_| clean) {
+            out.push(r);
+        }
+    };
+    for line in smaps.lines() {
+        if mapping_path(line).is_some() {
+            flush(current, clean);
+            current = range_under(line, dir);
+            clean = false;
+        } else if current.is_some()
+            && let Some(anon) = kb_field(line, "Anonymous:")
+        {
+            clean = anon == 0;
+        }
+    }
+    flush(current, clean);
+    out
+}
+
+/// Drops this process's resident pages of the clean file mappings under `dir`; returns how many
+/// bytes of mappings were advised.
 ///
 /// ONNX Runtime maps external-data initializers from the package and, once a kernel has prepacked
 /// a weight into its own buffer, often still holds the mapping of inputs it no longer reads (the
-/// scales and zero points of `MatMulNBits`: a quarter of an int4 expert's file). Their pages would
-/// stay in the RSS for the life of the session. Dropping them is always safe: a page read again
-/// is read back from the file (the page cache), so what a kernel does read comes back and only
-/// dead pages stay out.
+/// scales and zero points of `MatMulNBits`: a fifth of an int4 expert's file). Their pages would
+/// stay in the RSS for the life of the session. A clean page dropped is read back from the file
+/// (the page cache) on its next use, so what a kernel does read comes back and only dead pages
+/// stay out.
 pub fn release_mapped(dir: &Path) -> u64 {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
     let mut advised = 0;
-    for (lo, hi) in maps.lines().filter_map(|l| read_only_range_under(l, &dir)) {
-        // SAFETY: [lo, hi) is a whole mapping of this process as the kernel listed it, read-only
-        // and file-backed: MADV_DONTNEED only makes its next reads fault the file's bytes back
-        // in, the same bytes (never written: no write permission). Should ONNX Runtime unmap it
-        // meanwhile, madvise on an unmapped range fails with ENOMEM and changes nothing.
+    for (lo, hi) in clean_ranges_under(&smaps, &dir) {
+        // SAFETY: [lo, hi) is a whole file mapping of this process as the kernel listed it, with
+        // no copy-on-write page: every resident page equals the file's bytes, so MADV_DONTNEED
+        // only makes the next read fault the same bytes back in. ONNX Runtime maps initializers
+        // private (writable) but never writes a constant initializer. Should the range be
+        // unmapped meanwhile, madvise fails with ENOMEM and changes nothing.
         let rc = unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED) };
         if rc == 0 {
             advised += (hi - lo) as u64;
@@ -178,26 +202,32 @@ Rss:                   8 kB
     }
 
     #[test]
-    fn only_read_only_maps_under_the_directory_are_released() {
-        let dir = Path::new("/pkgs/a");
-        let line = |perms: &str, path: &str| {
-            format!("7f0000001000-7f0000003000 {perms} 00000000 fd:01 42      {path}")
-        };
+    fn only_clean_maps_under_the_directory_are_released() {
+        let smaps = "\
+7f0000001000-7f0000003000 rw-p 00000000 fd:01 42                         /pkgs/a/graphs/x.onnx.data
+Rss:                   8 kB
+Anonymous:             0 kB
+7f0000003000-7f0000005000 rw-p 00000000 fd:01 43                         /pkgs/a/graphs/written.onnx.data
+Rss:                   8 kB
+Anonymous:             4 kB
+7f0000005000-7f0000007000 r--p 00000000 fd:01 44                         /pkgs/ab/graphs/y.onnx.data
+Anonymous:             0 kB
+7f0000007000-7f0000009000 rw-p 00000000 00:00 0 
+Anonymous:             0 kB
+7f0000009000-7f000000b000 r--p 00000000 fd:01 45                         /pkgs/a/graphs/z.onnx.data
+Rss:                   0 kB
+Anonymous:             0 kB
+";
         assert_eq!(
-            read_only_range_under(&line("r--p", "/pkgs/a/graphs/x.onnx.data"), dir),
-            Some((0x7f0000001000, 0x7f0000003000))
+            clean_ranges_under(smaps, Path::new("/pkgs/a")),
+            vec![
+                (0x7f0000001000, 0x7f0000003000),
+                (0x7f0000009000, 0x7f000000b000)
+            ]
         );
         assert_eq!(
-            read_only_range_under(&line("rw-p", "/pkgs/a/graphs/x.onnx.data"), dir),
-            None
-        );
-        assert_eq!(
-            read_only_range_under(&line("r--p", "/pkgs/ab/x.onnx.data"), dir),
-            None
-        );
-        assert_eq!(
-            read_only_range_under("7f0000001000-7f0000003000 r--p 00000000 00:00 0", dir),
-            None
+            clean_ranges_under(smaps, Path::new("/pkgs/ab")),
+            vec![(0x7f0000005000, 0x7f0000007000)]
         );
     }
 
@@ -209,12 +239,13 @@ Rss:                   8 kB
         std::fs::write(&path, &bytes).expect("write");
         let file = std::fs::File::open(&path).expect("open");
         let len = bytes.len();
-        // SAFETY: a fresh private read-only mapping of a file this test owns, unmapped below.
+        // SAFETY: a fresh private mapping (writable, as ONNX Runtime maps initializers, never
+        // written) of a file this test owns, unmapped below.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ,
+                libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE,
                 std::os::fd::AsRawFd::as_raw_fd(&file),
                 0,

@@ -10,8 +10,8 @@
 //! ([`load_parallel`]); a thread asking for an expert another thread is creating waits for it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::EngineError;
@@ -41,6 +41,8 @@ pub(crate) struct ExpertCache {
     budget: Option<u64>,
     state: Mutex<State>,
     loaded: Condvar,
+    /// File bytes of the sessions created since [`ExpertCache::take_fresh`] last said so.
+    fresh: AtomicU64,
 }
 
 impl ExpertCache {
@@ -49,11 +51,21 @@ impl ExpertCache {
             budget,
             state: Mutex::new(State::default()),
             loaded: Condvar::new(),
+            fresh: AtomicU64::new(0),
         }
     }
 
     pub fn budget(&self) -> Option<u64> {
         self.budget
+    }
+
+    /// Whether at least `threshold` file bytes of sessions were created since it last said so
+    /// (the counter then starts again).
+    pub fn take_fresh(&self, threshold: u64) -> bool {
+        let taken = self
+            .fresh
+            .fetch_update(Relaxed, Relaxed, |b| (b >= threshold).then_some(0));
+        taken.is_ok()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -122,6 +134,7 @@ impl ExpertCache {
         st.loading.remove(&key);
         let out = match result {
             Ok(graph) => {
+                self.fresh.fetch_add(bytes, Relaxed);
                 let graph = Arc::new(graph);
                 st.tick += 1;
                 let tick = st.tick;
@@ -166,7 +179,7 @@ fn publish(st: &State, counters: &Counters) {
 }
 
 /// Runs `load(i)` for every `i` in `0..n` on up to `threads` threads (the calling one included),
-/// and returns the first error. Used to create many expert sessions at once.
+/// and returns the error of the lowest failing index, as a sequential loop would. Used to create many expert sessions at once.
 pub(crate) fn load_parallel<F>(n: usize, threads: usize, load: F) -> Result<(), EngineError>
 where
     F: Fn(usize) -> Result<(), EngineError> + Sync,
@@ -184,8 +197,8 @@ where
                 break;
             }
             if let Err(e) = load(i) {
-                // Stop handing out work. Every index below `i` was handed out already, so keeping
-                // the lowest failing index gives the error a sequential load would give.
+                // Stop handing out work. Every lower index was handed out before this one and
+                // finishes, so keeping the lowest failure makes the error the sequential one.
                 next.store(n, Relaxed);
                 let mut first = failed.lock().unwrap_or_else(|p| p.into_inner());
                 if first.as_ref().is_none_or(|(j, _)| i < *j) {
@@ -210,7 +223,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn fresh_bytes_are_taken_once_past_the_threshold() {
+        let cache = ExpertCache::new(None);
+        cache.fresh.fetch_add(40, Relaxed);
+        assert!(!cache.take_fresh(64));
+        cache.fresh.fetch_add(30, Relaxed);
+        assert!(cache.take_fresh(64));
+        assert!(!cache.take_fresh(64), "the counter starts again");
+    }
 
     #[test]
     fn parallel_loading_runs_every_index_once() {
@@ -221,6 +243,21 @@ mod tests {
         })
         .expect("no index fails");
         assert!(seen.iter().all(|s| s.load(Relaxed) == 1));
+    }
+
+    #[test]
+    fn parallel_loading_reports_the_lowest_failure_like_a_loop() {
+        for _ in 0..20 {
+            let err = load_parallel(40, 4, |i| {
+                if i >= 5 {
+                    Err(EngineError::Options(format!("index {i} failed")))
+                } else {
+                    Ok(())
+                }
+            })
+            .expect_err("indices from 5 fail");
+            assert!(err.to_string().contains("index 5 failed"), "{err}");
+        }
     }
 
     #[test]

@@ -286,7 +286,11 @@ impl Engine {
         let loaded = experts::load_parallel(missing.len(), self.rt.intra_threads(), |i| {
             self.expert(layer, missing[i]).map(drop)
         });
-        self.release_mapped_weights();
+        // Walking the mappings costs more than creating a tiny expert's session: only once
+        // enough new weights are in.
+        if self.experts.take_fresh(RELEASE_EVERY) {
+            self.release_mapped_weights();
+        }
         loaded
     }
 
@@ -297,9 +301,6 @@ impl Engine {
     /// Drops the resident pages of weights ONNX Runtime mapped from the package and no longer
     /// reads once sessions are created (see [`crate::procmem::release_mapped`]).
     pub(crate) fn release_mapped_weights(&self) {
-        if std::env::var("MOED_MEM_EXP").is_ok_and(|v| v.contains("nodrop")) {
-            return;
-        }
         let advised = crate::procmem::release_mapped(self.package.dir());
         log::debug!("released {advised} bytes of package mappings");
     }
@@ -375,6 +376,10 @@ impl Engine {
         )
     }
 }
+
+/// Expert file bytes created between two releases of dead package mappings (the pages left of
+/// them meanwhile are at most a fifth of this).
+const RELEASE_EVERY: u64 = 64 << 20;
 
 /// File bytes per graph kind over the whole package.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
