@@ -46,8 +46,10 @@ class _Probe:
 
 
 def _initializers(path: Path) -> list[np.ndarray]:
+    """The graph's weights in order; small inline constants (`c_*`: shapes, scales, axes) are left out,
+    as they differ between exporter versions that hold the same weights (e.g. format 1 and 2 MLA graphs)."""
     model = onnx.load(str(path), load_external_data=True)
-    return [numpy_helper.to_array(t) for t in model.graph.initializer]
+    return [numpy_helper.to_array(t) for t in model.graph.initializer if not t.name.startswith("c_")]
 
 
 def _invert_fp32(plan, graph: Path, tmp: Path) -> dict[str, np.ndarray]:
@@ -104,7 +106,7 @@ def unpack(pkg: Path, config: dict, out: Path) -> None:
     spec = spec_from_dict(config)
     tensors: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for plan in make_plans(spec, _Probe(), FP32):
+        for plan in make_plans(spec, _Probe(), FP32, fuse_router=False):
             graph = pkg / plan.path
             nodes = onnx.load(str(graph), load_external_data=False).graph.node
             if any(nd.op_type == "MatMulNBits" for nd in nodes):
