@@ -109,11 +109,7 @@ fn check_arch(arch: &str, engine: &Engine, mode: ExecMode) -> Vec<String> {
         let mut logits = engine
             .forward_with_mode(&mut seq, &case.ids, Logits::Last, mode)
             .expect("prefill");
-        let max_diff = logits
-            .iter()
-            .zip(&last)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let max_diff = max_abs_diff(&logits, &last);
         if max_diff > 1e-4 {
             bad.push(format!(
                 "{arch} case {ci}: Logits::Last differs from Logits::All's last row by {max_diff}"
@@ -193,11 +189,7 @@ fn incremental_decode_equals_full_prefix_scoring() {
             let mut seq = engine.new_sequence();
             for (i, &id) in ids.iter().enumerate() {
                 let row = engine.forward(&mut seq, &[id], Logits::Last).expect("step");
-                let d = row
-                    .iter()
-                    .zip(&full[i * v..(i + 1) * v])
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let d = max_abs_diff(&row, &full[i * v..(i + 1) * v]);
                 assert!(
                     d <= 1e-4,
                     "{arch}: token {i} one-at-a-time logits differ by {d}"
@@ -219,11 +211,7 @@ fn incremental_decode_equals_full_prefix_scoring() {
                 .forward(&mut seq, &ids[cut..], Logits::All)
                 .expect("chunk 2 again");
             for (name, got) in [("chunked", &second), ("after truncate", &again)] {
-                let d = got
-                    .iter()
-                    .zip(&full[cut * v..])
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let d = max_abs_diff(got, &full[cut * v..]);
                 assert!(
                     d <= 1e-4,
                     "{arch}: {name} logits differ from full-prefix scoring by {d}"
@@ -272,11 +260,7 @@ fn a_failed_forward_leaves_the_cache_as_it_was() {
         // Decode the rest one token at a time: each step reads the rows the failed pass wrote.
         for (i, &id) in ids.iter().enumerate().skip(cut) {
             let row = engine.forward(&mut seq, &[id], Logits::Last).expect("step");
-            let d = row
-                .iter()
-                .zip(&full[i * v..(i + 1) * v])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let d = max_abs_diff(&row, &full[i * v..(i + 1) * v]);
             assert!(
                 d <= 1e-4,
                 "{arch}: token {i} after a failed pass differs by {d}"
@@ -422,4 +406,12 @@ fn score_command_prints_golden_ids_and_logprobs_as_json() {
             }
         }
     }
+}
+
+/// The largest elementwise difference of two logit rows.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
 }

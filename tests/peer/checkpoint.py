@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+# The exporter's synthetic packages use the same byte-level BPE and special tokens.
+from moe_export.synth import SPECIAL_TOKENS, byte_level_bpe, bytes_to_unicode
+
 BOS_ID, EOS_ID = 256, 259
 
 
@@ -106,19 +108,6 @@ def _write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], seed: int
     tmp.replace(path)
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character map that byte-level BPE vocabularies use."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + n)
-            n += 1
-    return chars
-
-
 def vocabulary(size: int) -> tuple[list[str], list[str]]:
     """(tokens by id, merges) of the byte-level BPE described in the module doc."""
     byte_chars = bytes_to_unicode()
@@ -135,17 +124,7 @@ def vocabulary(size: int) -> tuple[list[str], list[str]]:
 
 def _tokenizer_json(size: int) -> dict:
     tokens, merges = vocabulary(size)
-    added = [{"id": 256 + i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": True} for i, t in enumerate(SPECIAL_TOKENS)]
-    return {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
-        "post_processor": None,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": {t: i for i, t in enumerate(tokens)}, "merges": merges},
-    }
+    return byte_level_bpe({t: i for i, t in enumerate(tokens)}, merges)
 
 
 def write_checkpoint(out: Path, cfg: dict, seed: int) -> None:

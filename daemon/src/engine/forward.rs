@@ -103,15 +103,7 @@ fn run(
         // s.hidden now holds hidden_out, s.ffn_in the FFN input.
         match layer {
             Layer::Dense { mlp, .. } => {
-                s.y.resize(t * h, 0.0);
-                mlp.run(
-                    &[&*mlp.input(&rows, &s.ffn_in)?],
-                    &[&*mlp.output(&rows, &mut s.y)?],
-                    &engine.counters,
-                )?;
-                for (a, b) in s.hidden.iter_mut().zip(&s.y) {
-                    *a += b;
-                }
+                add_ffn(engine, mlp, rows, &s.ffn_in, &mut s.y, &mut s.hidden)?;
             }
             Layer::Moe { router, shared, .. } => {
                 moe(
@@ -339,18 +331,31 @@ fn moe(
     }
 
     if let Some(sh) = shared {
-        s.y.resize(t * h, 0.0);
-        sh.run(
-            &[&*sh.input(&rows, &s.ffn_in)?],
-            &[&*sh.output(&rows, &mut s.y)?],
-            &engine.counters,
-        )?;
-        for (d, &v) in s.acc.iter_mut().zip(&s.y) {
-            *d += v;
-        }
+        add_ffn(engine, sh, rows, &s.ffn_in, &mut s.y, &mut s.acc)?;
     }
     for (a, &b) in s.hidden.iter_mut().zip(&s.acc) {
         *a += b;
+    }
+    Ok(())
+}
+
+/// Runs a dense FFN graph (dense MLP, shared expert) on `x` `[rows]` into `y` and adds it to `dst`.
+fn add_ffn(
+    engine: &Engine,
+    graph: &Graph,
+    rows: [i64; 2],
+    x: &[f32],
+    y: &mut Vec<f32>,
+    dst: &mut [f32],
+) -> Result<(), EngineError> {
+    y.resize(x.len(), 0.0);
+    graph.run(
+        &[&*graph.input(&rows, x)?],
+        &[&*graph.output(&rows, y)?],
+        &engine.counters,
+    )?;
+    for (d, &v) in dst.iter_mut().zip(y.iter()) {
+        *d += v;
     }
     Ok(())
 }

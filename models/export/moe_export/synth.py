@@ -65,7 +65,11 @@ def bytes_to_unicode() -> dict[int, str]:
 
 def tokenizer_json() -> dict:
     """Byte-level BPE without merges: ids 0..255 are the bytes, special tokens follow."""
-    vocab = {ch: b for b, ch in bytes_to_unicode().items()}
+    return byte_level_bpe({ch: b for b, ch in bytes_to_unicode().items()}, [])
+
+
+def byte_level_bpe(vocab: dict[str, int], merges: list[str]) -> dict:
+    """tokenizer.json of a byte-level BPE with `vocab` and `merges`, SPECIAL_TOKENS at ids 256.."""
     added = [{"id": 256 + i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": True} for i, t in enumerate(SPECIAL_TOKENS)]
     return {
@@ -75,7 +79,7 @@ def tokenizer_json() -> dict:
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": vocab, "merges": []},
+                  "vocab": vocab, "merges": merges},
     }
 
 
