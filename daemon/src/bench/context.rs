@@ -32,7 +32,10 @@ pub struct ContextResult {
 pub(super) fn check(engine: &Engine, contexts: &[usize], decode: usize) -> Result<(), EngineError> {
     let ctx = engine.package().context_length();
     // + 1: the untimed step before each timed run.
-    match contexts.iter().find(|&&c| c == 0 || c + decode + 1 > ctx) {
+    match contexts
+        .iter()
+        .find(|&&c| c == 0 || c.saturating_add(decode).saturating_add(1) > ctx)
+    {
         Some(&bad) => Err(EngineError::Options(format!(
             "context {bad} must be at least 1, and with the {} decoded tokens at most the context length {ctx}",
             decode + 1

@@ -123,8 +123,10 @@ pub(crate) fn check(m: &Manifest) -> Result<(), String> {
         (Some(graphs), _) => {
             for (kind, g) in graphs {
                 if !GRAPH_KINDS.contains(&kind.as_str()) {
+                    // The key is the manifest's text: clipped, so a 60 MB key is not repeated whole.
                     return Err(format!(
-                        "precision.graphs.{kind}: unknown graph kind (known: {})",
+                        "precision.graphs.{}: unknown graph kind (known: {})",
+                        moed_dbus::wire::text(kind, 64),
                         GRAPH_KINDS.join(", ")
                     ));
                 }

@@ -165,6 +165,17 @@ fn bad_values_name_their_key() {
     v["precision"]["graphs"]["attn"]["weights"] = 4.into();
     let msg = error(&v);
     assert!(msg.contains("precision.graphs.attn.weights"), "{msg}");
+    // A 1 MB key with a NUL is named clipped, not repeated whole.
+    let mut v = format2();
+    let key = format!("x\0{}", "k".repeat(1 << 20));
+    v["precision"]["graphs"][key.as_str()] = entry("fp32", None, None);
+    let msg = error(&v);
+    assert!(
+        msg.contains("unknown graph kind") && msg.len() < 1024,
+        "{}",
+        msg.len()
+    );
+    assert!(!msg.contains('\0'), "the NUL reached the message");
 }
 
 #[test]
