@@ -5,8 +5,13 @@
 # $TARGET/release/package-root, then cargo-deb and cargo-generate-rpm package it with the sections
 # [package.metadata.deb] and [package.metadata.generate-rpm] of daemon/Cargo.toml.
 #
-#   packaging/build.sh [--revision N] [--deb-only] [--out DIR] [--no-build] [--fast]
+#   packaging/build.sh [--arch amd64|arm64] [--revision N] [--deb-only] [--out DIR] [--no-build] [--fast]
 #
+# --arch A       the packages' architecture (default: this machine's). Another architecture is
+#                cross-built: arm64 with Debian's aarch64-linux-gnu toolchain into
+#                $TARGET/aarch64-unknown-linux-gnu/release, the generated man pages and completions
+#                made by running the arm64 binaries under qemu-aarch64-static (tests/setup.sh
+#                installs all of it); the packages are moed_<ver>-N_arm64.deb, moed-<ver>-N.aarch64.rpm
 # --revision N   Debian revision and RPM release (default 1): a second build with a higher N is an
 #                upgrade of the first (packaging/lifecycle.sh uses that).
 # --deb-only     skip the .rpm
@@ -26,8 +31,15 @@ rpm=1
 build=1
 fast=0
 out=""
+case "$(uname -m)" in
+  x86_64) arch=amd64 ;;
+  aarch64) arch=arm64 ;;
+  *) arch="$(uname -m)" ;;
+esac
+native="$arch"
 while (($#)); do
   case "$1" in
+    --arch) arch="${2:?--arch needs amd64 or arm64}"; shift 2 ;;
     --revision) revision="${2:?--revision needs a number}"; shift 2 ;;
     --deb-only) rpm=0; shift ;;
     --out) out="${2:?--out needs a directory}"; shift 2 ;;
@@ -37,6 +49,30 @@ while (($#)); do
   esac
 done
 [[ "$revision" =~ ^[1-9][0-9]*$ ]] || { echo "build.sh: --revision '$revision' is not a positive integer" >&2; exit 2; }
+# Rust target triple, strip and the way to run the package's binaries here, per architecture.
+case "$arch" in
+  amd64) triple=x86_64-unknown-linux-gnu strip_tool=strip cross_prefix="" ;;
+  arm64) triple=aarch64-unknown-linux-gnu strip_tool=aarch64-linux-gnu-strip cross_prefix=aarch64-linux-gnu ;;
+  *) echo "build.sh: --arch '$arch' is not one of amd64, arm64" >&2; exit 2 ;;
+esac
+run_target=()
+cargo_target=()
+release="$target/release"
+if [[ "$arch" != "$native" ]]; then
+  cargo_target=(--target "$triple")
+  # cargo-deb and cargo-generate-rpm read "target/release/" in the manifest as this directory
+  # when given --target.
+  release="$target/$triple/release"
+  [[ -n "$cross_prefix" ]] || { echo "build.sh: cannot cross-build $arch on $native" >&2; exit 2; }
+  # Debian's cross gcc links, and is the C compiler of the cc-built dependencies (SQLite, Oniguruma).
+  triple_env="$(tr 'a-z-' 'A-Z_' <<<"$triple")"
+  export "CARGO_TARGET_${triple_env}_LINKER=${cross_prefix}-gcc"
+  # The target's loader and libraries for qemu-user, from libc6-<arch>-cross.
+  run_target=(qemu-aarch64-static -L "/usr/$cross_prefix")
+  for tool in "${cross_prefix}-gcc" "$strip_tool" qemu-aarch64-static; do
+    command -v "$tool" >/dev/null || { echo "build.sh: $tool is missing for --arch $arch; run tests/setup.sh" >&2; exit 1; }
+  done
+fi
 deb_out="${out:-$target/debian}"
 rpm_out="${out:-$target/generate-rpm}"
 
@@ -47,31 +83,31 @@ for manifest in "$repo"/plugins/*/plugin.toml; do
   shipped_plugins+=("$(basename "$(dirname "$manifest")")")
 done
 
-for tool in help2man strip gzip; do
+for tool in help2man "$strip_tool" gzip; do
   command -v "$tool" >/dev/null || { echo "build.sh: $tool is missing; run tests/setup.sh" >&2; exit 1; }
 done
 tools_bin="$("$repo/packaging/tools.sh")"
 export PATH="$tools_bin:$PATH"
 
 if ((build)); then
-  echo "== packaging: release build of moed and moectl" >&2
-  (cd "$repo" && nice -n 10 cargo build --quiet --release --locked -p moed -p moectl) >&2
+  echo "== packaging: release build of moed and moectl ($triple)" >&2
+  (cd "$repo" && nice -n 10 cargo build --quiet --release --locked "${cargo_target[@]}" -p moed -p moectl) >&2
 fi
 echo "== packaging: plugins ${shipped_plugins[*]}" >&2
 "$repo/plugins/build.sh" "${shipped_plugins[@]}" >&2
 
-root="$target/release/package-root"
+root="$release/package-root"
 stage="$root.new"
 rm -rf "$stage"
 mkdir -p "$stage"/{bin,lib,plugins,man/man1,man/man8,completions,doc}
 
 # Into an empty directory: provision.sh then takes the wheel from its cache (fetching it if
 # absent) and checks its SHA-256 on every build, and the wheel is there for the notices below.
-ort_lib="$("$repo/packaging/onnxruntime/provision.sh" "$stage/ort")"
+ort_lib="$("$repo/packaging/onnxruntime/provision.sh" --arch "$arch" "$stage/ort")"
 
 # As dh_strip does: the release profile keeps line tables for backtraces, packages do not.
 for bin in moed moectl; do
-  strip --remove-section=.comment --remove-section=.note -o "$stage/bin/$bin" "$target/release/$bin"
+  "$strip_tool" --remove-section=.comment --remove-section=.note -o "$stage/bin/$bin" "$release/$bin"
 done
 # The pinned upstream library as extracted (already stripped); only the versioned file, which is
 # the name the daemon looks for in /usr/lib/moed/ (a bare .so link is a development file).
@@ -87,7 +123,8 @@ done
 # ONNX Runtime's licence and third-party notices, from the wheel provision.sh just verified (in its
 # cache, named as provision.sh names it): the library embeds curl, Mbed TLS and more.
 ort_version="${ort_lib##*/libonnxruntime.so.}"
-wheels=("${MOE_WHEEL_CACHE:-$repo/target/wheels}/onnxruntime-${ort_version}-"*.whl)
+wheel_machine="${triple%%-*}"
+wheels=("${MOE_WHEEL_CACHE:-$repo/target/wheels}/onnxruntime-${ort_version}-"*"_${wheel_machine}.whl")
 [[ -f "${wheels[0]}" ]] || { echo "build.sh: no onnxruntime-${ort_version} wheel in ${MOE_WHEEL_CACHE:-$repo/target/wheels} (provision.sh's cache)" >&2; exit 1; }
 python3 - "${wheels[0]}" "$stage/doc" <<'PY'
 import sys, zipfile
@@ -101,12 +138,21 @@ PY
 gzip -9n "$stage/doc/onnxruntime-ThirdPartyNotices.txt"
 
 assets="$stage/assets"
-"$stage/bin/moectl" generate-assets "$assets" >&2
+"${run_target[@]}" "$stage/bin/moectl" generate-assets "$assets" >&2
 mv "$assets"/*.1 "$stage/man/man1/"
 mv "$assets/moectl.bash" "$assets/_moectl" "$assets/moectl.fish" "$stage/completions/"
 rmdir "$assets" || { echo "build.sh: moectl generate-assets wrote files this script does not package: $(ls "$assets")" >&2; exit 1; }
+moed_for_help="$stage/bin/moed"
+if ((${#run_target[@]})); then
+  # help2man runs the program it is given: a wrapper named moed runs the target's binary.
+  mkdir -p "$stage/run"
+  printf '#!/bin/sh\nexec %s "%s" "$@"\n' "${run_target[*]}" "$stage/bin/moed" >"$stage/run/moed"
+  chmod +x "$stage/run/moed"
+  moed_for_help="$stage/run/moed"
+fi
 help2man --no-info --section=8 --include="$repo/packaging/moed.8.h2m" \
-  --output="$stage/man/man8/moed.8" "$stage/bin/moed"
+  --output="$stage/man/man8/moed.8" "$moed_for_help"
+rm -rf "$stage/run"
 # -n: no time stamp in the gzip header, so equal inputs give equal packages.
 gzip -9n "$stage"/man/man1/*.1 "$stage/man/man8/moed.8"
 
@@ -121,13 +167,13 @@ if ((fast)); then deb_flags=(--fast); rpm_flags=(--payload-compress gzip); fi
 # them when writing elsewhere (the lifecycle test's upgrade must not delete the package it upgrades).
 kept="$(mktemp -d)"
 if [[ -n "$out" ]]; then find "$target/debian" -maxdepth 1 -name 'moed_*.deb' -exec cp -p {} "$kept/" \; 2>/dev/null || true; fi
-deb="$(cd "$repo" && cargo deb --quiet -p moed --no-build --no-strip "${deb_flags[@]}" --deb-revision "$revision" --output "$deb_out")"
+deb="$(cd "$repo" && cargo deb --quiet -p moed --no-build --no-strip "${cargo_target[@]}" "${deb_flags[@]}" --deb-revision "$revision" --output "$deb_out")"
 for f in "$kept"/*.deb; do [[ -e "$f" && ! -e "$target/debian/${f##*/}" ]] && mv "$f" "$target/debian/"; done
 rm -rf "$kept"
 echo "$deb"
 if ((rpm)); then
   echo "== packaging: cargo generate-rpm (release $revision)" >&2
-  (cd "$repo" && cargo generate-rpm -p daemon --target-dir "$target" "${rpm_flags[@]}" \
+  (cd "$repo" && cargo generate-rpm -p daemon --target-dir "$target" "${cargo_target[@]}" "${rpm_flags[@]}" \
     --set-metadata "release = \"$revision\"" --output "$rpm_out") >&2
-  ls -t "$rpm_out"/moed-*-"$revision".*.rpm | head -n 1
+  ls -t "$rpm_out"/moed-*-"$revision"."$wheel_machine".rpm | head -n 1
 fi

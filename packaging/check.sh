@@ -9,7 +9,10 @@
 #   4. the .deb's and .rpm's contents, conffiles/config files, maintainer scripts/scriptlets and
 #      requirements (`dpkg-deb`, `rpm -qp --list/--configfiles/--scripts/--requires`).
 #
-#   packaging/check.sh [DEB RPM]     (default: the packages of this version in $TARGET)
+#   packaging/check.sh [DEB RPM]     (default: the amd64 packages of this version in $TARGET)
+#
+# The packages may be of another architecture than this machine's (packaging/build.sh --arch
+# arm64): the same checks apply, moed check-config then runs under qemu-aarch64-static.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -104,7 +107,19 @@ else
 fi
 
 echo "== config: packaging/moed.toml"
+# The package's own moed, run here; another architecture's through qemu-user with its cross libc.
 moed_bin="$work/pkg/usr/bin/moed"
+deb_arch="$(dpkg-deb -f "$deb" Architecture)"
+if [[ "$deb_arch" != "$(dpkg --print-architecture)" ]]; then
+  case "$deb_arch" in
+    arm64) qemu=(qemu-aarch64-static -L /usr/aarch64-linux-gnu) ;;
+    *) echo "check.sh: cannot run $deb_arch binaries here" >&2; exit 1 ;;
+  esac
+  command -v "${qemu[0]}" >/dev/null || { echo "check.sh: ${qemu[0]} is missing; run tests/setup.sh" >&2; exit 1; }
+  printf '#!/bin/sh\nexec %s "%s" "$@"\n' "${qemu[*]}" "$work/pkg/usr/bin/moed" >"$work/moed-$deb_arch"
+  chmod +x "$work/moed-$deb_arch"
+  moed_bin="$work/moed-$deb_arch"
+fi
 if out="$("$moed_bin" check-config --config "$repo/packaging/moed.toml" 2>&1)"; then
   grep -qx 'default = "moe-mini"' <<<"$out" && ok "moed check-config accepts it; default model moe-mini" \
     || fail "check-config does not report default = \"moe-mini\": $out"
@@ -162,6 +177,9 @@ done
 ok "Depends: $depends"
 
 echo "== rpm: $(basename "$rpm_file")"
+rpm_arch="$(rpm -qp --qf '%{ARCH}' "$rpm_file" 2>/dev/null)"
+case "$deb_arch" in amd64) want_arch=x86_64 ;; arm64) want_arch=aarch64 ;; *) want_arch="$deb_arch" ;; esac
+if [[ "$rpm_arch" == "$want_arch" ]]; then ok "the .rpm is $rpm_arch, as the .deb is $deb_arch"; else fail "the .rpm is '$rpm_arch', the .deb $deb_arch (expected $want_arch)"; fi
 rpm -qp --list "$rpm_file" 2>/dev/null >"$work/rpm.list"
 want "$work/rpm.list" ".rpm" "${expected_common[@]}" /usr/share/zsh/site-functions/_moectl && ok ".rpm holds the $((${#expected_common[@]} + 1)) expected files"
 refuse "$work/rpm.list" 'hostile|/libonnxruntime\.so$' ".rpm holds test fixtures or a development link" && ok ".rpm holds no hostile plugin and no bare libonnxruntime.so"

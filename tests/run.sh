@@ -50,3 +50,17 @@ else
   upgrade="$("$repo/packaging/build.sh" --no-build --deb-only --fast --revision 2 --out "$target/lifecycle-upgrade")"
   sudo "$repo/packaging/lifecycle.sh" "${packages[0]}" "$upgrade"
 fi
+
+echo "== arm64 packages: cross-built .deb and .rpm (packaging/build.sh --arch arm64)"
+built_arm="$("$repo/packaging/build.sh" --arch arm64)"
+mapfile -t arm_packages <<<"$built_arm"
+
+echo "== arm64 packages: the same checks as amd64's (packaging/check.sh)"
+"$repo/packaging/check.sh" "${arm_packages[0]}" "${arm_packages[1]}"
+
+echo "== arm64 package: install, generate (ids equal to amd64's) and serve under qemu (packaging/emulated.sh)"
+if [[ $(id -u) -eq 0 ]]; then
+  "$repo/packaging/emulated.sh" "${arm_packages[0]}" "${packages[0]}"
+else
+  sudo "$repo/packaging/emulated.sh" "${arm_packages[0]}" "${packages[0]}"
+fi

@@ -12,6 +12,10 @@
 #   - for the packages (packaging/): lintian, rpm, help2man, debootstrap, systemd-container
 #     (systemd-nspawn), and the pinned cargo-deb and cargo-generate-rpm (packaging/tools.sh,
 #     cached in $MOE_TOOL_CACHE, default /var/cache/moed-ci/tools)
+#   - for the arm64 packages: Debian's aarch64 cross toolchain (gcc-aarch64-linux-gnu,
+#     libc6-dev-arm64-cross), the aarch64-unknown-linux-gnu Rust target, and qemu-user-static with
+#     binfmt-support for running arm64 binaries here (packaging/build.sh --arch arm64,
+#     packaging/emulated.sh)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +25,8 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
 for pkg in pkg-config build-essential dbus systemd libglib2.0-bin util-linux postgresql sqlite3 \
-  lintian rpm help2man debootstrap systemd-container; do
+  lintian rpm help2man debootstrap systemd-container file time \
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 if ((${#need_pkgs[@]})); then
@@ -35,7 +40,7 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-rustup target add wasm32-wasip2 >/dev/null
+rustup target add wasm32-wasip2 aarch64-unknown-linux-gnu >/dev/null
 
 if [[ ! -x "$venv/bin/python3" ]]; then
   echo "setup: creating Python virtualenv $venv" >&2

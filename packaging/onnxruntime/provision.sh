@@ -6,28 +6,53 @@
 # a pinned version, verifies its SHA-256, and extracts the library, which `ort` loads at run time
 # (feature `load-dynamic`).
 #
-# Usage: packaging/onnxruntime/provision.sh [DEST_DIR]
-#   DEST_DIR defaults to <repo>/target/onnxruntime. Prints the library's absolute path on stdout.
+# Usage: packaging/onnxruntime/provision.sh [--arch amd64|arm64] [DEST_DIR]
+#   --arch   the Debian architecture the library is for (default: this machine's); arm64 is for
+#            cross-built packages (packaging/build.sh --arch arm64).
+#   DEST_DIR defaults to <repo>/target/onnxruntime for this machine's architecture and to
+#   <repo>/target/onnxruntime-<arch> for another. Prints the library's absolute path on stdout.
 #   Idempotent: an already extracted library with the right checksum is kept.
 set -euo pipefail
 
 ORT_VERSION=1.32.0
-# Wheel file name and SHA-256 per machine architecture (from PyPI, checked by hand once).
+
 case "$(uname -m)" in
-  x86_64)
+  x86_64) native=amd64 ;;
+  aarch64) native=arm64 ;;
+  *) native="$(uname -m)" ;;
+esac
+arch="$native"
+if [[ "${1:-}" == "--arch" ]]; then
+  arch="${2:?provision.sh: --arch needs amd64 or arm64}"
+  shift 2
+fi
+
+# Wheel file name and SHA-256 per architecture, both as PyPI's simple index lists them for
+# onnxruntime 1.32.0 (the checksum is checked on every use, so a changed file is refused).
+case "$arch" in
+  amd64)
     WHEEL="onnxruntime-${ORT_VERSION}-cp311-cp311-manylinux_2_28_x86_64.whl"
     WHEEL_SHA256=5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d
     PLATFORM=manylinux_2_28_x86_64
     ;;
+  arm64)
+    WHEEL="onnxruntime-${ORT_VERSION}-cp311-cp311-manylinux_2_28_aarch64.whl"
+    WHEEL_SHA256=2303372a85299b6757b0e11e1cbf13e410ddf7e10c37f4b37e99d1c90e7daf7c
+    PLATFORM=manylinux_2_28_aarch64
+    ;;
   *)
-    echo "provision.sh: no pinned onnxruntime wheel for $(uname -m); add its name and SHA-256 here" >&2
+    echo "provision.sh: no pinned onnxruntime wheel for architecture '$arch' (amd64 and arm64 are); add its name and SHA-256 here" >&2
     exit 1
     ;;
 esac
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-dest="${1:-$repo/target/onnxruntime}"
+if [[ "$arch" == "$native" ]]; then
+  dest="${1:-$repo/target/onnxruntime}"
+else
+  dest="${1:-$repo/target/onnxruntime-$arch}"
+fi
 lib="$dest/libonnxruntime.so.${ORT_VERSION}"
 stamp="$dest/.wheel-sha256"
 
