@@ -6,7 +6,9 @@ impl Config {
     /// The effective configuration as TOML, for `moed check-config`.
     pub fn to_toml(&self) -> String {
         let mut out = String::new();
-        let q = |s: &str| format!("{s:?}");
+        // A TOML string as the toml crate writes it: Rust's `{:?}` escapes NUL as `\0`, which
+        // TOML refuses, so the rendered file would not load again.
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
         let list = |items: Vec<String>| format!("[{}]", items.join(", "));
         out.push_str("[models]\n");
         out.push_str(&format!(

@@ -120,6 +120,8 @@ fn every_bad_value_names_its_key() {
             "[service]\nmax_requests_per_user = 0\n",
             "service.max_requests_per_user",
         ),
+        ("[models]\ndefault = \"\\u0000\"\n", "models.default"),
+        ("[models]\ndefault = \"a\\tb\"\n", "models.default"),
     ];
     for (text, key) in cases {
         let err = load(text, &[])
@@ -221,4 +223,19 @@ fn request_limits_default_and_render() {
     );
     let again = load(&rendered, &[]).expect("the rendering loads");
     assert_eq!(again.service, config.service);
+}
+
+#[test]
+fn rendered_strings_are_toml_strings() {
+    // Rust's `{:?}` would write ESC as `\u{1b}`, which TOML refuses: the rendering must load again.
+    let dir_name = "/srv/moe \"models\" \\ \u{1b} é";
+    let text = format!(
+        "[models]\ndirs = [{}]\n",
+        toml::Value::String(dir_name.into())
+    );
+    let config = load(&text, &[]).expect("an absolute directory loads");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rendered = write(dir.path(), "rendered.toml", &config.to_toml());
+    let again = Config::load_with_env(Some(&rendered), env(&[])).expect("the rendering loads");
+    assert_eq!(again.models.dirs, vec![PathBuf::from(dir_name)]);
 }

@@ -83,6 +83,13 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     };
     let default = match raw.models.default {
         Some(d) if d.trim().is_empty() => None,
+        // A name or directory: a control character (a NUL above all) can be neither.
+        Some(d) if d.chars().any(char::is_control) => {
+            return Err(invalid(
+                "models.default",
+                "a model name or directory has no control characters",
+            ));
+        }
         other => other,
     };
 
