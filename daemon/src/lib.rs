@@ -1,15 +1,12 @@
 //! moed: runs Mixture-of-Experts models split per layer on ONNX Runtime, computing only routed experts.
 
+// The engine floor lives in its own crate; these names keep `moed::engine` and friends stable.
+pub use moed_engine::{engine, generate, ort_env, package, procmem, text};
+
 pub mod bench;
 pub mod cli;
 pub mod config;
-pub mod engine;
-pub mod generate;
 pub mod knowledge;
-pub mod ort_env;
-pub mod package;
 pub mod plugins;
-pub mod procmem;
 pub mod serve;
 pub mod state;
-pub mod text;

@@ -267,7 +267,8 @@ pub fn library_candidates(
             }
         }
     }
-    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/onnxruntime/libonnxruntime.so");
+    let dev =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/onnxruntime/libonnxruntime.so");
     if !out.contains(&dev) {
         out.push(dev);
     }

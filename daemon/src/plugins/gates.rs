@@ -38,3 +38,12 @@ impl GateBindings {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// One bound for every gate: the plugin host checks WASM answers against the engine's number.
+    #[test]
+    fn the_host_bounds_gate_weights_as_the_engine_does() {
+        assert_eq!(crate::engine::MAX_WEIGHT, moed_plugins::gate::MAX_WEIGHT);
+    }
+}

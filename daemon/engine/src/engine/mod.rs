@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicU64;
 
 pub use error::EngineError;
 pub use kv::Sequence;
-pub use routing::{Gate, GateError, NativeGate, RouterInput, Routing};
+pub use routing::{Gate, GateError, MAX_WEIGHT, NativeGate, RouterInput, Routing};
 pub use score::{log_softmax_at, score_chunk, score_tokens, score_tokens_until, score_tokens_with};
 pub use stats::EngineStats;
 

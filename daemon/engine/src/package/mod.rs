@@ -145,7 +145,7 @@ fn checked_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
 }
 
 fn clipped(message: String) -> String {
-    moed_dbus::wire::owned(message, MAX_PARSE_MESSAGE)
+    moed_wire::owned(message, MAX_PARSE_MESSAGE)
 }
 
 fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
@@ -161,10 +161,9 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
     if format != FORMAT_NAME {
         return Err(PackageError::WrongFormat {
             path: path.to_path_buf(),
-            found: value.get("format").map_or_else(
-                || "missing".into(),
-                |v| moed_dbus::wire::quote(&v.to_string()),
-            ),
+            found: value
+                .get("format")
+                .map_or_else(|| "missing".into(), |v| moed_wire::quote(&v.to_string())),
         });
     }
     match value
@@ -177,10 +176,9 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
                 path: path.to_path_buf(),
                 found: other.map_or_else(
                     || {
-                        value.get("format_version").map_or_else(
-                            || "missing".into(),
-                            |v| moed_dbus::wire::quote(&v.to_string()),
-                        )
+                        value
+                            .get("format_version")
+                            .map_or_else(|| "missing".into(), |v| moed_wire::quote(&v.to_string()))
                     },
                     |v| v.to_string(),
                 ),

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{MAX_PARSE_MESSAGE, checked_manifest, parse_manifest};
 
 fn moe_mini() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/moe-mini/manifest.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/moe-mini/manifest.json");
     let text = std::fs::read_to_string(path).expect("the bundled manifest");
     serde_json::from_str(&text).expect("the bundled manifest is JSON")
 }
@@ -85,7 +85,7 @@ proptest! {
         let file = Path::new("/pkg/manifest.json");
         if let Err(e) = checked_manifest(file, &text) {
             let message = e.to_string();
-            prop_assert!(message.contains("/pkg/manifest.json"), "{}", moed_dbus::wire::quote(&message));
+            prop_assert!(message.contains("/pkg/manifest.json"), "{}", moed_wire::quote(&message));
             prop_assert!(
                 message.len() <= MAX_PARSE_MESSAGE + 512,
                 "error of {} bytes", message.len()

@@ -126,7 +126,7 @@ pub(crate) fn check(m: &Manifest) -> Result<(), String> {
                     // The key is the manifest's text: clipped, so a 60 MB key is not repeated whole.
                     return Err(format!(
                         "precision.graphs.{}: unknown graph kind (known: {})",
-                        moed_dbus::wire::text(kind, 64),
+                        moed_wire::text(kind, 64),
                         GRAPH_KINDS.join(", ")
                     ));
                 }

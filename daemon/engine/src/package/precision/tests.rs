@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::package::{Manifest, PackageError, checked_manifest};
 
 fn moe_mini() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/moe-mini/manifest.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/moe-mini/manifest.json");
     let text = std::fs::read_to_string(path).expect("the bundled manifest");
     serde_json::from_str(&text).expect("the bundled manifest is JSON")
 }
