@@ -35,12 +35,9 @@ pub struct Ingested {
     pub seconds: f64,
 }
 
+/// The `p`-quantile of sorted call times (see [`crate::bench::measure::nearest_rank`]).
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    crate::bench::measure::nearest_rank(sorted, p).unwrap_or(Duration::ZERO)
 }
 
 fn timed(

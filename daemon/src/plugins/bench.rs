@@ -16,6 +16,7 @@ mod budget;
 mod latency;
 
 use super::{PluginsError, WasmGate, load_path, model_routing};
+use crate::bench::measure::{self, GreedyRun, argmax, greedy_run, median, ratio};
 use crate::engine::{Engine, EngineError, Gate, Logits};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,58 +111,19 @@ pub struct PluginBenchReport {
     pub budgets: Vec<BudgetRow>,
 }
 
-pub(crate) fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-pub(crate) fn p99(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 * 0.99) as usize).min(v.len() - 1)]
-}
-
-pub(crate) fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-pub(crate) struct Run {
-    pub prefill_tok_s: f64,
-    pub decode_tok_s: f64,
-    pub tokens: Vec<u32>,
-    pub last_logits: Vec<u32>,
-}
-
-pub(crate) fn run_once(engine: &Engine, prompt: &[u32], decode: usize) -> Result<Run, EngineError> {
-    let mut seq = engine.new_sequence();
-    let start = Instant::now();
-    let mut logits = engine.forward(&mut seq, prompt, Logits::Last)?;
-    let prefill = start.elapsed().as_secs_f64();
-    let mut tokens = vec![argmax(&logits)];
-    let start = Instant::now();
-    for _ in 0..decode {
-        let next = tokens[tokens.len() - 1];
-        logits = engine.forward(&mut seq, &[next], Logits::Last)?;
-        tokens.push(argmax(&logits));
-    }
-    let secs = start.elapsed().as_secs_f64();
-    Ok(Run {
-        prefill_tok_s: prompt.len() as f64 / prefill,
-        decode_tok_s: decode as f64 / secs,
-        tokens,
-        last_logits: logits.iter().map(|x| x.to_bits()).collect(),
-    })
+/// One greedy run on a fresh sequence under the engine's own gate.
+pub(crate) fn run_once(
+    engine: &Engine,
+    prompt: &[u32],
+    decode: usize,
+) -> Result<GreedyRun, EngineError> {
+    greedy_run(
+        engine,
+        &mut engine.new_sequence(),
+        prompt,
+        decode,
+        engine.mode(),
+    )
 }
 
 /// Decodes `2 * steps` tokens after `prompt` in one sequence, switching the gate every step
@@ -232,10 +194,11 @@ pub fn run(
     let mut steps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut identical = true;
     for r in 0..cfg.repeat.max(1) {
-        let wasm_first = r % 2 == 1;
+        let order = measure::order(r);
+        let wasm_first = order[0] == measure::Arm::B;
         let mut pair = [None, None];
-        for i in 0..2 {
-            let use_wasm = (i == 0) == wasm_first;
+        for arm in order {
+            let use_wasm = arm == measure::Arm::B;
             engine.set_gate(if use_wasm {
                 wasm.clone()
             } else {
@@ -260,17 +223,17 @@ pub fn run(
         steps[1].extend(b);
     }
     engine.set_gate(native.clone());
-    let step_tok_s = |v: &mut Vec<f64>| {
+    let step_tok_s = |v: &Vec<f64>| {
         let m = median(v);
         if m > 0.0 { 1.0 / m } else { 0.0 }
     };
-    let paired = [step_tok_s(&mut steps[0]), step_tok_s(&mut steps[1])];
-    let speed = |runs: &[Run]| {
-        let mut d: Vec<f64> = runs.iter().map(|r| r.decode_tok_s).collect();
-        let mut p: Vec<f64> = runs.iter().map(|r| r.prefill_tok_s).collect();
+    let paired = [step_tok_s(&steps[0]), step_tok_s(&steps[1])];
+    let speed = |runs: &[GreedyRun]| {
+        let mut d: Vec<f64> = runs.iter().map(GreedyRun::decode_tok_s).collect();
+        let p: Vec<f64> = runs.iter().map(GreedyRun::prefill_tok_s).collect();
         GateSpeed {
-            prefill_tok_s: median(&mut p),
-            decode_tok_s: median(&mut d.clone()),
+            prefill_tok_s: median(&p),
+            decode_tok_s: median(&d),
             runs_decode_tok_s: {
                 d.sort_by(f64::total_cmp);
                 d
@@ -294,7 +257,6 @@ pub fn run(
             * ns.decode_tok_s
     });
     latency.extend(latency::other_latency(host, plugins_dir, cfg)?);
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     Ok(PluginBenchReport {
         model: manifest.name.clone(),
         architecture: manifest.architecture.clone(),

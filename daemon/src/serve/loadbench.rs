@@ -52,13 +52,7 @@ pub struct Row {
 
 impl Row {
     fn percentile(&self, p: f64) -> f64 {
-        let mut v = self.latencies_ms.clone();
-        v.sort_by(f64::total_cmp);
-        if v.is_empty() {
-            return 0.0;
-        }
-        let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-        v[i.min(v.len() - 1)]
+        crate::bench::measure::percentile(&self.latencies_ms, p / 100.0)
     }
     fn ms_per_token(&self) -> f64 {
         if self.tokens == 0 {

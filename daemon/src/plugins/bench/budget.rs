@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use moed_plugins::PluginHost;
 
-use super::{BenchError, BudgetRow, PluginBenchConfig, Run, argmax, median, run_once};
-use crate::engine::{Engine, EngineError, Gate, Logits};
+use super::{BenchError, BudgetRow, PluginBenchConfig, run_once};
+use crate::bench::measure::{GreedyRun, median, teacher_forced};
+use crate::engine::{Engine, Gate};
 use crate::plugins::WasmGate;
 
 /// Speed and logprob drift of `expert-budget` at each budget, against native routing.
@@ -17,7 +18,7 @@ pub(super) fn budget_rows(
     dir: &Path,
     native: &Arc<dyn Gate>,
     prompt: &[u32],
-    native_runs: &[Run],
+    native_runs: &[GreedyRun],
     cfg: &PluginBenchConfig,
 ) -> Result<Vec<BudgetRow>, BenchError> {
     if cfg.budgets.is_empty() {
@@ -31,23 +32,12 @@ pub(super) fn budget_rows(
     // Prompt + native continuation, scored teacher-forced.
     let mut ids = prompt.to_vec();
     ids.extend_from_slice(&reference.tokens[..reference.tokens.len() - 1]);
-    let score = |engine: &Engine| -> Result<(Vec<f64>, Vec<u32>), EngineError> {
-        let mut seq = engine.new_sequence();
-        let all = engine.forward(&mut seq, &ids, Logits::All)?;
-        let vocab = engine.package().vocab_size();
-        let mut lp = Vec::new();
-        let mut greedy = Vec::new();
-        for i in prompt.len() - 1..ids.len() - 1 {
-            let row = &all[i * vocab..(i + 1) * vocab];
-            lp.push(crate::engine::log_softmax_at(row, ids[i + 1] as usize));
-            greedy.push(argmax(row));
-        }
-        Ok((lp, greedy))
-    };
+    let score =
+        |engine: &Engine| teacher_forced(engine, &mut engine.new_sequence(), &ids, prompt.len());
     engine.set_gate(native.clone());
     let (native_lp, native_greedy) = score(engine)?;
-    let mut native_speed: Vec<f64> = native_runs.iter().map(|r| r.decode_tok_s).collect();
-    let native_tok_s = median(&mut native_speed);
+    let native_speed: Vec<f64> = native_runs.iter().map(GreedyRun::decode_tok_s).collect();
+    let native_tok_s = median(&native_speed);
     let mut rows = Vec::new();
     for &k in &cfg.budgets {
         if k == 0 || k > top_k {
@@ -63,7 +53,7 @@ pub(super) fn budget_rows(
         let (lp, greedy) = score(engine)?;
         let mut speeds = Vec::new();
         for _ in 0..cfg.repeat.max(1) {
-            speeds.push(run_once(engine, prompt, cfg.decode_tokens)?.decode_tok_s);
+            speeds.push(run_once(engine, prompt, cfg.decode_tokens)?.decode_tok_s());
         }
         if gate.fallbacks() > 0 {
             return Err(BenchError::Call {
@@ -81,7 +71,7 @@ pub(super) fn budget_rows(
             .zip(&native_greedy)
             .filter(|(a, b)| a == b)
             .count();
-        let tok_s = median(&mut speeds);
+        let tok_s = median(&speeds);
         rows.push(BudgetRow {
             k,
             decode_tok_s: tok_s,

@@ -9,7 +9,8 @@ use moed_plugins::{FilterPlugin, MemoryDocuments, PluginHost, RetrievalPlugin};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{BenchError, Latency, PluginBenchConfig, median, p99};
+use super::{BenchError, Latency, PluginBenchConfig};
+use crate::bench::measure::{median, percentile};
 use crate::engine::{Gate, RouterInput, Routing};
 use crate::plugins::{WasmGate, load_path};
 
@@ -58,12 +59,12 @@ pub(super) fn gate_latency(
                 g.route(layer, &input, &mut out).map_err(|e| e.to_string())
             })
         };
-        let mut n = time(native.as_ref()).map_err(|message| BenchError::Call {
+        let n = time(native.as_ref()).map_err(|message| BenchError::Call {
             plugin: "native".into(),
             message,
         })?;
         let before = wasm.fallbacks();
-        let mut w = time(wasm.as_ref()).map_err(|message| BenchError::Call {
+        let w = time(wasm.as_ref()).map_err(|message| BenchError::Call {
             plugin: gate_name.into(),
             message,
         })?;
@@ -76,9 +77,9 @@ pub(super) fn gate_latency(
         rows.push(Latency {
             what: format!("gate, {tokens} token(s) x {} experts", r.num_experts),
             plugin: gate_name.into(),
-            median_us: median(&mut w.clone()),
-            p99_us: p99(&mut w),
-            native_median_us: Some(median(&mut n)),
+            median_us: median(&w),
+            p99_us: percentile(&w, 0.99),
+            native_median_us: Some(median(&n)),
         });
     }
     Ok(rows)
@@ -138,11 +139,11 @@ pub(super) fn other_latency(
     cfg: &PluginBenchConfig,
 ) -> Result<Vec<Latency>, BenchError> {
     let mut rows = Vec::new();
-    let row = |what: &str, plugin: &str, mut t: Vec<f64>| Latency {
+    let row = |what: &str, plugin: &str, t: Vec<f64>| Latency {
         what: what.into(),
         plugin: plugin.into(),
-        median_us: median(&mut t.clone()),
-        p99_us: p99(&mut t),
+        median_us: median(&t),
+        p99_us: percentile(&t, 0.99),
         native_median_us: None,
     };
     let fail = |plugin: &str| {
