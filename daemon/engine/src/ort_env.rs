@@ -35,8 +35,10 @@ pub enum OrtEnvError {
     NoProvider(String),
 }
 
-/// An execution provider moed knows how to ask ONNX Runtime for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// An execution provider moed knows how to ask ONNX Runtime for. Its one parser is `FromStr`
+/// (configuration and command line alike); it serializes as its short name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Provider {
     TensorRt,
     Cuda,

@@ -24,7 +24,7 @@ pub use knowledge::{
 pub use plugins::{GrantSettings, PluginSettings};
 pub use retrieval::RetrievalConfig;
 pub use sections::*;
-use validate::{parse_provider, validate};
+use validate::validate;
 
 use crate::ort_env::Provider;
 
@@ -115,11 +115,7 @@ impl Config {
 
     /// The providers as the engine takes them (already checked by validation).
     pub fn providers(&self) -> Vec<Provider> {
-        self.engine
-            .providers
-            .iter()
-            .filter_map(|p| parse_provider(p))
-            .collect()
+        self.engine.providers.clone()
     }
 }
 

@@ -25,7 +25,13 @@ impl Config {
         out.push_str("\n[engine]\n");
         out.push_str(&format!(
             "providers = {}\n",
-            list(self.engine.providers.iter().map(|p| q(p)).collect())
+            list(
+                self.engine
+                    .providers
+                    .iter()
+                    .map(|p| q(p.as_str()))
+                    .collect()
+            )
         ));
         if let Some(b) = self.engine.expert_memory_budget {
             out.push_str(&format!("expert_memory_budget = {b}\n"));

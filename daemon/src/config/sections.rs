@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ort_env::Provider;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PluginsConfig {
     /// `plugins.filters`: built filter plugins (`NAME.wasm` with `NAME.toml` beside it, or a
@@ -25,7 +27,7 @@ pub struct ModelsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EngineConfig {
     /// `engine.providers`: execution providers in order of preference.
-    pub providers: Vec<String>,
+    pub providers: Vec<Provider>,
     /// `engine.expert_memory_budget`: bytes of resident expert weights; none: unbounded.
     pub expert_memory_budget: Option<u64>,
     /// `engine.ort_library`: the ONNX Runtime shared library.
@@ -119,7 +121,7 @@ pub(super) struct RawModels {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawEngine {
     pub(super) providers: Option<Vec<String>>,
-    pub(super) expert_memory_budget: Option<ByteSize>,
+    pub(super) expert_memory_budget: Option<RawByteSize>,
     pub(super) ort_library: Option<String>,
 }
 
@@ -151,7 +153,7 @@ pub(super) struct RawLog {
 /// A byte count written as an integer or as a string with a unit (`512MiB`, `2G`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub(super) enum ByteSize {
+pub(super) enum RawByteSize {
     Bytes(i64),
     Text(String),
 }

@@ -43,7 +43,7 @@ fn defaults_without_files() {
     let _ = dir;
     assert_eq!(config.service.max_concurrent, 2);
     assert_eq!(config.service.queue_depth, 16);
-    assert_eq!(config.engine.providers, vec!["cpu".to_string()]);
+    assert_eq!(config.engine.providers, vec![Provider::Cpu]);
     assert_eq!(config.access.authorizer, AuthorizerKind::Polkit);
     assert_eq!(config.models.dirs[0], PathBuf::from("/var/lib/moed/models"));
 }

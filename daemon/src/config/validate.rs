@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::bytesize::ByteSize;
 use crate::ort_env::Provider;
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -14,15 +15,6 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
 
 /// `service.max_prompt_bytes` unless configured: 4 MiB, a 256k-token context's worth of text.
 pub const DEFAULT_MAX_PROMPT_BYTES: u64 = 4 << 20;
-
-pub(super) fn parse_provider(name: &str) -> Option<Provider> {
-    match name {
-        "tensorrt" => Some(Provider::TensorRt),
-        "cuda" => Some(Provider::Cuda),
-        "cpu" => Some(Provider::Cpu),
-        _ => None,
-    }
-}
 
 fn int_in(
     key: &str,
@@ -96,25 +88,28 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "name at least one of tensorrt, cuda, cpu",
         ));
     }
-    for p in &providers {
-        if parse_provider(p).is_none() {
-            return Err(invalid(
-                "engine.providers",
-                format!("unknown execution provider '{p}'; expected tensorrt, cuda or cpu"),
-            ));
-        }
-    }
+    let providers = providers
+        .iter()
+        .map(|p| {
+            p.parse::<Provider>().map_err(|_| {
+                invalid(
+                    "engine.providers",
+                    format!("unknown execution provider '{p}'; expected tensorrt, cuda or cpu"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let expert_memory_budget = match raw.engine.expert_memory_budget {
         None => None,
-        Some(ByteSize::Bytes(b)) if b < 0 => {
+        Some(RawByteSize::Bytes(b)) if b < 0 => {
             return Err(invalid(
                 "engine.expert_memory_budget",
                 format!("{b} is negative"),
             ));
         }
-        Some(ByteSize::Bytes(0)) => None,
-        Some(ByteSize::Bytes(b)) => Some(b as u64),
-        Some(ByteSize::Text(t)) => match parse_bytes(&t) {
+        Some(RawByteSize::Bytes(0)) => None,
+        Some(RawByteSize::Bytes(b)) => Some(b as u64),
+        Some(RawByteSize::Text(t)) => match parse_bytes(&t) {
             Some(0) => None,
             Some(b) => Some(b),
             None => {
@@ -257,23 +252,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-/// `123`, `512KiB`, `512MiB`, `2GiB`, `2G` (powers of 1024 and 1000 as written).
+/// A byte count as configuration writes it (see [`ByteSize`]: `2G` is 2·10⁹, `2GiB` 2³¹).
 pub(super) fn parse_bytes(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KB" => 1000,
-        "KiB" => 1 << 10,
-        "M" | "MB" => 1000 * 1000,
-        "MiB" => 1 << 20,
-        "G" | "GB" => 1000 * 1000 * 1000,
-        "GiB" => 1 << 30,
-        "T" | "TB" => 1000 * 1000 * 1000 * 1000,
-        "TiB" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
+    text.parse::<ByteSize>().ok().map(ByteSize::bytes)
 }

@@ -7,14 +7,14 @@ use serde::Deserialize;
 
 use super::*;
 use crate::config::ConfigError;
-use crate::config::sections::ByteSize;
+use crate::config::sections::RawByteSize;
 use crate::config::validate::parse_bytes;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(in crate::config) struct RawKnowledge {
     secrets_file: Option<String>,
-    max_document_bytes: Option<ByteSize>,
+    max_document_bytes: Option<RawByteSize>,
     sources: Option<BTreeMap<String, RawSource>>,
 }
 
@@ -28,7 +28,7 @@ pub(in crate::config) struct RawSource {
     query: Option<String>,
     timeout_ms: Option<i64>,
     max_rows: Option<i64>,
-    max_bytes: Option<ByteSize>,
+    max_bytes: Option<RawByteSize>,
     max_connections: Option<i64>,
     chunk_words: Option<i64>,
     chunk_overlap: Option<i64>,
@@ -60,16 +60,18 @@ fn int(
 
 fn bytes(
     key: &str,
-    value: Option<ByteSize>,
+    value: Option<RawByteSize>,
     default: u64,
     min: u64,
     max: u64,
 ) -> Result<u64, ConfigError> {
     let v = match value {
         None => return Ok(default),
-        Some(ByteSize::Bytes(b)) if b < 0 => return Err(invalid(key, format!("{b} is negative"))),
-        Some(ByteSize::Bytes(b)) => b as u64,
-        Some(ByteSize::Text(t)) => parse_bytes(&t).ok_or_else(|| {
+        Some(RawByteSize::Bytes(b)) if b < 0 => {
+            return Err(invalid(key, format!("{b} is negative")));
+        }
+        Some(RawByteSize::Bytes(b)) => b as u64,
+        Some(RawByteSize::Text(t)) => parse_bytes(&t).ok_or_else(|| {
             invalid(
                 key,
                 format!("'{t}' is not a byte count (examples: 262144, \"256KiB\", \"1MiB\")"),
