@@ -3,10 +3,9 @@
 // The engine floor lives in its own crate; these names keep `moed::engine` and friends stable.
 pub use moed_engine::{bytesize, engine, generate, ort_env, package, procmem, text};
 
+// The transport-neutral core, likewise under its old names.
+pub use moed_service::{config, knowledge, plugins, state};
+
 pub mod bench;
 pub mod cli;
-pub mod config;
-pub mod knowledge;
-pub mod plugins;
 pub mod serve;
-pub mod state;

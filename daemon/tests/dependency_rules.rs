@@ -64,3 +64,17 @@ fn wire_rules_have_no_runtime_transport_plugin_or_database_dependency() {
 fn engine_has_no_runtime_transport_plugin_or_database_dependency() {
     assert_free_of("moed-engine", NOT_IN_THE_FLOOR);
 }
+
+/// The service core and the plugin host are transport-neutral: D-Bus is the `moed` binary's
+/// adapter (`serve/`), and the contract crate is its alone.
+const NOT_IN_THE_CORE: &[&str] = &["zbus", "zbus_polkit", "moed-dbus"];
+
+#[test]
+fn service_core_has_no_dbus_dependency() {
+    assert_free_of("moed-service", NOT_IN_THE_CORE);
+}
+
+#[test]
+fn plugin_host_has_no_dbus_dependency() {
+    assert_free_of("moed-plugins", NOT_IN_THE_CORE);
+}

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Knowledge, KnowledgeError, Source};
+use crate::knowledge::{Knowledge, KnowledgeError, Source};
 
 /// The figures of one source.
 #[derive(Debug, Clone)]
@@ -117,7 +117,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let path = e.path();
         if path.is_dir() {
             walk(&path, out)?;
-        } else if super::embedded::Format::of(&path.display().to_string()).is_some() {
+        } else if crate::knowledge::embedded::Format::of(&path.display().to_string()).is_some() {
             out.push(path);
         }
     }

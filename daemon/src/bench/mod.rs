@@ -6,8 +6,10 @@
 
 mod context;
 pub mod gate;
+pub mod knowledge;
 pub mod measure;
 mod memory;
+pub mod plugins;
 
 use std::collections::BTreeMap;
 

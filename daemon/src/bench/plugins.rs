@@ -15,9 +15,9 @@ use serde::Serialize;
 mod budget;
 mod latency;
 
-use super::{PluginsError, WasmGate, load_path, model_routing};
 use crate::bench::measure::{self, GreedyRun, argmax, greedy_run, median, ratio};
 use crate::engine::{Engine, EngineError, Gate, Logits};
+use crate::plugins::{PluginsError, WasmGate, load_path, model_routing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {

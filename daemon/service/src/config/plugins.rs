@@ -51,18 +51,6 @@ pub struct GrantSettings {
     pub clocks: Option<bool>,
 }
 
-impl From<&GrantSettings> for moed_dbus::plugins::GrantLimit {
-    fn from(g: &GrantSettings) -> Self {
-        moed_dbus::plugins::GrantLimit {
-            alerts: g.alerts,
-            kv_quota: g.kv_quota,
-            sources: g.sources.clone(),
-            fewer_experts: g.fewer_experts,
-            clocks: g.clocks,
-        }
-    }
-}
-
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),

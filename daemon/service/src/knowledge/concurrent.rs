@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use moed_dbus::wire;
 use moed_plugins::{DataSource, Document, HostOptions, RetrievalPlugin, SourceError};
+use moed_wire as wire;
 
 /// Part of the retrieval plugin's base time limit that one source may take (the rest is the
 /// plugin's own work). Sources run concurrently, so this bounds the wait for all of them.

@@ -4,7 +4,6 @@
 //! documents added over D-Bus. [`Knowledge`] builds them from `[knowledge]`, registers them in
 //! the plugin host's `Sources` and serves the `org.moed.Moed1.Knowledge` interface's needs.
 
-pub mod bench;
 mod concurrent;
 pub mod embedded;
 mod error;

@@ -1,9 +1,8 @@
-//! The daemon's side of WASM plugins (issue 5; the host itself is the `moed-plugins` crate): a
+//! The daemon's side of WASM plugins (the host itself is the `moed-plugins` crate): a
 //! gate plugin as the engine's routing rule, falling back to the native rule whenever the plugin
 //! fails; a request's filters around the prompt and the generation's events; loading a plugin
 //! from a built component and its manifest.
 
-pub mod bench;
 pub mod filters;
 pub mod gates;
 

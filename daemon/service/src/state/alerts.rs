@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use moed_dbus::wire::{self, limits};
+use moed_wire::{self as wire, limits};
 use serde::{Deserialize, Serialize};
 
 use super::{StateError, StateStore, json};
@@ -42,7 +42,7 @@ pub struct AlertEntry {
 }
 
 impl AlertEntry {
-    /// Valid, bounded strings ([`moed_dbus::wire`]): applied when stored and again when read, so
+    /// Valid, bounded strings ([`moed_wire`]): applied when stored and again when read, so
     /// a record written by an older version cannot carry a NUL or megabytes onto the bus.
     fn sanitize(&mut self) {
         let clip = |s: &mut String, max: usize| {

@@ -110,7 +110,7 @@ impl EmbeddedStore {
         let text = extract::extract(format, content).map_err(|m| Self::document_error(name, m))?;
         // Stored text holds no NUL, so nothing read back can break a bus message (the size is
         // bounded before: knowledge.max_document_bytes).
-        let text = moed_dbus::wire::owned(text, usize::MAX);
+        let text = moed_wire::owned(text, usize::MAX);
         let chunks = chunk::chunks(&text, self.chunk_words, self.chunk_overlap);
         if chunks.is_empty() {
             return Err(Self::document_error(name, "has no text"));
@@ -159,7 +159,7 @@ impl EmbeddedStore {
     pub fn documents(&self) -> Result<Vec<DocRecord>, KnowledgeError> {
         let mut records = self.store.list()?;
         for r in &mut records {
-            r.name = moed_dbus::wire::owned(std::mem::take(&mut r.name), MAX_NAME_BYTES);
+            r.name = moed_wire::owned(std::mem::take(&mut r.name), MAX_NAME_BYTES);
         }
         Ok(records)
     }
