@@ -196,6 +196,11 @@ impl Daemon {
         }
     }
 
+    /// How the policy in force tells polkit who calls (kept across reloads).
+    pub fn access_subject(&self) -> super::SubjectMode {
+        self.access().subject()
+    }
+
     fn access(&self) -> Arc<AccessPolicy> {
         self.access
             .read()

@@ -30,7 +30,9 @@ use std::time::Duration;
 use moed_dbus::{BUS_NAME, EngineState, MoedError, OBJECT_PATH};
 use zbus::connection::Builder;
 
-pub use auth::{AccessPolicy, Action, Authorizer, Caller, GroupAuthorizer, PolkitAuthorizer};
+pub use auth::{
+    AccessPolicy, Action, Authorizer, Caller, GroupAuthorizer, PolkitAuthorizer, SubjectMode,
+};
 use daemon::Daemon;
 use engine_iface::EngineIface;
 use knowledge_iface::KnowledgeIface;
@@ -105,7 +107,10 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
     for source in &config.sources {
         log::info!("configuration: read {}", source.display());
     }
-    let access = AccessPolicy::new(&config.access)?;
+    let access = AccessPolicy::new(
+        &config.access,
+        SubjectMode::for_bus(opts.bus == Bus::System),
+    )?;
     let dir = state_dir(
         config.service.state_directory.as_deref(),
         opts.bus == Bus::Session,
@@ -113,10 +118,6 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
     .ok_or(ServeError::NoStateDir)?;
     let state = StateStore::open(&dir)?;
     log::info!("state directory: {}", dir.display());
-    auth::SERVING_SYSTEM_BUS.store(
-        opts.bus == Bus::System,
-        std::sync::atomic::Ordering::Relaxed,
-    );
     let sources = Arc::new(moed_plugins::Sources::default());
     let knowledge = crate::knowledge::Knowledge::start(&config.knowledge, &state, sources.clone())?;
     let (plugins, plugin_failures) = plugin_manager::PluginManager::open(
@@ -303,8 +304,9 @@ async fn wait_for_signals(
 
 async fn reload(daemon: &Arc<Daemon>, config_file: Option<&std::path::Path>) {
     notify::status("reloading configuration");
+    let subject = daemon.access_subject();
     let result = Config::load(config_file).and_then(|config| {
-        let access = AccessPolicy::new(&config.access)?;
+        let access = AccessPolicy::new(&config.access, subject)?;
         Ok((config, access))
     });
     match result {
