@@ -4,7 +4,7 @@
 pub use moed_engine::{bytesize, engine, generate, ort_env, package, procmem, text};
 
 // The transport-neutral core, likewise under its old names.
-pub use moed_service::{config, knowledge, plugins, state};
+pub use moed_service::{config, knowledge, plugins, request, state};
 
 pub mod bench;
 pub mod cli;

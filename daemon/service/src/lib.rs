@@ -10,4 +10,5 @@ use moed_engine::{bytesize, engine, generate, ort_env, package};
 pub mod config;
 pub mod knowledge;
 pub mod plugins;
+pub mod request;
 pub mod state;
