@@ -4,11 +4,15 @@
 //! Nothing here knows D-Bus: errors are this crate's own, and strings sent later are bounded with
 //! moed-wire. The `moed` binary's `serve/` adapts this core to the bus.
 
+pub use error::ServiceError;
+
 // The engine floor under the names the modules use (`crate::engine`, `crate::package`…).
 use moed_engine::{bytesize, engine, generate, ort_env, package};
 
 pub mod config;
+pub mod error;
 pub mod knowledge;
 pub mod plugins;
 pub mod request;
+pub mod scheduler;
 pub mod state;

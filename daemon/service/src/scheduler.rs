@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use moed_dbus::MoedError;
 use tokio::sync::{Notify, watch};
+
+use crate::ServiceError;
 
 /// Counts published for the `ActiveRequests` / `QueuedRequests` properties.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -133,23 +134,23 @@ impl Scheduler {
     }
 
     /// Takes a place in the queue for a request of `owner` (a unique bus name) of user `uid`.
-    pub fn admit(self: &Arc<Self>, owner: &str, uid: u32) -> Result<Ticket, MoedError> {
+    pub fn admit(self: &Arc<Self>, owner: &str, uid: u32) -> Result<Ticket, ServiceError> {
         let mut inner = self.lock();
         if inner.draining {
-            return Err(MoedError::ShuttingDown(
+            return Err(ServiceError::ShuttingDown(
                 "moed is shutting down and takes no new requests; retry once it is back".into(),
             ));
         }
         let capacity = inner.max_concurrent as u64 + inner.queue_depth as u64;
         if (inner.running + inner.queued) as u64 >= capacity {
-            return Err(MoedError::Busy(format!(
+            return Err(ServiceError::Busy(format!(
                 "all {} execution slots and {} queue places are taken; retry later (service.max_concurrent, service.queue_depth)",
                 inner.max_concurrent, inner.queue_depth
             )));
         }
         let held = inner.held.get(&uid).copied().unwrap_or(0);
         if held >= inner.per_user {
-            return Err(MoedError::Busy(format!(
+            return Err(ServiceError::Busy(format!(
                 "user {uid} already has {held} requests running or queued, at most {} per user; retry when one finishes (service.max_requests_per_user)",
                 inner.per_user
             )));
@@ -250,13 +251,13 @@ impl Ticket {
 
     /// Waits for an execution slot, in admission order; `Cancelled` when the request is cancelled
     /// meanwhile.
-    pub async fn run_slot(&mut self) -> Result<(), MoedError> {
+    pub async fn run_slot(&mut self) -> Result<(), ServiceError> {
         loop {
             let notified = self.scheduler.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.is_cancelled() {
-                return Err(MoedError::Cancelled(
+                return Err(ServiceError::Cancelled(
                     "the request was cancelled while queued".into(),
                 ));
             }

@@ -16,10 +16,10 @@ use super::models::Registry;
 use super::models_iface::ModelsIface;
 use super::plugin_manager::PluginManager;
 use super::plugin_set::PluginSet;
-use super::scheduler::Scheduler;
 use crate::config::Config;
 use crate::engine::EngineOptions;
 use crate::state::{AlertEntry, StateStore};
+use moed_service::scheduler::Scheduler;
 
 pub struct Daemon {
     config: RwLock<Config>,

@@ -13,6 +13,7 @@ use zbus::object_server::{ObjectServer, SignalEmitter};
 use zbus::{OwnedObjectPath, interface};
 
 use super::daemon::Daemon;
+use super::error::wire_error;
 use super::request_plugins::{self, Use};
 use super::requests::{self, Prepared};
 use super::runner::{self, PromptInput, StreamEvent};
@@ -225,8 +226,9 @@ impl EngineIface {
         let mut ticket = self
             .daemon
             .scheduler
-            .admit(&caller.unique_name, caller.uid)?;
-        ticket.run_slot().await?;
+            .admit(&caller.unique_name, caller.uid)
+            .map_err(wire_error)?;
+        ticket.run_slot().await.map_err(wire_error)?;
         let cancel = ticket.cancel_flag();
         let run_model = model.clone();
         let run_daemon = self.daemon.clone();

@@ -5,6 +5,7 @@ mod auth;
 mod client_files;
 mod daemon;
 mod engine_iface;
+mod error;
 mod knowledge_iface;
 mod loadbench;
 mod logging;
@@ -19,7 +20,6 @@ mod request_plugins;
 mod requests;
 mod retrieval;
 mod runner;
-mod scheduler;
 mod soak;
 mod watch;
 
