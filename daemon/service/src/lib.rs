@@ -12,6 +12,7 @@ use moed_engine::{bytesize, engine, generate, ort_env, package};
 pub mod config;
 pub mod error;
 pub mod knowledge;
+pub mod plugin_set;
 pub mod plugins;
 pub mod request;
 pub mod scheduler;

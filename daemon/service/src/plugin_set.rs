@@ -1,7 +1,7 @@
 //! The plugins enabled now, as one immutable snapshot a request takes at admission: those
-//! installed over `org.moed.Moed1.Plugins` and those of `[plugins] filters`, each with whether it
+//! installed through the plugin manager and those of `[plugins] filters`, each with whether it
 //! applies to every request. The plugin manager builds a new snapshot on every change (install,
-//! enable, disable, remove, reload, configure) and swaps it in whole (`Daemon::plugin_set`), so
+//! enable, disable, remove, reload, configure) and swaps it in whole (the daemon hands it out per request), so
 //! a request sees one consistent set from start to end; a reload inside a plugin's handle keeps
 //! calls in flight on the old code (the host does that).
 

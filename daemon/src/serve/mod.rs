@@ -14,7 +14,7 @@ mod models;
 mod models_iface;
 mod notify;
 mod plugin_manager;
-pub mod plugin_set;
+pub use moed_service::plugin_set;
 mod plugins_iface;
 mod request_plugins;
 mod requests;
