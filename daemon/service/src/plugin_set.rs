@@ -1,9 +1,9 @@
 //! The plugins enabled now, as one immutable snapshot a request takes at admission: those
 //! installed through the plugin manager and those of `[plugins] filters`, each with whether it
 //! applies to every request. The plugin manager builds a new snapshot on every change (install,
-//! enable, disable, remove, reload, configure) and swaps it in whole (the daemon hands it out per request), so
-//! a request sees one consistent set from start to end; a reload inside a plugin's handle keeps
-//! calls in flight on the old code (the host does that).
+//! enable, disable, remove, reload, configure) and swaps it in whole, so a request sees one
+//! consistent set from start to end; a reload inside a plugin's handle keeps calls in flight on
+//! the old code (the host does that).
 
 use std::collections::BTreeMap;
 
