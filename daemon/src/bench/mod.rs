@@ -10,6 +10,8 @@ pub mod knowledge;
 pub mod measure;
 mod memory;
 pub mod plugins;
+pub mod serve;
+mod soak;
 
 use std::collections::BTreeMap;
 
@@ -20,6 +22,11 @@ use serde::Serialize;
 pub use context::ContextResult;
 pub use measure::{BandwidthProbe, read_bandwidth};
 pub use memory::{LoadReport, LoadStart, MemoryReport};
+pub use serve::{
+    LoadBenchError, LoadBenchOptions, Row as LoadBenchRow, run as run_load_bench,
+    table as load_bench_table,
+};
+pub use soak::{SoakReport, run as run_soak};
 
 use crate::engine::{Engine, EngineError, EngineStats, ExecMode, WeightBytes};
 use crate::package::GraphPrecision;

@@ -11,7 +11,7 @@ use moed_dbus::{ChatMessage, GenerateOptions, MoedError};
 use tokio::sync::Mutex;
 use zbus::{OwnedVariant, Variant};
 
-use super::loadbench::{
+use super::serve::{
     LoadBenchError, LoadBenchOptions, connect, fail, start_bus_and_daemon, wait_ready,
 };
 

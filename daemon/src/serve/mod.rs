@@ -7,7 +7,6 @@ mod daemon;
 mod engine_iface;
 mod error;
 mod knowledge_iface;
-mod loadbench;
 mod logging;
 mod model_access;
 mod models;
@@ -20,7 +19,6 @@ mod request_plugins;
 mod requests;
 mod retrieval;
 mod runner;
-mod soak;
 mod watch;
 
 use std::path::PathBuf;
@@ -36,13 +34,8 @@ pub use auth::{
 use daemon::Daemon;
 use engine_iface::EngineIface;
 use knowledge_iface::KnowledgeIface;
-pub use loadbench::{
-    LoadBenchError, LoadBenchOptions, Row as LoadBenchRow, run as run_load_bench,
-    table as load_bench_table,
-};
 use models_iface::ModelsIface;
 use plugins_iface::PluginsIface;
-pub use soak::{SoakReport, run as run_soak};
 
 use crate::config::{Config, ConfigError};
 use crate::state::{StateError, StateStore, state_dir};
