@@ -1,15 +1,11 @@
 //! moed: runs Mixture-of-Experts models split per layer on ONNX Runtime, computing only routed experts.
 
+// The engine floor lives in its own crate; these names keep `moed::engine` and friends stable.
+pub use moed_engine::{bytesize, engine, generate, ort_env, package, procmem, text};
+
+// The transport-neutral core, likewise under its old names.
+pub use moed_service::{config, knowledge, plugins, request, state};
+
 pub mod bench;
 pub mod cli;
-pub mod config;
-pub mod engine;
-pub mod generate;
-pub mod knowledge;
-pub mod ort_env;
-pub mod package;
-pub mod plugins;
-pub mod procmem;
 pub mod serve;
-pub mod state;
-pub mod text;

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::{argmax, median};
+use super::measure::{argmax, median};
 use crate::engine::{Engine, EngineError, Logits, Sequence};
 
 /// Tokens per forward call while filling a context: attention's scores grow with chunk x context,
@@ -102,7 +102,7 @@ pub(super) fn run(
             seq.truncate(contexts[i]);
         }
     }
-    let medians: Vec<f64> = runs.iter().map(|v| median(v.clone())).collect();
+    let medians: Vec<f64> = runs.iter().map(|v| median(v)).collect();
     let base = medians.first().copied().unwrap_or(0.0);
     Ok(contexts
         .into_iter()

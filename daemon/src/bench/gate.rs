@@ -4,14 +4,13 @@
 //! continuation of the prompt is scored teacher-forced under both, in the same run.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::{argmax, median};
-use crate::engine::{Engine, EngineError, Gate, Logits, log_softmax_at};
+use super::measure::{Arm, greedy_run, median, paired, ratio, teacher_forced};
+use crate::engine::{Engine, EngineError, Gate};
 use crate::plugins::WasmGate;
 
 #[derive(Debug, thiserror::Error)]
@@ -92,31 +91,19 @@ fn run_once(
 ) -> Result<Run, EngineError> {
     let mut seq = engine.new_sequence();
     seq.set_gate(gate);
-    let start = Instant::now();
-    let mut logits = engine.forward(&mut seq, prompt, Logits::Last)?;
-    let prefill = start.elapsed().as_secs_f64();
-    let mut tokens = vec![argmax(&logits)];
-    let before = engine.stats();
-    let start = Instant::now();
-    for _ in 0..decode {
-        let next = tokens[tokens.len() - 1];
-        logits = engine.forward(&mut seq, &[next], Logits::Last)?;
-        tokens.push(argmax(&logits));
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let delta = engine.stats().since(&before);
+    let run = greedy_run(engine, &mut seq, prompt, decode, engine.mode())?;
+    let delta = &run.decode_stats;
     let moe_layers = delta.activations.iter().filter(|r| !r.is_empty()).count();
     let routed: u64 = delta.activations.iter().flatten().sum();
     Ok(Run {
-        prefill_tok_s: prompt.len() as f64 / prefill,
-        decode_tok_s: decode as f64 / secs,
+        prefill_tok_s: run.prefill_tok_s(),
+        decode_tok_s: run.decode_tok_s(),
         experts_per_token: routed as f64 / (decode * moe_layers.max(1)) as f64,
-        tokens,
+        tokens: run.tokens,
     })
 }
 
-/// Log-probabilities of `ids[from..]` given what precedes each, and the most likely token at
-/// each of those positions, under `gate` (None: native).
+/// [`teacher_forced`] under `gate` (None: native).
 fn score(
     engine: &Engine,
     gate: Option<Arc<dyn Gate>>,
@@ -125,16 +112,7 @@ fn score(
 ) -> Result<(Vec<f64>, Vec<u32>), EngineError> {
     let mut seq = engine.new_sequence();
     seq.set_gate(gate);
-    let all = engine.forward(&mut seq, ids, Logits::All)?;
-    let vocab = engine.package().vocab_size();
-    let mut lp = Vec::new();
-    let mut greedy = Vec::new();
-    for i in from - 1..ids.len() - 1 {
-        let row = &all[i * vocab..(i + 1) * vocab];
-        lp.push(log_softmax_at(row, ids[i + 1] as usize));
-        greedy.push(argmax(row));
-    }
-    Ok((lp, greedy))
+    teacher_forced(engine, &mut seq, ids, from)
 }
 
 /// Runs the comparison. `gate` must be bound to `engine`'s package.
@@ -167,17 +145,10 @@ pub fn run(
     run_once(engine, None, &prompt[..prompt.len().min(8)], 2)?;
     run_once(engine, as_gate(), &prompt[..prompt.len().min(8)], 2)?;
 
-    let (mut native, mut gated) = (Vec::new(), Vec::new());
-    for r in 0..cfg.repeat.max(1) {
-        let gate_first = r % 2 == 1;
-        for i in 0..2 {
-            if (i == 0) == gate_first {
-                gated.push(run_once(engine, as_gate(), &prompt, cfg.decode_tokens)?);
-            } else {
-                native.push(run_once(engine, None, &prompt, cfg.decode_tokens)?);
-            }
-        }
-    }
+    let (native, gated) = paired(cfg.repeat, |arm, _| match arm {
+        Arm::A => run_once(engine, None, &prompt, cfg.decode_tokens),
+        Arm::B => run_once(engine, as_gate(), &prompt, cfg.decode_tokens),
+    })?;
     // Quality: the native continuation, scored teacher-forced under both routings.
     let reference = &native[0].tokens;
     let mut ids = prompt.clone();
@@ -203,13 +174,12 @@ pub fn run(
         .filter(|(a, b)| a == b)
         .count();
     let speed = |runs: &[Run]| RoutingSpeed {
-        prefill_tok_s: median(runs.iter().map(|r| r.prefill_tok_s).collect()),
-        decode_tok_s: median(runs.iter().map(|r| r.decode_tok_s).collect()),
+        prefill_tok_s: median(&runs.iter().map(|r| r.prefill_tok_s).collect::<Vec<_>>()),
+        decode_tok_s: median(&runs.iter().map(|r| r.decode_tok_s).collect::<Vec<_>>()),
         runs_decode_tok_s: runs.iter().map(|r| r.decode_tok_s).collect(),
-        experts_per_token: median(runs.iter().map(|r| r.experts_per_token).collect()),
+        experts_per_token: median(&runs.iter().map(|r| r.experts_per_token).collect::<Vec<_>>()),
     };
     let (ns, gs) = (speed(&native), speed(&gated));
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     Ok(GateBenchReport {
         model: manifest.name.clone(),
         architecture: manifest.architecture.clone(),

@@ -4,24 +4,33 @@
 //! (which one goes first alternates too), so both see the same machine state; medians are
 //! reported. The memory bandwidth is measured in the same run with the engine's thread count.
 
-mod bandwidth;
 mod context;
 pub mod gate;
+pub mod knowledge;
+pub mod measure;
 mod memory;
+pub mod plugins;
+pub mod serve;
+mod soak;
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-pub use bandwidth::{BandwidthProbe, read_bandwidth};
 pub use context::ContextResult;
+pub use measure::{BandwidthProbe, read_bandwidth};
 pub use memory::{LoadReport, LoadStart, MemoryReport};
+pub use serve::{
+    LoadBenchError, LoadBenchOptions, Row as LoadBenchRow, run as run_load_bench,
+    table as load_bench_table,
+};
+pub use soak::{SoakReport, run as run_soak};
 
-use crate::engine::{Engine, EngineError, EngineStats, ExecMode, Logits, WeightBytes};
+use crate::engine::{Engine, EngineError, EngineStats, ExecMode, WeightBytes};
 use crate::package::GraphPrecision;
+use measure::{Arm, greedy_run, median, ratio};
 
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -144,29 +153,6 @@ pub struct BenchReport {
 /// Runs of the one-node graph per overhead measurement.
 const OVERHEAD_RUNS: usize = 2000;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 /// Bytes of weights every decoded token reads whatever the routing: embedding row, attention,
 /// routers, shared experts, dense MLPs, head. The row is the table's bytes over the vocabulary, so a
 /// quantized embedding counts its codes and scales.
@@ -199,22 +185,13 @@ fn run_once(
         .collect();
     let w = engine.weight_bytes();
     let mut seq = engine.new_sequence();
-
-    let start = Instant::now();
-    let mut logits = engine.forward_with_mode(&mut seq, &prompt, Logits::Last, mode)?;
-    let mut next = argmax(&logits);
-    let ttft = start.elapsed().as_secs_f64();
-
-    let before = engine.stats();
-    let mut kv_read = 0.0;
-    let start = Instant::now();
-    for _ in 0..cfg.decode_tokens {
-        kv_read += seq.cache_bytes() as f64;
-        logits = engine.forward_with_mode(&mut seq, &[next], Logits::Last, mode)?;
-        next = argmax(&logits);
-    }
-    let decode = start.elapsed().as_secs_f64();
-    let delta = engine.stats().since(&before);
+    let run = greedy_run(engine, &mut seq, &prompt, cfg.decode_tokens, mode)?;
+    let (ttft, decode, delta, kv_read) = (
+        run.prefill_secs,
+        run.decode_secs,
+        run.decode_stats,
+        run.kv_bytes_read,
+    );
 
     let d = cfg.decode_tokens.max(1) as f64;
     let expert_bytes = match mode {
@@ -257,7 +234,7 @@ fn run_once(
 }
 
 fn summarize(runs: Vec<RunResult>) -> ModeResult {
-    let pick = |f: fn(&RunResult) -> f64| median(runs.iter().map(f).collect());
+    let pick = |f: fn(&RunResult) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
     let decode_tok_s = pick(|r| r.decode_tok_s);
     let bytes_per_token = pick(|r| r.bytes_per_token);
     ModeResult {
@@ -345,22 +322,21 @@ pub fn run(
         bandwidths.push(bandwidth);
         let overhead = engine.run_overhead_us(OVERHEAD_RUNS)?;
         overheads.push(overhead);
-        let order = if r % 2 == 0 {
-            [ExecMode::Sparse, ExecMode::Dense]
-        } else {
-            [ExecMode::Dense, ExecMode::Sparse]
-        };
-        for mode in order {
+        for arm in measure::order(r) {
+            let mode = match arm {
+                Arm::A => ExecMode::Sparse,
+                Arm::B => ExecMode::Dense,
+            };
             // Each repeat uses the same prompt in both modes.
             let mut run_rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(r as u64 + 1));
             let res = run_once(engine, cfg, mode, &mut run_rng, bandwidth, overhead)?;
-            match mode {
-                ExecMode::Sparse => sparse.push(res),
-                ExecMode::Dense => dense.push(res),
+            match arm {
+                Arm::A => sparse.push(res),
+                Arm::B => dense.push(res),
             }
         }
     }
-    let bandwidth = median(bandwidths);
+    let bandwidth = median(&bandwidths);
     let contexts = if cfg.contexts.is_empty() {
         Vec::new()
     } else {
@@ -384,7 +360,6 @@ pub fn run(
         }
         _ => 1.0,
     };
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     Ok(BenchReport {
         model: m.name.clone(),
         architecture: m.architecture.clone(),
@@ -400,7 +375,7 @@ pub fn run(
         expert_budget,
         bandwidth,
         bandwidth_buffer_bytes: probe.bytes(),
-        run_overhead_us: median(overheads),
+        run_overhead_us: median(&overheads),
         decode_ratio: ratio(sparse.decode_tok_s, dense.decode_tok_s),
         prefill_ratio: ratio(sparse.prefill_tok_s, dense.prefill_tok_s),
         ideal_ratio,
@@ -412,16 +387,4 @@ pub fn run(
         memory,
         contexts,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(vec![]), 0.0);
-    }
 }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::bench::knowledge as bench;
 use crate::config::Config;
-use crate::knowledge::{Knowledge, bench};
+use crate::knowledge::Knowledge;
 use crate::state::StateStore;
 
 #[derive(clap::Args, Debug)]

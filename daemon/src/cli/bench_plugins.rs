@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::score::EngineArgs;
+use crate::bench::plugins::{self as bench, PluginBenchConfig, PluginBenchReport};
 use crate::engine::{Engine, ExecMode};
-use crate::plugins::bench::{self, PluginBenchConfig, PluginBenchReport};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchPluginsArgs {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::serve::{LoadBenchOptions, load_bench_table, run_load_bench, run_soak};
+use crate::bench::{LoadBenchOptions, load_bench_table, run_load_bench, run_soak};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchServeArgs {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::serve::AccessPolicy;
+use crate::serve::{AccessPolicy, SubjectMode};
 
 #[derive(clap::Args, Debug)]
 pub struct CheckConfigArgs {
@@ -15,7 +15,8 @@ pub struct CheckConfigArgs {
 pub fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
     // Groups are resolved as the daemon would, so a missing group fails here too.
-    AccessPolicy::new(&config.access)?;
+    // (How polkit would be asked does not matter to a check.)
+    AccessPolicy::new(&config.access, SubjectMode::BusName)?;
     if config.sources.is_empty() {
         println!("# no configuration file found; built-in defaults and MOED_* variables");
     }

@@ -63,8 +63,9 @@ pub struct GenerateArgs {
         default_value = "cpu"
     )]
     pub provider: Vec<String>,
-    /// Upper bound in bytes on resident expert weights (least recently used experts are evicted).
-    #[arg(long, value_name = "BYTES")]
+    /// Upper bound in bytes on resident expert weights (least recently used experts are evicted);
+    /// suffixes as in moed.toml (K, M, G: powers of 1000; KiB, MiB, GiB: of 1024).
+    #[arg(long, value_name = "BYTES", value_parser = super::score::parse_bytes)]
     pub expert_memory_budget: Option<u64>,
     /// ONNX Runtime intra-op threads (one pool shared by every graph).
     #[arg(long, value_name = "N")]

@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::gate_args::GateArgs;
+use crate::bytesize::ByteSize;
 use crate::engine::{
     Engine, EngineOptions, ExecMode, Gate, Provider, score_tokens, score_tokens_with,
 };
@@ -23,7 +24,8 @@ pub struct EngineArgs {
     /// ONNX Runtime intra-op threads (default: all CPUs).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Bound on resident expert weights, in bytes (suffixes K, M, G allowed); default unbounded.
+    /// Bound on resident expert weights, in bytes; suffixes K, M, G (powers of 1000) or KiB, MiB,
+    /// GiB (powers of 1024) allowed, as in moed.toml; default unbounded.
     #[arg(long, value_parser = parse_bytes)]
     pub expert_memory_budget: Option<u64>,
     /// Let ONNX Runtime's idle pool threads spin between graph runs (faster on an otherwise idle
@@ -54,34 +56,11 @@ impl EngineArgs {
     }
 }
 
-/// `123`, `64K`, `512M`, `2G` (powers of 1024).
+/// A byte count on the command line, with the configuration's meaning ([`ByteSize`]).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => {
-                    return Err(format!(
-                        "unknown size suffix {c:?} in {s:?} (use K, M, G or T)"
-                    ));
-                }
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a byte count"))?;
-    if !(n.is_finite() && n >= 0.0) {
-        return Err(format!("{s:?} is not a byte count"));
-    }
-    Ok((n * mult as f64) as u64)
+    s.parse::<ByteSize>()
+        .map(ByteSize::bytes)
+        .map_err(|e| e.to_string())
 }
 
 #[derive(clap::Args, Debug)]
@@ -254,8 +233,11 @@ mod tests {
     #[test]
     fn byte_sizes_parse() {
         assert_eq!(parse_bytes("123"), Ok(123));
-        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
-        assert_eq!(parse_bytes("1.5g"), Ok(3 << 29));
+        // The configuration file's meaning: K, M, G are powers of 1000, KiB, MiB, GiB of 1024.
+        assert_eq!(parse_bytes("64K"), Ok(64_000));
+        assert_eq!(parse_bytes("2G"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert!(parse_bytes("1.5g").is_err());
         assert!(parse_bytes("12Q").is_err());
         assert!(parse_bytes("lots").is_err());
     }

@@ -90,15 +90,37 @@ pub trait Authorizer: Send + Sync {
     fn name(&self) -> &'static str;
 }
 
+/// How polkit is told who is asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectMode {
+    /// The caller's unique bus name, which polkit resolves through the system bus itself.
+    BusName,
+    /// The caller's pid and uid: a bus name on a session bus means nothing to polkit.
+    Process,
+}
+
+impl SubjectMode {
+    /// The mode for a daemon on the system bus (`true`) or a session bus.
+    pub fn for_bus(system_bus: bool) -> SubjectMode {
+        if system_bus {
+            SubjectMode::BusName
+        } else {
+            SubjectMode::Process
+        }
+    }
+}
+
 /// Asks polkit (`org.freedesktop.PolicyKit1` on the system bus) about the calling process.
 pub struct PolkitAuthorizer {
     system_bus: tokio::sync::OnceCell<Connection>,
+    subject: SubjectMode,
 }
 
 impl PolkitAuthorizer {
-    pub fn new() -> Self {
+    pub fn new(subject: SubjectMode) -> Self {
         PolkitAuthorizer {
             system_bus: tokio::sync::OnceCell::new(),
+            subject,
         }
     }
 
@@ -126,7 +148,7 @@ impl PolkitAuthorizer {
         // The subject is the caller's bus name, which polkit resolves through the bus; that is
         // only meaningful on the system bus, so a session daemon falls back to the caller's pid.
         let subject = match caller.pid {
-            Some(pid) if header.sender().is_some() && !on_system_bus() => {
+            Some(pid) if header.sender().is_some() && self.subject == SubjectMode::Process => {
                 Subject::new_for_pid(pid, None, Some(caller.uid)).map_err(|e| unavailable(&e))?
             }
             _ => Subject::new_for_message_header(header).map_err(|e| unavailable(&e))?,
@@ -155,21 +177,6 @@ impl PolkitAuthorizer {
         }
     }
 }
-
-impl Default for PolkitAuthorizer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-fn on_system_bus() -> bool {
-    // Set by `serve` once it knows which bus it serves.
-    SERVING_SYSTEM_BUS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Whether the daemon serves on the system bus (polkit then resolves bus names itself).
-pub static SERVING_SYSTEM_BUS: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
 
 impl Authorizer for PolkitAuthorizer {
     fn authorize<'a>(
@@ -213,11 +220,16 @@ pub struct AccessPolicy {
     allowed_gid: Option<(String, u32)>,
     admin_gid: Option<(String, u32)>,
     authorizer: Arc<dyn Authorizer>,
+    subject: SubjectMode,
 }
 
 impl AccessPolicy {
-    /// Resolves the configured groups; an unknown group is an error naming the key.
-    pub fn new(config: &AccessConfig) -> Result<AccessPolicy, crate::config::ConfigError> {
+    /// Resolves the configured groups; an unknown group is an error naming the key. `subject`
+    /// says how polkit is told who calls (it follows the bus served).
+    pub fn new(
+        config: &AccessConfig,
+        subject: SubjectMode,
+    ) -> Result<AccessPolicy, crate::config::ConfigError> {
         let resolve = |key: &str,
                        name: &Option<String>|
          -> Result<Option<(String, u32)>, crate::config::ConfigError> {
@@ -237,14 +249,20 @@ impl AccessPolicy {
             }
         };
         let authorizer: Arc<dyn Authorizer> = match config.authorizer {
-            AuthorizerKind::Polkit => Arc::new(PolkitAuthorizer::new()),
+            AuthorizerKind::Polkit => Arc::new(PolkitAuthorizer::new(subject)),
             AuthorizerKind::Group => Arc::new(GroupAuthorizer),
         };
         Ok(AccessPolicy {
             allowed_gid: resolve("access.allowed_group", &config.allowed_group)?,
             admin_gid: resolve("access.admin_group", &config.admin_group)?,
             authorizer,
+            subject,
         })
+    }
+
+    /// How polkit is told who calls; a reloaded policy keeps it (the bus does not change).
+    pub fn subject(&self) -> SubjectMode {
+        self.subject
     }
 
     fn in_group(caller: &Caller, group: &Option<(String, u32)>) -> bool {

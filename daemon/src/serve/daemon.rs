@@ -16,10 +16,10 @@ use super::models::Registry;
 use super::models_iface::ModelsIface;
 use super::plugin_manager::PluginManager;
 use super::plugin_set::PluginSet;
-use super::scheduler::Scheduler;
 use crate::config::Config;
 use crate::engine::EngineOptions;
 use crate::state::{AlertEntry, StateStore};
+use moed_service::scheduler::Scheduler;
 
 pub struct Daemon {
     config: RwLock<Config>,
@@ -194,6 +194,11 @@ impl Daemon {
             let _ = iface.loaded_models_changed(m).await;
             let _ = iface.model_directories_changed(m).await;
         }
+    }
+
+    /// How the policy in force tells polkit who calls (kept across reloads).
+    pub fn access_subject(&self) -> super::SubjectMode {
+        self.access().subject()
     }
 
     fn access(&self) -> Arc<AccessPolicy> {

@@ -13,9 +13,11 @@ use zbus::object_server::{ObjectServer, SignalEmitter};
 use zbus::{OwnedObjectPath, interface};
 
 use super::daemon::Daemon;
+use super::error::wire_error;
 use super::request_plugins::{self, Use};
 use super::requests::{self, Prepared};
 use super::runner::{self, PromptInput, StreamEvent};
+use crate::request::RequestState;
 
 pub struct EngineIface {
     pub daemon: Arc<Daemon>,
@@ -48,7 +50,7 @@ impl EngineIface {
         let id = prepared.ticket.id();
         let path = OwnedObjectPath::try_from(format!("{REQUEST_PATH_PREFIX}/{id}"))
             .map_err(|e| MoedError::Failed(format!("request path: {e}")))?;
-        let state = Arc::new(RwLock::new("queued"));
+        let state = Arc::new(RwLock::new(RequestState::Queued));
         let object = RequestIface {
             daemon: self.daemon.clone(),
             id,
@@ -80,12 +82,12 @@ async fn stream_request(
     server: ObjectServer,
     emitter: SignalEmitter<'static>,
     path: OwnedObjectPath,
-    state: Arc<RwLock<&'static str>>,
+    state: Arc<RwLock<RequestState>>,
     prepared: Prepared,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let set_state = |s: &'static str| *state.write().unwrap_or_else(|p| p.into_inner()) = s;
-    set_state("running");
+    let set_state = |s: RequestState| *state.write().unwrap_or_else(|p| p.into_inner()) = s;
+    set_state(RequestState::Running);
     let exec = requests::execute(daemon, prepared, Some(tx));
     let forward = async {
         while let Some(event) = rx.recv().await {
@@ -116,11 +118,11 @@ async fn stream_request(
         }
     };
     let (result, ()) = tokio::join!(exec, forward);
-    set_state("finished");
+    set_state(RequestState::Finished);
     let (reason, info) = match result {
         Ok(info) => (info.finish_reason.clone(), info),
         Err(err) => {
-            let reason = if err.short_name() == Some("Cancelled") {
+            let reason = if matches!(err, MoedError::Cancelled(_)) {
                 "cancelled"
             } else {
                 "error"
@@ -224,8 +226,9 @@ impl EngineIface {
         let mut ticket = self
             .daemon
             .scheduler
-            .admit(&caller.unique_name, caller.uid)?;
-        ticket.run_slot().await?;
+            .admit(&caller.unique_name, caller.uid)
+            .map_err(wire_error)?;
+        ticket.run_slot().await.map_err(wire_error)?;
         let cancel = ticket.cancel_flag();
         let run_model = model.clone();
         let run_daemon = self.daemon.clone();
@@ -310,7 +313,7 @@ pub struct RequestIface {
     daemon: Arc<Daemon>,
     id: u64,
     owner: String,
-    state: Arc<RwLock<&'static str>>,
+    state: Arc<RwLock<RequestState>>,
 }
 
 #[interface(name = "org.moed.Moed1.Request")]
@@ -338,6 +341,7 @@ impl RequestIface {
         self.state
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .as_str()
             .to_string()
     }
 

@@ -5,22 +5,20 @@ mod auth;
 mod client_files;
 mod daemon;
 mod engine_iface;
+mod error;
 mod knowledge_iface;
-mod loadbench;
 mod logging;
 mod model_access;
 mod models;
 mod models_iface;
 mod notify;
 mod plugin_manager;
-pub mod plugin_set;
+pub use moed_service::plugin_set;
 mod plugins_iface;
 mod request_plugins;
 mod requests;
 mod retrieval;
 mod runner;
-mod scheduler;
-mod soak;
 mod watch;
 
 use std::path::PathBuf;
@@ -30,17 +28,14 @@ use std::time::Duration;
 use moed_dbus::{BUS_NAME, EngineState, MoedError, OBJECT_PATH};
 use zbus::connection::Builder;
 
-pub use auth::{AccessPolicy, Action, Authorizer, Caller, GroupAuthorizer, PolkitAuthorizer};
+pub use auth::{
+    AccessPolicy, Action, Authorizer, Caller, GroupAuthorizer, PolkitAuthorizer, SubjectMode,
+};
 use daemon::Daemon;
 use engine_iface::EngineIface;
 use knowledge_iface::KnowledgeIface;
-pub use loadbench::{
-    LoadBenchError, LoadBenchOptions, Row as LoadBenchRow, run as run_load_bench,
-    table as load_bench_table,
-};
 use models_iface::ModelsIface;
 use plugins_iface::PluginsIface;
-pub use soak::{SoakReport, run as run_soak};
 
 use crate::config::{Config, ConfigError};
 use crate::state::{StateError, StateStore, state_dir};
@@ -105,7 +100,10 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
     for source in &config.sources {
         log::info!("configuration: read {}", source.display());
     }
-    let access = AccessPolicy::new(&config.access)?;
+    let access = AccessPolicy::new(
+        &config.access,
+        SubjectMode::for_bus(opts.bus == Bus::System),
+    )?;
     let dir = state_dir(
         config.service.state_directory.as_deref(),
         opts.bus == Bus::Session,
@@ -113,10 +111,6 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
     .ok_or(ServeError::NoStateDir)?;
     let state = StateStore::open(&dir)?;
     log::info!("state directory: {}", dir.display());
-    auth::SERVING_SYSTEM_BUS.store(
-        opts.bus == Bus::System,
-        std::sync::atomic::Ordering::Relaxed,
-    );
     let sources = Arc::new(moed_plugins::Sources::default());
     let knowledge = crate::knowledge::Knowledge::start(&config.knowledge, &state, sources.clone())?;
     let (plugins, plugin_failures) = plugin_manager::PluginManager::open(
@@ -303,8 +297,9 @@ async fn wait_for_signals(
 
 async fn reload(daemon: &Arc<Daemon>, config_file: Option<&std::path::Path>) {
     notify::status("reloading configuration");
+    let subject = daemon.access_subject();
     let result = Config::load(config_file).and_then(|config| {
-        let access = AccessPolicy::new(&config.access)?;
+        let access = AccessPolicy::new(&config.access, subject)?;
         Ok((config, access))
     });
     match result {

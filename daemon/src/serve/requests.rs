@@ -12,10 +12,11 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::auth::Caller;
 use super::daemon::Daemon;
+use super::error::wire_error;
 use super::models::LoadedModel;
 use super::request_plugins::{self, RequestPlugins, Use};
 use super::runner::{self, PromptInput, StreamEvent};
-use super::scheduler::Ticket;
+use moed_service::scheduler::Ticket;
 
 /// A checked request holding its queue place.
 pub struct Prepared {
@@ -73,7 +74,10 @@ pub fn prepare(
             retrieval: options.retrieval_on(),
         },
     )?;
-    let ticket = daemon.scheduler.admit(&caller.unique_name, caller.uid)?;
+    let ticket = daemon
+        .scheduler
+        .admit(&caller.unique_name, caller.uid)
+        .map_err(wire_error)?;
     Ok(Prepared {
         model,
         ticket,
@@ -205,7 +209,7 @@ pub async fn execute(
     } = prepared;
     let request_id = ticket.id().to_string();
     let queued_at = Instant::now();
-    ticket.run_slot().await?;
+    ticket.run_slot().await.map_err(wire_error)?;
     let queue_ms = queued_at.elapsed().as_secs_f64() * 1e3;
     let cancel = ticket.cancel_flag();
     let run_model = model.clone();

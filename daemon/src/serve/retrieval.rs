@@ -1,4 +1,4 @@
-//! Retrieval for one request (issue 7, "answer assembly"): the request's retrieval plugins are
+//! Retrieval for one request: the request's retrieval plugins are
 //! asked for documents for the user's query (the prompt, or a conversation's last user message),
 //! and the passages go into the prompt under a template naming their sources, within a token
 //! budget counted with the model's tokenizer: lowest-scored passages are dropped first, the

@@ -1,4 +1,4 @@
-//! Plugin strings made valid and bounded (with `moed_dbus::wire`, the one boundary) at the moment
+//! Plugin strings made valid and bounded (with `moed_wire`, the one boundary) at the moment
 //! the host takes them, before it logs, stores or returns them to the daemon.
 //!
 //! What bounds the copy itself: the canonical ABI lifts a string or list a plugin hands over by
@@ -7,7 +7,7 @@
 //! default). So one string costs the host at most one copy of that size, dropped as soon as it is
 //! clipped here; a plugin that hands over such strings in a loop is stopped by its time limit.
 
-use moed_dbus::wire::{self, limits};
+use moed_wire::{self as wire, limits};
 
 use crate::error::CallFailure;
 

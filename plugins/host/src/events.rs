@@ -1,7 +1,7 @@
 //! Where alerts and plugin failures go besides the caller: the daemon forwards them to the audit
 //! log and emits the `PluginFailed` D-Bus signal; the default writes them to the log.
 
-use moed_dbus::wire::limits;
+use moed_wire::limits;
 use serde::Serialize;
 
 use crate::bounds;
@@ -34,7 +34,7 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// An alert with its code one short line and its message bounded (`moed_dbus::wire` limits),
+    /// An alert with its code one short line and its message bounded (`moed_wire` limits),
     /// whatever the plugin passed: the daemon forwards both to clients and the audit log.
     pub fn new(plugin: &str, severity: Severity, code: &str, message: &str) -> Alert {
         Alert {

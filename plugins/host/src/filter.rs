@@ -4,7 +4,7 @@
 //! rejects the request with a clear error. A filter the administrator switched off passes text
 //! through unchanged.
 
-use moed_dbus::wire::limits;
+use moed_wire::limits;
 
 use crate::bindings::v0_1::filtering;
 use crate::bounds;

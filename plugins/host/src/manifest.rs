@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use moed_dbus::wire::{self, limits};
+use moed_wire::{self as wire, limits};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

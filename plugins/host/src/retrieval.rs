@@ -2,7 +2,7 @@
 //! Failure policy: fail open; a failed call yields no documents and an alert saying why, and the
 //! answer is generated without them.
 
-use moed_dbus::wire::{self, limits};
+use moed_wire::{self as wire, limits};
 
 use crate::bounds;
 use crate::error::CallFailure;

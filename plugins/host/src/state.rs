@@ -7,7 +7,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use moed_dbus::wire::limits;
+use moed_wire::limits;
 
 use crate::bindings::v0_1::{alerts, config, kv, log, sources, types};
 use crate::bounds;

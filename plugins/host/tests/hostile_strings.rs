@@ -1,17 +1,17 @@
 //! Hostile plugin strings: NUL bytes, newlines, terminal escapes and multi-megabyte strings in
 //! every string a plugin can hand the host (errors, reject reasons, alert codes and messages, log
 //! and stderr lines, document ids, sources and texts) come back NUL-free and clipped to the
-//! `moed_dbus::wire` limits, one line where they are logged; gate weights that would overflow the
+//! `moed_wire` limits, one line where they are logged; gate weights that would overflow the
 //! engine are refused; normal calls keep succeeding meanwhile.
 
 mod util;
 
 use std::sync::{Mutex, OnceLock};
 
-use moed_dbus::wire::limits;
 use moed_plugins::{
     CallFailure, FilterError, FilterPlugin, GateAnswer, GateCall, GatePlugin, RetrievalPlugin,
 };
+use moed_wire::limits;
 use serde_json::json;
 use util::*;
 

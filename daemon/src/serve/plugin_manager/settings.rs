@@ -7,12 +7,23 @@ use moed_dbus::plugins::GrantLimit;
 use moed_plugins::{Grant, Kind, Manifest};
 use serde_json::{Map, Value};
 
-use crate::config::PluginSettings;
+use crate::config::{GrantSettings, PluginSettings};
 
 /// Filters and retrieval apply to every request unless told otherwise; a gate replaces the
 /// model's routing, so it applies only when named (or made the default).
 pub fn default_always(kind: Kind) -> bool {
     kind != Kind::Gate
+}
+
+/// The bus's form of a configured grant limit (`[plugins.settings.NAME.grant]`).
+fn grant_limit(g: &GrantSettings) -> GrantLimit {
+    GrantLimit {
+        alerts: g.alerts,
+        kv_quota: g.kv_quota,
+        sources: g.sources.clone(),
+        fewer_experts: g.fewer_experts,
+        clocks: g.clocks,
+    }
 }
 
 /// `base` narrowed by `limit`: each capability the limit sets is at most what it allows.
@@ -142,7 +153,7 @@ pub fn effective(kind: Kind, recorded: &Recorded, file: Option<&PluginSettings>)
             .or(recorded.always)
             .unwrap_or_else(|| default_always(kind)),
         grant: match &file.grant {
-            Some(g) => narrow(&recorded.grant, &g.into()),
+            Some(g) => narrow(&recorded.grant, &grant_limit(g)),
             None => recorded.grant.clone(),
         },
         config: file.config.unwrap_or_else(|| recorded.config.clone()),

@@ -1,0 +1,407 @@
+//! The sparse MoE engine: per-layer attention and router graphs, then only the routed experts.
+//!
+//! [`Engine::load`] validates the package, starts ONNX Runtime, picks an execution provider and
+//! loads every non-expert graph (experts load lazily, see `experts`). [`Engine::forward`] runs
+//! tokens after a [`Sequence`]'s cache and returns logits.
+
+mod error;
+mod experts;
+mod forward;
+mod graph;
+mod kv;
+mod load;
+pub mod memlimit;
+mod probe;
+mod routing;
+mod score;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+pub use error::EngineError;
+pub use kv::Sequence;
+pub use routing::{Gate, GateError, MAX_WEIGHT, NativeGate, RouterInput, Routing};
+pub use score::{log_softmax_at, score_chunk, score_tokens, score_tokens_until, score_tokens_with};
+pub use stats::EngineStats;
+
+use crate::ort_env::OrtRuntime;
+pub use crate::ort_env::Provider;
+use crate::package::{LayerSpec, Package};
+use experts::ExpertCache;
+use graph::{Graph, Interface};
+use kv::KvCache;
+use stats::Counters;
+
+/// How MoE layers compute their experts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecMode {
+    /// Only the routed experts, each once per layer on the tokens routed to it.
+    #[default]
+    Sparse,
+    /// Every expert on every token, router weights applied (zero for unselected): what a naive
+    /// export costs. For the benchmark.
+    Dense,
+}
+
+/// Which logits [`Engine::forward`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// The last token's `[vocab]`.
+    Last,
+    /// Every token's, `[tokens * vocab]` row-major.
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Execution providers in order of preference; the first that works is used.
+    pub providers: Vec<Provider>,
+    /// Upper bound on resident expert bytes (file bytes); `None` keeps every loaded expert.
+    pub expert_memory_budget: Option<u64>,
+    /// Intra-op threads of ONNX Runtime's shared pool (process-wide; the first engine sets it).
+    pub intra_threads: Option<usize>,
+    pub mode: ExecMode,
+    /// Explicit libonnxruntime path (configuration); searched before `ORT_DYLIB_PATH`.
+    pub ort_library: Option<PathBuf>,
+    /// Let ONNX Runtime's idle pool threads spin (process-wide).
+    pub spinning: bool,
+    /// Told how far loading has come (for a client's progress bar).
+    pub progress: Option<LoadProgress>,
+}
+
+/// Called while a package loads with (graphs loaded, graphs to load). Experts load lazily, on
+/// first use, and are not counted.
+#[derive(Clone)]
+pub struct LoadProgress(pub Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for LoadProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadProgress(..)")
+    }
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            providers: vec![Provider::Cpu],
+            expert_memory_budget: None,
+            intra_threads: None,
+            mode: ExecMode::Sparse,
+            ort_library: None,
+            spinning: false,
+            progress: None,
+        }
+    }
+}
+
+pub(crate) enum Layer {
+    Dense {
+        attn: Graph,
+        mlp: Graph,
+    },
+    Moe {
+        attn: Graph,
+        /// `None`: the attention graph outputs the router logits.
+        router: Option<Graph>,
+        shared: Option<Graph>,
+        experts: Vec<String>,
+        expert_bytes: Vec<u64>,
+    },
+}
+
+/// One cache tensor's shape (its graph input and output are bound in the interface's order).
+pub(crate) struct CacheIo {
+    /// `[..]` per-token shape, as i64 for tensor views.
+    pub shape: Vec<i64>,
+    pub per_token: usize,
+}
+
+/// A loaded model package, shared by concurrent requests (each with its own [`Sequence`]).
+pub struct Engine {
+    id: u64,
+    package: Package,
+    rt: &'static OrtRuntime,
+    provider: Provider,
+    fallbacks: Vec<(Provider, String)>,
+    mode: ExecMode,
+    embed: Graph,
+    head: Graph,
+    layers: Vec<Layer>,
+    cache_io: Vec<CacheIo>,
+    expert_iface: Interface,
+    experts: ExpertCache,
+    gate: Arc<dyn Gate>,
+    counters: Counters,
+    hidden: usize,
+    vocab: usize,
+    num_experts: usize,
+    top_k: usize,
+}
+
+static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
+
+// One engine serves concurrent requests: it must stay shareable across threads.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Engine>();
+    shareable::<Sequence>();
+};
+
+impl Engine {
+    /// Validates the package in `dir` and loads it.
+    pub fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineError> {
+        load::load(dir, opts)
+    }
+
+    pub fn package(&self) -> &Package {
+        &self.package
+    }
+
+    /// The execution provider in use ("cpu", "cuda", "tensorrt").
+    pub fn execution_provider(&self) -> &str {
+        self.provider.as_str()
+    }
+
+    /// Providers preferred over the one in use, with why each could not be used.
+    pub fn provider_fallbacks(&self) -> &[(Provider, String)] {
+        &self.fallbacks
+    }
+
+    /// ONNX Runtime's shared intra-op thread count.
+    pub fn intra_threads(&self) -> usize {
+        self.rt.intra_threads()
+    }
+
+    pub fn mode(&self) -> ExecMode {
+        self.mode
+    }
+
+    /// Replaces the routing rule of every sequence that has none of its own (a request's gate:
+    /// [`Sequence::set_gate`]). Every answer is still validated.
+    pub fn set_gate(&mut self, gate: Arc<dyn Gate>) {
+        self.gate = gate;
+    }
+
+    /// An empty sequence (no cached tokens) for one request.
+    pub fn new_sequence(&self) -> Sequence {
+        let kv = KvCache::new(
+            self.package.manifest().attention.cache_layout,
+            self.layers.len(),
+            &self.cache_io,
+            self.package.context_length(),
+        );
+        Sequence::new(self.id, kv, self.num_experts)
+    }
+
+    /// Runs `tokens` after the sequence's cached tokens and appends them to its cache.
+    /// [`Logits::Last`] returns `[vocab]`; [`Logits::All`] returns `[tokens.len() * vocab]`.
+    pub fn forward(
+        &self,
+        seq: &mut Sequence,
+        tokens: &[u32],
+        which: Logits,
+    ) -> Result<Vec<f32>, EngineError> {
+        self.forward_with_mode(seq, tokens, which, self.mode)
+    }
+
+    /// [`Engine::forward`] with an explicit execution mode (the bench runs both on one engine).
+    pub fn forward_with_mode(
+        &self,
+        seq: &mut Sequence,
+        tokens: &[u32],
+        which: Logits,
+        mode: ExecMode,
+    ) -> Result<Vec<f32>, EngineError> {
+        forward::forward(self, seq, tokens, which, mode)
+    }
+
+    /// ONNX Runtime sessions alive: every graph but the experts, and the resident experts.
+    pub fn session_count(&self) -> usize {
+        let fixed: usize = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Layer::Dense { .. } => 2,
+                Layer::Moe { shared, .. } => 2 + usize::from(shared.is_some()),
+            })
+            .sum();
+        2 + fixed + self.stats().resident_experts as usize
+    }
+
+    /// Counters since load.
+    /// Mean wall time of one ONNX Runtime run of a one-node graph on this engine's runtime and
+    /// provider, in microseconds: the fixed cost every graph run pays outside its kernels.
+    pub fn run_overhead_us(&self, runs: usize) -> Result<f64, EngineError> {
+        probe::run_overhead_us(self, runs)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.counters.snapshot()
+    }
+
+    /// Creates every expert session now (within the budget) instead of on first use, on as many
+    /// threads as the intra-op pool has.
+    pub fn preload_experts(&self) -> Result<(), EngineError> {
+        let all: Vec<(usize, usize)> = self
+            .layers
+            .iter()
+            .enumerate()
+            .flat_map(|(l, layer)| match layer {
+                Layer::Moe { experts, .. } => (0..experts.len()).map(|e| (l, e)).collect(),
+                Layer::Dense { .. } => Vec::new(),
+            })
+            .collect();
+        // With a budget, loading in order keeps the LRU order the sequential load gave.
+        let threads = if self.experts_budgeted() {
+            1
+        } else {
+            self.rt.intra_threads()
+        };
+        let loaded = experts::load_parallel(all.len(), threads, |i| {
+            self.expert(all[i].0, all[i].1).map(drop)
+        });
+        self.release_mapped_weights();
+        loaded
+    }
+
+    /// Creates, several at once, the sessions of the experts of `layer` that `wanted` picks and
+    /// that are not resident yet. Without a budget only: with one, the experts are loaded one by
+    /// one as they run so that the budget never holds more than one layer's working set.
+    pub(crate) fn prefetch_experts(
+        &self,
+        layer: usize,
+        wanted: impl Fn(usize) -> bool,
+    ) -> Result<(), EngineError> {
+        if self.experts_budgeted() {
+            return Ok(());
+        }
+        let missing: Vec<usize> = (0..self.num_experts)
+            .filter(|&x| wanted(x) && !self.experts.has((layer, x)))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let loaded = experts::load_parallel(missing.len(), self.rt.intra_threads(), |i| {
+            self.expert(layer, missing[i]).map(drop)
+        });
+        // Walking the mappings costs more than creating a tiny expert's session: only once
+        // enough new weights are in.
+        if self.experts.take_fresh(RELEASE_EVERY) {
+            self.release_mapped_weights();
+        }
+        loaded
+    }
+
+    fn experts_budgeted(&self) -> bool {
+        self.experts.budget().is_some()
+    }
+
+    /// Drops the resident pages of weights ONNX Runtime mapped from the package and no longer
+    /// reads once sessions are created (see [`crate::procmem::release_mapped`]).
+    pub(crate) fn release_mapped_weights(&self) {
+        let advised = crate::procmem::release_mapped(self.package.dir());
+        log::debug!("released {advised} bytes of package mappings");
+    }
+
+    /// Drops every resident expert session.
+    pub fn drop_experts(&self) {
+        self.experts.clear(&self.counters);
+    }
+
+    /// File bytes of every graph of one kind, for the bench: (dense part, routed experts per MoE
+    /// layer summed over layers, number of MoE layers).
+    pub fn weight_bytes(&self) -> WeightBytes {
+        let m = self.package.manifest();
+        let g = |rel: &str| self.package.graph_bytes(rel);
+        let mut w = WeightBytes {
+            embed: g(&m.embed),
+            head: g(&m.head),
+            ..WeightBytes::default()
+        };
+        for spec in &m.layers {
+            w.attn += g(spec.attn());
+            match spec {
+                LayerSpec::Dense { mlp, .. } => w.dense_mlp += g(mlp),
+                LayerSpec::Moe {
+                    router,
+                    experts,
+                    shared,
+                    ..
+                } => {
+                    w.moe_layers += 1;
+                    w.router += router.as_deref().map_or(0, g);
+                    w.shared += shared.as_deref().map_or(0, g);
+                    w.experts += experts.iter().map(|e| g(e)).sum::<u64>();
+                }
+            }
+        }
+        w
+    }
+
+    /// File bytes of one routed expert's graph (0 for a dense layer or an index out of range).
+    pub fn expert_file_bytes(&self, layer: usize, expert: usize) -> u64 {
+        match self.layers.get(layer) {
+            Some(Layer::Moe { expert_bytes, .. }) => expert_bytes.get(expert).copied().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn expert(&self, layer: usize, expert: usize) -> Result<Arc<Graph>, EngineError> {
+        let Some(Layer::Moe {
+            experts,
+            expert_bytes,
+            ..
+        }) = self.layers.get(layer)
+        else {
+            return Err(EngineError::Options(format!(
+                "layer {layer} has no experts"
+            )));
+        };
+        let rel = &experts[expert];
+        self.experts.get(
+            (layer, expert),
+            expert_bytes[expert],
+            &self.counters,
+            || {
+                Graph::load(
+                    self.rt,
+                    self.provider,
+                    &self.package,
+                    rel,
+                    &self.expert_iface,
+                )
+            },
+        )
+    }
+}
+
+/// Expert file bytes created between two releases of dead package mappings (the pages left of
+/// them meanwhile are at most a fifth of this).
+const RELEASE_EVERY: u64 = 64 << 20;
+
+/// File bytes per graph kind over the whole package.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct WeightBytes {
+    pub embed: u64,
+    pub head: u64,
+    pub attn: u64,
+    pub router: u64,
+    pub shared: u64,
+    pub dense_mlp: u64,
+    /// All routed experts of all MoE layers.
+    pub experts: u64,
+    pub moe_layers: u64,
+}
+
+/// The gate of a package without MoE layers; never asked.
+struct NoMoeGate;
+
+impl Gate for NoMoeGate {
+    fn route(&self, layer: usize, _: &RouterInput<'_>, _: &mut Routing) -> Result<(), GateError> {
+        Err(GateError(format!(
+            "layer {layer}: the package has no routing section"
+        )))
+    }
+}

@@ -1,0 +1,12 @@
+//! moed-engine: model packages, the per-layer ONNX Runtime engine, text handling and generation.
+//!
+//! It knows no transport, async runtime, plugin host or database: the service and the command
+//! line build on it, and a model can be run from any program that links only this crate.
+
+pub mod bytesize;
+pub mod engine;
+pub mod generate;
+pub mod ort_env;
+pub mod package;
+pub mod procmem;
+pub mod text;

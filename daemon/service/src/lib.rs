@@ -1,0 +1,19 @@
+//! moed-service: the daemon's transport-neutral core — configuration, persistent state, knowledge
+//! sources and the daemon's side of WASM plugins (gate bindings, request filters).
+//!
+//! Nothing here knows D-Bus: errors are this crate's own, and strings sent later are bounded with
+//! moed-wire. The `moed` binary's `serve/` adapts this core to the bus.
+
+pub use error::ServiceError;
+
+// The engine floor under the names the modules use (`crate::engine`, `crate::package`…).
+use moed_engine::{bytesize, engine, generate, ort_env, package};
+
+pub mod config;
+pub mod error;
+pub mod knowledge;
+pub mod plugin_set;
+pub mod plugins;
+pub mod request;
+pub mod scheduler;
+pub mod state;

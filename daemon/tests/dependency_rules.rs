@@ -1,0 +1,80 @@
+//! The crate layering rules, checked on the resolved dependency tree (`cargo tree`).
+//!
+//! The engine floor must build without any transport, async runtime, plugin host or database, so
+//! that it can be linked by small tools and reasoned about alone. See ARCHITECTURE.md.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Crates that must not appear among `package`'s normal (non-dev, non-build) dependencies.
+fn assert_free_of(package: &str, forbidden: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let out = Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .args(["--format", "{p}", "-p", package, "--manifest-path"])
+        .arg(&manifest)
+        .output()
+        .expect("run cargo tree");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        names.contains(&package),
+        "cargo tree did not list {package}: {stdout}"
+    );
+    let found: Vec<&&str> = forbidden.iter().filter(|f| names.contains(f)).collect();
+    assert!(found.is_empty(), "{package} depends on {found:?}");
+}
+
+/// What the engine floor and the string rules must never link.
+const NOT_IN_THE_FLOOR: &[&str] = &[
+    "tokio",
+    "zbus",
+    "zbus_polkit",
+    "wasmtime",
+    "sled",
+    "rusqlite",
+    "tokio-postgres",
+    "moed-dbus",
+    "moed-plugins",
+];
+
+#[test]
+fn wire_rules_have_no_runtime_transport_plugin_or_database_dependency() {
+    assert_free_of("moed-wire", NOT_IN_THE_FLOOR);
+}
+
+#[test]
+fn engine_has_no_runtime_transport_plugin_or_database_dependency() {
+    assert_free_of("moed-engine", NOT_IN_THE_FLOOR);
+}
+
+/// The service core and the plugin host are transport-neutral: D-Bus is the `moed` binary's
+/// adapter (`serve/`), and the contract crate is its alone.
+const NOT_IN_THE_CORE: &[&str] = &["zbus", "zbus_polkit", "moed-dbus"];
+
+#[test]
+fn service_core_has_no_dbus_dependency() {
+    assert_free_of("moed-service", NOT_IN_THE_CORE);
+}
+
+#[test]
+fn plugin_host_has_no_dbus_dependency() {
+    assert_free_of("moed-plugins", NOT_IN_THE_CORE);
+}
