@@ -14,17 +14,15 @@
 #   packaging/emulated.sh ARM64_DEB AMD64_DEB
 #
 # Needs root, debootstrap, qemu-user-static and binfmt-support (tests/setup.sh installs them); it
-# mounts binfmt_misc and enables qemu-aarch64 if they are not. The debootstrapped base is cached as
-# a tarball in $MOE_CI_CACHE/lifecycle (default /var/cache/moed-ci/lifecycle); the first run fetches
-# it from deb.debian.org and runs debootstrap's second stage under emulation (several minutes), later
-# runs unpack it (seconds). Prints "ok:"/"FAIL:" lines, timings, and "RESULT: pass" at the end.
+# mounts binfmt_misc and enables qemu-aarch64 if they are not. The debootstrapped base comes from
+# packaging/debian-base.sh (cached in /var/cache/moed-ci/lifecycle): the first run fetches it from
+# deb.debian.org and runs debootstrap's second stage under emulation (about 4.5 min), later runs
+# unpack it (seconds). Prints "ok:"/"FAIL:" lines, timings, and "RESULT: pass" at the end.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 arm_deb="${1:?usage: packaging/emulated.sh ARM64_DEB AMD64_DEB}"
 amd_deb="${2:?usage: packaging/emulated.sh ARM64_DEB AMD64_DEB}"
-cache="${MOE_CI_CACHE:-/var/cache/moed-ci}/lifecycle"
-mirror="${MOE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # Everything the package Depends on (polkitd needs a logind: libpam-systemd), so that installing it
 # needs no network; dbus also gives the private bus its daemon.
 base_packages="systemd,libpam-systemd,dbus,polkitd,libstdc++6,libgcc-s1,passwd,procps"
@@ -69,20 +67,8 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 root_env=(chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8)
 in_root() { "${root_env[@]}" "$@"; }
 
-key="$(printf '%s %s arm64' "$base_packages" "$mirror" | sha256sum | cut -c1-12)"
-base="$cache/bookworm-arm64-$key.tar"
-if [[ ! -f "$base" ]]; then
-  step "debootstrap --arch arm64 bookworm ($base_packages) from $mirror"
-  mkdir -p "$cache"
-  debootstrap --arch=arm64 --variant=minbase --include="$base_packages" bookworm "$work/base" "$mirror" \
-    >"$work/debootstrap.log" 2>&1 \
-    || { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
-  rm -rf "$work/base/var/cache/apt/archives/"*.deb
-  tar -C "$work/base" -cf "$base.tmp" . && mv "$base.tmp" "$base"
-  # Bases of other package lists are stale now.
-  find "$cache" -maxdepth 1 -name 'bookworm-arm64-*.tar' ! -name "$(basename "$base")" -delete
-  rm -rf --one-file-system "$work/base"
-fi
+step "the arm64 Debian base (packaging/debian-base.sh)"
+base="$("$repo/packaging/debian-base.sh" arm64 "$base_packages")"
 step "unpacking the base $(basename "$base")"
 mkdir -p "$root"
 tar -C "$root" -xf "$base"

@@ -13,8 +13,9 @@
 # /run/systemd/system absent): the maintainer scripts must cope with that.
 #
 # Needs root, debootstrap and systemd-nspawn (tests/setup.sh installs them). The debootstrapped base
-# is cached as a tarball in $MOE_CI_CACHE/lifecycle (default /var/cache/moed-ci/lifecycle); the first
-# run fetches it from deb.debian.org (about 1.5 min), later runs unpack it (seconds).
+# comes from packaging/debian-base.sh, cached as a tarball in $MOE_CI_CACHE/lifecycle (default
+# /var/cache/moed-ci/lifecycle); the first run fetches it from deb.debian.org (about 1.5 min),
+# later runs unpack it (seconds).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,8 +23,6 @@ target="${CARGO_TARGET_DIR:-$repo/target}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n 1)"
 deb="${1:-$target/debian/moed_${version}-1_amd64.deb}"
 upgrade="${2:-}"
-cache="${MOE_CI_CACHE:-/var/cache/moed-ci}/lifecycle"
-mirror="${MOE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # What the base holds besides minbase: systemd as PID 1, the system bus, polkit (so the daemon's
 # real polkit path is exercised; it needs a logind, libpam-systemd), and everything the package
 # Depends on, so that installing it needs no network (dpkg refuses it if a dependency is missing).
@@ -53,19 +52,8 @@ fi
 v1="$(dpkg-deb -f "$deb" Version)" v2="$(dpkg-deb -f "$upgrade" Version)"
 dpkg --compare-versions "$v2" gt "$v1" || { echo "lifecycle.sh: $upgrade ($v2) is not newer than $deb ($v1)" >&2; exit 1; }
 
-key="$(printf '%s %s' "$base_packages" "$mirror" | sha256sum | cut -c1-12)"
-base="$cache/bookworm-$key.tar"
-if [[ ! -f "$base" ]]; then
-  step "debootstrap bookworm ($base_packages) from $mirror"
-  mkdir -p "$cache"
-  debootstrap --variant=minbase --include="$base_packages" bookworm "$work/base" "$mirror" >"$work/debootstrap.log" 2>&1 \
-    || { tail -n 30 "$work/debootstrap.log" >&2; echo "lifecycle.sh: debootstrap failed (log above)" >&2; exit 1; }
-  rm -rf "$work/base/var/cache/apt/archives/"*.deb
-  tar -C "$work/base" -cf "$base.tmp" . && mv "$base.tmp" "$base"
-  # Bases of other package lists are stale now.
-  find "$cache" -maxdepth 1 -name 'bookworm-*.tar' ! -name "$(basename "$base")" -delete
-  rm -rf --one-file-system "$work/base"
-fi
+step "the Debian base (packaging/debian-base.sh)"
+base="$("$repo/packaging/debian-base.sh" amd64 "$base_packages")"
 step "unpacking the base $(basename "$base")"
 mkdir -p "$root"
 tar -C "$root" -xf "$base"
