@@ -12,6 +12,7 @@ py="$venv/bin/python3"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$("$repo/packaging/onnxruntime/provision.sh")}"
 export MOE_FIXTURE_PACKAGES="${MOE_FIXTURE_PACKAGES:-$target/fixture-packages}"
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 # The knowledge tests start their own PostgreSQL cluster; in CI they must not skip for want of one.
 export MOE_REQUIRE_POSTGRES=1
 
@@ -59,8 +60,4 @@ echo "== arm64 packages: the same checks as amd64's (packaging/check.sh)"
 "$repo/packaging/check.sh" "${arm_packages[0]}" "${arm_packages[1]}"
 
 echo "== arm64 package: install, generate (ids equal to amd64's) and serve under qemu (packaging/emulated.sh)"
-if [[ $(id -u) -eq 0 ]]; then
-  "$repo/packaging/emulated.sh" "${arm_packages[0]}" "${packages[0]}"
-else
-  sudo "$repo/packaging/emulated.sh" "${arm_packages[0]}" "${packages[0]}"
-fi
+as_root "$repo/packaging/emulated.sh" "${arm_packages[0]}" "${packages[0]}"
