@@ -31,12 +31,10 @@ rpm=1
 build=1
 fast=0
 out=""
-case "$(uname -m)" in
-  x86_64) arch=amd64 ;;
-  aarch64) arch=arm64 ;;
-  *) arch="$(uname -m)" ;;
-esac
-native="$arch"
+# shellcheck source=packaging/arch.sh
+source "$repo/packaging/arch.sh"
+native="$(arch_native)"
+arch="$native"
 while (($#)); do
   case "$1" in
     --arch) arch="${2:?--arch needs amd64 or arm64}"; shift 2 ;;
@@ -49,29 +47,22 @@ while (($#)); do
   esac
 done
 [[ "$revision" =~ ^[1-9][0-9]*$ ]] || { echo "build.sh: --revision '$revision' is not a positive integer" >&2; exit 2; }
-# Rust target triple, strip and the way to run the package's binaries here, per architecture.
-case "$arch" in
-  amd64) triple=x86_64-unknown-linux-gnu strip_tool=strip cross_prefix="" ;;
-  arm64) triple=aarch64-unknown-linux-gnu strip_tool=aarch64-linux-gnu-strip cross_prefix=aarch64-linux-gnu ;;
-  *) echo "build.sh: --arch '$arch' is not one of amd64, arm64" >&2; exit 2 ;;
-esac
-run_target=()
+triple="$(arch_triple "$arch")" || { echo "build.sh: --arch '$arch' is not one of amd64, arm64" >&2; exit 2; }
+strip_tool=strip
 cargo_target=()
 release="$target/release"
 if [[ "$arch" != "$native" ]]; then
+  cross_prefix="$(arch_cross_prefix "$arch")"
+  [[ -n "$cross_prefix" ]] || { echo "build.sh: cannot cross-build $arch on $native" >&2; exit 2; }
+  strip_tool="$cross_prefix-strip"
   cargo_target=(--target "$triple")
   # cargo-deb and cargo-generate-rpm read "target/release/" in the manifest as this directory
   # when given --target.
   release="$target/$triple/release"
-  [[ -n "$cross_prefix" ]] || { echo "build.sh: cannot cross-build $arch on $native" >&2; exit 2; }
   # Debian's cross gcc links, and is the C compiler of the cc-built dependencies (SQLite, Oniguruma).
   triple_env="$(tr 'a-z-' 'A-Z_' <<<"$triple")"
   export "CARGO_TARGET_${triple_env}_LINKER=${cross_prefix}-gcc"
-  # The target's loader and libraries for qemu-user, from libc6-<arch>-cross.
-  run_target=(qemu-aarch64-static -L "/usr/$cross_prefix")
-  for tool in "${cross_prefix}-gcc" "$strip_tool" qemu-aarch64-static; do
-    command -v "$tool" >/dev/null || { echo "build.sh: $tool is missing for --arch $arch; run tests/setup.sh" >&2; exit 1; }
-  done
+  command -v "${cross_prefix}-gcc" >/dev/null || { echo "build.sh: ${cross_prefix}-gcc is missing for --arch $arch; run tests/setup.sh" >&2; exit 1; }
 fi
 deb_out="${out:-$target/debian}"
 rpm_out="${out:-$target/generate-rpm}"
@@ -123,8 +114,8 @@ done
 # ONNX Runtime's licence and third-party notices, from the wheel provision.sh just verified (in its
 # cache, named as provision.sh names it): the library embeds curl, Mbed TLS and more.
 ort_version="${ort_lib##*/libonnxruntime.so.}"
-wheel_machine="${triple%%-*}"
-wheels=("${MOE_WHEEL_CACHE:-$repo/target/wheels}/onnxruntime-${ort_version}-"*"_${wheel_machine}.whl")
+machine="${triple%%-*}"
+wheels=("${MOE_WHEEL_CACHE:-$repo/target/wheels}/onnxruntime-${ort_version}-"*"_${machine}.whl")
 [[ -f "${wheels[0]}" ]] || { echo "build.sh: no onnxruntime-${ort_version} wheel in ${MOE_WHEEL_CACHE:-$repo/target/wheels} (provision.sh's cache)" >&2; exit 1; }
 python3 - "${wheels[0]}" "$stage/doc" <<'PY'
 import sys, zipfile
@@ -137,21 +128,16 @@ with zipfile.ZipFile(wheel) as z:
 PY
 gzip -9n "$stage/doc/onnxruntime-ThirdPartyNotices.txt"
 
+# help2man and generate-assets run the staged binaries; for another architecture under qemu-user.
+mkdir -p "$stage/run"
+for bin in moed moectl; do arch_wrap "$arch" "$stage/bin/$bin" "$stage/run/$bin"; done
 assets="$stage/assets"
-"${run_target[@]}" "$stage/bin/moectl" generate-assets "$assets" >&2
+"$stage/run/moectl" generate-assets "$assets" >&2
 mv "$assets"/*.1 "$stage/man/man1/"
 mv "$assets/moectl.bash" "$assets/_moectl" "$assets/moectl.fish" "$stage/completions/"
 rmdir "$assets" || { echo "build.sh: moectl generate-assets wrote files this script does not package: $(ls "$assets")" >&2; exit 1; }
-moed_for_help="$stage/bin/moed"
-if ((${#run_target[@]})); then
-  # help2man runs the program it is given: a wrapper named moed runs the target's binary.
-  mkdir -p "$stage/run"
-  printf '#!/bin/sh\nexec %s "%s" "$@"\n' "${run_target[*]}" "$stage/bin/moed" >"$stage/run/moed"
-  chmod +x "$stage/run/moed"
-  moed_for_help="$stage/run/moed"
-fi
 help2man --no-info --section=8 --include="$repo/packaging/moed.8.h2m" \
-  --output="$stage/man/man8/moed.8" "$moed_for_help"
+  --output="$stage/man/man8/moed.8" "$stage/run/moed"
 rm -rf "$stage/run"
 # -n: no time stamp in the gzip header, so equal inputs give equal packages.
 gzip -9n "$stage"/man/man1/*.1 "$stage/man/man8/moed.8"
@@ -175,5 +161,5 @@ if ((rpm)); then
   echo "== packaging: cargo generate-rpm (release $revision)" >&2
   (cd "$repo" && cargo generate-rpm -p daemon --target-dir "$target" "${cargo_target[@]}" "${rpm_flags[@]}" \
     --set-metadata "release = \"$revision\"" --output "$rpm_out") >&2
-  ls -t "$rpm_out"/moed-*-"$revision"."$wheel_machine".rpm | head -n 1
+  ls -t "$rpm_out"/moed-*-"$revision"."$machine".rpm | head -n 1
 fi

@@ -24,6 +24,10 @@ for f in "$deb" "$rpm_file"; do
   [[ -f "$f" ]] || { echo "check.sh: $f does not exist; run packaging/build.sh" >&2; exit 1; }
 done
 
+# shellcheck source=packaging/arch.sh
+source "$repo/packaging/arch.sh"
+deb_arch="$(dpkg-deb -f "$deb" Architecture)"
+
 failures=0
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 ok() { echo "ok: $*"; }
@@ -108,18 +112,9 @@ fi
 
 echo "== config: packaging/moed.toml"
 # The package's own moed, run here; another architecture's through qemu-user with its cross libc.
-moed_bin="$work/pkg/usr/bin/moed"
-deb_arch="$(dpkg-deb -f "$deb" Architecture)"
-if [[ "$deb_arch" != "$(dpkg --print-architecture)" ]]; then
-  case "$deb_arch" in
-    arm64) qemu=(qemu-aarch64-static -L /usr/aarch64-linux-gnu) ;;
-    *) echo "check.sh: cannot run $deb_arch binaries here" >&2; exit 1 ;;
-  esac
-  command -v "${qemu[0]}" >/dev/null || { echo "check.sh: ${qemu[0]} is missing; run tests/setup.sh" >&2; exit 1; }
-  printf '#!/bin/sh\nexec %s "%s" "$@"\n' "${qemu[*]}" "$work/pkg/usr/bin/moed" >"$work/moed-$deb_arch"
-  chmod +x "$work/moed-$deb_arch"
-  moed_bin="$work/moed-$deb_arch"
-fi
+mkdir -p "$work/run"
+arch_wrap "$deb_arch" "$work/pkg/usr/bin/moed" "$work/run/moed" || exit 1
+moed_bin="$work/run/moed"
 if out="$("$moed_bin" check-config --config "$repo/packaging/moed.toml" 2>&1)"; then
   grep -qx 'default = "moe-mini"' <<<"$out" && ok "moed check-config accepts it; default model moe-mini" \
     || fail "check-config does not report default = \"moe-mini\": $out"
@@ -178,7 +173,7 @@ ok "Depends: $depends"
 
 echo "== rpm: $(basename "$rpm_file")"
 rpm_arch="$(rpm -qp --qf '%{ARCH}' "$rpm_file" 2>/dev/null)"
-case "$deb_arch" in amd64) want_arch=x86_64 ;; arm64) want_arch=aarch64 ;; *) want_arch="$deb_arch" ;; esac
+want_arch="$(arch_triple "$deb_arch")" && want_arch="${want_arch%%-*}" || want_arch="(none for $deb_arch)"
 if [[ "$rpm_arch" == "$want_arch" ]]; then ok "the .rpm is $rpm_arch, as the .deb is $deb_arch"; else fail "the .rpm is '$rpm_arch', the .deb $deb_arch (expected $want_arch)"; fi
 rpm -qp --list "$rpm_file" 2>/dev/null >"$work/rpm.list"
 want "$work/rpm.list" ".rpm" "${expected_common[@]}" /usr/share/zsh/site-functions/_moectl && ok ".rpm holds the $((${#expected_common[@]} + 1)) expected files"

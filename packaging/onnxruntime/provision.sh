@@ -16,11 +16,11 @@ set -euo pipefail
 
 ORT_VERSION=1.32.0
 
-case "$(uname -m)" in
-  x86_64) native=amd64 ;;
-  aarch64) native=arm64 ;;
-  *) native="$(uname -m)" ;;
-esac
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+# shellcheck source=packaging/arch.sh
+source "$repo/packaging/arch.sh"
+native="$(arch_native)"
 arch="$native"
 if [[ "${1:-}" == "--arch" ]]; then
   arch="${2:?provision.sh: --arch needs amd64 or arm64}"
@@ -46,8 +46,6 @@ case "$arch" in
     ;;
 esac
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
 if [[ "$arch" == "$native" ]]; then
   dest="${1:-$repo/target/onnxruntime}"
 else
