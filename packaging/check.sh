@@ -110,6 +110,14 @@ else
   ok "systemd-analyze verify moed.service printed nothing"
 fi
 
+echo "== binaries: no path of the build tree searched"
+# A debug build also looks for ONNX Runtime in its source tree; the packaged (release) one must not.
+if grep -qF "../../target/onnxruntime" "$work/pkg/usr/bin/moed"; then
+  fail "/usr/bin/moed searches its build tree's target/onnxruntime/ for ONNX Runtime"
+else
+  ok "/usr/bin/moed does not search its build tree for ONNX Runtime"
+fi
+
 echo "== config: packaging/moed.toml"
 # The package's own moed, run here; another architecture's through qemu-user with its cross libc.
 mkdir -p "$work/run"

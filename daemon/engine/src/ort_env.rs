@@ -245,7 +245,8 @@ fn ort_version() -> String {
 }
 
 /// Every place searched for the library, in order: the explicit path, `ORT_DYLIB_PATH`, the package
-/// location, `<exe dir>/../lib/moed/`, and a development tree's `target/onnxruntime/`.
+/// location, `<exe dir>/../lib/moed/`, the `target/onnxruntime/` above a binary that lies in a
+/// `target/` folder, and (debug builds only) this source tree's `target/onnxruntime/`.
 pub fn library_candidates(
     explicit: Option<&Path>,
     env_var: Option<&str>,
@@ -269,13 +270,21 @@ pub fn library_candidates(
             }
         }
     }
-    let dev =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/onnxruntime/libonnxruntime.so");
-    if !out.contains(&dev) {
+    if let Some(dev) = DEV_TREE_LIBRARY.map(|rel| Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))
+        && !out.contains(&dev)
+    {
         out.push(dev);
     }
     out
 }
+
+/// The development tree's library, relative to this crate: searched by debug builds only, so an
+/// installed (release) binary never looks inside the tree it was built in.
+const DEV_TREE_LIBRARY: Option<&str> = if cfg!(debug_assertions) {
+    Some("../../target/onnxruntime/libonnxruntime.so")
+} else {
+    None
+};
 
 /// `dir/libonnxruntime.so` first, then any versioned `libonnxruntime.so.*` there (newest name last).
 fn versioned_libs(dir: &Path) -> Vec<PathBuf> {
