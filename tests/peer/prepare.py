@@ -22,7 +22,15 @@ from shapes import Shape
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-GGUF_TYPES = {"int4": "Q4_0", "int8": "Q8_0"}
+GGUF_TYPES = {"int4": "Q4_0", "int4-dense4": "Q4_0", "int8": "Q8_0"}
+# moe_export flags per moed quantization. `int4` is the exporter's default int4 policy (attention,
+# shared experts, head and embedding at 8 bits); `int4-dense4` puts attention and dense MLPs at 4
+# bits too, as llama.cpp's Q4_0 does (its head is Q6_K, ours stays int8).
+EXPORT_ARGS = {"int4-dense4": ["--quant", "int4", "--dense-quant", "int4"]}
+
+
+def export_args(quant: str) -> list[str]:
+    return EXPORT_ARGS.get(quant, ["--quant", quant])
 
 
 def _tree_hash(paths: list[Path]) -> str:
@@ -81,10 +89,11 @@ class Artefacts:
             # The stamp lives beside the package: moed checks the files inside against the manifest.
             if not (_stamped(pkg, self.exporter_stamp) and (pkg / "manifest.json").is_file()):
                 self._checkpoint()
-                print(f"peer: {self.shape.name}: moe_export --quant {quant}", file=sys.stderr)
+                flags = export_args(quant)
+                print(f"peer: {self.shape.name}: moe_export {' '.join(flags)}", file=sys.stderr)
                 shutil.rmtree(pkg, ignore_errors=True)
-                subprocess.run([sys.executable, "-m", "moe_export", str(self.ckpt), str(pkg), "--quant", quant,
-                                "--quiet"], check=True)
+                subprocess.run([sys.executable, "-m", "moe_export", str(self.ckpt), str(pkg), *flags, "--quiet"],
+                               check=True)
                 _stamp(pkg, self.exporter_stamp)
         for gtype in gguf_types:
             out = self.gguf(gtype)
