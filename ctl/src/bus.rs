@@ -33,6 +33,46 @@ impl FromStr for BusChoice {
     }
 }
 
+/// `--bus`'s parser: any D-Bus address is accepted, and `system`/`session` are offered by shell
+/// completion (clap's `possible_values` would refuse addresses).
+#[derive(Clone, Copy, Debug)]
+pub struct BusParser;
+
+impl clap::builder::TypedValueParser for BusParser {
+    type Value = BusChoice;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<BusChoice, clap::Error> {
+        let text = value
+            .to_str()
+            .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidUtf8).with_cmd(cmd))?;
+        text.parse().map_err(|why: String| {
+            let name = arg.map_or_else(|| "--bus".to_string(), ToString::to_string);
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            [
+                clap::builder::PossibleValue::new("system").help("the system bus (moed.service)"),
+                clap::builder::PossibleValue::new("session").help("your session bus"),
+            ]
+            .into_iter(),
+        ))
+    }
+}
+
 impl fmt::Display for BusChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

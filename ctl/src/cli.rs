@@ -36,13 +36,20 @@ pub struct Cli {
         global = true,
         default_value = "system",
         env = "MOECTL_BUS",
-        value_name = "BUS"
+        value_name = "BUS",
+        value_parser = crate::bus::BusParser,
+        hide_possible_values = true
     )]
     pub bus: BusChoice,
 
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Do not start a text polkit agent (pkttyagent) to ask for a password on this terminal
+    /// when a managing command needs authorization
+    #[arg(long, global = true)]
+    pub no_ask_password: bool,
 
     #[command(subcommand)]
     pub command: Command,

@@ -106,6 +106,20 @@ pub enum CtlError {
 }
 
 impl CtlError {
+    /// The error as `--json` reports it: one object on one line, for stderr.
+    pub fn to_json(&self) -> serde_json::Value {
+        let name = match self {
+            CtlError::Daemon(err) => dbus_error_name(err),
+            _ => None,
+        };
+        serde_json::json!({ "error": {
+            "message": self.to_string(),
+            "hint": self.hint(),
+            "exit_status": self.exit_code(),
+            "dbus_error": name,
+        }})
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Connect { .. } | CtlError::NotRunning { .. } => exit::NOT_RUNNING,

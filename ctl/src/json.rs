@@ -17,16 +17,17 @@ pub fn generation_info(info: &GenerationInfo) -> Value {
         "first_token_ms": info.first_token_ms,
         "total_ms": info.total_ms,
     });
-    if let (Some(name), Value::Object(map)) = (&info.error_name, &mut value) {
-        map.insert("error_name".into(), json!(name));
-        map.insert("error_message".into(), json!(info.error_message));
-    }
-    if let (Some(sources), Value::Object(map)) = (&info.sources, &mut value) {
-        let list: Vec<Value> = sources
+    // Keys are always present, null when they do not apply (one rule for every --json shape).
+    let sources = info.sources.as_ref().map(|sources| {
+        sources
             .iter()
             .map(|(source, id)| json!({"source": source, "id": id}))
-            .collect();
-        map.insert("sources".into(), Value::Array(list));
+            .collect::<Vec<Value>>()
+    });
+    if let Value::Object(map) = &mut value {
+        map.insert("error_name".into(), json!(info.error_name));
+        map.insert("error_message".into(), json!(info.error_message));
+        map.insert("sources".into(), json!(sources));
     }
     value
 }

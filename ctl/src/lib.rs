@@ -1,6 +1,7 @@
 //! `moectl`: the command line for moed. It talks only D-Bus, through the `moed-dbus` contract
 //! crate; the binary is a thin edge over [`main`].
 
+mod agent;
 pub mod bus;
 pub mod cli;
 mod cmd;
@@ -28,17 +29,22 @@ pub fn main() -> ExitCode {
             return ExitCode::from(err.exit_code().clamp(0, 255) as u8);
         }
     };
+    let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            report(&err);
+            report(&err, json);
             ExitCode::from(err.exit_code())
         }
     }
 }
 
-fn report(err: &CtlError) {
+fn report(err: &CtlError, json: bool) {
     if matches!(err, CtlError::BrokenPipe) {
+        return;
+    }
+    if json {
+        style::err(&format!("{}\n", err.to_json()));
         return;
     }
     let style = Style::stderr();
@@ -62,6 +68,8 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Config(command) => return cmd::config::run(command, cli.json),
         _ => {}
     }
+    // Started before connecting, so it is registered before moed asks polkit; stopped on return.
+    let _agent = agent::start_for(&cli.command, cli.json, cli.no_ask_password);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -59,11 +59,23 @@ fn verbs_against_a_running_daemon() {
         .ok()
         .json();
     assert_eq!(json["finish_reason"], "max_tokens", "{json}");
+    // Keys that do not apply are null, not missing.
+    for key in ["error_name", "error_message", "sources"] {
+        assert!(json.get(key).is_some_and(|v| v.is_null()), "{key}: {json}");
+    }
     assert_eq!(json["completion_tokens"], 6);
     assert_eq!(json["model"], MODEL);
     let answer = json["text"].as_str().expect("text");
     assert!(!answer.is_empty());
     assert_eq!(streamed.stdout.trim_end_matches('\n'), answer);
+    // The answer stopped at the limit, not by the model's choice: stderr says so, stdout stays the
+    // answer alone.
+    assert!(
+        streamed.stderr.contains(
+            "the answer reached the limit of 6 generated tokens; raise it with --max-tokens"
+        ),
+        "{streamed:?}"
+    );
     // `-` reads the prompt from stdin; same prompt, same greedy answer.
     let piped = ctl()
         .args(["--json", "generate", "-"])

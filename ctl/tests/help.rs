@@ -157,6 +157,21 @@ fn completions_and_man_pages_for_packaging() {
     );
     assert!(page.contains(".SH \"EXIT STATUS\""), "{page}");
     assert!(page.contains("moectl\\-experts(1)"), "{page}");
-    // The hidden asset generator documents nothing of itself.
+    // The hidden asset generator documents nothing of itself; `help` mirrors the real pages.
     assert!(!out.join("moectl-generate-assets.1").exists());
+    assert!(!out.join("moectl-help.1").exists());
+    assert!(!out.join("moectl-models-help.1").exists());
+    assert!(
+        page.contains(".SH ENVIRONMENT") && page.contains("MOECTL_BUS"),
+        "{page}"
+    );
+    assert!(page.contains(".SH \"SEE ALSO\"\n\\fBmoed\\fR(8)"), "{page}");
+    let load = std::fs::read_to_string(out.join("moectl-models-load.1")).expect("load page");
+    assert!(
+        load.contains(".SH \"SEE ALSO\"\n\\fBmoectl\\-models\\fR(1)"),
+        "{load}"
+    );
+    // Shell completion offers the two named buses (any address is still accepted).
+    let (_, bash, _) = moectl(&["completions", "bash"]);
+    assert!(bash.contains("system session"), "{bash}");
 }

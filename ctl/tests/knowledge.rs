@@ -53,15 +53,24 @@ fn knowledge_add_a_directory_then_search_list_and_remove() {
     assert_eq!(added["added"], 3, "{added}");
     assert_eq!(added["source"], "documents");
     assert_eq!(added["failed"].as_array().map(Vec::len), Some(0));
-    let again = ctl()
-        .args(["knowledge", "add"])
-        .args([root])
-        .run()
-        .ok()
-        .stdout;
+    // The file of another type is left out by name, not silently; hidden ones are not listed.
+    assert_eq!(added["skipped_count"], 1, "{added}");
+    let skipped = added["skipped"][0].as_str().unwrap_or_default();
+    assert!(skipped.ends_with("/logo.png"), "{added}");
+    let again = ctl().args(["knowledge", "add"]).args([root]).run().ok();
     assert!(
-        again.contains("3 documents into 'documents': 0 added, 0 replaced, 3 unchanged"),
-        "{again}"
+        again
+            .stdout
+            .contains("3 documents into 'documents': 0 added, 0 replaced, 3 unchanged"),
+        "{again:?}"
+    );
+    assert!(
+        again
+            .stderr
+            .contains("skipped: 1 file(s) of other types left out")
+            && again.stderr.contains("logo.png")
+            && !again.stderr.contains("secret.md"),
+        "{again:?}"
     );
 
     let found = ctl()

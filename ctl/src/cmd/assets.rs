@@ -48,23 +48,62 @@ fn man_pages(command: &clap::Command, name: &str, dir: &Path) -> Result<(), CtlE
             .and_then(|()| man.render_options_section(&mut page))
             .and_then(|()| man.render_subcommands_section(&mut page))
             .and_then(|()| page.write_all(exit_status_roff().as_bytes()))
+            .and_then(|()| page.write_all(ENVIRONMENT_ROFF.as_bytes()))
             .and_then(|()| man.render_version_section(&mut page))
+            .and_then(|()| page.write_all(see_also_roff(command, name).as_bytes()))
     } else {
         man.render(&mut page)
+            .and_then(|()| page.write_all(see_also_roff(command, name).as_bytes()))
     };
     rendered.map_err(|e| CtlError::io(format!("rendering the man page {name}.1"), e))?;
     write(&dir.join(format!("{name}.1")), &page)?;
-    if name.ends_with("-help") {
-        // `help`'s own subcommands mirror the real ones.
-        return Ok(());
-    }
     for sub in command.get_subcommands() {
-        if sub.is_hide_set() {
+        // `help` mirrors the real pages; hidden commands are not documented.
+        if sub.is_hide_set() || sub.get_name() == "help" {
             continue;
         }
         man_pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
     }
     Ok(())
+}
+
+/// The top page's ENVIRONMENT section: what moectl reads from its environment.
+const ENVIRONMENT_ROFF: &str = r#".SH ENVIRONMENT
+.TP
+\fBMOECTL_BUS\fR
+The bus to use when \fB\-\-bus\fR is not given: \fBsystem\fR, \fBsession\fR or a D\-Bus address.
+.TP
+\fBNO_COLOR\fR
+When set (to anything), no colour is used; colour is otherwise used only on a terminal and not with \fBTERM=dumb\fR.
+.TP
+\fBXDG_STATE_HOME\fR
+Where \fBchat\fR keeps its line history (\fI$XDG_STATE_HOME/moectl/chat_history\fR, by default under \fI~/.local/state\fR).
+.TP
+\fBPATH\fR
+Searched for \fBpkttyagent\fR(1), started for managing commands typed at a terminal (see \fB\-\-no\-ask\-password\fR).
+"#;
+
+/// SEE ALSO: the top page names the daemon and every command's page; a command's page names its
+/// parent and its own subcommands' pages.
+fn see_also_roff(command: &clap::Command, name: &str) -> String {
+    let mut refs: Vec<String> = Vec::new();
+    match name.rsplit_once('-') {
+        None => refs.extend(["moed(8)".to_string(), "pkttyagent(1)".to_string()]),
+        Some((parent, _)) => refs.push(format!("{parent}(1)")),
+    }
+    for sub in command.get_subcommands() {
+        if !sub.is_hide_set() && sub.get_name() != "help" {
+            refs.push(format!("{name}-{}(1)", sub.get_name()));
+        }
+    }
+    let list: Vec<String> = refs
+        .iter()
+        .map(|r| match r.split_once('(') {
+            Some((page, section)) => format!("\\fB{}\\fR({section}", page.replace('-', "\\-")),
+            None => r.clone(),
+        })
+        .collect();
+    format!(".SH \"SEE ALSO\"\n{}\n", list.join(", "))
 }
 
 fn exit_status_roff() -> String {

@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::bus::App;
 use crate::cli::{ChatArgs, SamplingArgs};
 use crate::error::CtlError;
-use crate::style::{self, out_json, outln};
+use crate::style::{self, out_json, out_json_pretty, outln};
 
 use super::generate::{Outcome, follow, options};
 
@@ -22,6 +22,8 @@ struct Session {
     system: Option<String>,
     history: Vec<ChatMessage>,
     sampling: SamplingArgs,
+    /// One message and exit: `--json` prints one document; a conversation prints one line a turn.
+    one_shot: bool,
 }
 
 impl Session {
@@ -44,8 +46,10 @@ impl Session {
         )
         .await
         .map_err(|e| app.fail(e, None))?;
-        let outcome = follow(app, stream, &self.sampling).await?;
-        if app.json {
+        let outcome = follow(app, stream, &self.sampling, "/max-tokens N").await?;
+        if app.json && self.one_shot {
+            out_json_pretty(&outcome.to_json())?;
+        } else if app.json {
             out_json(&outcome.to_json())?;
         }
         self.history.push(ChatMessage::new("user", user));
@@ -60,6 +64,7 @@ pub fn run(app: &App, runtime: &Runtime, args: ChatArgs) -> Result<(), CtlError>
         system: args.system,
         history: Vec::new(),
         sampling: args.sampling,
+        one_shot: args.message.is_some(),
     };
     if let Some(message) = args.message {
         let message = crate::text_or_stdin(&message, "message")?;
@@ -89,16 +94,30 @@ pub fn run(app: &App, runtime: &Runtime, args: ChatArgs) -> Result<(), CtlError>
                 return Err(err);
             }
             Err(CtlError::BrokenPipe) => break,
-            Err(CtlError::Interrupted) => style::err("(cancelled)\n"),
-            Err(err) => style::err(&format!(
-                "{} {}\n",
-                app.err.red("error:"),
-                moed_dbus::wire::terminal(&err.to_string())
-            )),
+            Err(CtlError::Interrupted) if !app.json => style::err("(cancelled)\n"),
+            Err(err) => report(app, &err.to_string(), Some(&err)),
         }
     }
     input.close();
     Ok(())
+}
+
+/// An error that ends a turn or a slash command but not the conversation: a line on stderr, as
+/// text or (with `--json`) as the error object moectl prints when it exits on one.
+fn report(app: &App, message: &str, err: Option<&CtlError>) {
+    if app.json {
+        let value = match err {
+            Some(err) => err.to_json(),
+            None => CtlError::Usage(message.to_string()).to_json(),
+        };
+        style::err(&format!("{value}\n"));
+    } else {
+        style::err(&format!(
+            "{} {}\n",
+            app.err.red("error:"),
+            moed_dbus::wire::terminal(message)
+        ));
+    }
 }
 
 enum Flow {
@@ -150,13 +169,14 @@ impl Session {
             "temperature" | "top-p" | "top-k" | "min-p" | "max-tokens" | "seed" => {
                 match self.set_option(name, value) {
                     Ok(shown) => style::err(&format!("{name} = {shown}\n")),
-                    Err(message) => style::err(&format!("{} {message}\n", app.err.red("error:"))),
+                    Err(message) => report(app, &message, None),
                 }
             }
-            other => style::err(&format!(
-                "{} unknown command /{other}; /help lists them\n",
-                app.err.red("error:")
-            )),
+            other => report(
+                app,
+                &format!("unknown command /{other}; /help lists them"),
+                None,
+            ),
         }
         Ok(Flow::Continue)
     }

@@ -10,7 +10,7 @@ use crate::bus::App;
 use crate::cli::ExpertsArgs;
 use crate::error::CtlError;
 use crate::heatmap;
-use crate::style::{self, out, out_json, out_json_pretty};
+use crate::style::{self, out, out_json_pretty};
 
 pub async fn run(app: &App, args: ExpertsArgs) -> Result<(), CtlError> {
     let models = super::models(app).await?;
@@ -42,7 +42,7 @@ pub async fn run(app: &App, args: ExpertsArgs) -> Result<(), CtlError> {
             .await;
         reset.map_err(|e| app.fail(e.into(), Some(MANAGE_MODELS)))?;
         if app.json {
-            return out_json(&json!({ "action": "reset", "model": name }));
+            return out_json_pretty(&json!({ "action": "reset", "model": name }));
         }
         return out(&format!("expert statistics of {name} forgotten\n"));
     }

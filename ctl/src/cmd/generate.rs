@@ -10,7 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::bus::App;
 use crate::cli::{GenerateArgs, SamplingArgs};
 use crate::error::CtlError;
-use crate::style::{self, out, out_json};
+use crate::style::{self, out, out_json_pretty};
 
 pub async fn run(app: &App, args: GenerateArgs) -> Result<(), CtlError> {
     let prompt = crate::text_or_stdin(&args.prompt, "prompt")?;
@@ -20,9 +20,9 @@ pub async fn run(app: &App, args: GenerateArgs) -> Result<(), CtlError> {
     let stream = moed_dbus::client::generate(&app.conn, &prompt, &options)
         .await
         .map_err(|e| app.fail(e, None))?;
-    let outcome = follow(app, stream, &args.sampling).await?;
+    let outcome = follow(app, stream, &args.sampling, "--max-tokens").await?;
     if app.json {
-        out_json(&outcome.to_json())?;
+        out_json_pretty(&outcome.to_json())?;
     }
     Ok(())
 }
@@ -68,10 +68,13 @@ impl Outcome {
 /// printed, by the caller): text on stdout, thinking dimmed on stderr, alerts on stderr, and
 /// the retrieved sources after the answer (stderr).
 /// Ctrl-C cancels the request and waits for its end.
+/// Prints a request's stream as it comes; `limit_flag` names how the caller raises the token limit
+/// (`--max-tokens`, or chat's `/max-tokens`) in the note shown when an answer was cut.
 pub async fn follow(
     app: &App,
     mut stream: RequestStream,
     sampling: &SamplingArgs,
+    limit_flag: &str,
 ) -> Result<Outcome, CtlError> {
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| CtlError::io("listening for Ctrl-C", e))?;
@@ -159,6 +162,9 @@ pub async fn follow(
             style::err(&app.err.dim(&sources_text(sources)));
         }
     }
+    if let Some(note) = cut_note(&reason, &info, limit_flag).filter(|_| !app.json) {
+        style::err(&app.err.dim(&note));
+    }
     if sampling.stats && !app.json {
         style::err(&app.err.dim(&format!("[{}]\n", stats_line(&info))));
     }
@@ -179,6 +185,22 @@ pub async fn follow(
                 .unwrap_or_else(|| "the request was cancelled".into()),
         ))),
         _ => Ok(Outcome { info, alerts }),
+    }
+}
+
+/// The note shown (on stderr) when an answer ended because a limit was reached, not because the
+/// model finished: the text above it may stop mid-sentence.
+fn cut_note(reason: &str, info: &GenerationInfo, limit_flag: &str) -> Option<String> {
+    match reason {
+        "max_tokens" => Some(format!(
+            "[cut short: the answer reached the limit of {} generated tokens; raise it with {limit_flag}]\n",
+            info.completion_tokens
+        )),
+        "length" => Some(
+            "[cut short: the model's context is full (prompt and answer); start a shorter conversation]\n"
+                .into(),
+        ),
+        _ => None,
     }
 }
 

@@ -23,7 +23,7 @@ use zbus::{OwnedFd, OwnedVariant};
 use crate::bus::App;
 use crate::cli::KnowledgeCommand;
 use crate::error::CtlError;
-use crate::style::{out_json, out_json_pretty, outln};
+use crate::style::{out_json_pretty, outln};
 
 /// The extensions the embedded store takes (what `add` picks from directories).
 const EXTENSIONS: &[&str] = &["txt", "md", "markdown", "html", "htm"];
@@ -52,20 +52,28 @@ fn supported(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// What `add` found: the files to send, and the files below named directories that were left out
+/// because the store does not take their type (named so nothing is dropped silently).
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub files: Vec<PathBuf>,
+    pub skipped: Vec<PathBuf>,
+}
+
 /// The files to add: named files (which must have a supported extension) and, below named
 /// directories, every file with one (hidden files and directories skipped, symbolic links to
 /// directories not followed), as absolute paths, in order.
-pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CtlError> {
-    let mut out = Vec::new();
+pub fn collect(paths: &[PathBuf]) -> Result<Collected, CtlError> {
+    let mut out = Collected::default();
     for path in paths {
         let meta =
             std::fs::metadata(path).map_err(|e| CtlError::io(format!("{}", path.display()), e))?;
         let abs = std::fs::canonicalize(path)
             .map_err(|e| CtlError::io(format!("{}", path.display()), e))?;
         if meta.is_dir() {
-            let before = out.len();
+            let before = out.files.len();
             walk(&abs, &mut out)?;
-            if out.len() == before {
+            if out.files.len() == before {
                 return Err(CtlError::Invalid(format!(
                     "{}: no .{} files in it",
                     path.display(),
@@ -73,7 +81,7 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CtlError> {
                 )));
             }
         } else if supported(&abs) {
-            out.push(abs);
+            out.files.push(abs);
         } else {
             return Err(CtlError::Invalid(format!(
                 "{}: unsupported type; the store takes .{} files",
@@ -82,11 +90,12 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CtlError> {
             )));
         }
     }
-    out.dedup();
+    out.files.dedup();
+    out.skipped.dedup();
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CtlError> {
+fn walk(dir: &Path, out: &mut Collected) -> Result<(), CtlError> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| CtlError::io(format!("{}", dir.display()), e))?
         .filter_map(Result::ok)
@@ -102,11 +111,35 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CtlError> {
         };
         if kind.is_dir() {
             walk(&path, out)?;
-        } else if (kind.is_file() || (kind.is_symlink() && path.is_file())) && supported(&path) {
-            out.push(path);
+        } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
+            if supported(&path) {
+                out.files.push(path);
+            } else {
+                out.skipped.push(path);
+            }
         }
     }
     Ok(())
+}
+
+/// How many skipped files are named one by one; the rest are counted.
+const SKIPPED_NAMED: usize = 20;
+
+/// The stderr lines for files left out of a directory: a count, then the first few names.
+fn skipped_text(app: &App, skipped: &[PathBuf]) -> String {
+    let mut out = format!(
+        "{} {} file(s) of other types left out (the store takes .{}):\n",
+        app.err.yellow("skipped:"),
+        skipped.len(),
+        EXTENSIONS.join(", .")
+    );
+    for path in skipped.iter().take(SKIPPED_NAMED) {
+        out.push_str(&format!("  {}\n", terminal(&path.display().to_string())));
+    }
+    if skipped.len() > SKIPPED_NAMED {
+        out.push_str(&format!("  … and {} more\n", skipped.len() - SKIPPED_NAMED));
+    }
+    out
 }
 
 fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
@@ -128,7 +161,10 @@ async fn add(
     paths: &[PathBuf],
     source: Option<String>,
 ) -> Result<(), CtlError> {
-    let files = collect(paths)?;
+    let Collected { files, skipped } = collect(paths)?;
+    if !skipped.is_empty() && !app.json {
+        crate::style::err(&skipped_text(app, &skipped));
+    }
     let options = StoreOptions { source }.to_dict();
     let started = Instant::now();
     let bar = progress_bar(files.len() as u64, app.json);
@@ -154,7 +190,7 @@ async fn add(
     let (total, jobs) = result?;
     let seconds = started.elapsed().as_secs_f64();
     if app.json {
-        out_json(&json!({
+        out_json_pretty(&json!({
             "source": total.label,
             "documents": files.len(),
             "added": total.added,
@@ -162,6 +198,8 @@ async fn add(
             "unchanged": total.unchanged,
             "chunks": total.chunks,
             "failed": total.failed.iter().map(|(n, e)| json!({"name": n, "error": e})).collect::<Vec<_>>(),
+            "skipped": skipped.iter().take(SKIPPED_NAMED).map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "skipped_count": skipped.len(),
             "jobs": jobs,
             "seconds": seconds,
         }))?;
@@ -414,7 +452,7 @@ async fn remove(
         .unwrap_or_default();
     let missing: Vec<&String> = names.iter().filter(|n| !removed.contains(n)).collect();
     if app.json {
-        out_json(&json!({"removed": removed, "not_found": missing}))?;
+        out_json_pretty(&json!({"removed": removed, "not_found": missing}))?;
     } else {
         outln(&format!(
             "removed {} of {} documents",

@@ -13,7 +13,7 @@ use zbus::proxy::MethodFlags;
 use crate::bus::App;
 use crate::cli::ModelsCommand;
 use crate::error::CtlError;
-use crate::style::{out_json, out_json_pretty, outln};
+use crate::style::{out_json_pretty, outln};
 
 pub async fn run(app: &App, command: ModelsCommand) -> Result<(), CtlError> {
     let models = super::models(app).await?;
@@ -184,7 +184,7 @@ async fn manage(
     result.map_err(|e| app.fail(e.into(), Some(MANAGE_MODELS)))?;
     let seconds = started.elapsed().as_secs_f64();
     if app.json {
-        return out_json(&json!({
+        return out_json_pretty(&json!({
             "action": method.to_lowercase(),
             "model": name,
             "seconds": seconds,

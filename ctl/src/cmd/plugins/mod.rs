@@ -24,7 +24,7 @@ use show::{config_lines, status_text};
 use crate::bus::App;
 use crate::cli::{PluginConfigArgs, PluginInstallArgs, PluginsCommand};
 use crate::error::CtlError;
-use crate::style::{out_json, out_json_pretty, outln};
+use crate::style::{out_json_pretty, outln};
 
 pub async fn run(app: &App, command: PluginsCommand) -> Result<(), CtlError> {
     let p = proxy(app).await?;
@@ -262,7 +262,7 @@ async fn config(app: &App, p: &PluginsProxy<'_>, args: PluginConfigArgs) -> Resu
 async fn remove(app: &App, p: &PluginsProxy<'_>, name: &str) -> Result<(), CtlError> {
     let () = call(app, p, "Remove", &(name,)).await?;
     if app.json {
-        return out_json(&json!({ "action": "remove", "plugin": name }));
+        return out_json_pretty(&json!({ "action": "remove", "plugin": name }));
     }
     outln(&format!("removed {name}"))
 }
