@@ -94,6 +94,8 @@ SWEEP = [
     ("int4 b64 sym acc4 head+emb int8", ("int4", "int4", "int8", "int8", 64, 4, True)),
     ("int4 b32 asym acc0 attn+head+emb int8", ("int4", "int8", "int8", "int8", 32, 0, False)),
     ("int4 b32 asym acc4 attn+head+emb fp32", ("int4", "fp32", "fp32", "fp32", 32, 4, False)),
+    ("int4 b32 asym acc4 attn+emb int8, head int4", ("int4", "int8", "int4", "int8", 32, 4, False)),
+    ("int4 b32 asym acc4 attn int8, head+emb int4", ("int4", "int8", "int4", "int4", 32, 4, False)),
 ]
 
 
