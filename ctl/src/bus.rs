@@ -108,6 +108,21 @@ impl BusChoice {
         }
     }
 
+    /// When the bus itself cannot be reached: moed joins a bus, it does not create one.
+    pub fn no_bus_hint(&self) -> String {
+        match self {
+            BusChoice::System => {
+                "is the system's D-Bus daemon running (`systemctl status dbus`)? moed needs it too".into()
+            }
+            BusChoice::Session => {
+                "this login has no session bus (DBUS_SESSION_BUS_ADDRESS unset?); use --bus system for the installed service".into()
+            }
+            BusChoice::Address(addr) => format!(
+                "no D-Bus daemon listens at {addr}; a private bus is started with `dbus-daemon --session --address={addr} --fork`, then moed joins it with `moed serve --address {addr}`"
+            ),
+        }
+    }
+
     pub async fn connect(&self) -> Result<Connection, CtlError> {
         let builder = match self {
             BusChoice::System => zbus::connection::Builder::system(),
@@ -117,10 +132,7 @@ impl BusChoice {
         builder.build().await.map_err(|source| CtlError::Connect {
             bus: self.to_string(),
             source,
-            hint: format!(
-                "is D-Bus running there? moed needs it too; {}",
-                self.start_hint()
-            ),
+            hint: self.no_bus_hint(),
         })
     }
 }

@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 use moed_dbus::options;
 
+use clap_complete::engine::ArgValueCompleter;
+
 use crate::bus::BusChoice;
 use crate::error::exit_codes_help;
 
@@ -166,7 +168,7 @@ pub struct SamplingArgs {
     #[arg(long, value_name = "TEXT")]
     pub stop: Vec<String>,
     /// Use this loaded model instead of the active one
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCompleter::new(crate::complete::models))]
     pub model: Option<String>,
     /// Keep generating past end-of-sequence tokens, up to --max-tokens (benchmarks, tests)
     #[arg(long, requires = "max_tokens")]
@@ -248,7 +250,7 @@ pub struct ScoreArgs {
     /// The text to score (as it is, no chat template); `-` reads it from stdin
     pub text: String,
     /// Use this loaded model instead of the active one
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCompleter::new(crate::complete::models))]
     pub model: Option<String>,
 }
 
@@ -259,21 +261,25 @@ pub enum ModelsCommand {
     /// Show what a package's manifest says and its state in the daemon
     Info {
         /// A package name (from `models list`) or an absolute path
+        #[arg(add = ArgValueCompleter::new(crate::complete::models))]
         name: String,
     },
     /// Load a model and keep it in memory (needs org.moed.manage-models)
     Load {
         /// A package name (from `models list`) or an absolute path
+        #[arg(add = ArgValueCompleter::new(crate::complete::models))]
         name: String,
     },
     /// Drop a loaded model from memory (needs org.moed.manage-models)
     Unload {
         /// The loaded model's name
+        #[arg(add = ArgValueCompleter::new(crate::complete::models))]
         name: String,
     },
     /// Make a model the active one, loading it if needed (needs org.moed.manage-models)
     Switch {
         /// A package name (from `models list`) or an absolute path
+        #[arg(add = ArgValueCompleter::new(crate::complete::models))]
         name: String,
     },
 }
@@ -281,7 +287,7 @@ pub enum ModelsCommand {
 #[derive(Args, Debug)]
 pub struct ExpertsArgs {
     /// The model whose statistics to show (default: the active model)
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCompleter::new(crate::complete::models))]
     pub model: Option<String>,
     /// Also write the heatmap as an SVG picture to FILE
     #[arg(long, value_name = "FILE")]
@@ -336,7 +342,7 @@ pub enum KnowledgeCommand {
         #[arg(required = true, value_name = "FILE|DIR")]
         paths: Vec<PathBuf>,
         /// The embedded store's label, when there are several
-        #[arg(long, value_name = "LABEL")]
+        #[arg(long, value_name = "LABEL", add = ArgValueCompleter::new(crate::complete::sources))]
         source: Option<String>,
     },
     /// Search every data source, or one with --source
@@ -344,7 +350,7 @@ pub enum KnowledgeCommand {
         /// What to look for
         query: String,
         /// Only this data source (see `knowledge sources`)
-        #[arg(long, value_name = "LABEL")]
+        #[arg(long, value_name = "LABEL", add = ArgValueCompleter::new(crate::complete::sources))]
         source: Option<String>,
         /// Most results, 1 to 64 (default 5)
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -355,7 +361,7 @@ pub enum KnowledgeCommand {
     /// List the documents in the embedded store
     List {
         /// The embedded store's label, when there are several
-        #[arg(long, value_name = "LABEL")]
+        #[arg(long, value_name = "LABEL", add = ArgValueCompleter::new(crate::complete::sources))]
         source: Option<String>,
     },
     /// Remove documents from the embedded store by the path they were added from (needs
@@ -365,7 +371,7 @@ pub enum KnowledgeCommand {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
         /// The embedded store's label, when there are several
-        #[arg(long, value_name = "LABEL")]
+        #[arg(long, value_name = "LABEL", add = ArgValueCompleter::new(crate::complete::sources))]
         source: Option<String>,
     },
 }
@@ -388,6 +394,7 @@ pub enum PluginsCommand {
     /// Show a plugin: state, grant, configuration and its schema, call statistics
     Info {
         /// The plugin's name
+        #[arg(add = ArgValueCompleter::new(crate::complete::plugins))]
         name: String,
     },
     /// Install a built plugin (needs org.moed.manage-plugins)
@@ -396,16 +403,19 @@ pub enum PluginsCommand {
     /// org.moed.manage-plugins)
     Enable {
         /// The plugin's name
+        #[arg(add = ArgValueCompleter::new(crate::complete::plugins))]
         name: String,
     },
     /// Switch a plugin off (needs org.moed.manage-plugins)
     Disable {
         /// The plugin's name
+        #[arg(add = ArgValueCompleter::new(crate::complete::plugins))]
         name: String,
     },
     /// Load a plugin's files again and swap the new code in (needs org.moed.manage-plugins)
     Reload {
         /// The plugin's name
+        #[arg(add = ArgValueCompleter::new(crate::complete::plugins))]
         name: String,
     },
     /// Show a plugin's configuration, or change it with KEY=VALUE (needs
@@ -415,6 +425,7 @@ pub enum PluginsCommand {
     /// Uninstall a plugin: its files, settings and key-value store (needs org.moed.manage-plugins)
     Remove {
         /// The plugin's name
+        #[arg(add = ArgValueCompleter::new(crate::complete::plugins))]
         name: String,
     },
 }
@@ -446,6 +457,7 @@ pub struct PluginInstallArgs {
 #[derive(Args, Debug)]
 pub struct PluginConfigArgs {
     /// The plugin's name
+    #[arg(add = ArgValueCompleter::new(crate::complete::plugins))]
     pub name: String,
     /// Settings to change: KEY=VALUE, VALUE as JSON (true, 128, [\"a\"]) or a plain string
     #[arg(value_name = "KEY=VALUE")]

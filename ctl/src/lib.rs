@@ -5,6 +5,7 @@ mod agent;
 pub mod bus;
 pub mod cli;
 mod cmd;
+mod complete;
 pub mod error;
 pub mod heatmap;
 mod json;
@@ -12,7 +13,7 @@ pub mod style;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::bus::App;
 use crate::cli::{Cli, Command};
@@ -21,6 +22,9 @@ use crate::style::Style;
 
 /// Parses the command line, runs the command and reports errors; returns the exit status.
 pub fn main() -> ExitCode {
+    // With COMPLETE=<shell> set, this prints the shell's registration script or its completions
+    // (names asked of moed, see `complete`) and exits.
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

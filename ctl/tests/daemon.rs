@@ -13,6 +13,19 @@ fn verbs_against_a_running_daemon() {
     let _daemon = Daemon::start(&bus, "");
     let ctl = || Ctl::new(&bus);
 
+    // Shell completion asks the daemon on $MOECTL_BUS for the names it knows.
+    let completed = std::process::Command::new(moectl_bin())
+        .env("COMPLETE", "fish")
+        .env("MOECTL_BUS", &bus.address)
+        .args(["--", "moectl", "models", "load", ""])
+        .output()
+        .expect("run moectl");
+    let names = String::from_utf8_lossy(&completed.stdout);
+    assert!(
+        names.lines().any(|l| l == MODEL) && names.lines().any(|l| l == SECOND),
+        "{names}"
+    );
+
     // status
     let status = ctl().args(["--json", "status"]).run().ok().json();
     assert_eq!(status["state"], "ready");
@@ -353,10 +366,17 @@ fn advice_when_moed_is_not_running() {
             "{args:?}: {run:?}"
         );
     }
-    Ctl::on("unix:path=/nonexistent/bus")
+    let absent = Ctl::on("unix:path=/nonexistent/bus")
         .args(["status"])
         .run()
         .fails_with(3, "cannot connect");
+    // moed joins a bus; the advice says how to start one first.
+    assert!(
+        absent
+            .stderr
+            .contains("dbus-daemon --session --address=unix:path=/nonexistent/bus"),
+        "{absent:?}"
+    );
     Ctl::on("not-a-bus")
         .args(["status"])
         .run()

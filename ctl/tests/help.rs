@@ -122,16 +122,45 @@ fn bad_sampling_flags_are_named_before_anything_is_sent() {
 
 #[test]
 fn completions_and_man_pages_for_packaging() {
+    // Each script hands completion back to moectl (COMPLETE=<shell>), which knows the commands.
     for (shell, needle) in [
-        ("bash", "_moectl()"),
+        ("bash", "_clap_complete_moectl()"),
         ("zsh", "#compdef moectl"),
-        ("fish", "complete -c moectl"),
+        ("fish", "complete --keep-order --exclusive --command moectl"),
     ] {
         let (code, script, stderr) = moectl(&["completions", shell]);
         assert_eq!(code, 0, "{stderr}");
         assert!(script.contains(needle), "{shell}: {script}");
-        assert!(script.contains("generate") && script.contains("experts"));
+        assert!(
+            script.contains(&format!("COMPLETE=\"{shell}\""))
+                || script.contains(&format!("COMPLETE={shell}")),
+            "{shell}: {script}"
+        );
     }
+    let complete = |words: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_moectl"))
+            .env("COMPLETE", "fish")
+            .env_remove("MOECTL_BUS")
+            .arg("--")
+            .args(words)
+            .output()
+            .expect("run moectl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let verbs = complete(&["moectl", ""]);
+    assert!(
+        verbs.contains("generate") && verbs.contains("experts"),
+        "{verbs}"
+    );
+    assert!(
+        !verbs.contains("generate-assets"),
+        "a hidden command is offered: {verbs}"
+    );
+    let buses = complete(&["moectl", "--bus", ""]);
+    assert!(
+        buses.contains("system") && buses.contains("session"),
+        "{buses}"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("assets");
     let (code, _, stderr) = moectl(&["generate-assets", out.to_str().expect("utf-8")]);
@@ -171,7 +200,4 @@ fn completions_and_man_pages_for_packaging() {
         load.contains(".SH \"SEE ALSO\"\n\\fBmoectl\\-models\\fR(1)"),
         "{load}"
     );
-    // Shell completion offers the two named buses (any address is still accepted).
-    let (_, bash, _) = moectl(&["completions", "bash"]);
-    assert!(bash.contains("system session"), "{bash}");
 }

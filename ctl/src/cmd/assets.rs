@@ -1,5 +1,6 @@
-//! Shell completions and man pages from the clap definition: `moectl completions SHELL`, and the
-//! hidden `moectl generate-assets DIR` that writes everything a package installs.
+//! Shell completions (scripts that ask `moectl` itself, see `complete`) and man pages from the clap
+//! definition: `moectl completions SHELL`, and the hidden `moectl generate-assets DIR` that writes
+//! everything a package installs.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,10 +12,31 @@ use crate::cli::Cli;
 use crate::error::{CtlError, EXIT_CODES};
 
 pub fn completions(shell: Shell) -> Result<(), CtlError> {
-    let mut command = Cli::command();
+    crate::style::out(&String::from_utf8_lossy(&registration(shell)?))
+}
+
+/// The shell's script that hands completion to `moectl` itself (`COMPLETE=<shell> moectl -- ...`),
+/// so the names of models, plugins and data sources come from the running daemon; `moectl` is
+/// found on `PATH` when the shell completes.
+fn registration(shell: Shell) -> Result<Vec<u8>, CtlError> {
+    use clap_complete::env::{Bash, Elvish, EnvCompleter, Fish, Powershell, Zsh};
+    let completer: &dyn EnvCompleter = match shell {
+        Shell::Bash => &Bash,
+        Shell::Zsh => &Zsh,
+        Shell::Fish => &Fish,
+        Shell::Elvish => &Elvish,
+        Shell::PowerShell => &Powershell,
+        other => {
+            return Err(CtlError::Usage(format!(
+                "no completion for the shell {other}"
+            )));
+        }
+    };
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut command, "moectl", &mut script);
-    crate::style::out(&String::from_utf8_lossy(&script))
+    completer
+        .write_registration("COMPLETE", "moectl", "moectl", "moectl", &mut script)
+        .map_err(|e| CtlError::io("writing the completion script", e))?;
+    Ok(script)
 }
 
 /// Writes `moectl.1` and `moectl-<verb>[-<sub>].1` man pages, and `moectl.bash`, `_moectl`
@@ -29,9 +51,7 @@ pub fn generate(dir: &Path) -> Result<(), CtlError> {
         (Shell::Zsh, "_moectl"),
         (Shell::Fish, "moectl.fish"),
     ] {
-        let mut script = Vec::new();
-        clap_complete::generate(shell, &mut command, "moectl", &mut script);
-        write(&dir.join(file), &script)?;
+        write(&dir.join(file), &registration(shell)?)?;
     }
     man_pages(&command, "moectl", dir)
 }
