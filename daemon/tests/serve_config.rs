@@ -54,6 +54,12 @@ fn check_config_prints_the_effective_configuration() {
         out.contains("authorizer = \"polkit\""),
         "defaults are shown: {out}"
     );
+    // What the execution providers need, as comments: the CPU-only wheel is named as the reason.
+    assert!(out.contains("# provider cpu: usable"), "{out}");
+    assert!(
+        out.contains("# provider cuda: unusable: ") && out.contains("CPU-only build"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 pub mod bytesize;
 pub mod engine;
 pub mod generate;
+pub mod gpu_libs;
 pub mod ort_env;
 pub mod package;
 pub mod procmem;
