@@ -7,16 +7,18 @@ use std::time::Instant;
 
 use moed_dbus::options::OptionDict;
 use moed_dbus::wire;
-use moed_dbus::{ChatMessage, GenerateOptions, GenerationInfo, MoedError};
+use moed_dbus::{GenerateOptions, GenerationInfo, MoedError};
+use moed_service::models::LoadedModel;
+use moed_service::request_plugins::{self, RequestPlugins, Use};
+use moed_service::runner::{self, PromptInput, StreamEvent};
+use moed_service::scheduler::Ticket;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::auth::Caller;
 use super::daemon::Daemon;
 use super::error::wire_error;
-use super::models::LoadedModel;
-use super::request_plugins::{self, RequestPlugins, Use};
-use super::runner::{self, PromptInput, StreamEvent};
-use moed_service::scheduler::Ticket;
+use super::request_wire;
+use crate::text::template::ChatMessage;
 
 /// A checked request holding its queue place.
 pub struct Prepared {
@@ -62,7 +64,10 @@ pub fn prepare(
         ));
     }
     check_sources(daemon, &options.sources)?;
-    let model = daemon.registry.for_request(options.model.as_deref())?;
+    let model = daemon
+        .registry
+        .for_request(options.model.as_deref())
+        .map_err(wire_error)?;
     let system = options.system.as_ref().map_or(0, String::len);
     check_prompt_bytes("prompt", input_bytes + system, &model, cap)?;
     let plugins = request_plugins::resolve(
@@ -73,7 +78,8 @@ pub fn prepare(
         Use::Generate {
             retrieval: options.retrieval_on(),
         },
-    )?;
+    )
+    .map_err(wire_error)?;
     let ticket = daemon
         .scheduler
         .admit(&caller.unique_name, caller.uid)
@@ -230,8 +236,8 @@ pub async fn execute(
         let mut alerts = Vec::new();
         let result = runner::generate(
             &run_model,
-            &input,
-            &options,
+            request_wire::request(&input, &options),
+            &options.sources,
             &plugins,
             &retrieval,
             &cancel,
@@ -239,7 +245,7 @@ pub async fn execute(
             &mut emit,
         );
         run_daemon.record_alerts(Some(&run_request_id), uid, &alerts);
-        result
+        result.map(|generation| request_wire::info(generation, &alerts))
     })
     .await
     .map_err(|e| MoedError::Failed(format!("the generation thread failed: {e}")))?;
@@ -253,7 +259,7 @@ pub async fn execute(
         log::error!(request_id = request_id.as_str(); "persisting expert statistics: {err}");
     }
     drop(ticket);
-    let mut info = result.inspect_err(|err| {
+    let mut info = result.map_err(wire_error).inspect_err(|err| {
         log::info!(request_id = request_id.as_str(), model = model.name.as_str(); "request {request_id} failed: {err}");
     })?;
     info.request_id = request_id.clone();
