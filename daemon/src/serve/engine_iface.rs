@@ -229,30 +229,23 @@ impl EngineIface {
             Use::Score,
         )
         .map_err(wire_error)?;
-        let mut ticket = self
-            .daemon
-            .scheduler
-            .admit(&caller.unique_name, caller.uid)
-            .map_err(wire_error)?;
+        let mut ticket = requests::admit(&self.daemon, &caller)?;
         ticket.run_slot().await.map_err(wire_error)?;
         let cancel = ticket.cancel_flag();
         let run_model = model.clone();
         let run_daemon = self.daemon.clone();
         let (request_id, uid) = (ticket.id().to_string(), caller.uid);
+        let run_request_id = request_id.clone();
         let result = tokio::task::spawn_blocking(move || {
             let result = runner::score(&run_model, &text, &plugins, &cancel);
             if let Some(alert) = runner::gate_fallback_alert(&plugins) {
-                run_daemon.record_alert(Some(&request_id), Some(uid), &alert);
+                run_daemon.record_alert(Some(&run_request_id), Some(uid), &alert);
             }
             result
         })
         .await
         .map_err(|e| MoedError::Failed(format!("the scoring thread failed: {e}")))?;
-        let state = self.daemon.state.clone();
-        let persisted = tokio::task::spawn_blocking(move || model.persist_stats(&state, 1)).await;
-        if let Ok(Err(err)) = persisted {
-            log::error!("persisting expert statistics: {err}");
-        }
+        requests::persist_stats(&self.daemon, model, &request_id).await?;
         drop(ticket);
         let tokens = result.map_err(wire_error)?;
         Ok(tokens

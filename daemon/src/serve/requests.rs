@@ -80,10 +80,7 @@ pub fn prepare(
         },
     )
     .map_err(wire_error)?;
-    let ticket = daemon
-        .scheduler
-        .admit(&caller.unique_name, caller.uid)
-        .map_err(wire_error)?;
+    let ticket = admit(daemon, caller)?;
     Ok(Prepared {
         model,
         ticket,
@@ -92,6 +89,32 @@ pub fn prepare(
         plugins,
         uid: Some(caller.uid),
     })
+}
+
+/// A queue place for `caller`'s request (or `Busy`, `ShuttingDown`).
+pub fn admit(daemon: &Daemon, caller: &Caller) -> Result<Ticket, MoedError> {
+    daemon
+        .scheduler
+        .admit(&caller.unique_name, caller.uid)
+        .map_err(wire_error)
+}
+
+/// Adds what one finished request counted to `model`'s expert statistics in the state store,
+/// flushed, before its caller is answered. A store failure is logged, not returned: the request
+/// itself succeeded.
+pub async fn persist_stats(
+    daemon: &Daemon,
+    model: Arc<LoadedModel>,
+    request_id: &str,
+) -> Result<(), MoedError> {
+    let state = daemon.state.clone();
+    let persisted = tokio::task::spawn_blocking(move || model.persist_stats(&state, 1))
+        .await
+        .map_err(|e| MoedError::Failed(format!("the state thread failed: {e}")))?;
+    if let Err(err) = persisted {
+        log::error!(request_id = request_id; "persisting expert statistics: {err}");
+    }
+    Ok(())
 }
 
 /// The bytes of a request's input, refused past `cap` (`service.max_prompt_bytes`) or, for a
@@ -250,14 +273,7 @@ pub async fn execute(
     .await
     .map_err(|e| MoedError::Failed(format!("the generation thread failed: {e}")))?;
 
-    let state = daemon.state.clone();
-    let persist_model = model.clone();
-    let persisted = tokio::task::spawn_blocking(move || persist_model.persist_stats(&state, 1))
-        .await
-        .map_err(|e| MoedError::Failed(format!("the state thread failed: {e}")))?;
-    if let Err(err) = persisted {
-        log::error!(request_id = request_id.as_str(); "persisting expert statistics: {err}");
-    }
+    persist_stats(&daemon, model.clone(), &request_id).await?;
     drop(ticket);
     let mut info = result.map_err(wire_error).inspect_err(|err| {
         log::info!(request_id = request_id.as_str(), model = model.name.as_str(); "request {request_id} failed: {err}");
