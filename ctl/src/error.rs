@@ -124,11 +124,11 @@ impl CtlError {
         match self {
             CtlError::Connect { .. } | CtlError::NotRunning { .. } => exit::NOT_RUNNING,
             CtlError::AccessDenied { .. } => exit::ACCESS_DENIED,
-            CtlError::Daemon(err) => match err.short_name() {
-                Some("InvalidArgument" | "NotFound") => exit::INVALID,
-                Some("ModelNotLoaded") => exit::NO_MODEL,
-                Some("Busy" | "ShuttingDown") => exit::BUSY,
-                Some("Cancelled") => exit::INTERRUPTED,
+            CtlError::Daemon(err) => match err {
+                MoedError::InvalidArgument(_) | MoedError::NotFound(_) => exit::INVALID,
+                MoedError::ModelNotLoaded(_) => exit::NO_MODEL,
+                MoedError::Busy(_) | MoedError::ShuttingDown(_) => exit::BUSY,
+                MoedError::Cancelled(_) => exit::INTERRUPTED,
                 _ => match dbus_error_name(err).as_deref() {
                     Some("org.freedesktop.DBus.Error.InvalidArgs") => exit::INVALID,
                     _ => exit::FAILURE,
@@ -148,14 +148,14 @@ impl CtlError {
             CtlError::Connect { hint, .. }
             | CtlError::NotRunning { hint, .. }
             | CtlError::AccessDenied { hint, .. } => Some(hint.clone()),
-            CtlError::Daemon(err) => match err.short_name() {
-                Some("ModelNotLoaded") => Some(
+            CtlError::Daemon(err) => match err {
+                MoedError::ModelNotLoaded(_) => Some(
                     "load one with `moectl models load NAME` (see `moectl models list`)".into(),
                 ),
-                Some("Busy") => {
+                MoedError::Busy(_) => {
                     Some("every execution slot and queue place is taken; retry later".into())
                 }
-                Some("ShuttingDown") => {
+                MoedError::ShuttingDown(_) => {
                     Some("moed is stopping; retry once it has restarted".into())
                 }
                 _ => None,

@@ -107,7 +107,7 @@ pub async fn follow(
                 interrupted = true;
                 // NotFound: it finished meanwhile; its Finished signal is on its way.
                 if let Err(err) = stream.cancel().await
-                    && err.short_name() != Some("NotFound")
+                    && !matches!(err, MoedError::NotFound(_))
                 {
                     return Err(app.fail(err, None));
                 }

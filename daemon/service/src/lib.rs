@@ -7,13 +7,20 @@
 pub use error::ServiceError;
 
 // The engine floor under the names the modules use (`crate::engine`, `crate::package`…).
-use moed_engine::{bytesize, engine, generate, ort_env, package};
+use moed_engine::{bytesize, engine, generate, ort_env, package, text};
 
+pub mod client_files;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod knowledge;
+mod model_access;
+pub mod models;
 pub mod plugin_set;
 pub mod plugins;
 pub mod request;
+pub mod request_plugins;
+pub mod retrieval;
+pub mod runner;
 pub mod scheduler;
 pub mod state;

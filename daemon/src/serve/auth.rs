@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use moed_dbus::MoedError;
+use moed_service::client_files::Identity;
 use zbus::Connection;
 use zbus::message::{Flags, Header};
 use zbus::names::BusName;
@@ -56,6 +57,14 @@ impl Caller {
 
     pub fn is_root(&self) -> bool {
         self.uid == 0
+    }
+
+    /// The identity to check this caller's paths with; `None` for root, who may read anything.
+    pub fn identity(&self) -> Option<Identity> {
+        (!self.is_root()).then(|| Identity {
+            uid: self.uid,
+            gids: self.gids.clone(),
+        })
     }
 }
 

@@ -1,6 +1,9 @@
 //! The state every D-Bus object of the daemon shares: configuration, models, scheduler, state
-//! store and access policy.
+//! store and access policy. It names no interface type: the interfaces hold it, and telling
+//! clients about changed properties goes through [`Announce`], implemented in `watch.rs`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use moed_dbus::{EngineState, MoedError};
@@ -8,18 +11,22 @@ use moed_plugins::{Alert, Sources};
 use zbus::Connection;
 use zbus::message::Header;
 
-use moed_dbus::OBJECT_PATH;
+use moed_service::clock::unix_now;
+use moed_service::models::Registry;
+use moed_service::plugin_set::PluginSet;
+use moed_service::scheduler::Scheduler;
 
-use super::auth::{AccessPolicy, Action, Caller};
-use super::engine_iface::EngineIface;
-use super::models::Registry;
-use super::models_iface::ModelsIface;
+use super::auth::{AccessPolicy, Action, Caller, SubjectMode};
 use super::plugin_manager::PluginManager;
-use super::plugin_set::PluginSet;
 use crate::config::Config;
 use crate::engine::EngineOptions;
 use crate::state::{AlertEntry, StateStore};
-use moed_service::scheduler::Scheduler;
+
+/// Tells clients that the properties following models, state and configuration changed.
+pub trait Announce: Send + Sync {
+    /// Emits the `PropertiesChanged` signals; done when they are sent.
+    fn announce(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
 
 pub struct Daemon {
     config: RwLock<Config>,
@@ -34,9 +41,7 @@ pub struct Daemon {
     access: RwLock<Arc<AccessPolicy>>,
     engine_state: RwLock<EngineState>,
     conn: OnceLock<Connection>,
-    /// Held while properties are read and announced, so the last announcement carries the
-    /// latest values.
-    announce_lock: tokio::sync::Mutex<()>,
+    announcer: OnceLock<Arc<dyn Announce>>,
 }
 
 impl Daemon {
@@ -59,7 +64,7 @@ impl Daemon {
             access: RwLock::new(Arc::new(access)),
             engine_state: RwLock::new(EngineState::Loading),
             conn: OnceLock::new(),
-            announce_lock: tokio::sync::Mutex::new(()),
+            announcer: OnceLock::new(),
         })
     }
 
@@ -172,32 +177,22 @@ impl Daemon {
         self.set_engine_state(state);
     }
 
+    /// Where [`Daemon::announce`] goes; set once, when the interfaces are served.
+    pub fn set_announcer(&self, announcer: Arc<dyn Announce>) {
+        let _ = self.announcer.set(announcer);
+    }
+
     /// Emits `PropertiesChanged` for the Engine and Models properties that follow models,
     /// state and configuration. Managing methods call it before replying, so a client's cached
     /// properties are current when it reads the reply (signals and replies travel in order).
     pub async fn announce(&self) {
-        let Some(conn) = self.conn.get() else { return };
-        let _guard = self.announce_lock.lock().await;
-        let server = conn.object_server();
-        if let Ok(engine) = server.interface::<_, EngineIface>(OBJECT_PATH).await {
-            let e = engine.signal_emitter();
-            let iface = engine.get().await;
-            let _ = iface.state_changed(e).await;
-            let _ = iface.model_changed(e).await;
-            let _ = iface.execution_provider_changed(e).await;
-            let _ = iface.max_concurrent_changed(e).await;
-            let _ = iface.queue_depth_changed(e).await;
-        }
-        if let Ok(models) = server.interface::<_, ModelsIface>(OBJECT_PATH).await {
-            let m = models.signal_emitter();
-            let iface = models.get().await;
-            let _ = iface.loaded_models_changed(m).await;
-            let _ = iface.model_directories_changed(m).await;
+        if let Some(announcer) = self.announcer.get() {
+            announcer.announce().await;
         }
     }
 
     /// How the policy in force tells polkit who calls (kept across reloads).
-    pub fn access_subject(&self) -> super::SubjectMode {
+    pub fn access_subject(&self) -> SubjectMode {
         self.access().subject()
     }
 
@@ -227,12 +222,4 @@ impl Daemon {
         );
         Ok(caller)
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }

@@ -14,10 +14,11 @@ use zbus::{OwnedObjectPath, interface};
 
 use super::daemon::Daemon;
 use super::error::wire_error;
-use super::request_plugins::{self, Use};
+use super::request_wire;
 use super::requests::{self, Prepared};
-use super::runner::{self, PromptInput, StreamEvent};
 use crate::request::RequestState;
+use moed_service::request_plugins::{self, Use};
+use moed_service::runner::{self, PromptInput, StreamEvent};
 
 pub struct EngineIface {
     pub daemon: Arc<Daemon>,
@@ -173,7 +174,7 @@ impl EngineIface {
         options: OptionDict,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(WireStr, GenerationInfo), MoedError> {
-        self.blocking(&header, PromptInput::Chat(messages), &options)
+        self.blocking(&header, request_wire::chat(messages), &options)
             .await
     }
 
@@ -199,7 +200,7 @@ impl EngineIface {
         #[zbus(header)] header: Header<'_>,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, MoedError> {
-        self.streaming(&header, server, PromptInput::Chat(messages), &options)
+        self.streaming(&header, server, request_wire::chat(messages), &options)
             .await
     }
 
@@ -214,7 +215,11 @@ impl EngineIface {
         let caller = self.daemon.user(&header).await?;
         let cap = self.daemon.config().service.max_prompt_bytes as usize;
         let options = ScoreOptions::from_dict(&options)?;
-        let model = self.daemon.registry.for_request(options.model.as_deref())?;
+        let model = self
+            .daemon
+            .registry
+            .for_request(options.model.as_deref())
+            .map_err(wire_error)?;
         requests::check_prompt_bytes("text", text.len(), &model, cap)?;
         let plugins = request_plugins::resolve(
             self.daemon.plugin_set(),
@@ -222,33 +227,32 @@ impl EngineIface {
             options.plugin_params,
             &model,
             Use::Score,
-        )?;
-        let mut ticket = self
-            .daemon
-            .scheduler
-            .admit(&caller.unique_name, caller.uid)
-            .map_err(wire_error)?;
+        )
+        .map_err(wire_error)?;
+        let mut ticket = requests::admit(&self.daemon, &caller)?;
         ticket.run_slot().await.map_err(wire_error)?;
         let cancel = ticket.cancel_flag();
         let run_model = model.clone();
         let run_daemon = self.daemon.clone();
         let (request_id, uid) = (ticket.id().to_string(), caller.uid);
+        let run_request_id = request_id.clone();
         let result = tokio::task::spawn_blocking(move || {
             let result = runner::score(&run_model, &text, &plugins, &cancel);
             if let Some(alert) = runner::gate_fallback_alert(&plugins) {
-                run_daemon.record_alert(Some(&request_id), Some(uid), &alert);
+                run_daemon.record_alert(Some(&run_request_id), Some(uid), &alert);
             }
             result
         })
         .await
         .map_err(|e| MoedError::Failed(format!("the scoring thread failed: {e}")))?;
-        let state = self.daemon.state.clone();
-        let persisted = tokio::task::spawn_blocking(move || model.persist_stats(&state, 1)).await;
-        if let Ok(Err(err)) = persisted {
-            log::error!("persisting expert statistics: {err}");
-        }
+        requests::persist_stats(&self.daemon, model, &request_id).await?;
         drop(ticket);
-        result.map(ToWire::to_wire)
+        let tokens = result.map_err(wire_error)?;
+        Ok(tokens
+            .into_iter()
+            .map(request_wire::scored)
+            .collect::<Vec<_>>()
+            .to_wire())
     }
 
     #[zbus(property)]

@@ -23,9 +23,9 @@ use zbus::object_server::SignalEmitter;
 use zbus::{OwnedFd, interface};
 
 use super::auth::Action;
-use super::client_files::ReadError;
 use super::daemon::Daemon;
 use crate::knowledge::{Added, Knowledge, KnowledgeError};
+use moed_service::client_files::ReadError;
 
 pub struct KnowledgeIface {
     pub daemon: Arc<Daemon>,
@@ -79,7 +79,7 @@ fn read_fd(fd: OwnedFd, max: u64) -> Result<Vec<u8>, String> {
     // The same rules as every client file: a regular file, bounded, read within a deadline (a
     // pipe, or a file on a hung mount, would otherwise keep this thread forever).
     let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
-    super::client_files::read_bounded(file, max).map_err(|e| match e {
+    moed_service::client_files::read_bounded(file, max).map_err(|e| match e {
         ReadError::TooLarge { size, max } => format!(
             "is {size} bytes; the store takes documents of at most {max} bytes \
              (knowledge.max_document_bytes)"

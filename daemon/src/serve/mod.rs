@@ -2,23 +2,19 @@
 //! engine work runs on tokio's blocking pool; SIGTERM drains, SIGHUP reloads the configuration.
 
 mod auth;
-mod client_files;
 mod daemon;
 mod engine_iface;
 mod error;
 mod knowledge_iface;
 mod logging;
-mod model_access;
-mod models;
+mod model_wire;
 mod models_iface;
 mod notify;
 mod plugin_manager;
 pub use moed_service::plugin_set;
 mod plugins_iface;
-mod request_plugins;
+mod request_wire;
 mod requests;
-mod retrieval;
-mod runner;
 mod watch;
 
 use std::path::PathBuf;
@@ -162,6 +158,7 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         .await
         .map_err(bus_error)?;
     daemon.set_connection(conn.clone());
+    daemon.set_announcer(Arc::new(watch::PropertyAnnouncer::new(conn.clone())));
     log::info!("serving {BUS_NAME} on the {label}");
     watch::spawn_owner_watch(daemon.clone(), conn.clone());
     plugins_iface::spawn_failure_signals(conn.clone(), plugin_failures);

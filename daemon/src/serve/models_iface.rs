@@ -8,10 +8,12 @@ use zbus::interface;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
+use moed_service::client_files::Identity;
+
 use super::auth::Action;
-use super::client_files::Identity;
 use super::daemon::Daemon;
-use super::models::to_statistics;
+use super::error::wire_error;
+use super::model_wire;
 use crate::engine::LoadProgress;
 
 pub struct ModelsIface {
@@ -56,7 +58,7 @@ impl ModelsIface {
             // The sender went with the options: every progress signal is out before the reply.
             let _ = forwarder.await;
         }
-        let model = result?;
+        let model = result.map_err(wire_error)?;
         if !before.contains(&model.name) {
             log::info!(
                 model = model.name.as_str();
@@ -78,9 +80,17 @@ impl ModelsIface {
     ) -> Result<Vec<ModelSummary>, MoedError> {
         self.daemon.user(&header).await?;
         let daemon = self.daemon.clone();
-        tokio::task::spawn_blocking(move || daemon.registry.list().to_wire())
-            .await
-            .map_err(|e| MoedError::Failed(format!("listing models: {e}")))
+        tokio::task::spawn_blocking(move || {
+            daemon
+                .registry
+                .list()
+                .into_iter()
+                .map(model_wire::summary)
+                .collect::<Vec<_>>()
+                .to_wire()
+        })
+        .await
+        .map_err(|e| MoedError::Failed(format!("listing models: {e}")))
     }
 
     /// What a package's manifest says and whether it is loaded (name or absolute path).
@@ -90,13 +100,14 @@ impl ModelsIface {
         name: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<ModelInfo, MoedError> {
-        let who = Identity::of(&self.daemon.user(&header).await?);
+        let who = self.daemon.user(&header).await?.identity();
         let daemon = self.daemon.clone();
         tokio::task::spawn_blocking(move || {
             daemon
                 .registry
                 .info(&name, who.as_ref())
-                .map(ToWire::to_wire)
+                .map(|d| model_wire::info(d).to_wire())
+                .map_err(wire_error)
         })
         .await
         .map_err(|e| MoedError::Failed(format!("reading model info: {e}")))?
@@ -110,7 +121,11 @@ impl ModelsIface {
         #[zbus(header)] header: Header<'_>,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), MoedError> {
-        let who = Identity::of(&self.daemon.admin(&header, Action::ManageModels).await?);
+        let who = self
+            .daemon
+            .admin(&header, Action::ManageModels)
+            .await?
+            .identity();
         let loaded = Self::load_model(&self.daemon, &name, who.as_ref()).await?;
         self.daemon.announce().await;
         Self::model_loaded(&emitter, &WireStr::new(&loaded, limits::NAME)).await?;
@@ -125,11 +140,11 @@ impl ModelsIface {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), MoedError> {
         self.daemon.admin(&header, Action::ManageModels).await?;
-        let model = self.daemon.registry.unload(&name)?;
+        let model = self.daemon.registry.unload(&name).map_err(wire_error)?;
         let state = self.daemon.state.clone();
         let active = self.daemon.registry.active_name();
         tokio::task::spawn_blocking(move || -> Result<(), MoedError> {
-            model.persist_stats(&state, 0)?;
+            model.persist_stats(&state, 0).map_err(wire_error)?;
             state
                 .set_active_model(active.as_deref())
                 .map_err(Self::state_error)
@@ -151,7 +166,11 @@ impl ModelsIface {
         #[zbus(header)] header: Header<'_>,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), MoedError> {
-        let who = Identity::of(&self.daemon.admin(&header, Action::ManageModels).await?);
+        let who = self
+            .daemon
+            .admin(&header, Action::ManageModels)
+            .await?
+            .identity();
         let was_loaded = self
             .daemon
             .registry
@@ -160,7 +179,10 @@ impl ModelsIface {
             .and_then(|(n, _)| self.daemon.registry.get(&n))
             .is_some();
         let loaded = Self::load_model(&self.daemon, &name, who.as_ref()).await?;
-        self.daemon.registry.set_active(&loaded)?;
+        self.daemon
+            .registry
+            .set_active(&loaded)
+            .map_err(wire_error)?;
         let state = self.daemon.state.clone();
         let persist = loaded.clone();
         tokio::task::spawn_blocking(move || state.set_active_model(Some(&persist)))
@@ -195,14 +217,18 @@ impl ModelsIface {
                 name
             };
             if let Some(model) = daemon.registry.get(&name) {
-                return Ok(to_statistics(&name, &model.current_stats(&daemon.state)?).to_wire());
+                return Ok(model_wire::statistics(
+                    &name,
+                    &model.current_stats(&daemon.state).map_err(wire_error)?,
+                )
+                .to_wire());
             }
             match daemon
                 .state
                 .expert_stats(&name)
                 .map_err(Self::state_error)?
             {
-                Some(stats) => Ok(to_statistics(&name, &stats).to_wire()),
+                Some(stats) => Ok(model_wire::statistics(&name, &stats).to_wire()),
                 None => Err(MoedError::NotFound(format!(
                     "no expert statistics for model '{name}': it is not loaded and has not run"
                 ))),
@@ -229,7 +255,7 @@ impl ModelsIface {
                 name
             };
             match daemon.registry.get(&name) {
-                Some(model) => model.reset_stats(&daemon.state),
+                Some(model) => model.reset_stats(&daemon.state).map_err(wire_error),
                 None => match daemon.state.reset_expert_stats(&name) {
                     Ok(true) => Ok(()),
                     Ok(false) => Err(MoedError::NotFound(format!(

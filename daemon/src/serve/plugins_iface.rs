@@ -15,7 +15,6 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
 
 use super::auth::Action;
-use super::client_files::Identity;
 use super::daemon::Daemon;
 use super::plugin_manager::Package;
 use crate::state::ALERT_LOG_MAX;
@@ -104,7 +103,7 @@ impl PluginsIface {
         let options = InstallOptions::from_dict(&options)?;
         let caller = self.daemon.admin(&header, Action::ManagePlugins).await?;
         // The path is read with the caller's permissions (CONTRACT.md, Limits).
-        let who = Identity::of(&caller);
+        let who = caller.identity();
         self.blocking("installing a plugin", move |d| {
             let pkg = Package::from_path(std::path::Path::new(&path), who.as_ref())?;
             d.plugins.install(pkg, &options)

@@ -7,16 +7,18 @@ use std::time::Instant;
 
 use moed_dbus::options::OptionDict;
 use moed_dbus::wire;
-use moed_dbus::{ChatMessage, GenerateOptions, GenerationInfo, MoedError};
+use moed_dbus::{GenerateOptions, GenerationInfo, MoedError};
+use moed_service::models::LoadedModel;
+use moed_service::request_plugins::{self, RequestPlugins, Use};
+use moed_service::runner::{self, PromptInput, StreamEvent};
+use moed_service::scheduler::Ticket;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::auth::Caller;
 use super::daemon::Daemon;
 use super::error::wire_error;
-use super::models::LoadedModel;
-use super::request_plugins::{self, RequestPlugins, Use};
-use super::runner::{self, PromptInput, StreamEvent};
-use moed_service::scheduler::Ticket;
+use super::request_wire;
+use crate::text::template::ChatMessage;
 
 /// A checked request holding its queue place.
 pub struct Prepared {
@@ -62,7 +64,10 @@ pub fn prepare(
         ));
     }
     check_sources(daemon, &options.sources)?;
-    let model = daemon.registry.for_request(options.model.as_deref())?;
+    let model = daemon
+        .registry
+        .for_request(options.model.as_deref())
+        .map_err(wire_error)?;
     let system = options.system.as_ref().map_or(0, String::len);
     check_prompt_bytes("prompt", input_bytes + system, &model, cap)?;
     let plugins = request_plugins::resolve(
@@ -73,11 +78,9 @@ pub fn prepare(
         Use::Generate {
             retrieval: options.retrieval_on(),
         },
-    )?;
-    let ticket = daemon
-        .scheduler
-        .admit(&caller.unique_name, caller.uid)
-        .map_err(wire_error)?;
+    )
+    .map_err(wire_error)?;
+    let ticket = admit(daemon, caller)?;
     Ok(Prepared {
         model,
         ticket,
@@ -86,6 +89,32 @@ pub fn prepare(
         plugins,
         uid: Some(caller.uid),
     })
+}
+
+/// A queue place for `caller`'s request (or `Busy`, `ShuttingDown`).
+pub fn admit(daemon: &Daemon, caller: &Caller) -> Result<Ticket, MoedError> {
+    daemon
+        .scheduler
+        .admit(&caller.unique_name, caller.uid)
+        .map_err(wire_error)
+}
+
+/// Adds what one finished request counted to `model`'s expert statistics in the state store,
+/// flushed, before its caller is answered. A store failure is logged, not returned: the request
+/// itself succeeded.
+pub async fn persist_stats(
+    daemon: &Daemon,
+    model: Arc<LoadedModel>,
+    request_id: &str,
+) -> Result<(), MoedError> {
+    let state = daemon.state.clone();
+    let persisted = tokio::task::spawn_blocking(move || model.persist_stats(&state, 1))
+        .await
+        .map_err(|e| MoedError::Failed(format!("the state thread failed: {e}")))?;
+    if let Err(err) = persisted {
+        log::error!(request_id = request_id; "persisting expert statistics: {err}");
+    }
+    Ok(())
 }
 
 /// The bytes of a request's input, refused past `cap` (`service.max_prompt_bytes`) or, for a
@@ -230,8 +259,8 @@ pub async fn execute(
         let mut alerts = Vec::new();
         let result = runner::generate(
             &run_model,
-            &input,
-            &options,
+            request_wire::request(&input, &options),
+            &options.sources,
             &plugins,
             &retrieval,
             &cancel,
@@ -239,21 +268,14 @@ pub async fn execute(
             &mut emit,
         );
         run_daemon.record_alerts(Some(&run_request_id), uid, &alerts);
-        result
+        result.map(|generation| request_wire::info(generation, &alerts))
     })
     .await
     .map_err(|e| MoedError::Failed(format!("the generation thread failed: {e}")))?;
 
-    let state = daemon.state.clone();
-    let persist_model = model.clone();
-    let persisted = tokio::task::spawn_blocking(move || persist_model.persist_stats(&state, 1))
-        .await
-        .map_err(|e| MoedError::Failed(format!("the state thread failed: {e}")))?;
-    if let Err(err) = persisted {
-        log::error!(request_id = request_id.as_str(); "persisting expert statistics: {err}");
-    }
+    persist_stats(&daemon, model.clone(), &request_id).await?;
     drop(ticket);
-    let mut info = result.inspect_err(|err| {
+    let mut info = result.map_err(wire_error).inspect_err(|err| {
         log::info!(request_id = request_id.as_str(), model = model.name.as_str(); "request {request_id} failed: {err}");
     })?;
     info.request_id = request_id.clone();

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use moed_plugins::{Alert, Failure, HostEvents, Kind, LogEvents};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::serve::plugin_set::PluginSet;
 use crate::state::{AlertEntry, StateStore};
+use moed_service::plugin_set::PluginSet;
 
 /// A failure that does not disable the plugin is signalled at most this often per plugin; the
 /// one that disables it always is.
@@ -58,7 +58,7 @@ impl HostEvents for DaemonEvents {
         }
         let entry = AlertEntry {
             seq: 0,
-            time: crate::serve::daemon::unix_now(),
+            time: moed_service::clock::unix_now(),
             request_id: None,
             plugin: alert.plugin.clone(),
             severity: alert.severity.as_str().to_string(),

@@ -18,8 +18,8 @@ use super::{
     COMPONENT_FILE, Entry, MANIFEST_FILE, ManagerError, Origin, PluginManager, load_error,
     state_error,
 };
-use crate::serve::client_files::{self, Identity, read_bounded};
 use crate::state::PluginRecord;
+use moed_service::client_files::{self, Identity, read_bounded};
 
 /// Largest component accepted, bytes.
 pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
@@ -322,7 +322,7 @@ impl PluginManager {
             grant: recorded.grant.clone(),
             config: recorded.config.clone(),
             source: pkg.source.clone(),
-            installed_at: super::super::daemon::unix_now(),
+            installed_at: moed_service::clock::unix_now(),
         };
         self.state
             .put_plugin_record(&record)

@@ -29,9 +29,9 @@ pub use events::DaemonEvents;
 pub use install::Package;
 use settings::{Effective, Recorded, effective};
 
-use super::plugin_set::{ActivePlugin, PluginSet};
 use crate::config::{PluginSettings, PluginsConfig};
 use crate::state::{PluginRecord, StateError, StateStore};
+use moed_service::plugin_set::{ActivePlugin, PluginSet};
 
 /// Where an installed plugin's files live inside its directory.
 const MANIFEST_FILE: &str = "plugin.toml";

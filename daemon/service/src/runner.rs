@@ -1,20 +1,21 @@
-//! The bridge from a D-Bus request to the library's generation loop and scoring; runs on a
-//! blocking thread, never on the D-Bus executor.
+//! One request's run through its plugins to the engine: input filters, retrieval, the gate, the
+//! generation loop and the output filters; or scoring. Runs on a blocking thread, never on an
+//! async executor.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use moed_dbus::{ChatMessage, GenerateOptions, GenerationInfo, MoedError, ScoredToken};
 use moed_plugins::{Alert, FilterError, Severity};
 
-use super::models::LoadedModel;
-use super::request_plugins::RequestPlugins;
-use super::retrieval;
+use crate::ServiceError;
 use crate::config::RetrievalConfig;
 use crate::engine::{EngineError, score_tokens_until};
-use crate::generate::{self, Event, GenerateError, GenerateRequest, Prompt, SamplingOverrides};
+use crate::generate::{self, Event, GenerateError, GenerateRequest, Outcome, Prompt};
+use crate::models::LoadedModel;
 use crate::plugins::{FilteredEvents, RequestFilters};
+use crate::request_plugins::RequestPlugins;
+use crate::retrieval;
 use crate::text::model::TextModelError;
-use crate::text::template;
+use crate::text::template::ChatMessage;
 
 /// What a request asks the model.
 #[derive(Debug, Clone)]
@@ -41,40 +42,44 @@ pub enum StreamEvent {
     },
 }
 
-fn build_request(input: &PromptInput, options: &GenerateOptions) -> GenerateRequest {
-    let prompt = match input {
-        PromptInput::Text(prompt) if options.raw => Prompt::Raw(prompt.clone()),
-        PromptInput::Text(prompt) => {
-            let mut messages = Vec::new();
-            if let Some(system) = &options.system {
-                messages.push(template::ChatMessage::new("system", system));
-            }
-            messages.push(template::ChatMessage::new("user", prompt));
-            Prompt::Chat(messages)
-        }
-        PromptInput::Chat(messages) => Prompt::Chat(
-            messages
-                .iter()
-                .map(|m| template::ChatMessage::new(&m.role, &m.content))
-                .collect(),
-        ),
-    };
-    let mut req = GenerateRequest::new(prompt);
-    req.sampling = SamplingOverrides {
-        temperature: options.temperature.map(|v| v as f32),
-        top_k: options.top_k.map(|v| v as usize),
-        top_p: options.top_p.map(|v| v as f32),
-        min_p: options.min_p.map(|v| v as f32),
-        repetition_penalty: options.repetition_penalty.map(|v| v as f32),
-    };
-    req.max_tokens = options.max_tokens.map(|v| v as usize);
-    req.stop = options.stop.clone();
-    req.seed = options.seed;
-    req.ignore_eos = options.ignore_eos;
-    req
+/// What a finished generation reports; the request's alerts are kept by the caller.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// The model package that answered.
+    pub model: String,
+    /// The engine's account (token ids, statistics, the stop string met), its answer and
+    /// thinking text being what the output filters released: what the client was sent.
+    pub outcome: Outcome,
+    /// Retrieved passages put into the prompt, (source, document id), best first.
+    pub sources: Vec<(String, String)>,
 }
 
-fn map_error(err: GenerateError) -> MoedError {
+/// One token of a scored text and its logprob given the tokens before it (none for the first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenScore {
+    pub id: u32,
+    pub text: String,
+    pub logprob: Option<f64>,
+}
+
+/// The generation request for `input`: the text as it is when `raw`, else the chat template
+/// over an optional system message and the prompt, or over the conversation.
+pub fn prompt_of(input: &PromptInput, raw: bool, system: Option<&str>) -> Prompt {
+    match input {
+        PromptInput::Text(prompt) if raw => Prompt::Raw(prompt.clone()),
+        PromptInput::Text(prompt) => {
+            let mut messages = Vec::new();
+            if let Some(system) = system {
+                messages.push(ChatMessage::new("system", system));
+            }
+            messages.push(ChatMessage::new("user", prompt));
+            Prompt::Chat(messages)
+        }
+        PromptInput::Chat(messages) => Prompt::Chat(messages.clone()),
+    }
+}
+
+fn map_error(err: GenerateError) -> ServiceError {
     match err {
         GenerateError::Sampling(_)
         | GenerateError::EmptyPrompt
@@ -84,18 +89,18 @@ fn map_error(err: GenerateError) -> MoedError {
         | GenerateError::Text(TextModelError::NoChatTemplate)
         | GenerateError::Text(TextModelError::Sampling(_))
         | GenerateError::Engine(EngineError::ContextOverflow { .. }) => {
-            MoedError::InvalidArgument(err.to_string())
+            ServiceError::InvalidArgument(err.to_string())
         }
-        other => MoedError::Failed(other.to_string()),
+        other => ServiceError::Failed(other.to_string()),
     }
 }
 
 /// A filter's verdict as the request's error: a rejection is the client's input, a failed
 /// filter refuses the request (filters fail closed).
-fn filter_error(err: FilterError) -> MoedError {
+fn filter_error(err: FilterError) -> ServiceError {
     match err {
-        FilterError::Rejected { .. } => MoedError::InvalidArgument(err.to_string()),
-        FilterError::Failed { .. } => MoedError::PluginFailed(err.to_string()),
+        FilterError::Rejected { .. } => ServiceError::InvalidArgument(err.to_string()),
+        FilterError::Failed { .. } => ServiceError::PluginFailed(err.to_string()),
     }
 }
 
@@ -103,7 +108,7 @@ fn alert_event(alert: &Alert) -> StreamEvent {
     StreamEvent::Alert {
         severity: alert.severity.as_str().to_string(),
         code: alert.code.clone(),
-        message: dbus_text(alert.message.clone()),
+        message: alert.message.clone(),
         source: alert.plugin.clone(),
     }
 }
@@ -115,15 +120,14 @@ fn alert_event(alert: &Alert) -> StreamEvent {
 #[allow(clippy::too_many_arguments)]
 pub fn generate(
     model: &LoadedModel,
-    input: &PromptInput,
-    options: &GenerateOptions,
+    mut req: GenerateRequest,
+    sources: &[String],
     plugins: &RequestPlugins,
     retrieval_config: &RetrievalConfig,
     cancel: &AtomicBool,
     alerts: &mut Vec<Alert>,
     on_event: &mut dyn FnMut(StreamEvent),
-) -> Result<GenerationInfo, MoedError> {
-    let mut req = build_request(input, options);
+) -> Result<Generation, ServiceError> {
     let unfiltered = plugins.filters.is_empty();
     let filters = RequestFilters::new(plugins.filters.clone(), plugins.params.clone());
     let raise = |a: Alert, alerts: &mut Vec<Alert>, on_event: &mut dyn FnMut(StreamEvent)| {
@@ -136,7 +140,7 @@ pub fn generate(
     for a in prompt_alerts {
         raise(a, alerts, on_event);
     }
-    let used = add_documents(model, options, plugins, retrieval_config, &mut req)?;
+    let used = add_documents(model, sources, plugins, retrieval_config, &mut req)?;
     for a in used.alerts {
         raise(a, alerts, on_event);
     }
@@ -144,11 +148,11 @@ pub fn generate(
     let mut handle = |event: Event| {
         events.on_event(event, &mut |e| match e {
             Event::Text(text) => on_event(StreamEvent::Text {
-                text: dbus_text(text),
+                text,
                 thinking: false,
             }),
             Event::Thinking(text) => on_event(StreamEvent::Text {
-                text: dbus_text(text),
+                text,
                 thinking: true,
             }),
             Event::Finished(_) => {}
@@ -176,42 +180,15 @@ pub fn generate(
         events.thinking.released().to_owned(),
     );
     events.finish().map_err(filter_error)?;
-    let outcome = outcome.map_err(map_error)?;
+    let mut outcome = outcome.map_err(map_error)?;
     // Without filters the outcome's own text is the reference; with them, what they released.
-    let (text, thinking) = if unfiltered {
-        (outcome.text.clone(), outcome.thinking.clone())
-    } else {
-        released
-    };
-    let stats = &outcome.stats;
-    Ok(GenerationInfo {
-        request_id: String::new(),
+    if !unfiltered {
+        (outcome.text, outcome.thinking) = released;
+    }
+    Ok(Generation {
         model: model.name.clone(),
-        finish_reason: stats.finish_reason.as_str().to_string(),
-        text: dbus_text(text),
-        thinking: dbus_text(thinking),
-        prompt_tokens: stats.prompt_tokens as u32,
-        completion_tokens: stats.generated_tokens as u32,
-        token_ids: outcome.token_ids.clone(),
-        queue_ms: 0.0,
-        first_token_ms: stats.time_to_first_token_s * 1e3,
-        total_ms: stats.total_s * 1e3,
-        error_name: None,
-        error_message: None,
-        alerts: (!alerts.is_empty()).then(|| {
-            alerts
-                .iter()
-                .map(|a| {
-                    (
-                        a.severity.as_str().to_string(),
-                        a.code.clone(),
-                        dbus_text(a.message.clone()),
-                        a.plugin.clone(),
-                    )
-                })
-                .collect()
-        }),
-        sources: (!used.sources.is_empty()).then_some(used.sources),
+        outcome,
+        sources: used.sources,
     })
 }
 
@@ -226,11 +203,11 @@ struct Retrieval {
 /// request's `max_tokens`, at most a quarter of the context). Fails open.
 fn add_documents(
     model: &LoadedModel,
-    options: &GenerateOptions,
+    sources: &[String],
     plugins: &RequestPlugins,
     config: &RetrievalConfig,
     req: &mut GenerateRequest,
-) -> Result<Retrieval, MoedError> {
+) -> Result<Retrieval, ServiceError> {
     let mut out = Retrieval {
         sources: Vec::new(),
         alerts: Vec::new(),
@@ -241,7 +218,7 @@ fn add_documents(
     let Some(query) = retrieval::query_of(&req.prompt).map(str::to_owned) else {
         return Ok(out);
     };
-    let params = retrieval::retrieval_params(&plugins.params, &options.sources);
+    let params = retrieval::retrieval_params(&plugins.params, sources);
     let (docs, alerts) = retrieval::retrieve(
         &plugins.retrieval,
         &query,
@@ -301,17 +278,19 @@ pub fn score(
     text: &str,
     plugins: &RequestPlugins,
     cancel: &AtomicBool,
-) -> Result<Vec<ScoredToken>, MoedError> {
+) -> Result<Vec<TokenScore>, ServiceError> {
     let ids = model
         .text
         .encode_raw(text)
-        .map_err(|e| MoedError::InvalidArgument(format!("text: {e}")))?;
+        .map_err(|e| ServiceError::InvalidArgument(format!("text: {e}")))?;
     if ids.is_empty() {
-        return Err(MoedError::InvalidArgument("text: it has no tokens".into()));
+        return Err(ServiceError::InvalidArgument(
+            "text: it has no tokens".into(),
+        ));
     }
     let context = model.text.context_length();
     if ids.len() > context {
-        return Err(MoedError::InvalidArgument(format!(
+        return Err(ServiceError::InvalidArgument(format!(
             "text: {} tokens exceed the model's context length of {context}",
             ids.len()
         )));
@@ -320,28 +299,16 @@ pub fn score(
     let logprobs = score_tokens_until(&model.engine, &ids, plugins.engine_gate(), &mut || {
         cancel.load(Ordering::Relaxed)
     })
-    .map_err(|e| MoedError::Failed(e.to_string()))?
-    .ok_or_else(|| MoedError::Cancelled("the request was cancelled".into()))?;
+    .map_err(|e| ServiceError::Failed(e.to_string()))?
+    .ok_or_else(|| ServiceError::Cancelled("the request was cancelled".into()))?;
     let tokenizer = model.text.tokenizer();
     Ok(ids
         .iter()
         .zip(logprobs)
-        .map(|(&id, logprob)| ScoredToken {
+        .map(|(&id, logprob)| TokenScore {
             id,
-            text: dbus_text(tokenizer.decode(&[id]).unwrap_or_default()),
-            has_logprob: logprob.is_some(),
-            logprob: logprob.unwrap_or(0.0),
+            text: tokenizer.decode(&[id]).unwrap_or_default(),
+            logprob,
         })
         .collect())
-}
-
-/// D-Bus strings may not contain U+0000, and the bus disconnects a peer that sends one; a
-/// model can generate it (a byte-level token for byte 0), so it travels as U+FFFD. The token ids
-/// in `info` keep what was generated.
-fn dbus_text(text: String) -> String {
-    if text.contains('\0') {
-        text.replace('\0', "\u{FFFD}")
-    } else {
-        text
-    }
 }

@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use moed_dbus::{ExpertStatistics, LayerActivations, ModelInfo, ModelSummary, MoedError};
-
-use super::client_files::Identity;
-use super::model_access::caller_may_read;
+use crate::ServiceError;
+use crate::client_files::Identity;
 use crate::engine::{Engine, EngineOptions, EngineStats};
+use crate::model_access::caller_may_read;
 use crate::package::Package;
 use crate::state::{PersistedStats, StateStore};
 use crate::text::model::TextModel;
@@ -34,34 +33,34 @@ impl LoadedModel {
         &self,
         state: &StateStore,
         requests: u64,
-    ) -> Result<PersistedStats, MoedError> {
+    ) -> Result<PersistedStats, ServiceError> {
         let mut merged = self.merged.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.engine.stats();
         let delta = now.since(&merged);
         let total = state
             .add_expert_stats(&self.name, &to_persisted(&delta, requests))
-            .map_err(|e| MoedError::Failed(e.to_string()))?;
+            .map_err(|e| ServiceError::Failed(e.to_string()))?;
         *merged = now;
         Ok(total)
     }
 
     /// Stored statistics plus what the engine counted since the last merge.
-    pub fn current_stats(&self, state: &StateStore) -> Result<PersistedStats, MoedError> {
+    pub fn current_stats(&self, state: &StateStore) -> Result<PersistedStats, ServiceError> {
         let merged = self.merged.lock().unwrap_or_else(|p| p.into_inner());
         let mut total = state
             .expert_stats(&self.name)
-            .map_err(|e| MoedError::Failed(e.to_string()))?
+            .map_err(|e| ServiceError::Failed(e.to_string()))?
             .unwrap_or_default();
         total.add(&to_persisted(&self.engine.stats().since(&merged), 0));
         Ok(total)
     }
 
     /// Forgets stored statistics and starts counting from now.
-    pub fn reset_stats(&self, state: &StateStore) -> Result<(), MoedError> {
+    pub fn reset_stats(&self, state: &StateStore) -> Result<(), ServiceError> {
         let mut merged = self.merged.lock().unwrap_or_else(|p| p.into_inner());
         state
             .reset_expert_stats(&self.name)
-            .map_err(|e| MoedError::Failed(e.to_string()))?;
+            .map_err(|e| ServiceError::Failed(e.to_string()))?;
         *merged = self.engine.stats();
         Ok(())
     }
@@ -77,25 +76,29 @@ fn to_persisted(stats: &EngineStats, requests: u64) -> PersistedStats {
     }
 }
 
-/// Turns stored statistics into the D-Bus result (MoE layers only).
-pub fn to_statistics(model: &str, stats: &PersistedStats) -> ExpertStatistics {
-    ExpertStatistics {
-        model: model.to_string(),
-        layers: stats
-            .activations
-            .iter()
-            .enumerate()
-            .filter(|(_, row)| !row.is_empty())
-            .map(|(layer, row)| LayerActivations {
-                layer: layer as u32,
-                counts: row.clone(),
-            })
-            .collect(),
-        cache_hits: stats.cache_hits,
-        cache_misses: stats.cache_misses,
-        cache_evictions: stats.cache_evictions,
-        requests: stats.requests,
-    }
+/// A package found in the model directories, or loaded from a path: what `list` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelEntry {
+    /// The package's directory name (what `load` takes).
+    pub name: String,
+    pub path: PathBuf,
+    /// `manifest.json`'s architecture; empty when the manifest could not be read.
+    pub architecture: String,
+    pub loaded: bool,
+    pub active: bool,
+    /// Why the package cannot be used, when its manifest is unreadable.
+    pub error: Option<String>,
+}
+
+/// One package and its state in the service: what `info` reports.
+pub struct ModelDetails {
+    pub name: String,
+    pub dir: PathBuf,
+    pub package: Package,
+    pub loaded: bool,
+    pub active: bool,
+    /// Set while loaded: the ONNX Runtime execution provider in use.
+    pub execution_provider: Option<String>,
 }
 
 pub struct Registry {
@@ -149,10 +152,10 @@ impl Registry {
     }
 
     /// The model a request uses: the one it names (must be loaded), else the active one.
-    pub fn for_request(&self, name: Option<&str>) -> Result<Arc<LoadedModel>, MoedError> {
+    pub fn for_request(&self, name: Option<&str>) -> Result<Arc<LoadedModel>, ServiceError> {
         match name {
             Some(name) => self.get(name).ok_or_else(|| {
-                MoedError::ModelNotLoaded(format!(
+                ServiceError::ModelNotLoaded(format!(
                     "model '{name}' is not loaded; load it with Models.Load (moectl models load {name})"
                 ))
             }),
@@ -160,7 +163,7 @@ impl Registry {
                 .active_name()
                 .and_then(|n| self.get(&n))
                 .ok_or_else(|| {
-                    MoedError::ModelNotLoaded(
+                    ServiceError::ModelNotLoaded(
                         "no model is loaded; load one with Models.Load (moectl models load NAME) or set models.default"
                             .into(),
                     )
@@ -175,28 +178,28 @@ impl Registry {
         &self,
         name: &str,
         who: Option<&Identity>,
-    ) -> Result<(String, PathBuf), MoedError> {
+    ) -> Result<(String, PathBuf), ServiceError> {
         if name.is_empty() {
-            return Err(MoedError::InvalidArgument(
+            return Err(ServiceError::InvalidArgument(
                 "a model name must not be empty".into(),
             ));
         }
         if name.contains('/') {
             let path = Path::new(name);
             if !path.is_absolute() {
-                return Err(MoedError::InvalidArgument(format!(
+                return Err(ServiceError::InvalidArgument(format!(
                     "'{name}': a model path must be absolute"
                 )));
             }
             if let Some(id) = who {
                 caller_may_read(id, path).map_err(|e| {
-                    MoedError::NotFound(format!(
+                    ServiceError::NotFound(format!(
                         "no model package readable by the caller at {}: {e}",
-                        moed_dbus::wire::quote(name)
+                        moed_wire::quote(name)
                     ))
                 })?;
             } else if !path.join("manifest.json").is_file() {
-                return Err(MoedError::NotFound(format!(
+                return Err(ServiceError::NotFound(format!(
                     "{name}: no model package there (no manifest.json)"
                 )));
             }
@@ -205,12 +208,12 @@ impl Registry {
                 .map(|n| n.to_string_lossy().to_string())
                 .filter(|n| !n.is_empty())
                 .ok_or_else(|| {
-                    MoedError::InvalidArgument(format!("'{name}': no directory name"))
+                    ServiceError::InvalidArgument(format!("'{name}': no directory name"))
                 })?;
             return Ok((base, path.to_path_buf()));
         }
         if name == "." || name == ".." {
-            return Err(MoedError::InvalidArgument(format!(
+            return Err(ServiceError::InvalidArgument(format!(
                 "'{name}' is not a model name"
             )));
         }
@@ -225,7 +228,7 @@ impl Registry {
         if let Some(m) = self.get(name) {
             return Ok((m.name.clone(), m.dir.clone()));
         }
-        Err(MoedError::NotFound(format!(
+        Err(ServiceError::NotFound(format!(
             "no model package '{name}' in the model directories ({}); see Models.List",
             dirs.iter()
                 .map(|d| d.display().to_string())
@@ -235,7 +238,7 @@ impl Registry {
     }
 
     /// Every package directory in the model directories (first directory wins on equal names).
-    pub fn list(&self) -> Vec<ModelSummary> {
+    pub fn list(&self) -> Vec<ModelEntry> {
         let loaded = self.loaded_names();
         let active = self.active_name();
         let mut seen = BTreeMap::new();
@@ -263,11 +266,11 @@ impl Registry {
                 };
                 seen.insert(
                     name.clone(),
-                    ModelSummary {
+                    ModelEntry {
                         loaded: loaded.contains(&name),
                         active: active.as_deref() == Some(name.as_str()),
                         name,
-                        path: path.display().to_string(),
+                        path,
                         architecture,
                         error,
                     },
@@ -282,10 +285,10 @@ impl Registry {
             if let Some(m) = self.get(&name) {
                 seen.insert(
                     name.clone(),
-                    ModelSummary {
+                    ModelEntry {
                         active: active.as_deref() == Some(name.as_str()),
                         name,
-                        path: m.dir.display().to_string(),
+                        path: m.dir.clone(),
                         architecture: m.engine.package().manifest().architecture.clone(),
                         loaded: true,
                         error: None,
@@ -296,30 +299,18 @@ impl Registry {
         seen.into_values().collect()
     }
 
-    pub fn info(&self, name: &str, who: Option<&Identity>) -> Result<ModelInfo, MoedError> {
+    pub fn info(&self, name: &str, who: Option<&Identity>) -> Result<ModelDetails, ServiceError> {
         let (name, dir) = self.resolve(name, who)?;
         let loaded = self.get(&name);
         let package = match &loaded {
             Some(m) => m.engine.package().clone(),
-            None => Package::open(&dir).map_err(|e| MoedError::Failed(e.to_string()))?,
+            None => Package::open(&dir).map_err(|e| ServiceError::Failed(e.to_string()))?,
         };
-        let m = package.manifest();
-        let routing = m.routing.as_ref();
-        Ok(ModelInfo {
+        Ok(ModelDetails {
             active: self.active_name().as_deref() == Some(name.as_str()),
             name,
-            path: dir.display().to_string(),
-            manifest_name: m.name.clone(),
-            architecture: m.architecture.clone(),
-            format_version: m.format_version as u32,
-            hidden_size: m.dims.hidden_size as u32,
-            vocab_size: m.dims.vocab_size as u32,
-            num_layers: m.dims.num_layers as u32,
-            context_length: m.dims.context_length as u32,
-            num_experts: routing.map_or(0, |r| r.num_experts as u32),
-            top_k: routing.map_or(0, |r| r.top_k as u32),
-            expert_precision: m.precision.experts.clone(),
-            total_bytes: m.files.values().map(|f| f.bytes).sum(),
+            dir,
+            package,
             loaded: loaded.is_some(),
             execution_provider: loaded.map(|l| l.engine.execution_provider().to_string()),
         })
@@ -331,12 +322,12 @@ impl Registry {
         name: &str,
         who: Option<&Identity>,
         opts: EngineOptions,
-    ) -> Result<Arc<LoadedModel>, MoedError> {
+    ) -> Result<Arc<LoadedModel>, ServiceError> {
         let (name, dir) = self.resolve(name, who)?;
         let _guard = self.load_lock.lock().await;
         if let Some(m) = self.get(&name) {
             if m.dir != dir {
-                return Err(MoedError::InvalidArgument(format!(
+                return Err(ServiceError::InvalidArgument(format!(
                     "a different model named '{name}' is loaded from {}; unload it first",
                     m.dir.display()
                 )));
@@ -350,8 +341,10 @@ impl Registry {
             Ok((engine, text))
         })
         .await
-        .map_err(|e| MoedError::Failed(format!("loading {name}: the loader thread failed: {e}")))?
-        .map_err(|e| MoedError::Failed(format!("loading model '{name}': {e}")))?;
+        .map_err(|e| {
+            ServiceError::Failed(format!("loading {name}: the loader thread failed: {e}"))
+        })?
+        .map_err(|e| ServiceError::Failed(format!("loading model '{name}': {e}")))?;
         let merged = Mutex::new(engine.stats());
         let model = Arc::new(LoadedModel {
             name: name.clone(),
@@ -373,13 +366,13 @@ impl Registry {
     }
 
     /// Drops a model; requests still using it finish first (they hold their own reference).
-    pub fn unload(&self, name: &str) -> Result<Arc<LoadedModel>, MoedError> {
+    pub fn unload(&self, name: &str) -> Result<Arc<LoadedModel>, ServiceError> {
         let model = self
             .loaded
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name)
-            .ok_or_else(|| MoedError::NotFound(format!("model '{name}' is not loaded")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("model '{name}' is not loaded")))?;
         let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
         if active.as_deref() == Some(name) {
             *active = self
@@ -394,9 +387,9 @@ impl Registry {
     }
 
     /// Makes a loaded model the active one.
-    pub fn set_active(&self, name: &str) -> Result<(), MoedError> {
+    pub fn set_active(&self, name: &str) -> Result<(), ServiceError> {
         if self.get(name).is_none() {
-            return Err(MoedError::ModelNotLoaded(format!(
+            return Err(ServiceError::ModelNotLoaded(format!(
                 "model '{name}' is not loaded"
             )));
         }

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use moed_dbus::MoedError;
 use moed_plugins::{FilterPlugin, Kind, RetrievalPlugin};
 
-use super::models::LoadedModel;
-use super::plugin_set::PluginSet;
+use crate::ServiceError;
 use crate::engine::Gate;
+use crate::models::LoadedModel;
+use crate::plugin_set::PluginSet;
 use crate::plugins::WasmGate;
 
 /// What a request asks of plugins.
@@ -41,8 +41,8 @@ impl RequestPlugins {
     }
 }
 
-fn not_found(name: &str) -> MoedError {
-    MoedError::NotFound(format!(
+fn not_found(name: &str) -> ServiceError {
+    ServiceError::NotFound(format!(
         "option 'plugins': no enabled plugin named '{name}'; `moectl plugins list` shows the installed plugins and whether each is enabled"
     ))
 }
@@ -55,7 +55,7 @@ pub fn resolve(
     params: Vec<(String, String)>,
     model: &LoadedModel,
     usage: Use,
-) -> Result<RequestPlugins, MoedError> {
+) -> Result<RequestPlugins, ServiceError> {
     let mut named_gate = None;
     let mut named_filters = Vec::new();
     let mut named_retrieval = Vec::new();
@@ -68,14 +68,14 @@ pub fn resolve(
         match (plugin.kind(), usage) {
             (Kind::Gate, _) => {
                 if let Some(first) = named_gate.replace(plugin.clone()) {
-                    return Err(MoedError::InvalidArgument(format!(
+                    return Err(ServiceError::InvalidArgument(format!(
                         "option 'plugins': at most one gate plugin routes a request; '{}' and '{name}' are both gates",
                         first.name()
                     )));
                 }
             }
             (kind, Use::Score) => {
-                return Err(MoedError::InvalidArgument(format!(
+                return Err(ServiceError::InvalidArgument(format!(
                     "option 'plugins': Score uses gate plugins only; '{name}' is a {kind} plugin"
                 )));
             }
@@ -91,7 +91,7 @@ pub fn resolve(
                 .gates
                 .gate(&plugin, manifest, params.clone())
                 .map_err(|e| {
-                    MoedError::InvalidArgument(format!(
+                    ServiceError::InvalidArgument(format!(
                         "option 'plugins': gate plugin '{}' cannot route model '{}': {e}",
                         plugin.name(),
                         model.name

@@ -24,8 +24,6 @@ use std::time::Duration;
 use nix::fcntl::{OFlag, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 
-use super::auth::Caller;
-
 /// How long reading one client file (a passed descriptor or a named path) may take.
 pub const READ_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -44,14 +42,6 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The identity to check `caller`'s paths with; `None` for root.
-    pub fn of(caller: &Caller) -> Option<Identity> {
-        (!caller.is_root()).then(|| Identity {
-            uid: caller.uid,
-            gids: caller.gids.clone(),
-        })
-    }
-
     fn permits(&self, st: &FileStat, want: u32) -> bool {
         let mode = st.st_mode;
         let bits = if st.st_uid == self.uid {
