@@ -9,8 +9,10 @@ pub mod embedded;
 mod error;
 mod limits;
 mod merge;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod secrets;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -23,8 +25,10 @@ pub use embedded::{Added, DocRecord, EmbeddedStore};
 pub use error::KnowledgeError;
 pub use limits::{COLUMNS, Limits};
 pub use merge::merge;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresSource;
 pub use secrets::{Secrets, check_private};
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteSource;
 
 use crate::config::{KnowledgeConfig, SourceConfig, SourceSpec};
@@ -34,7 +38,9 @@ use crate::state::StateStore;
 #[derive(Clone)]
 pub enum Source {
     Embedded(Arc<EmbeddedStore>),
+    #[cfg(feature = "postgres")]
     Postgres(Arc<PostgresSource>),
+    #[cfg(feature = "sqlite")]
     Sqlite(Arc<SqliteSource>),
 }
 
@@ -42,15 +48,31 @@ impl Source {
     pub fn kind(&self) -> &'static str {
         match self {
             Source::Embedded(_) => "embedded",
+            #[cfg(feature = "postgres")]
             Source::Postgres(_) => "postgres",
+            #[cfg(feature = "sqlite")]
             Source::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// What [`Source::check`] does, for a benchmark's baseline: `None` for the embedded store
+    /// (nothing to ask).
+    pub fn check_call(&self) -> Option<&'static str> {
+        match self {
+            Source::Embedded(_) => None,
+            #[cfg(feature = "postgres")]
+            Source::Postgres(_) => Some("SELECT 1"),
+            #[cfg(feature = "sqlite")]
+            Source::Sqlite(_) => Some("prepare"),
         }
     }
 
     pub fn data_source(&self) -> Arc<dyn DataSource> {
         match self {
             Source::Embedded(s) => s.clone(),
+            #[cfg(feature = "postgres")]
             Source::Postgres(s) => s.clone(),
+            #[cfg(feature = "sqlite")]
             Source::Sqlite(s) => s.clone(),
         }
     }
@@ -65,7 +87,9 @@ impl Source {
     pub fn check(&self) -> Result<(), SourceError> {
         match self {
             Source::Embedded(_) => Ok(()),
+            #[cfg(feature = "postgres")]
             Source::Postgres(s) => s.check(),
+            #[cfg(feature = "sqlite")]
             Source::Sqlite(s) => s.check(),
         }
     }
@@ -141,6 +165,7 @@ fn build(
             *chunk_overlap,
             limits,
         )?)),
+        #[cfg(feature = "postgres")]
         SourceSpec::Postgres {
             template,
             query,
@@ -162,6 +187,7 @@ fn build(
                 .map_err(source_error)?,
             ))
         }
+        #[cfg(feature = "sqlite")]
         SourceSpec::Sqlite {
             path,
             template,
@@ -175,6 +201,14 @@ fn build(
             limits,
             *max_connections as usize,
         ))),
+        #[cfg(not(all(feature = "postgres", feature = "sqlite")))]
+        other => {
+            return Err(source_error(format!(
+                "kind \"{}\" is not built into this moed (cargo feature \"{}\")",
+                other.kind(),
+                other.kind()
+            )));
+        }
     })
 }
 
