@@ -143,6 +143,7 @@ fn connection_of(
 
 /// Builds one source. Databases do not connect here: a database that is down at start makes its
 /// calls fail (`Unavailable`), not the daemon.
+#[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
 fn build(
     label: &str,
     config: &SourceConfig,
@@ -298,10 +299,15 @@ impl Knowledge {
     }
 
     /// The embedded store `label`, or the only one when `label` is `None`.
+    #[cfg_attr(
+        not(any(feature = "postgres", feature = "sqlite")),
+        allow(clippy::unnecessary_filter_map)
+    )]
     pub fn store(&self, label: Option<&str>) -> Result<Arc<EmbeddedStore>, KnowledgeError> {
         if let Some(label) = label {
             return match self.get(label)? {
                 Source::Embedded(s) => Ok(s),
+                #[cfg(any(feature = "postgres", feature = "sqlite"))]
                 other => Err(KnowledgeError::NotEmbedded {
                     label: label.to_string(),
                     kind: other.kind(),
@@ -315,6 +321,7 @@ impl Knowledge {
             .values()
             .filter_map(|e| match &e.source {
                 Source::Embedded(e) => Some(e.clone()),
+                #[cfg(any(feature = "postgres", feature = "sqlite"))]
                 _ => None,
             })
             .collect();
@@ -345,6 +352,7 @@ impl Knowledge {
                         Ok(c) => (None, Some(c)),
                         Err(e) => (Some(e.to_string()), None),
                     },
+                    #[cfg(any(feature = "postgres", feature = "sqlite"))]
                     other => (other.check().err().map(|e| e.to_string()), None),
                 };
                 SourceStatus {
