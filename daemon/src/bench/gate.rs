@@ -120,14 +120,9 @@ pub fn run(
     params: Vec<(String, String)>,
     cfg: &GateBenchConfig,
 ) -> Result<GateBenchReport, GateBenchError> {
-    let prompt = measure::random_prompt(
-        engine.package().vocab_size() as u32,
-        engine.package().context_length(),
-        cfg.prompt_tokens,
-        cfg.decode_tokens,
-        cfg.seed,
-    )
-    .map_err(GateBenchError::Options)?;
+    let lengths = (cfg.prompt_tokens, cfg.decode_tokens);
+    let prompt =
+        measure::random_prompt(engine, lengths, cfg.seed).map_err(GateBenchError::Options)?;
     let manifest = engine.package().manifest();
     let top_k = manifest.routing.as_ref().map_or(0, |r| r.top_k);
     engine.preload_experts()?;

@@ -161,14 +161,8 @@ pub fn run(
     gate_name: &str,
     cfg: &PluginBenchConfig,
 ) -> Result<PluginBenchReport, BenchError> {
-    let prompt = measure::random_prompt(
-        engine.package().vocab_size() as u32,
-        engine.package().context_length(),
-        cfg.prompt_tokens,
-        cfg.decode_tokens,
-        cfg.seed,
-    )
-    .map_err(BenchError::Options)?;
+    let lengths = (cfg.prompt_tokens, cfg.decode_tokens);
+    let prompt = measure::random_prompt(engine, lengths, cfg.seed).map_err(BenchError::Options)?;
     let manifest = engine.package().manifest().clone();
     let gate_plugin = load_path(host, &plugins_dir.join(format!("{gate_name}.wasm")))?;
     let wasm = Arc::new(WasmGate::new(&gate_plugin, &manifest, Vec::new())?);

@@ -3,15 +3,17 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// `prompt_tokens` random ids below `vocab` (the same for the same `seed`), once the prompt and
-/// `decode_tokens` are known to fit the context length `ctx`; the error names the numbers.
+use crate::engine::Engine;
+
+/// `prompt_tokens` random ids of `engine`'s vocabulary (the same for the same `seed`), once the
+/// prompt and `decode_tokens` are known to fit its context length; the error names the numbers.
 pub fn random_prompt(
-    vocab: u32,
-    ctx: usize,
-    prompt_tokens: usize,
-    decode_tokens: usize,
+    engine: &Engine,
+    (prompt_tokens, decode_tokens): (usize, usize),
     seed: u64,
 ) -> Result<Vec<u32>, String> {
+    let vocab = engine.package().vocab_size() as u32;
+    let ctx = engine.package().context_length();
     if prompt_tokens == 0 || decode_tokens == 0 || prompt_tokens + decode_tokens + 1 > ctx {
         return Err(format!(
             "prompt ({prompt_tokens}) and decode ({decode_tokens}) tokens must be at least 1 and fit the context length {ctx}"
