@@ -31,7 +31,7 @@ arch_cross_prefix() {
 
 # arch_wrap ARCH BIN OUT: writes OUT, a script that runs BIN with its arguments: directly for this
 # machine's architecture, under qemu-user with the cross libc for another (qemu-user-static and
-# libc6-<arch>-cross, which tests/setup.sh installs). OUT keeps BIN's name for help2man.
+# libc6-<arch>-cross, which tests/setup.sh installs).
 arch_wrap() {
   local arch="$1" bin="$2" out="$3" run=""
   if [[ "$arch" != "$(arch_native)" ]]; then

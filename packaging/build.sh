@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds moed's .deb and .rpm from one place: release build of moed and moectl, the shipped WASM
-# plugins (plugins/build.sh), man pages and completions (`moectl generate-assets`, help2man for
-# moed), ONNX Runtime (packaging/onnxruntime/provision.sh); all staged, stripped, under
-# $TARGET/release/package-root, then cargo-deb and cargo-generate-rpm package it with the sections
-# [package.metadata.deb] and [package.metadata.generate-rpm] of daemon/Cargo.toml.
+# plugins (plugins/build.sh), man pages and completions (the hidden `moectl generate-assets` and
+# `moed generate-assets`, from the clap definitions), ONNX Runtime
+# (packaging/onnxruntime/provision.sh); all staged, stripped, under $TARGET/release/package-root,
+# then cargo-deb and cargo-generate-rpm package it with the sections [package.metadata.deb] and
+# [package.metadata.generate-rpm] of daemon/Cargo.toml.
 #
 #   packaging/build.sh [--arch amd64|arm64] [--revision N] [--deb-only] [--out DIR] [--no-build] [--fast]
 #
@@ -74,7 +75,7 @@ for manifest in "$repo"/plugins/*/plugin.toml; do
   shipped_plugins+=("$(basename "$(dirname "$manifest")")")
 done
 
-for tool in help2man "$strip_tool" gzip; do
+for tool in "$strip_tool" gzip; do
   command -v "$tool" >/dev/null || { echo "build.sh: $tool is missing; run tests/setup.sh" >&2; exit 1; }
 done
 tools_bin="$("$repo/packaging/tools.sh")"
@@ -128,16 +129,16 @@ with zipfile.ZipFile(wheel) as z:
 PY
 gzip -9n "$stage/doc/onnxruntime-ThirdPartyNotices.txt"
 
-# help2man and generate-assets run the staged binaries; for another architecture under qemu-user.
+# The generate-assets commands run the staged binaries; for another architecture under qemu-user.
 mkdir -p "$stage/run"
 for bin in moed moectl; do arch_wrap "$arch" "$stage/bin/$bin" "$stage/run/$bin"; done
 assets="$stage/assets"
 "$stage/run/moectl" generate-assets "$assets" >&2
 mv "$assets"/*.1 "$stage/man/man1/"
 mv "$assets/moectl.bash" "$assets/_moectl" "$assets/moectl.fish" "$stage/completions/"
-rmdir "$assets" || { echo "build.sh: moectl generate-assets wrote files this script does not package: $(ls "$assets")" >&2; exit 1; }
-help2man --no-info --section=8 --include="$repo/packaging/moed.8.h2m" \
-  --output="$stage/man/man8/moed.8" "$stage/run/moed"
+"$stage/run/moed" generate-assets "$assets" >&2
+mv "$assets/moed.8" "$stage/man/man8/"
+rmdir "$assets" || { echo "build.sh: generate-assets wrote files this script does not package: $(ls "$assets")" >&2; exit 1; }
 rm -rf "$stage/run"
 # -n: no time stamp in the gzip header, so equal inputs give equal packages.
 gzip -9n "$stage"/man/man1/*.1 "$stage/man/man8/moed.8"

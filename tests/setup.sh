@@ -9,7 +9,7 @@
 #   - rustfmt/clippy components and the wasm32-wasip2 target (for plugins)
 #   - a Python virtualenv at $MOE_VENV (default <repo>/.venv) with the exporter and its test deps
 #   - the pinned ONNX Runtime library (packaging/onnxruntime/provision.sh)
-#   - for the packages (packaging/): lintian, rpm, help2man, debootstrap, systemd-container
+#   - for the packages (packaging/): lintian, rpm, debootstrap, systemd-container
 #     (systemd-nspawn), and the pinned cargo-deb and cargo-generate-rpm (packaging/tools.sh,
 #     cached in $MOE_TOOL_CACHE, default /var/cache/moed-ci/tools)
 #   - for the arm64 packages: Debian's aarch64 cross toolchain (gcc-aarch64-linux-gnu,
@@ -25,7 +25,7 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
 for pkg in pkg-config build-essential dbus systemd libglib2.0-bin util-linux postgresql sqlite3 \
-  lintian rpm help2man debootstrap systemd-container file time \
+  lintian rpm debootstrap systemd-container file time \
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done

@@ -8,6 +8,13 @@ use std::process::Command;
 
 /// Crates that must not appear among `package`'s normal (non-dev, non-build) dependencies.
 fn assert_free_of(package: &str, forbidden: &[&str]) {
+    let names = normal_dependencies(package, &[]);
+    let found: Vec<&&str> = forbidden.iter().filter(|f| names.contains(**f)).collect();
+    assert!(found.is_empty(), "{package} depends on {found:?}");
+}
+
+/// The names in `package`'s normal dependency tree (itself included), built with `flags`.
+fn normal_dependencies(package: &str, flags: &[&str]) -> std::collections::BTreeSet<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let out = Command::new(cargo)
@@ -20,6 +27,7 @@ fn assert_free_of(package: &str, forbidden: &[&str]) {
             "--prefix",
             "none",
         ])
+        .args(flags)
         .args(["--format", "{p}", "-p", package, "--manifest-path"])
         .arg(&manifest)
         .output()
@@ -30,16 +38,16 @@ fn assert_free_of(package: &str, forbidden: &[&str]) {
         "cargo tree -p {package} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let names: Vec<&str> = stdout
+    let names: std::collections::BTreeSet<String> = stdout
         .lines()
         .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
         .collect();
     assert!(
-        names.contains(&package),
+        names.contains(package),
         "cargo tree did not list {package}: {stdout}"
     );
-    let found: Vec<&&str> = forbidden.iter().filter(|f| names.contains(f)).collect();
-    assert!(found.is_empty(), "{package} depends on {found:?}");
+    names
 }
 
 /// What the engine floor and the string rules must never link.
@@ -77,4 +85,23 @@ fn service_core_has_no_dbus_dependency() {
 #[test]
 fn plugin_host_has_no_dbus_dependency() {
     assert_free_of("moed-plugins", NOT_IN_THE_CORE);
+}
+
+/// The database drivers are the service's features `postgres` and `sqlite`: a build without them
+/// links neither.
+#[test]
+fn service_core_without_its_database_features_links_no_driver() {
+    let names = normal_dependencies("moed-service", &["--no-default-features"]);
+    for driver in ["tokio-postgres", "rusqlite", "libsqlite3-sys"] {
+        assert!(!names.contains(driver), "moed-service links {driver}");
+    }
+    let with = normal_dependencies("moed-service", &[]);
+    assert!(with.contains("tokio-postgres") && with.contains("rusqlite"));
+}
+
+/// The code the plugin SDK shares is built for wasm32-wasip2 by the guests: nothing but itself.
+#[test]
+fn shared_crate_has_no_dependencies() {
+    let names = normal_dependencies("moed-shared", &[]);
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["moed-shared"]);
 }

@@ -1,6 +1,8 @@
 //! `moectl alerts --log`: the newest entries of moed's alert audit log (`Plugins.RecentAlerts`,
 //! polkit action `org.moed.manage-plugins`).
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use moed_dbus::AlertRecord;
 use moed_dbus::wire::ToWire;
 use serde_json::{Value, json};
@@ -64,26 +66,15 @@ pub async fn run(app: &App, limit: u32) -> Result<(), CtlError> {
     outln(&lines.join("\n"))
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (the proleptic Gregorian calendar).
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+const LAST_RFC3339_SECOND: f64 = 253_402_300_799.0;
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`, clamped to the years 1970 to 9999 (the daemon's
+/// value, so a time past them is shown as the nearest it can be, not refused).
 pub fn utc(secs: f64) -> String {
-    let secs = secs.max(0.0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    let secs = secs.clamp(0.0, LAST_RFC3339_SECOND) as u64;
+    let time = UNIX_EPOCH + Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 #[cfg(test)]
@@ -95,5 +86,8 @@ mod tests {
         assert_eq!(utc(0.0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(951_782_400.0), "2000-02-29T00:00:00Z");
         assert_eq!(utc(1_764_366_000.5), "2025-11-28T21:40:00Z");
+        assert_eq!(utc(-5.0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(f64::NAN), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1e300), "9999-12-31T23:59:59Z");
     }
 }

@@ -161,8 +161,10 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// `HH:MM:SS` (UTC) for text output.
+/// `HH:MM:SSZ` (UTC) for text output: the time of day of an RFC 3339 timestamp.
 fn clock() -> String {
-    let secs = now() as u64 % 86_400;
-    format!("{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    let stamp = super::alert_log::utc(now());
+    stamp
+        .split_once('T')
+        .map_or(stamp.clone(), |(_, time)| time.to_string())
 }

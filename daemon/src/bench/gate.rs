@@ -5,11 +5,9 @@
 
 use std::sync::Arc;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::measure::{Arm, greedy_run, median, paired, ratio, teacher_forced};
+use super::measure::{self, Arm, greedy_run, median, paired, ratio, teacher_forced};
 use crate::engine::{Engine, EngineError, Gate};
 use crate::plugins::WasmGate;
 
@@ -122,24 +120,12 @@ pub fn run(
     params: Vec<(String, String)>,
     cfg: &GateBenchConfig,
 ) -> Result<GateBenchReport, GateBenchError> {
-    let ctx = engine.package().context_length();
-    if cfg.prompt_tokens == 0
-        || cfg.decode_tokens == 0
-        || cfg.prompt_tokens + cfg.decode_tokens + 1 > ctx
-    {
-        return Err(GateBenchError::Options(format!(
-            "prompt ({}) and decode ({}) tokens must be at least 1 and fit the context length {ctx}",
-            cfg.prompt_tokens, cfg.decode_tokens
-        )));
-    }
+    let lengths = (cfg.prompt_tokens, cfg.decode_tokens);
+    let prompt =
+        measure::random_prompt(engine, lengths, cfg.seed).map_err(GateBenchError::Options)?;
     let manifest = engine.package().manifest();
     let top_k = manifest.routing.as_ref().map_or(0, |r| r.top_k);
     engine.preload_experts()?;
-    let vocab = engine.package().vocab_size() as u32;
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let prompt: Vec<u32> = (0..cfg.prompt_tokens)
-        .map(|_| rng.random_range(0..vocab))
-        .collect();
     let as_gate = || Some(gate.clone() as Arc<dyn Gate>);
     // Warm-up: first runs allocate and plan; the plugin instantiates.
     run_once(engine, None, &prompt[..prompt.len().min(8)], 2)?;

@@ -79,20 +79,12 @@ pub fn measure(knowledge: &Knowledge, queries: &[String], calls: usize, limit: u
                 .map(|d| d.len())
                 .map_err(|e| e.to_string())
         });
-        let baseline = match &source {
-            Source::Embedded(_) => None,
-            Source::Postgres(_) | Source::Sqlite(_) => {
-                let what = if matches!(source, Source::Postgres(_)) {
-                    "SELECT 1"
-                } else {
-                    "prepare"
-                };
-                let (b, _, berr, _) = timed(calls, |_| {
-                    source.check().map(|()| 0).map_err(|e| e.to_string())
-                });
-                (berr == 0).then(|| (what, percentile(&b, 0.5)))
-            }
-        };
+        let baseline = source.check_call().and_then(|what| {
+            let (b, _, berr, _) = timed(calls, |_| {
+                source.check().map(|()| 0).map_err(|e| e.to_string())
+            });
+            (berr == 0).then(|| (what, percentile(&b, 0.5)))
+        });
         let total: Duration = times.iter().sum();
         rows.push(Row {
             label,

@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use moed_plugins::PluginHost;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 mod budget;
@@ -163,16 +161,8 @@ pub fn run(
     gate_name: &str,
     cfg: &PluginBenchConfig,
 ) -> Result<PluginBenchReport, BenchError> {
-    let ctx = engine.package().context_length();
-    if cfg.prompt_tokens == 0
-        || cfg.decode_tokens == 0
-        || cfg.prompt_tokens + cfg.decode_tokens + 1 > ctx
-    {
-        return Err(BenchError::Options(format!(
-            "prompt ({}) and decode ({}) tokens must be at least 1 and fit the context length {ctx}",
-            cfg.prompt_tokens, cfg.decode_tokens
-        )));
-    }
+    let lengths = (cfg.prompt_tokens, cfg.decode_tokens);
+    let prompt = measure::random_prompt(engine, lengths, cfg.seed).map_err(BenchError::Options)?;
     let manifest = engine.package().manifest().clone();
     let gate_plugin = load_path(host, &plugins_dir.join(format!("{gate_name}.wasm")))?;
     let wasm = Arc::new(WasmGate::new(&gate_plugin, &manifest, Vec::new())?);
@@ -180,11 +170,6 @@ pub fn run(
     let native: Arc<dyn Gate> = Arc::new(native);
     engine.preload_experts()?;
 
-    let vocab = engine.package().vocab_size() as u32;
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let prompt: Vec<u32> = (0..cfg.prompt_tokens)
-        .map(|_| rng.random_range(0..vocab))
-        .collect();
     // Warm-up: first runs allocate and plan; the plugin instantiates.
     for g in [native.clone(), wasm.clone() as Arc<dyn Gate>] {
         engine.set_gate(g);

@@ -10,6 +10,7 @@ mod bench_serve;
 mod check_config;
 mod gate_args;
 mod generate;
+mod man;
 mod score;
 mod serve;
 mod verify;
@@ -41,6 +42,9 @@ pub enum Command {
     BenchPlugins(bench_plugins::BenchPluginsArgs),
     /// Knowledge sources: latency of one search call per configured source, with a baseline.
     BenchKnowledge(bench_knowledge::BenchKnowledgeArgs),
+    /// Write the man page moed.8 into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(man::GenerateAssetsArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -55,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::BenchServe(args) => bench_serve::run(args),
         Command::BenchPlugins(args) => bench_plugins::run(args),
         Command::BenchKnowledge(args) => bench_knowledge::run(args),
+        Command::GenerateAssets(args) => man::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

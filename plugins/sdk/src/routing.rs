@@ -1,33 +1,46 @@
-//! The architectures' native routing rule (models/FORMAT.md, "Routing rule"), written to make the
-//! same floating-point operations in the same order as the engine's native gate, so that a plugin
+//! The architectures' native routing rule (models/FORMAT.md, "Routing rule") for gate plugins:
+//! the engine's own native gate runs the same code (`moed_shared::routing`), so that a plugin
 //! using it decides bit-identically. Exposed in steps so that plugins can change one of them
 //! (mask experts, pin experts, choose fewer).
 
+use moed_shared::routing::{self as rule, Rule};
+
 use crate::gate::{GroupScore, MaskedChoice, ModelRouting, Scoring};
 
-/// Buffers for one layer call (allocated once per call, reused per token).
-pub struct Scratch {
-    pub scores: Vec<f32>,
-    pub choice: Vec<f32>,
-    pub order: Vec<u32>,
-    groups: Vec<f32>,
-    group_order: Vec<u32>,
-    pub chosen: Vec<u32>,
-    pub chosen_w: Vec<f32>,
-}
+pub use moed_shared::routing::{RoutingParams, top_k_into};
 
-impl Scratch {
-    pub fn new(model: &ModelRouting) -> Scratch {
-        let e = model.num_experts as usize;
-        let n_group = model.group_limit.as_ref().map_or(0, |g| g.n_group as usize);
-        Scratch {
-            scores: vec![0.0; e],
-            choice: vec![0.0; e],
-            order: Vec::with_capacity(e),
-            groups: vec![0.0; n_group],
-            group_order: Vec::with_capacity(n_group),
-            chosen: Vec::new(),
-            chosen_w: Vec::new(),
+/// Buffers for one layer call (allocated once per call, reused per token): `scores`, `choice`,
+/// `order`, `chosen`, `chosen_w`. `Scratch::new(&model)` makes them for a model.
+pub type Scratch = moed_shared::routing::Scratch;
+
+/// The model's routing as the shared rule's parameters.
+impl RoutingParams for ModelRouting {
+    fn num_experts(&self) -> usize {
+        self.num_experts as usize
+    }
+
+    fn rule(&self) -> Rule {
+        Rule {
+            top_k: self.top_k as usize,
+            scoring: match self.scoring {
+                Scoring::Softmax => rule::Scoring::Softmax,
+                Scoring::Sigmoid => rule::Scoring::Sigmoid,
+            },
+            group_limit: self.group_limit.as_ref().map(|g| rule::GroupLimit {
+                n_group: g.n_group as usize,
+                topk_group: g.topk_group as usize,
+                group_score: match g.group_score {
+                    GroupScore::Max => rule::GroupScore::Max,
+                    GroupScore::Top2Sum => rule::GroupScore::Top2Sum,
+                },
+                masked: match g.masked {
+                    MaskedChoice::Zero => 0.0,
+                    MaskedChoice::NegInf => f32::NEG_INFINITY,
+                },
+            }),
+            norm_topk_prob: self.norm_topk_prob,
+            norm_eps: self.norm_eps,
+            routed_scaling_factor: self.routed_scaling_factor,
         }
     }
 }
@@ -65,22 +78,6 @@ pub fn check_model(model: &ModelRouting) -> Result<(), String> {
     Ok(())
 }
 
-/// Indices of the `k` largest values, largest first; ties go to the lower index.
-pub fn top_k_into(values: &[f32], k: usize, order: &mut Vec<u32>) {
-    order.clear();
-    order.extend(0..values.len() as u32);
-    let cmp = |a: &u32, b: &u32| {
-        values[*b as usize]
-            .total_cmp(&values[*a as usize])
-            .then(a.cmp(b))
-    };
-    if k < order.len() {
-        order.select_nth_unstable_by(k, cmp);
-        order.truncate(k);
-    }
-    order.sort_unstable_by(cmp);
-}
-
 /// Steps 1-3: `scores` and `choice` (bias added, groups outside the best ones masked).
 pub fn scores_and_choice(
     model: &ModelRouting,
@@ -88,90 +85,18 @@ pub fn scores_and_choice(
     logits: &[f32],
     s: &mut Scratch,
 ) {
-    match model.scoring {
-        Scoring::Softmax => {
-            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
-            for (o, &l) in s.scores.iter_mut().zip(logits) {
-                *o = (l - max).exp();
-                sum += *o;
-            }
-            for o in s.scores.iter_mut() {
-                *o /= sum;
-            }
-        }
-        Scoring::Sigmoid => {
-            for (o, &l) in s.scores.iter_mut().zip(logits) {
-                *o = 1.0 / (1.0 + (-l).exp());
-            }
-        }
-    }
-    match bias {
-        Some(b) => {
-            for ((c, &sc), &bb) in s.choice.iter_mut().zip(&s.scores).zip(b) {
-                *c = sc + bb;
-            }
-        }
-        None => s.choice.copy_from_slice(&s.scores),
-    }
-    if let Some(g) = &model.group_limit {
-        let n_group = g.n_group as usize;
-        let size = s.choice.len() / n_group;
-        for (gi, chunk) in s.choice.chunks_exact(size).enumerate() {
-            s.groups[gi] = match g.group_score {
-                GroupScore::Max => chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-                GroupScore::Top2Sum => {
-                    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
-                    for &v in chunk {
-                        if v > a {
-                            b = a;
-                            a = v;
-                        } else if v > b {
-                            b = v;
-                        }
-                    }
-                    a + b
-                }
-            };
-        }
-        top_k_into(&s.groups, g.topk_group as usize, &mut s.group_order);
-        let masked = match g.masked {
-            MaskedChoice::Zero => 0.0,
-            MaskedChoice::NegInf => f32::NEG_INFINITY,
-        };
-        for gi in 0..n_group {
-            if !s.group_order.contains(&(gi as u32)) {
-                s.choice[gi * size..(gi + 1) * size].fill(masked);
-            }
-        }
-    }
+    rule::scores_and_choice(&model.rule(), bias, logits, s);
 }
 
 /// Step 5 for the experts in `s.chosen`: weights from `scores`, normalized with eps when the model
 /// says so, then scaled.
 pub fn weights(model: &ModelRouting, s: &mut Scratch) {
-    s.chosen_w.clear();
-    s.chosen_w
-        .extend(s.chosen.iter().map(|&i| s.scores[i as usize]));
-    if model.norm_topk_prob {
-        let sum: f32 = s.chosen_w.iter().sum();
-        let denom = sum + model.norm_eps;
-        for w in s.chosen_w.iter_mut() {
-            *w /= denom;
-        }
-    }
-    for w in s.chosen_w.iter_mut() {
-        *w *= model.routed_scaling_factor;
-    }
+    rule::weights(&model.rule(), s);
 }
 
 /// The whole native rule for one token: `s.chosen` and `s.chosen_w` hold the answer.
 pub fn route_token(model: &ModelRouting, bias: Option<&[f32]>, logits: &[f32], s: &mut Scratch) {
-    scores_and_choice(model, bias, logits, s);
-    top_k_into(&s.choice, model.top_k as usize, &mut s.order);
-    s.chosen.clear();
-    s.chosen.extend_from_slice(&s.order);
-    weights(model, s);
+    rule::route_token(&model.rule(), bias, logits, s);
 }
 
 /// Checks a request against the model given to `init`.

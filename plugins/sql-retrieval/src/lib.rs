@@ -25,30 +25,9 @@ const REQUEST_SOURCES: &str = "retrieval.sources";
 /// Documents of several sources ranked by their share of their own source's best score; each
 /// keeps its score as that share, so the merged list's scores agree with its order.
 fn merge(found: Vec<(String, Vec<Document>)>, limit: usize) -> Vec<Document> {
-    let mut ranked: Vec<(f32, usize, String, Document)> = Vec::new();
-    for (label, docs) in found {
-        let best = docs
-            .iter()
-            .map(|d| d.score)
-            .fold(f32::NEG_INFINITY, f32::max);
-        for (rank, d) in docs.into_iter().enumerate() {
-            let share = if best > 0.0 && d.score > 0.0 {
-                d.score / best
-            } else {
-                1.0 / (rank as f32 + 1.0)
-            };
-            ranked.push((share, rank, label.clone(), d));
-        }
-    }
-    ranked.sort_by(|a, b| {
-        b.0.total_cmp(&a.0)
-            .then(a.1.cmp(&b.1))
-            .then_with(|| a.2.cmp(&b.2))
-    });
-    ranked
+    moed_shared::merge::merge(found, limit, |d| d.score)
         .into_iter()
-        .take(limit)
-        .map(|(share, _, label, mut d)| {
+        .map(|(share, label, mut d)| {
             d.id = format!("{label}:{}", d.id);
             d.score = share;
             d

@@ -1,6 +1,8 @@
 //! Expert selection: the gating interface (native rule or a plugin), and the one place where any
 //! gate's answer is checked before the engine acts on it.
 
+use moed_shared::routing::{self as rule, RoutingParams, Rule};
+
 use crate::package::{GroupScore, RoutingConfig, Scoring};
 
 /// What a gate sees for one MoE layer and one forward call: the router's logits.
@@ -118,17 +120,48 @@ pub trait Gate: Send + Sync {
 }
 
 /// The architecture's own routing rule, exactly as FORMAT.md's "Routing rule" (which mirrors
-/// transformers) describes it.
+/// transformers) describes it; the rule itself is `moed_shared::routing`, shared with the plugin SDK.
 #[derive(Debug, Clone)]
 pub struct NativeGate {
     cfg: RoutingConfig,
+    rule: Rule,
     /// `correction_bias` per layer (None for dense layers and layers without one).
     bias: Vec<Option<Vec<f32>>>,
 }
 
 impl NativeGate {
     pub fn new(cfg: RoutingConfig, bias: Vec<Option<Vec<f32>>>) -> NativeGate {
-        NativeGate { cfg, bias }
+        let rule = cfg.rule();
+        NativeGate { cfg, rule, bias }
+    }
+}
+
+/// The manifest's routing section as the shared rule's parameters.
+impl RoutingParams for RoutingConfig {
+    fn num_experts(&self) -> usize {
+        self.num_experts
+    }
+
+    fn rule(&self) -> Rule {
+        Rule {
+            top_k: self.top_k,
+            scoring: match self.scoring {
+                Scoring::Softmax => rule::Scoring::Softmax,
+                Scoring::Sigmoid => rule::Scoring::Sigmoid,
+            },
+            group_limit: self.group_limit.as_ref().map(|g| rule::GroupLimit {
+                n_group: g.n_group,
+                topk_group: g.topk_group,
+                group_score: match g.group_score {
+                    GroupScore::Max => rule::GroupScore::Max,
+                    GroupScore::Top2Sum => rule::GroupScore::Top2Sum,
+                },
+                masked: g.masked.value(),
+            }),
+            norm_topk_prob: self.norm_topk_prob,
+            norm_eps: self.norm_eps,
+            routed_scaling_factor: self.routed_scaling_factor,
+        }
     }
 }
 
@@ -147,129 +180,12 @@ impl Gate for NativeGate {
             )));
         }
         let bias = self.bias.get(layer).and_then(Option::as_deref);
-        let mut scratch = Scratch::new(e, self.cfg.group_limit.as_ref().map_or(0, |g| g.n_group));
+        let mut scratch = rule::Scratch::new(&self.cfg);
         for t in 0..input.num_tokens {
-            route_token(&self.cfg, bias, input.row(t), &mut scratch);
+            rule::route_token(&self.rule, bias, input.row(t), &mut scratch);
             out.push(&scratch.chosen, &scratch.chosen_w);
         }
         Ok(())
-    }
-}
-
-/// Per-call buffers of the native rule (one allocation per layer call, not per token).
-struct Scratch {
-    scores: Vec<f32>,
-    choice: Vec<f32>,
-    order: Vec<u32>,
-    groups: Vec<f32>,
-    group_order: Vec<u32>,
-    chosen: Vec<u32>,
-    chosen_w: Vec<f32>,
-}
-
-impl Scratch {
-    fn new(e: usize, n_group: usize) -> Scratch {
-        Scratch {
-            scores: vec![0.0; e],
-            choice: vec![0.0; e],
-            order: Vec::with_capacity(e),
-            groups: vec![0.0; n_group],
-            group_order: Vec::with_capacity(n_group),
-            chosen: Vec::new(),
-            chosen_w: Vec::new(),
-        }
-    }
-}
-
-/// Indices of the `k` largest values, largest first; ties go to the lower index.
-fn top_k_into(values: &[f32], k: usize, order: &mut Vec<u32>) {
-    order.clear();
-    order.extend(0..values.len() as u32);
-    let cmp = |a: &u32, b: &u32| {
-        values[*b as usize]
-            .total_cmp(&values[*a as usize])
-            .then(a.cmp(b))
-    };
-    if k < order.len() {
-        order.select_nth_unstable_by(k, cmp);
-        order.truncate(k);
-    }
-    order.sort_unstable_by(cmp);
-}
-
-fn route_token(cfg: &RoutingConfig, bias: Option<&[f32]>, logits: &[f32], s: &mut Scratch) {
-    // 1. scores in fp32.
-    match cfg.scoring {
-        Scoring::Softmax => {
-            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
-            for (o, &l) in s.scores.iter_mut().zip(logits) {
-                *o = (l - max).exp();
-                sum += *o;
-            }
-            for o in s.scores.iter_mut() {
-                *o /= sum;
-            }
-        }
-        Scoring::Sigmoid => {
-            for (o, &l) in s.scores.iter_mut().zip(logits) {
-                *o = 1.0 / (1.0 + (-l).exp());
-            }
-        }
-    }
-    // 2. choice = scores (+ correction bias).
-    match bias {
-        Some(b) => {
-            for ((c, &sc), &bb) in s.choice.iter_mut().zip(&s.scores).zip(b) {
-                *c = sc + bb;
-            }
-        }
-        None => s.choice.copy_from_slice(&s.scores),
-    }
-    // 3. group limit: groups outside the best topk_group get the masked value (0.0 or -inf).
-    if let Some(g) = &cfg.group_limit {
-        let size = s.choice.len() / g.n_group;
-        for (gi, chunk) in s.choice.chunks_exact(size).enumerate() {
-            s.groups[gi] = match g.group_score {
-                GroupScore::Max => chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-                GroupScore::Top2Sum => {
-                    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
-                    for &v in chunk {
-                        if v > a {
-                            b = a;
-                            a = v;
-                        } else if v > b {
-                            b = v;
-                        }
-                    }
-                    a + b
-                }
-            };
-        }
-        top_k_into(&s.groups, g.topk_group, &mut s.group_order);
-        for gi in 0..g.n_group {
-            if !s.group_order.contains(&(gi as u32)) {
-                s.choice[gi * size..(gi + 1) * size].fill(g.masked.value());
-            }
-        }
-    }
-    // 4. the top_k largest choices.
-    top_k_into(&s.choice, cfg.top_k, &mut s.order);
-    // 5. weights from scores (not choice), normalized with eps, then scaled.
-    s.chosen.clear();
-    s.chosen_w.clear();
-    s.chosen.extend_from_slice(&s.order);
-    s.chosen_w
-        .extend(s.order.iter().map(|&i| s.scores[i as usize]));
-    if cfg.norm_topk_prob {
-        let sum: f32 = s.chosen_w.iter().sum();
-        let denom = sum + cfg.norm_eps;
-        for w in s.chosen_w.iter_mut() {
-            *w /= denom;
-        }
-    }
-    for w in s.chosen_w.iter_mut() {
-        *w *= cfg.routed_scaling_factor;
     }
 }
 

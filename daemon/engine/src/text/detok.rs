@@ -2,27 +2,56 @@
 //!
 //! Byte-level BPE can put one character's bytes in two tokens, and some decoders change a token's
 //! text depending on its neighbours (leading-space rules). Decoding token by token is therefore
-//! wrong; this uses the prefix-offset technique of Hugging Face text-generation-inference: decode
-//! a short window of ids twice, without and with the new ones, and release the difference once it
-//! no longer ends in an incomplete character (U+FFFD from the lossy decode).
+//! wrong; the tokenizer's own `DecodeStream` (the prefix-offset technique of Hugging Face
+//! text-generation-inference) decodes a short window of ids with and without the new ones and
+//! releases the difference once it no longer ends in an incomplete character (U+FFFD from the
+//! lossy decode). Three things it does not do are done here: seeding it with the prompt's last
+//! ids, flushing what it holds at the end, and carrying on when a decoder rewrites text already
+//! released (it stops with an error; this releases the text after the common prefix).
 
 use std::collections::HashSet;
+use std::fmt;
+
+use tokenizers::{
+    DecodeStream, DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper,
+    PreTokenizerWrapper,
+};
 
 use super::tokenizer::{TextTokenizer, TokenizerError};
 
 /// How many prompt tokens give the first generated token its left context (as TGI does).
 const CONTEXT_TOKENS: usize = 5;
 
-#[derive(Debug)]
+type Stream<'t> = DecodeStream<
+    't,
+    ModelWrapper,
+    NormalizerWrapper,
+    PreTokenizerWrapper,
+    PostProcessorWrapper,
+    DecoderWrapper,
+>;
+
 pub struct StreamDecoder<'t> {
     tokenizer: &'t TextTokenizer,
+    stream: Stream<'t>,
     /// Ids left out of the text (special tokens such as BOS/EOS); they still count as generated.
     hidden: HashSet<u32>,
-    /// The window: `ids[..prefix]` is context already released, `ids[prefix..read]` is the text
-    /// released by the last step, `ids[read..]` is not yet released.
-    ids: Vec<u32>,
-    prefix: usize,
-    read: usize,
+    /// Prompt ids not yet given to `stream` (it is seeded on the first push).
+    context: Vec<u32>,
+    /// The last ids whose text was released (the left context of `pending`).
+    released: Vec<u32>,
+    /// Ids given to `stream` whose text is not released yet.
+    pending: Vec<u32>,
+}
+
+impl fmt::Debug for StreamDecoder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamDecoder")
+            .field("context", &self.context)
+            .field("released", &self.released)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'t> StreamDecoder<'t> {
@@ -33,14 +62,14 @@ impl<'t> StreamDecoder<'t> {
             .copied()
             .filter(|id| !hidden.contains(id))
             .collect();
-        let ids = visible[visible.len().saturating_sub(CONTEXT_TOKENS)..].to_vec();
-        let read = ids.len();
+        let context = visible[visible.len().saturating_sub(CONTEXT_TOKENS)..].to_vec();
         StreamDecoder {
             tokenizer,
+            stream: tokenizer.inner().decode_stream(false),
             hidden,
-            ids,
-            prefix: 0,
-            read,
+            context,
+            released: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -50,32 +79,65 @@ impl<'t> StreamDecoder<'t> {
         if self.hidden.contains(&id) {
             return Ok(String::new());
         }
-        self.ids.push(id);
-        let prefix_text = self.tokenizer.decode(&self.ids[self.prefix..self.read])?;
-        let new_text = self.tokenizer.decode(&self.ids[self.prefix..])?;
-        if new_text.len() <= prefix_text.len() || new_text.ends_with(char::REPLACEMENT_CHARACTER) {
-            return Ok(String::new());
+        for c in std::mem::take(&mut self.context) {
+            self.step(c)?;
         }
-        let delta = text_after(&new_text, &prefix_text).to_string();
-        // Ids before the old read offset are never decoded again: drop them so the window, and
-        // the cost of each step, stays small however long the generation runs.
-        let drop = self.read;
-        self.ids.drain(..drop);
-        self.prefix = 0;
-        self.read = self.ids.len();
-        Ok(delta)
+        Ok(self.step(id)?.unwrap_or_default())
     }
 
     /// Releases what is still held at the end of generation, incomplete characters as U+FFFD.
     pub fn finish(&mut self) -> Result<String, TokenizerError> {
-        if self.read >= self.ids.len() {
+        if self.pending.is_empty() {
             return Ok(String::new());
         }
-        let prefix_text = self.tokenizer.decode(&self.ids[self.prefix..self.read])?;
-        let new_text = self.tokenizer.decode(&self.ids[self.prefix..])?;
-        self.prefix = self.ids.len();
-        self.read = self.ids.len();
-        Ok(text_after(&new_text, &prefix_text).to_string())
+        let (prefix, full) = self.window()?;
+        self.release();
+        Ok(text_after(&full, &prefix).to_string())
+    }
+
+    fn step(&mut self, id: u32) -> Result<Option<String>, TokenizerError> {
+        self.pending.push(id);
+        match self.stream.step(id) {
+            Ok(Some(text)) => {
+                self.release();
+                Ok(Some(text))
+            }
+            Ok(None) => Ok(None),
+            Err(e) if e.is::<tokenizers::tokenizer::DecodeStreamError>() => self.unstable_prefix(),
+            Err(e) => Err(TokenizerError::Decode(e.to_string())),
+        }
+    }
+
+    /// The decoder changed text already released: release what follows the common prefix, then
+    /// start a new stream from the released ids.
+    fn unstable_prefix(&mut self) -> Result<Option<String>, TokenizerError> {
+        let (prefix, full) = self.window()?;
+        if full.len() <= prefix.len() || full.ends_with(char::REPLACEMENT_CHARACTER) {
+            return Ok(None);
+        }
+        self.release();
+        self.stream = self.tokenizer.inner().decode_stream(false);
+        for &id in &self.released {
+            self.stream
+                .step(id)
+                .map_err(|e| TokenizerError::Decode(e.to_string()))?;
+        }
+        Ok(Some(text_after(&full, &prefix).to_string()))
+    }
+
+    /// The text of the released ids, and of those followed by the pending ones.
+    fn window(&self) -> Result<(String, String), TokenizerError> {
+        let prefix = self.tokenizer.decode(&self.released)?;
+        let mut ids = self.released.clone();
+        ids.extend_from_slice(&self.pending);
+        Ok((prefix, self.tokenizer.decode(&ids)?))
+    }
+
+    /// The pending ids' text has gone out: they become the left context.
+    fn release(&mut self) {
+        self.released.append(&mut self.pending);
+        let keep = self.released.len().saturating_sub(CONTEXT_TOKENS);
+        self.released.drain(..keep);
     }
 }
 

@@ -4,6 +4,7 @@
 //! `[knowledge]` (data sources) has all three in knowledge.rs, `[retrieval]` (passages in
 //! prompts) in retrieval.rs.
 
+mod checks;
 mod knowledge;
 mod plugins;
 mod render;

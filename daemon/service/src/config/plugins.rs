@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::ConfigError;
-use super::validate::parse_bytes;
+use super::checks::{invalid, parse_bytes};
 
 /// The keys of a `[plugins.NAME]` table.
 pub const SETTINGS_KEYS: &[&str] = &["enabled", "always", "grant", "config"];
@@ -49,13 +49,6 @@ pub struct GrantSettings {
     pub fewer_experts: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clocks: Option<bool>,
-}
-
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        message: message.into(),
-    }
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use super::checks::int_in;
 
 /// Passage budget when the configuration names none: half the context of a 512-token model.
 pub const DEFAULT_MAX_CONTEXT_TOKENS: u32 = 192;
@@ -35,15 +36,8 @@ pub(super) struct RawRetrieval {
     max_documents: Option<i64>,
 }
 
-fn int(key: &str, v: Option<i64>, default: u32, min: i64, max: i64) -> Result<u32, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(v) if (min..=max).contains(&v) => Ok(v as u32),
-        Some(v) => Err(ConfigError::Invalid {
-            key: key.into(),
-            message: format!("{v} is out of range; expected {min} to {max}"),
-        }),
-    }
+fn int(key: &str, v: Option<i64>, default: u32, min: u32, max: u32) -> Result<u32, ConfigError> {
+    int_in(key, v, default.into(), min.into(), max.into()).map(|v| v as u32)
 }
 
 pub(super) fn validate(raw: RawRetrieval) -> Result<RetrievalConfig, ConfigError> {

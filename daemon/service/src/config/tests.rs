@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::validate::parse_bytes;
+use super::checks::parse_bytes;
 use super::*;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -2,39 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
+use super::checks::{absolute_path, byte_count, int_in, invalid};
 use super::*;
-use crate::bytesize::ByteSize;
 use crate::ort_env::Provider;
-
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        message: message.into(),
-    }
-}
 
 /// `service.max_prompt_bytes` unless configured: 4 MiB, a 256k-token context's worth of text.
 pub const DEFAULT_MAX_PROMPT_BYTES: u64 = 4 << 20;
-
-fn int_in(
-    key: &str,
-    value: Option<i64>,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
-    let v = match value {
-        None => return Ok(default),
-        Some(v) => v,
-    };
-    if v < min as i64 || v as u64 > max {
-        return Err(invalid(
-            key,
-            format!("{v} is out of range; expected {min} to {max}"),
-        ));
-    }
-    Ok(v as u64)
-}
 
 fn group_name(key: &str, value: Option<String>) -> Result<Option<String>, ConfigError> {
     match value {
@@ -106,41 +79,13 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let expert_memory_budget = match raw.engine.expert_memory_budget {
-        None => None,
-        Some(RawByteSize::Bytes(b)) if b < 0 => {
-            return Err(invalid(
-                "engine.expert_memory_budget",
-                format!("{b} is negative"),
-            ));
-        }
-        Some(RawByteSize::Bytes(0)) => None,
-        Some(RawByteSize::Bytes(b)) => Some(b as u64),
-        Some(RawByteSize::Text(t)) => match parse_bytes(&t) {
-            Some(0) => None,
-            Some(b) => Some(b),
-            None => {
-                return Err(invalid(
-                    "engine.expert_memory_budget",
-                    format!("'{t}' is not a byte count (examples: 1073741824, \"512MiB\", \"2G\")"),
-                ));
-            }
-        },
-    };
-    let ort_library = match raw.engine.ort_library {
-        None => None,
-        Some(p) if p.is_empty() => None,
-        Some(p) => {
-            let path = PathBuf::from(&p);
-            if !path.is_absolute() {
-                return Err(invalid(
-                    "engine.ort_library",
-                    format!("'{p}' is not an absolute path"),
-                ));
-            }
-            Some(path)
-        }
-    };
+    let expert_memory_budget = byte_count(
+        "engine.expert_memory_budget",
+        raw.engine.expert_memory_budget,
+        "1073741824, \"512MiB\", \"2G\"",
+    )?
+    .filter(|&b| b != 0);
+    let ort_library = absolute_path("engine.ort_library", raw.engine.ort_library)?;
 
     let service = ServiceConfig {
         max_concurrent: int_in(
@@ -158,20 +103,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             0,
             86400,
         )?,
-        state_directory: match raw.service.state_directory {
-            None => None,
-            Some(p) if p.is_empty() => None,
-            Some(p) => {
-                let path = PathBuf::from(&p);
-                if !path.is_absolute() {
-                    return Err(invalid(
-                        "service.state_directory",
-                        format!("'{p}' is not an absolute path"),
-                    ));
-                }
-                Some(path)
-            }
-        },
+        state_directory: absolute_path("service.state_directory", raw.service.state_directory)?,
         max_prompt_bytes: int_in(
             "service.max_prompt_bytes",
             raw.service.max_prompt_bytes,
@@ -257,9 +189,4 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         knowledge: super::knowledge::validate(raw.knowledge)?,
         retrieval: super::retrieval::validate(raw.retrieval)?,
     })
-}
-
-/// A byte count as configuration writes it (see [`ByteSize`]: `2G` is 2·10⁹, `2GiB` 2³¹).
-pub(super) fn parse_bytes(text: &str) -> Option<u64> {
-    text.parse::<ByteSize>().ok().map(ByteSize::bytes)
 }

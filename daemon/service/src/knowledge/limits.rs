@@ -3,9 +3,13 @@
 
 use std::time::Duration;
 
-use moed_plugins::{Document, SourceError};
+use moed_plugins::Document;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+use moed_plugins::SourceError;
 
-use crate::config::{QueryTransform, SourceLimits};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+use crate::config::QueryTransform;
+use crate::config::SourceLimits;
 
 /// The result columns a template must name (with `AS` where the table's differ).
 pub const COLUMNS: [&str; 4] = ["id", "source", "text", "score"];
@@ -71,6 +75,7 @@ impl Limits {
 
 /// The user's query as bound to `$1`: as typed, or its words quoted and joined with OR
 /// (`or_word` is `OR` for FTS5, `or` for PostgreSQL's websearch_to_tsquery).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub fn transform_query(
     transform: QueryTransform,
     query: &str,
@@ -93,6 +98,7 @@ pub fn transform_query(
 }
 
 /// Where each of [`COLUMNS`] is among a statement's result columns.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub fn column_positions(label: &str, names: &[String]) -> Result<[usize; 4], SourceError> {
     let mut pos = [0usize; 4];
     for (i, want) in COLUMNS.iter().enumerate() {

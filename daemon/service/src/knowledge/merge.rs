@@ -1,37 +1,14 @@
-//! Merging the hits of several sources: their scores are on different scales (ts_rank, FTS5's
-//! bm25, the store's BM25), so each source's scores are divided by its best score, then all hits
-//! are ranked by that share (ties: the source's own order, then label order). A source whose
-//! scores are not positive ranks its hits by position instead (1, 1/2, 1/3, ...).
+//! Merging the hits of several knowledge sources into one ranking, by each hit's share of its
+//! source's best score (`moed_shared::merge`, which the sql-retrieval plugin uses too).
 
 use moed_plugins::Document;
 
 /// The best `limit` hits of `found` (`(label, documents best first)`), with their labels; each
 /// document keeps its own score.
 pub fn merge(found: Vec<(String, Vec<Document>)>, limit: usize) -> Vec<(String, Document)> {
-    let mut ranked: Vec<(f32, usize, String, Document)> = Vec::new();
-    for (label, docs) in found {
-        let best = docs
-            .iter()
-            .map(|d| d.score)
-            .fold(f32::NEG_INFINITY, f32::max);
-        for (rank, d) in docs.into_iter().enumerate() {
-            let share = if best > 0.0 && d.score > 0.0 {
-                d.score / best
-            } else {
-                1.0 / (rank as f32 + 1.0)
-            };
-            ranked.push((share, rank, label.clone(), d));
-        }
-    }
-    ranked.sort_by(|a, b| {
-        b.0.total_cmp(&a.0)
-            .then(a.1.cmp(&b.1))
-            .then_with(|| a.2.cmp(&b.2))
-    });
-    ranked
+    moed_shared::merge::merge(found, limit, |d| d.score)
         .into_iter()
-        .take(limit)
-        .map(|(_, _, label, d)| (label, d))
+        .map(|(_, label, d)| (label, d))
         .collect()
 }
 

@@ -9,8 +9,10 @@ pub mod embedded;
 mod error;
 mod limits;
 mod merge;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod secrets;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -23,8 +25,10 @@ pub use embedded::{Added, DocRecord, EmbeddedStore};
 pub use error::KnowledgeError;
 pub use limits::{COLUMNS, Limits};
 pub use merge::merge;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresSource;
 pub use secrets::{Secrets, check_private};
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteSource;
 
 use crate::config::{KnowledgeConfig, SourceConfig, SourceSpec};
@@ -34,7 +38,9 @@ use crate::state::StateStore;
 #[derive(Clone)]
 pub enum Source {
     Embedded(Arc<EmbeddedStore>),
+    #[cfg(feature = "postgres")]
     Postgres(Arc<PostgresSource>),
+    #[cfg(feature = "sqlite")]
     Sqlite(Arc<SqliteSource>),
 }
 
@@ -42,15 +48,31 @@ impl Source {
     pub fn kind(&self) -> &'static str {
         match self {
             Source::Embedded(_) => "embedded",
+            #[cfg(feature = "postgres")]
             Source::Postgres(_) => "postgres",
+            #[cfg(feature = "sqlite")]
             Source::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// What [`Source::check`] does, for a benchmark's baseline: `None` for the embedded store
+    /// (nothing to ask).
+    pub fn check_call(&self) -> Option<&'static str> {
+        match self {
+            Source::Embedded(_) => None,
+            #[cfg(feature = "postgres")]
+            Source::Postgres(_) => Some("SELECT 1"),
+            #[cfg(feature = "sqlite")]
+            Source::Sqlite(_) => Some("prepare"),
         }
     }
 
     pub fn data_source(&self) -> Arc<dyn DataSource> {
         match self {
             Source::Embedded(s) => s.clone(),
+            #[cfg(feature = "postgres")]
             Source::Postgres(s) => s.clone(),
+            #[cfg(feature = "sqlite")]
             Source::Sqlite(s) => s.clone(),
         }
     }
@@ -65,7 +87,9 @@ impl Source {
     pub fn check(&self) -> Result<(), SourceError> {
         match self {
             Source::Embedded(_) => Ok(()),
+            #[cfg(feature = "postgres")]
             Source::Postgres(s) => s.check(),
+            #[cfg(feature = "sqlite")]
             Source::Sqlite(s) => s.check(),
         }
     }
@@ -119,6 +143,7 @@ fn connection_of(
 
 /// Builds one source. Databases do not connect here: a database that is down at start makes its
 /// calls fail (`Unavailable`), not the daemon.
+#[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
 fn build(
     label: &str,
     config: &SourceConfig,
@@ -141,6 +166,7 @@ fn build(
             *chunk_overlap,
             limits,
         )?)),
+        #[cfg(feature = "postgres")]
         SourceSpec::Postgres {
             template,
             query,
@@ -162,6 +188,7 @@ fn build(
                 .map_err(source_error)?,
             ))
         }
+        #[cfg(feature = "sqlite")]
         SourceSpec::Sqlite {
             path,
             template,
@@ -175,6 +202,14 @@ fn build(
             limits,
             *max_connections as usize,
         ))),
+        #[cfg(not(all(feature = "postgres", feature = "sqlite")))]
+        other => {
+            return Err(source_error(format!(
+                "kind \"{}\" is not built into this moed (cargo feature \"{}\")",
+                other.kind(),
+                other.kind()
+            )));
+        }
     })
 }
 
@@ -264,10 +299,15 @@ impl Knowledge {
     }
 
     /// The embedded store `label`, or the only one when `label` is `None`.
+    #[cfg_attr(
+        not(any(feature = "postgres", feature = "sqlite")),
+        allow(clippy::unnecessary_filter_map)
+    )]
     pub fn store(&self, label: Option<&str>) -> Result<Arc<EmbeddedStore>, KnowledgeError> {
         if let Some(label) = label {
             return match self.get(label)? {
                 Source::Embedded(s) => Ok(s),
+                #[cfg(any(feature = "postgres", feature = "sqlite"))]
                 other => Err(KnowledgeError::NotEmbedded {
                     label: label.to_string(),
                     kind: other.kind(),
@@ -281,6 +321,7 @@ impl Knowledge {
             .values()
             .filter_map(|e| match &e.source {
                 Source::Embedded(e) => Some(e.clone()),
+                #[cfg(any(feature = "postgres", feature = "sqlite"))]
                 _ => None,
             })
             .collect();
@@ -311,6 +352,7 @@ impl Knowledge {
                         Ok(c) => (None, Some(c)),
                         Err(e) => (Some(e.to_string()), None),
                     },
+                    #[cfg(any(feature = "postgres", feature = "sqlite"))]
                     other => (other.check().err().map(|e| e.to_string()), None),
                 };
                 SourceStatus {

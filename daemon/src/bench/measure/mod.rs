@@ -7,10 +7,12 @@
 mod bandwidth;
 mod greedy;
 mod paired;
+mod prompt;
 
 pub use bandwidth::{BandwidthProbe, read_bandwidth};
 pub use greedy::{GreedyRun, greedy_run, teacher_forced};
 pub use paired::{Arm, order, paired};
+pub use prompt::random_prompt;
 
 /// The median: the middle value, or the mean of the two middle values of an even count; 0 for
 /// no values (a report row with nothing measured shows 0, not NaN).

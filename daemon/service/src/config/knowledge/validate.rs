@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use super::*;
 use crate::config::ConfigError;
+use crate::config::checks::{byte_count, int_in, invalid};
 use crate::config::sections::RawByteSize;
-use crate::config::validate::parse_bytes;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,30 +34,6 @@ pub(in crate::config) struct RawSource {
     chunk_overlap: Option<i64>,
 }
 
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        message: message.into(),
-    }
-}
-
-fn int(
-    key: &str,
-    value: Option<i64>,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(v) if v < min as i64 || v as u64 > max => Err(invalid(
-            key,
-            format!("{v} is out of range; expected {min} to {max}"),
-        )),
-        Some(v) => Ok(v as u64),
-    }
-}
-
 fn bytes(
     key: &str,
     value: Option<RawByteSize>,
@@ -65,19 +41,8 @@ fn bytes(
     min: u64,
     max: u64,
 ) -> Result<u64, ConfigError> {
-    let v = match value {
-        None => return Ok(default),
-        Some(RawByteSize::Bytes(b)) if b < 0 => {
-            return Err(invalid(key, format!("{b} is negative")));
-        }
-        Some(RawByteSize::Bytes(b)) => b as u64,
-        Some(RawByteSize::Text(t)) => parse_bytes(&t).ok_or_else(|| {
-            invalid(
-                key,
-                format!("'{t}' is not a byte count (examples: 262144, \"256KiB\", \"1MiB\")"),
-            )
-        })?,
-    };
+    let examples = "262144, \"256KiB\", \"1MiB\"";
+    let v = byte_count(key, value, examples)?.unwrap_or(default);
     if v < min || v > max {
         return Err(invalid(
             key,
@@ -157,7 +122,7 @@ fn validate_source(label: &str, raw: RawSource) -> Result<SourceConfig, ConfigEr
         )
     })?;
     let database = kind != "embedded";
-    let max_rows = int(&key("max_rows"), raw.max_rows, 50, 1, 1000)? as u32;
+    let max_rows = int_in(&key("max_rows"), raw.max_rows, 50, 1, 1000)? as u32;
     let max_bytes = bytes(
         &key("max_bytes"),
         raw.max_bytes,
@@ -169,7 +134,7 @@ fn validate_source(label: &str, raw: RawSource) -> Result<SourceConfig, ConfigEr
         // The statement timeout and connecting must fit in the source's share of the retrieval
         // plugin's time limit, or a slow server would fail the plugin instead of the source.
         let max = crate::knowledge::max_timeout_ms();
-        Some(int(&key("timeout_ms"), raw.timeout_ms, max, 1, max).map_err(|e| {
+        Some(int_in(&key("timeout_ms"), raw.timeout_ms, max, 1, max).map_err(|e| {
             let ConfigError::Invalid { key, message } = e else {
                 return e;
             };
@@ -196,7 +161,7 @@ fn validate_source(label: &str, raw: RawSource) -> Result<SourceConfig, ConfigEr
             ));
         }
     };
-    let max_connections = int(&key("max_connections"), raw.max_connections, 4, 1, 64)? as u32;
+    let max_connections = int_in(&key("max_connections"), raw.max_connections, 4, 1, 64)? as u32;
     let template = |raw_template: Option<String>| -> Result<String, ConfigError> {
         let t = raw_template.ok_or_else(|| {
             invalid(
@@ -221,8 +186,8 @@ fn validate_source(label: &str, raw: RawSource) -> Result<SourceConfig, ConfigEr
                     ("max_connections", raw.max_connections.is_some()),
                 ],
             )?;
-            let chunk_words = int(&key("chunk_words"), raw.chunk_words, 200, 16, 4096)?;
-            let chunk_overlap = int(
+            let chunk_words = int_in(&key("chunk_words"), raw.chunk_words, 200, 16, 4096)?;
+            let chunk_overlap = int_in(
                 &key("chunk_overlap"),
                 raw.chunk_overlap,
                 (chunk_words / 5).min(40),
