@@ -232,23 +232,48 @@ async fn busy_past_the_queue_and_concurrent_clients() {
     let engine = engine(&conn).await;
     assert_eq!(engine.max_concurrent().await.expect("MaxConcurrent"), 1);
 
-    let first = client::generate(&conn, "one", &long(230))
-        .await
-        .expect("first runs");
-    let second = client::generate(&conn, "two", &long(230))
-        .await
-        .expect("second queues");
-    let err = engine
-        .complete("three", greedy(2).to_dict())
-        .await
-        .expect_err("third is refused");
-    assert_eq!(name_of(&err), "Busy", "{err}");
-    assert!(err.message().contains("queue"), "{err}");
-    first.cancel().await.expect("cancel first");
-    second.cancel().await.expect("cancel second");
-    let (_, _, r1, _) = collect(first).await;
-    let (_, _, r2, _) = collect(second).await;
-    assert_eq!((r1.as_str(), r2.as_str()), ("cancelled", "cancelled"));
+    // Both places taken, a third request is refused. On a loaded machine this client may be
+    // descheduled until the first request is over (the third then finds a place): try again.
+    let mut refused = false;
+    for attempt in 1..=5 {
+        let first = client::generate(&conn, "one", &long(230))
+            .await
+            .expect("first runs");
+        let second = client::generate(&conn, "two", &long(230))
+            .await
+            .expect("second queues");
+        let third = engine.complete("three", greedy(2).to_dict()).await;
+        for stream in [&first, &second] {
+            match stream.cancel().await {
+                Err(err) if name_of(&err) != "NotFound" => panic!("Cancel: {err:?}"),
+                _ => {}
+            }
+        }
+        let (_, _, r1, _) = collect(first).await;
+        let (_, _, r2, _) = collect(second).await;
+        match third {
+            Err(err) => {
+                assert_eq!(name_of(&err), "Busy", "{err}");
+                assert!(err.message().contains("queue"), "{err}");
+                // Cancelled, unless it ended on its own while the refusal was checked.
+                for reason in [&r1, &r2] {
+                    assert!(
+                        ["cancelled", "max_tokens"].contains(&reason.as_str()),
+                        "{reason}"
+                    );
+                }
+                refused = true;
+                break;
+            }
+            Ok(_) => {
+                eprintln!("attempt {attempt}: a place was free again before the third request")
+            }
+        }
+    }
+    assert!(
+        refused,
+        "the third request was never refused, in 5 attempts"
+    );
 
     // Two clients at once (one runs, one waits), each on its own connection: both answered, and
     // the same as alone.
@@ -285,31 +310,40 @@ async fn a_client_that_leaves_has_its_requests_cancelled() {
     let observer = bus.connect().await;
     let engine = engine(&observer).await;
 
-    let leaving = bus.connect().await;
-    let leaving_name = leaving.unique_name().expect("unique name").to_string();
-    let stream = client::generate(&leaving, "Count", &long(230))
-        .await
-        .expect("Generate");
-    drop(stream);
-    leaving.close().await.expect("close");
+    // On a loaded machine the request may be over before the client has left: then nothing is
+    // cancelled and the attempt is repeated.
+    for attempt in 1..=5 {
+        let leaving = bus.connect().await;
+        let leaving_name = leaving.unique_name().expect("unique name").to_string();
+        let stream = client::generate(&leaving, "Count", &long(230))
+            .await
+            .expect("Generate");
+        drop(stream);
+        leaving.close().await.expect("close");
 
-    let wanted = format!("client {leaving_name} left the bus: cancelled 1 requests");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !daemon.log_lines().iter().any(|l| l.contains(&wanted)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no cancellation logged; log: {:?}",
-            daemon.log_lines()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let wanted = format!("client {leaving_name} left the bus: cancelled 1 requests");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while engine.active_requests().await.expect("ActiveRequests") != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the request kept running"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The line is logged before the request ends; its capture from stderr may lag a little.
+        let grace = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < grace {
+            if daemon.log_lines().iter().any(|l| l.contains(&wanted)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("attempt {attempt}: the request ended before its client left");
     }
-    while engine.active_requests().await.expect("ActiveRequests") != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the request kept running"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    panic!(
+        "no request was cancelled when its client left, in 5 attempts; log: {:?}",
+        daemon.log_lines()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,12 +546,23 @@ async fn introspection_matches_committed_xml() {
         }
     };
     let main = introspect("/org/moed/Moed1".to_string()).await;
-    let stream = client::generate(&conn, "x", &long(230))
-        .await
-        .expect("Generate");
-    let request = introspect(stream.path().to_string()).await;
-    stream.cancel().await.expect("cancel");
-    let _ = collect(stream).await;
+    // A request object exists only while it runs; on a loaded machine it may be over before it is
+    // introspected: try again.
+    let mut request = String::new();
+    for _ in 0..5 {
+        let stream = client::generate(&conn, "x", &long(230))
+            .await
+            .expect("Generate");
+        request = introspect(stream.path().to_string()).await;
+        match stream.cancel().await {
+            Err(err) if name_of(&err) != "NotFound" => panic!("Cancel: {err:?}"),
+            _ => {}
+        }
+        let _ = collect(stream).await;
+        if interface_block(&request, "org.moed.Moed1.Request").is_some() {
+            break;
+        }
+    }
 
     let xml_dir = repo_root().join("daemon/contract/xml");
     let update = std::env::var_os("UPDATE_DBUS_XML").is_some();
