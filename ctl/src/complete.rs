@@ -61,40 +61,48 @@ fn matching(names: Vec<String>, current: &OsStr) -> Vec<CompletionCandidate> {
         .collect()
 }
 
-/// Model packages moed knows (`Models.List`).
-pub fn models(current: &OsStr) -> Vec<CompletionCandidate> {
+/// The names `list` reads from a proxy `P` built on the connection, that start with what was typed.
+fn names<P, L, Fut>(current: &OsStr, list: L) -> Vec<CompletionCandidate>
+where
+    P: From<zbus::Proxy<'static>> + zbus::proxy::Defaults,
+    L: FnOnce(P) -> Fut,
+    Fut: Future<Output = Option<Vec<String>>>,
+{
     matching(
         ask(|conn| async move {
-            let proxy = ModelsProxy::new(&conn).await.ok()?;
-            let list = proxy.list().await.ok()?;
-            Some(list.into_iter().map(|m| m.name).collect())
+            let proxy: P = zbus::proxy::Builder::new(&conn).build().await.ok()?;
+            list(proxy).await
         }),
         current,
     )
+}
+
+/// Model packages moed knows (`Models.List`).
+pub fn models(current: &OsStr) -> Vec<CompletionCandidate> {
+    names(current, |p: ModelsProxy<'static>| async move {
+        Some(p.list().await.ok()?.into_iter().map(|m| m.name).collect())
+    })
 }
 
 /// Installed and configured plugins (`Plugins.List`).
 pub fn plugins(current: &OsStr) -> Vec<CompletionCandidate> {
-    matching(
-        ask(|conn| async move {
-            let proxy = PluginsProxy::new(&conn).await.ok()?;
-            let list = proxy.list().await.ok()?;
-            Some(list.into_iter().map(|p| p.name).collect())
-        }),
-        current,
-    )
+    names(current, |p: PluginsProxy<'static>| async move {
+        Some(p.list().await.ok()?.into_iter().map(|p| p.name).collect())
+    })
 }
 
 /// Data source labels (`Knowledge.ListSources`).
 pub fn sources(current: &OsStr) -> Vec<CompletionCandidate> {
-    matching(
-        ask(|conn| async move {
-            let proxy = KnowledgeProxy::new(&conn).await.ok()?;
-            let list = proxy.list_sources().await.ok()?;
-            Some(list.into_iter().map(|s| s.label).collect())
-        }),
-        current,
-    )
+    names(current, |p: KnowledgeProxy<'static>| async move {
+        Some(
+            p.list_sources()
+                .await
+                .ok()?
+                .into_iter()
+                .map(|s| s.label)
+                .collect(),
+        )
+    })
 }
 
 #[cfg(test)]
