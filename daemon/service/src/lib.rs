@@ -1,10 +1,12 @@
-//! moed-service: the daemon's transport-neutral core — configuration, persistent state, knowledge
-//! sources and the daemon's side of WASM plugins (gate bindings, request filters).
+//! moed-service: the daemon's transport-neutral core — configuration, persistent state, models,
+//! scheduler, knowledge sources, the daemon's side of WASM plugins, and the [`Service`] that
+//! runs requests through them.
 //!
 //! Nothing here knows D-Bus: errors are this crate's own, and strings sent later are bounded with
 //! moed-wire. The `moed` binary's `serve/` adapts this core to the bus.
 
 pub use error::ServiceError;
+pub use service::{Service, ServiceEvent, ServiceEvents, ServiceStatus};
 
 // The engine floor under the names the modules use (`crate::engine`, `crate::package`…).
 use moed_engine::{bytesize, engine, generate, ort_env, package, text};
@@ -23,4 +25,5 @@ pub mod request_plugins;
 pub mod retrieval;
 pub mod runner;
 pub mod scheduler;
+pub mod service;
 pub mod state;

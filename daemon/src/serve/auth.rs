@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use moed_dbus::MoedError;
 use moed_service::client_files::Identity;
+use moed_service::service::Client;
 use zbus::Connection;
 use zbus::message::{Flags, Header};
 use zbus::names::BusName;
@@ -57,6 +58,15 @@ impl Caller {
 
     pub fn is_root(&self) -> bool {
         self.uid == 0
+    }
+
+    /// The caller as the service knows clients: its bus name (its requests are cancelled when
+    /// it leaves the bus) and uid.
+    pub fn client(&self) -> Client {
+        Client {
+            key: self.unique_name.clone(),
+            uid: self.uid,
+        }
     }
 
     /// The identity to check this caller's paths with; `None` for root, who may read anything.

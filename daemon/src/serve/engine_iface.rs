@@ -12,30 +12,52 @@ use zbus::names::BusName;
 use zbus::object_server::{ObjectServer, SignalEmitter};
 use zbus::{OwnedObjectPath, interface};
 
+use super::auth::Caller;
 use super::daemon::Daemon;
 use super::error::wire_error;
 use super::request_wire;
-use super::requests::{self, Prepared};
 use crate::request::RequestState;
-use moed_service::request_plugins::{self, Use};
-use moed_service::runner::{self, PromptInput, StreamEvent};
+use moed_dbus::GenerateOptions;
+use moed_service::runner::{PromptInput, StreamEvent};
+use moed_service::service::Admitted;
 
 pub struct EngineIface {
     pub daemon: Arc<Daemon>,
 }
 
 impl EngineIface {
+    /// The caller's request checked and admitted: the input's size before anything else of it
+    /// is parsed, then the options, then the service's checks and a queue place.
+    async fn admit(
+        &self,
+        header: &Header<'_>,
+        input: PromptInput,
+        options: &OptionDict,
+    ) -> Result<(Caller, Admitted), MoedError> {
+        let caller = self.daemon.user(header).await?;
+        let service = &self.daemon.service;
+        service.check_input(&input).map_err(wire_error)?;
+        let options = GenerateOptions::from_dict(options)?;
+        let admitted = service
+            .admit(&caller.client(), request_wire::params(input, options))
+            .map_err(wire_error)?;
+        Ok((caller, admitted))
+    }
+
     async fn blocking(
         &self,
         header: &Header<'_>,
         input: PromptInput,
         options: &OptionDict,
     ) -> Result<(WireStr, GenerationInfo), MoedError> {
-        let caller = self.daemon.user(header).await?;
-        let prepared = requests::prepare(&self.daemon, &caller, input, options)?;
-        let info = requests::execute(self.daemon.clone(), prepared, None)
-            .await?
-            .to_wire();
+        let (_, admitted) = self.admit(header, input, options).await?;
+        let finished = self
+            .daemon
+            .service
+            .run(admitted, |_| {})
+            .await
+            .map_err(wire_error)?;
+        let info = request_wire::info(finished).to_wire();
         Ok((WireStr::new(&info.text, limits::GENERATED_TEXT), info))
     }
 
@@ -46,9 +68,8 @@ impl EngineIface {
         input: PromptInput,
         options: &OptionDict,
     ) -> Result<OwnedObjectPath, MoedError> {
-        let caller = self.daemon.user(header).await?;
-        let prepared = requests::prepare(&self.daemon, &caller, input, options)?;
-        let id = prepared.ticket.id();
+        let (caller, admitted) = self.admit(header, input, options).await?;
+        let id = admitted.id();
         let path = OwnedObjectPath::try_from(format!("{REQUEST_PATH_PREFIX}/{id}"))
             .map_err(|e| MoedError::Failed(format!("request path: {e}")))?;
         let state = Arc::new(RwLock::new(RequestState::Queued));
@@ -72,7 +93,7 @@ impl EngineIface {
             emitter,
             path.clone(),
             state,
-            prepared,
+            admitted,
         ));
         Ok(path)
     }
@@ -84,12 +105,23 @@ async fn stream_request(
     emitter: SignalEmitter<'static>,
     path: OwnedObjectPath,
     state: Arc<RwLock<RequestState>>,
-    prepared: Prepared,
+    admitted: Admitted,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let set_state = |s: RequestState| *state.write().unwrap_or_else(|p| p.into_inner()) = s;
     set_state(RequestState::Running);
-    let exec = requests::execute(daemon, prepared, Some(tx));
+    let sink = move |event: StreamEvent| {
+        // The receiver is gone only when this task ended; nothing to tell then.
+        let _ = tx.send(event);
+    };
+    let exec = async {
+        daemon
+            .service
+            .run(admitted, sink)
+            .await
+            .map(request_wire::info)
+            .map_err(wire_error)
+    };
     let forward = async {
         while let Some(event) = rx.recv().await {
             let sent = match event {
@@ -213,41 +245,13 @@ impl EngineIface {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<ScoredToken>, MoedError> {
         let caller = self.daemon.user(&header).await?;
-        let cap = self.daemon.config().service.max_prompt_bytes as usize;
         let options = ScoreOptions::from_dict(&options)?;
-        let model = self
+        let tokens = self
             .daemon
-            .registry
-            .for_request(options.model.as_deref())
+            .service
+            .score(&caller.client(), text, request_wire::score_params(options))
+            .await
             .map_err(wire_error)?;
-        requests::check_prompt_bytes("text", text.len(), &model, cap)?;
-        let plugins = request_plugins::resolve(
-            self.daemon.plugin_set(),
-            &options.plugins,
-            options.plugin_params,
-            &model,
-            Use::Score,
-        )
-        .map_err(wire_error)?;
-        let mut ticket = requests::admit(&self.daemon, &caller)?;
-        ticket.run_slot().await.map_err(wire_error)?;
-        let cancel = ticket.cancel_flag();
-        let run_model = model.clone();
-        let run_daemon = self.daemon.clone();
-        let (request_id, uid) = (ticket.id().to_string(), caller.uid);
-        let run_request_id = request_id.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let result = runner::score(&run_model, &text, &plugins, &cancel);
-            if let Some(alert) = runner::gate_fallback_alert(&plugins) {
-                run_daemon.record_alert(Some(&run_request_id), Some(uid), &alert);
-            }
-            result
-        })
-        .await
-        .map_err(|e| MoedError::Failed(format!("the scoring thread failed: {e}")))?;
-        requests::persist_stats(&self.daemon, model, &request_id).await?;
-        drop(ticket);
-        let tokens = result.map_err(wire_error)?;
         Ok(tokens
             .into_iter()
             .map(request_wire::scored)
@@ -264,7 +268,11 @@ impl EngineIface {
     #[zbus(property)]
     fn model(&self) -> String {
         wire::owned(
-            self.daemon.registry.active_name().unwrap_or_default(),
+            self.daemon
+                .service
+                .registry
+                .active_name()
+                .unwrap_or_default(),
             limits::NAME,
         )
     }
@@ -274,9 +282,10 @@ impl EngineIface {
     fn execution_provider(&self) -> String {
         let provider = self
             .daemon
+            .service
             .registry
             .active_name()
-            .and_then(|n| self.daemon.registry.get(&n))
+            .and_then(|n| self.daemon.service.registry.get(&n))
             .map(|m| m.engine.execution_provider().to_string())
             .unwrap_or_default();
         wire::owned(provider, limits::NAME)
@@ -291,23 +300,23 @@ impl EngineIface {
     /// Requests executing now.
     #[zbus(property)]
     fn active_requests(&self) -> u32 {
-        self.daemon.scheduler.load().running
+        self.daemon.service.scheduler.load().running
     }
 
     /// Requests waiting for a slot.
     #[zbus(property)]
     fn queued_requests(&self) -> u32 {
-        self.daemon.scheduler.load().queued
+        self.daemon.service.scheduler.load().queued
     }
 
     #[zbus(property)]
     fn max_concurrent(&self) -> u32 {
-        self.daemon.scheduler.limits().0
+        self.daemon.service.scheduler.limits().0
     }
 
     #[zbus(property)]
     fn queue_depth(&self) -> u32 {
-        self.daemon.scheduler.limits().1
+        self.daemon.service.scheduler.limits().1
     }
 }
 
@@ -330,7 +339,7 @@ impl RequestIface {
                 "only the client that started a request may cancel it".into(),
             ));
         }
-        if !self.daemon.scheduler.cancel(self.id) {
+        if !self.daemon.service.scheduler.cancel(self.id) {
             return Err(MoedError::NotFound(format!(
                 "request {} has already finished",
                 self.id

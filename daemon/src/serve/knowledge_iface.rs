@@ -24,8 +24,10 @@ use zbus::{OwnedFd, interface};
 
 use super::auth::Action;
 use super::daemon::Daemon;
+use super::error::wire_error;
 use crate::knowledge::{Added, Knowledge, KnowledgeError};
 use moed_service::client_files::ReadError;
+use moed_service::clock::unix_secs;
 
 pub struct KnowledgeIface {
     pub daemon: Arc<Daemon>,
@@ -34,44 +36,25 @@ pub struct KnowledgeIface {
 }
 
 impl KnowledgeIface {
-    pub fn new(daemon: Arc<Daemon>, knowledge: Arc<Knowledge>) -> KnowledgeIface {
+    pub fn new(daemon: Arc<Daemon>) -> KnowledgeIface {
         KnowledgeIface {
+            knowledge: daemon.service.knowledge.clone(),
             daemon,
-            knowledge,
             jobs: AtomicU64::new(1),
         }
     }
 }
 
 fn knowledge_error(e: KnowledgeError) -> MoedError {
-    match e {
-        KnowledgeError::UnknownSource(_) => MoedError::NotFound(e.to_string()),
-        KnowledgeError::NotEmbedded { .. }
-        | KnowledgeError::WhichStore(_)
-        | KnowledgeError::NoStore
-        | KnowledgeError::Document { .. } => MoedError::InvalidArgument(e.to_string()),
-        _ => MoedError::Failed(e.to_string()),
-    }
+    wire_error(e.into())
 }
 
 fn source_error(label: &str, e: SourceError) -> MoedError {
-    match e {
-        SourceError::NotFound(m) => MoedError::NotFound(m),
-        SourceError::InvalidQuery(m) => MoedError::InvalidArgument(m),
-        SourceError::Unavailable(m) => {
-            MoedError::Failed(format!("data source '{label}' is unavailable: {m}"))
-        }
-    }
+    wire_error(moed_service::knowledge::source_error(label, e))
 }
 
 fn joined(what: &str) -> impl Fn(tokio::task::JoinError) -> MoedError + '_ {
     move |e| MoedError::Failed(format!("{what}: {e}"))
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The content behind a client's descriptor: a regular file of at most `max` bytes.
@@ -130,7 +113,7 @@ impl KnowledgeIface {
             ..IngestSummary::default()
         };
         let work = tokio::task::spawn_blocking(move || {
-            let now = unix_now();
+            let now = unix_secs();
             for (i, (name, fd)) in documents.into_iter().enumerate() {
                 let outcome = read_fd(fd, max)
                     .map_err(|m| KnowledgeError::Document {
@@ -333,25 +316,4 @@ impl KnowledgeIface {
         total: u32,
         name: &WireStr,
     ) -> zbus::Result<()>;
-}
-
-/// Applies `[knowledge]` after SIGHUP; on failure the sources in use stay.
-pub async fn reload(daemon: &Daemon, config: &crate::config::KnowledgeConfig) {
-    let Ok(conn) = daemon.connection() else {
-        return;
-    };
-    let Ok(iface) = conn
-        .object_server()
-        .interface::<_, KnowledgeIface>(moed_dbus::OBJECT_PATH)
-        .await
-    else {
-        return;
-    };
-    let knowledge = iface.get().await.knowledge.clone();
-    let config = config.clone();
-    match tokio::task::spawn_blocking(move || knowledge.apply(&config)).await {
-        Ok(Ok(())) => log::info!("knowledge sources reloaded"),
-        Ok(Err(e)) => log::error!("knowledge sources not reloaded, the previous ones stay: {e}"),
-        Err(e) => log::error!("knowledge sources not reloaded: {e}"),
-    }
 }

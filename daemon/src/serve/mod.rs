@@ -14,14 +14,15 @@ mod plugin_manager;
 pub use moed_service::plugin_set;
 mod plugins_iface;
 mod request_wire;
-mod requests;
 mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use moed_dbus::{BUS_NAME, EngineState, MoedError, OBJECT_PATH};
+use moed_dbus::{BUS_NAME, MoedError, OBJECT_PATH};
+use moed_service::Service;
+use moed_service::service::{Parts, ServiceStatus};
 use zbus::connection::Builder;
 
 pub use auth::{
@@ -115,7 +116,16 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         sources.clone(),
         plugin_manager::cache_dir(&dir),
     )?;
-    let daemon = Daemon::new(config.clone(), state, access, plugins, sources);
+    let plugins = Arc::new(plugins);
+    let service = Service::new(Parts {
+        config: config.clone(),
+        state,
+        sources,
+        knowledge,
+        plugins: plugins.clone(),
+        plugin_failures: Some(plugin_failures),
+    });
+    let daemon = Daemon::new(service.clone(), access, plugins);
 
     notify::status("connecting to the bus");
     let label = bus_label(&opts.bus);
@@ -152,20 +162,18 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
                 daemon: daemon.clone(),
             },
         )
-        .serve_at(OBJECT_PATH, KnowledgeIface::new(daemon.clone(), knowledge))
+        .serve_at(OBJECT_PATH, KnowledgeIface::new(daemon.clone()))
         .name(BUS_NAME)
         .build()
         .await
         .map_err(bus_error)?;
     daemon.set_connection(conn.clone());
-    daemon.set_announcer(Arc::new(watch::PropertyAnnouncer::new(conn.clone())));
     log::info!("serving {BUS_NAME} on the {label}");
-    watch::spawn_owner_watch(daemon.clone(), conn.clone());
-    plugins_iface::spawn_failure_signals(conn.clone(), plugin_failures);
-    watch::spawn_load_notifier(daemon.clone(), conn.clone());
+    watch::spawn_event_watcher(&service, conn.clone());
+    watch::spawn_owner_watch(&service, conn.clone());
 
     // The model: --model, else the one last chosen with Switch, else models.default.
-    let remembered = daemon.state.active_model().unwrap_or_else(|e| {
+    let remembered = service.state.active_model().unwrap_or_else(|e| {
         log::warn!("{e}");
         None
     });
@@ -176,9 +184,8 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         .or(config.models.default.clone());
     if let Some(name) = start_model {
         notify::status(&format!("loading model {name}"));
-        daemon.set_engine_state(EngineState::Loading);
-        daemon.announce().await;
-        match ModelsIface::load_model(&daemon, &name, None).await {
+        service.set_status(ServiceStatus::Loading).await;
+        match ModelsIface::load_model(&daemon, &name, None, false).await {
             Ok(_) => {}
             Err(err) if opts.model.is_none() && remembered.as_deref() == Some(name.as_str()) => {
                 // The remembered model may have been removed since; fall back to the default.
@@ -187,7 +194,7 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
                     err.message()
                 );
                 if let Some(default) = config.models.default.clone() {
-                    ModelsIface::load_model(&daemon, &default, None)
+                    ModelsIface::load_model(&daemon, &default, None, false)
                         .await
                         .map_err(|e| model_error(&default, e))?;
                 }
@@ -195,9 +202,9 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
             Err(err) => return Err(model_error(&name, err)),
         }
     }
-    daemon.refresh_engine_state();
-    daemon.announce().await;
-    let status = match daemon.registry.active_name() {
+    service.refresh_status();
+    service.announce().await;
+    let status = match service.registry.active_name() {
         Some(model) => format!("serving {model}"),
         None => "serving, no model loaded".to_string(),
     };
@@ -207,32 +214,18 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
 
     let stop = wait_for_signals(&daemon, &conn, opts.config.clone()).await;
 
-    let timeout = Duration::from_secs(daemon.config().service.drain_timeout_secs);
-    let load = daemon.scheduler.load();
+    let timeout = Duration::from_secs(service.config().service.drain_timeout_secs);
+    let load = service.scheduler.load();
     notify::stopping(&format!(
         "draining {} running and {} queued requests",
         load.running, load.queued
     ));
-    // Before the state says `draining`, so that no client sees it and still gets a request in.
-    daemon.scheduler.stop_admitting();
-    daemon.set_engine_state(EngineState::Draining);
-    daemon.announce().await;
     log::info!(
         "stopping: draining {} running and {} queued requests",
         load.running,
         load.queued
     );
-    let left = daemon.scheduler.drain(timeout).await;
-    if left > 0 {
-        log::warn!("drain timeout: cancelled {left} requests");
-        daemon.scheduler.drain(Duration::from_secs(10)).await;
-    }
-    for name in daemon.registry.loaded_names() {
-        if let Some(model) = daemon.registry.get(&name) {
-            let state = daemon.state.clone();
-            let _ = tokio::task::spawn_blocking(move || model.persist_stats(&state, 0)).await;
-        }
-    }
+    service.drain(timeout).await;
     log::info!("stopped");
     match stop {
         Stop::Signal => Ok(()),
@@ -302,15 +295,8 @@ async fn reload(daemon: &Arc<Daemon>, config_file: Option<&std::path::Path>) {
     match result {
         Ok((config, access)) => {
             log::set_max_level(config.log.level.parse().unwrap_or(log::LevelFilter::Info));
-            knowledge_iface::reload(daemon, &config.knowledge).await;
-            let (d, settings) = (daemon.clone(), config.plugins.settings.clone());
-            if let Err(e) =
-                tokio::task::spawn_blocking(move || d.plugins.apply_settings(&settings)).await
-            {
-                log::error!("applying the plugins' settings: {e}");
-            }
-            let pending = daemon.reload(config, access);
-            daemon.announce().await;
+            daemon.set_access(access);
+            let pending = daemon.service.reload(config).await;
             if pending.is_empty() {
                 log::info!("configuration reloaded");
             } else {
@@ -322,7 +308,7 @@ async fn reload(daemon: &Arc<Daemon>, config_file: Option<&std::path::Path>) {
         }
         Err(err) => log::error!("configuration not reloaded, the previous one stays: {err}"),
     }
-    let status = match daemon.registry.active_name() {
+    let status = match daemon.service.registry.active_name() {
         Some(model) => format!("serving {model}"),
         None => "serving, no model loaded".to_string(),
     };

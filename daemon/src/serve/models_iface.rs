@@ -21,24 +21,20 @@ pub struct ModelsIface {
 }
 
 impl ModelsIface {
-    fn state_error(e: crate::state::StateError) -> MoedError {
-        MoedError::Failed(e.to_string())
-    }
-
-    /// Loads `name` with the current configuration; logs and updates the Engine state.
-    /// `who`: the caller whose permissions a path is read with (`None`: root, or the daemon's
-    /// own configuration).
+    /// Loads (`switch`: and activates) `name`, its progress sent as `LoadProgress` signals,
+    /// all of them out before this returns. `who`: the caller whose permissions a path is
+    /// read with (`None`: root, or the daemon's own configuration). Returns the model's name.
     pub async fn load_model(
         daemon: &Arc<Daemon>,
         name: &str,
         who: Option<&Identity>,
+        switch: bool,
     ) -> Result<String, MoedError> {
-        let before = daemon.registry.loaded_names();
-        let mut options = daemon.engine_options();
+        let mut progress = None;
         let forwarder = daemon.connection().ok().map(|conn| {
             // The loader runs on a blocking thread; its progress reaches the bus from here.
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, usize)>();
-            options.progress = Some(LoadProgress(Arc::new(move |done, total| {
+            progress = Some(LoadProgress(Arc::new(move |done, total| {
                 let _ = tx.send((done, total));
             })));
             let conn = conn.clone();
@@ -53,20 +49,20 @@ impl ModelsIface {
                 }
             })
         });
-        let result = daemon.registry.load(name, who, options).await;
+        let service = &daemon.service;
+        let result = if switch {
+            service.switch(name, who, progress).await
+        } else {
+            service
+                .load(name, who, progress)
+                .await
+                .map(|m| m.name.clone())
+        };
         if let Some(forwarder) = forwarder {
             // The sender went with the options: every progress signal is out before the reply.
             let _ = forwarder.await;
         }
-        let model = result.map_err(wire_error)?;
-        if !before.contains(&model.name) {
-            log::info!(
-                model = model.name.as_str();
-                "loaded model {} from {} on {}", model.name, model.dir.display(), model.engine.execution_provider()
-            );
-        }
-        daemon.refresh_engine_state();
-        Ok(model.name.clone())
+        result.map_err(wire_error)
     }
 }
 
@@ -82,6 +78,7 @@ impl ModelsIface {
         let daemon = self.daemon.clone();
         tokio::task::spawn_blocking(move || {
             daemon
+                .service
                 .registry
                 .list()
                 .into_iter()
@@ -104,6 +101,7 @@ impl ModelsIface {
         let daemon = self.daemon.clone();
         tokio::task::spawn_blocking(move || {
             daemon
+                .service
                 .registry
                 .info(&name, who.as_ref())
                 .map(|d| model_wire::info(d).to_wire())
@@ -119,16 +117,13 @@ impl ModelsIface {
         &self,
         name: String,
         #[zbus(header)] header: Header<'_>,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), MoedError> {
         let who = self
             .daemon
             .admin(&header, Action::ManageModels)
             .await?
             .identity();
-        let loaded = Self::load_model(&self.daemon, &name, who.as_ref()).await?;
-        self.daemon.announce().await;
-        Self::model_loaded(&emitter, &WireStr::new(&loaded, limits::NAME)).await?;
+        Self::load_model(&self.daemon, &name, who.as_ref(), false).await?;
         Ok(())
     }
 
@@ -137,25 +132,9 @@ impl ModelsIface {
         &self,
         name: String,
         #[zbus(header)] header: Header<'_>,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), MoedError> {
         self.daemon.admin(&header, Action::ManageModels).await?;
-        let model = self.daemon.registry.unload(&name).map_err(wire_error)?;
-        let state = self.daemon.state.clone();
-        let active = self.daemon.registry.active_name();
-        tokio::task::spawn_blocking(move || -> Result<(), MoedError> {
-            model.persist_stats(&state, 0).map_err(wire_error)?;
-            state
-                .set_active_model(active.as_deref())
-                .map_err(Self::state_error)
-        })
-        .await
-        .map_err(|e| MoedError::Failed(format!("unloading: {e}")))??;
-        log::info!(model = name.as_str(); "unloaded model {name}");
-        self.daemon.refresh_engine_state();
-        self.daemon.announce().await;
-        Self::model_unloaded(&emitter, &WireStr::from_string(name, limits::NAME)).await?;
-        Ok(())
+        self.daemon.service.unload(&name).await.map_err(wire_error)
     }
 
     /// Makes a model (loading it if needed) the one requests use by default; remembered across
@@ -164,37 +143,13 @@ impl ModelsIface {
         &self,
         name: String,
         #[zbus(header)] header: Header<'_>,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), MoedError> {
         let who = self
             .daemon
             .admin(&header, Action::ManageModels)
             .await?
             .identity();
-        let was_loaded = self
-            .daemon
-            .registry
-            .resolve(&name, who.as_ref())
-            .ok()
-            .and_then(|(n, _)| self.daemon.registry.get(&n))
-            .is_some();
-        let loaded = Self::load_model(&self.daemon, &name, who.as_ref()).await?;
-        self.daemon
-            .registry
-            .set_active(&loaded)
-            .map_err(wire_error)?;
-        let state = self.daemon.state.clone();
-        let persist = loaded.clone();
-        tokio::task::spawn_blocking(move || state.set_active_model(Some(&persist)))
-            .await
-            .map_err(|e| MoedError::Failed(format!("switching: {e}")))?
-            .map_err(Self::state_error)?;
-        log::info!(model = loaded.as_str(); "switched to model {loaded}");
-        self.daemon.refresh_engine_state();
-        self.daemon.announce().await;
-        if !was_loaded {
-            Self::model_loaded(&emitter, &WireStr::from_string(loaded, limits::NAME)).await?;
-        }
+        Self::load_model(&self.daemon, &name, who.as_ref(), true).await?;
         Ok(())
     }
 
@@ -207,32 +162,10 @@ impl ModelsIface {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<ExpertStatistics, MoedError> {
         self.daemon.user(&header).await?;
-        let daemon = self.daemon.clone();
-        tokio::task::spawn_blocking(move || -> Result<ExpertStatistics, MoedError> {
-            let name = if name.is_empty() {
-                daemon.registry.active_name().ok_or_else(|| {
-                    MoedError::ModelNotLoaded("no model is loaded; name one".into())
-                })?
-            } else {
-                name
-            };
-            if let Some(model) = daemon.registry.get(&name) {
-                return Ok(model_wire::statistics(
-                    &name,
-                    &model.current_stats(&daemon.state).map_err(wire_error)?,
-                )
-                .to_wire());
-            }
-            match daemon
-                .state
-                .expert_stats(&name)
-                .map_err(Self::state_error)?
-            {
-                Some(stats) => Ok(model_wire::statistics(&name, &stats).to_wire()),
-                None => Err(MoedError::NotFound(format!(
-                    "no expert statistics for model '{name}': it is not loaded and has not run"
-                ))),
-            }
+        let service = self.daemon.service.clone();
+        tokio::task::spawn_blocking(move || {
+            let (name, stats) = service.expert_stats(name).map_err(wire_error)?;
+            Ok(model_wire::statistics(&name, &stats).to_wire())
         })
         .await
         .map_err(|e| MoedError::Failed(format!("reading statistics: {e}")))?
@@ -245,34 +178,16 @@ impl ModelsIface {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), MoedError> {
         self.daemon.admin(&header, Action::ManageModels).await?;
-        let daemon = self.daemon.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), MoedError> {
-            let name = if name.is_empty() {
-                daemon.registry.active_name().ok_or_else(|| {
-                    MoedError::ModelNotLoaded("no model is loaded; name one".into())
-                })?
-            } else {
-                name
-            };
-            match daemon.registry.get(&name) {
-                Some(model) => model.reset_stats(&daemon.state).map_err(wire_error),
-                None => match daemon.state.reset_expert_stats(&name) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(MoedError::NotFound(format!(
-                        "model '{name}' is not loaded and has no recorded statistics; see Models.List"
-                    ))),
-                    Err(e) => Err(Self::state_error(e)),
-                },
-            }
-        })
-        .await
-        .map_err(|e| MoedError::Failed(format!("resetting statistics: {e}")))?
+        let service = self.daemon.service.clone();
+        tokio::task::spawn_blocking(move || service.reset_expert_stats(name).map_err(wire_error))
+            .await
+            .map_err(|e| MoedError::Failed(format!("resetting statistics: {e}")))?
     }
 
     /// The directories searched for packages (`models.dirs`).
     #[zbus(property)]
     fn model_directories(&self) -> Vec<String> {
-        let dirs = self.daemon.registry.dirs();
+        let dirs = self.daemon.service.registry.dirs();
         let dirs = dirs.iter().map(|d| d.display().to_string()).collect();
         wire::strings(dirs, limits::PATH)
     }
@@ -280,14 +195,14 @@ impl ModelsIface {
     /// Names of the models held in memory.
     #[zbus(property)]
     fn loaded_models(&self) -> Vec<String> {
-        wire::strings(self.daemon.registry.loaded_names(), limits::NAME)
+        wire::strings(self.daemon.service.registry.loaded_names(), limits::NAME)
     }
 
     #[zbus(signal)]
-    async fn model_loaded(emitter: &SignalEmitter<'_>, name: &WireStr) -> zbus::Result<()>;
+    pub async fn model_loaded(emitter: &SignalEmitter<'_>, name: &WireStr) -> zbus::Result<()>;
 
     #[zbus(signal)]
-    async fn model_unloaded(emitter: &SignalEmitter<'_>, name: &WireStr) -> zbus::Result<()>;
+    pub async fn model_unloaded(emitter: &SignalEmitter<'_>, name: &WireStr) -> zbus::Result<()>;
 
     /// While `name` (as the caller wrote it) loads: graphs loaded out of graphs to load.
     #[zbus(signal)]

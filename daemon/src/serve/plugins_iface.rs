@@ -6,13 +6,11 @@
 use std::sync::Arc;
 
 use moed_dbus::options::OptionDict;
-use moed_dbus::wire::{self, ToWire, WireStr, limits};
-use moed_dbus::{AlertRecord, InstallOptions, MoedError, OBJECT_PATH, PluginInfo};
-use moed_plugins::Failure;
-use tokio::sync::mpsc::UnboundedReceiver;
+use moed_dbus::wire::{ToWire, WireStr};
+use moed_dbus::{AlertRecord, InstallOptions, MoedError, PluginInfo};
+use zbus::interface;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{Connection, interface};
 
 use super::auth::Action;
 use super::daemon::Daemon;
@@ -37,36 +35,6 @@ impl PluginsIface {
             .await
             .map_err(|e| MoedError::Failed(format!("{what}: the worker thread failed: {e}")))?
     }
-}
-
-/// Emits `PluginFailed` for each failure the plugin host reports, until the daemon stops.
-pub fn spawn_failure_signals(conn: Connection, mut failures: UnboundedReceiver<Failure>) {
-    tokio::spawn(async move {
-        let emitter = match SignalEmitter::new(&conn, OBJECT_PATH) {
-            Ok(e) => e,
-            Err(e) => {
-                log::error!("PluginFailed signals cannot be sent: {e}");
-                return;
-            }
-        };
-        while let Some(f) = failures.recv().await {
-            let name = WireStr::new(&f.plugin, limits::NAME);
-            let sent = PluginsIface::plugin_failed(
-                &emitter,
-                &name,
-                &WireStr::new(&f.kind, limits::NAME),
-                &WireStr::new(&f.message, limits::ALERT_MESSAGE),
-                f.disabled,
-            )
-            .await;
-            if let Err(e) = sent {
-                log::warn!(
-                    "PluginFailed for {} not sent: {e}",
-                    wire::log_line(&name, limits::NAME)
-                );
-            }
-        }
-    });
 }
 
 #[interface(name = "org.moed.Moed1.Plugins")]
@@ -214,6 +182,7 @@ impl PluginsIface {
         };
         self.blocking("reading the alert log", move |d| {
             let entries = d
+                .service
                 .state
                 .recent_alerts(limit)
                 .map_err(|e| MoedError::Failed(format!("the alert log: {e}")))?;
@@ -237,7 +206,7 @@ impl PluginsIface {
     /// A plugin failed a call (at most one signal per plugin per second), or was disabled after
     /// repeated failures (`disabled`: always signalled).
     #[zbus(signal)]
-    async fn plugin_failed(
+    pub async fn plugin_failed(
         emitter: &SignalEmitter<'_>,
         name: &WireStr,
         kind: &WireStr,

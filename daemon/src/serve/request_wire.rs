@@ -1,11 +1,11 @@
-//! The D-Bus shapes of a request: its options and input as the service's generation request,
-//! and the service's results as `GenerationInfo` and `ScoredToken`s.
+//! The D-Bus shapes of a request: its options and input as the service's request, and the
+//! service's results as `GenerationInfo` and `ScoredToken`s.
 
-use moed_dbus::{ChatMessage, GenerateOptions, GenerationInfo, ScoredToken};
-use moed_plugins::Alert;
-use moed_service::runner::{Generation, PromptInput, TokenScore, prompt_of};
+use moed_dbus::{ChatMessage, GenerateOptions, GenerationInfo, ScoreOptions, ScoredToken};
+use moed_service::runner::{PromptInput, TokenScore};
+use moed_service::service::{Finished, GenerateParams, ScoreParams};
 
-use crate::generate::{GenerateRequest, SamplingOverrides};
+use crate::generate::SamplingOverrides;
 use crate::text::template;
 
 /// A conversation as the service takes it.
@@ -21,30 +21,53 @@ pub fn chat(messages: Vec<ChatMessage>) -> PromptInput {
     )
 }
 
-/// The engine's generation request for `input` under the parsed options.
-pub fn request(input: &PromptInput, options: &GenerateOptions) -> GenerateRequest {
-    let prompt = prompt_of(input, options.raw, options.system.as_deref());
-    let mut req = GenerateRequest::new(prompt);
-    req.sampling = SamplingOverrides {
-        temperature: options.temperature.map(|v| v as f32),
-        top_k: options.top_k.map(|v| v as usize),
-        top_p: options.top_p.map(|v| v as f32),
-        min_p: options.min_p.map(|v| v as f32),
-        repetition_penalty: options.repetition_penalty.map(|v| v as f32),
-    };
-    req.max_tokens = options.max_tokens.map(|v| v as usize);
-    req.stop = options.stop.clone();
-    req.seed = options.seed;
-    req.ignore_eos = options.ignore_eos;
-    req
+/// The service's request for `input` under the parsed options.
+pub fn params(input: PromptInput, options: GenerateOptions) -> GenerateParams {
+    let retrieval = options.retrieval_on();
+    GenerateParams {
+        input,
+        raw: options.raw,
+        system: options.system,
+        sampling: SamplingOverrides {
+            temperature: options.temperature.map(|v| v as f32),
+            top_k: options.top_k.map(|v| v as usize),
+            top_p: options.top_p.map(|v| v as f32),
+            min_p: options.min_p.map(|v| v as f32),
+            repetition_penalty: options.repetition_penalty.map(|v| v as f32),
+        },
+        max_tokens: options.max_tokens.map(|v| v as usize),
+        stop: options.stop,
+        seed: options.seed,
+        ignore_eos: options.ignore_eos,
+        retrieval,
+        model: options.model,
+        plugins: options.plugins,
+        plugin_params: options.plugin_params,
+        sources: options.sources,
+    }
+}
+
+/// The service's scoring request under the parsed options.
+pub fn score_params(options: ScoreOptions) -> ScoreParams {
+    ScoreParams {
+        model: options.model,
+        plugins: options.plugins,
+        plugin_params: options.plugin_params,
+    }
 }
 
 /// What a finished generation reports on the bus, with the alerts its plugins raised.
-pub fn info(generation: Generation, alerts: &[Alert]) -> GenerationInfo {
+pub fn info(finished: Finished) -> GenerationInfo {
+    let Finished {
+        request_id,
+        queue_ms,
+        generation,
+        alerts,
+    } = finished;
     let outcome = generation.outcome;
     let stats = &outcome.stats;
     GenerationInfo {
-        request_id: String::new(),
+        request_id,
         model: generation.model,
         finish_reason: stats.finish_reason.as_str().to_string(),
         text: dbus_text(outcome.text),
@@ -52,7 +75,7 @@ pub fn info(generation: Generation, alerts: &[Alert]) -> GenerationInfo {
         prompt_tokens: stats.prompt_tokens as u32,
         completion_tokens: stats.generated_tokens as u32,
         token_ids: outcome.token_ids,
-        queue_ms: 0.0,
+        queue_ms,
         first_token_ms: stats.time_to_first_token_s * 1e3,
         total_ms: stats.total_s * 1e3,
         error_name: None,

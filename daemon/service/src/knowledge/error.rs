@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use moed_plugins::SourceError;
+
+use crate::ServiceError;
 use crate::state::StateError;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,5 +37,30 @@ pub enum KnowledgeError {
 impl From<sled::Error> for KnowledgeError {
     fn from(e: sled::Error) -> Self {
         KnowledgeError::State(StateError::Store(e))
+    }
+}
+
+/// The kind of failure each knowledge error is to a client.
+impl From<KnowledgeError> for ServiceError {
+    fn from(e: KnowledgeError) -> ServiceError {
+        match e {
+            KnowledgeError::UnknownSource(_) => ServiceError::NotFound(e.to_string()),
+            KnowledgeError::NotEmbedded { .. }
+            | KnowledgeError::WhichStore(_)
+            | KnowledgeError::NoStore
+            | KnowledgeError::Document { .. } => ServiceError::InvalidArgument(e.to_string()),
+            _ => ServiceError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// A data source's failure to a client, naming the source where it is unavailable.
+pub fn source_error(label: &str, e: SourceError) -> ServiceError {
+    match e {
+        SourceError::NotFound(m) => ServiceError::NotFound(m),
+        SourceError::InvalidQuery(m) => ServiceError::InvalidArgument(m),
+        SourceError::Unavailable(m) => {
+            ServiceError::Failed(format!("data source '{label}' is unavailable: {m}"))
+        }
     }
 }

@@ -22,7 +22,7 @@ use moed_plugins::{DataSource, Document, SourceError, Sources};
 
 pub use concurrent::{CONNECT_MARGIN, max_timeout_ms, safe_document, source_budget, start_ahead};
 pub use embedded::{Added, DocRecord, EmbeddedStore};
-pub use error::KnowledgeError;
+pub use error::{KnowledgeError, source_error};
 pub use limits::{COLUMNS, Limits};
 pub use merge::merge;
 #[cfg(feature = "postgres")]

@@ -1,0 +1,135 @@
+//! Loading, unloading and switching models as the service does them, remembered in the state
+//! store and announced; expert statistics of loaded and past models.
+
+use std::sync::Arc;
+
+use super::{Service, ServiceEvent};
+use crate::ServiceError;
+use crate::client_files::Identity;
+use crate::engine::LoadProgress;
+use crate::models::LoadedModel;
+use crate::state::{PersistedStats, StateError};
+
+fn state_error(e: StateError) -> ServiceError {
+    ServiceError::Failed(e.to_string())
+}
+
+fn joined(what: &'static str) -> impl Fn(tokio::task::JoinError) -> ServiceError {
+    move |e| ServiceError::Failed(format!("{what}: {e}"))
+}
+
+impl Service {
+    /// Loads `name` (a name in the model directories or an absolute path) with the current
+    /// configuration; a no-op when loaded. `who`: the client whose permissions a path is read
+    /// with (`None`: root, or the service's own configuration). `progress` hears (graphs
+    /// loaded, graphs to load). Announces the change, then [`ServiceEvent::ModelLoaded`].
+    pub async fn load(
+        &self,
+        name: &str,
+        who: Option<&Identity>,
+        progress: Option<LoadProgress>,
+    ) -> Result<Arc<LoadedModel>, ServiceError> {
+        let before = self.registry.loaded_names();
+        let mut options = self.engine_options();
+        options.progress = progress;
+        let model = self.registry.load(name, who, options).await?;
+        self.refresh_status();
+        self.announce().await;
+        if !before.contains(&model.name) {
+            log::info!(
+                model = model.name.as_str();
+                "loaded model {} from {} on {}", model.name, model.dir.display(), model.engine.execution_provider()
+            );
+            self.events
+                .publish_and_wait(ServiceEvent::ModelLoaded(model.name.clone()))
+                .await;
+        }
+        Ok(model)
+    }
+
+    /// Drops a loaded model once its running requests finish; its statistics are persisted
+    /// and the active model remembered.
+    pub async fn unload(&self, name: &str) -> Result<(), ServiceError> {
+        let model = self.registry.unload(name)?;
+        let state = self.state.clone();
+        let active = self.registry.active_name();
+        tokio::task::spawn_blocking(move || -> Result<(), ServiceError> {
+            model.persist_stats(&state, 0)?;
+            state
+                .set_active_model(active.as_deref())
+                .map_err(state_error)
+        })
+        .await
+        .map_err(joined("unloading"))??;
+        log::info!(model = name; "unloaded model {name}");
+        self.refresh_status();
+        self.announce().await;
+        self.events
+            .publish_and_wait(ServiceEvent::ModelUnloaded(name.to_string()))
+            .await;
+        Ok(())
+    }
+
+    /// Makes a model (loading it if needed) the one requests use by default, remembered
+    /// across restarts.
+    pub async fn switch(
+        &self,
+        name: &str,
+        who: Option<&Identity>,
+        progress: Option<LoadProgress>,
+    ) -> Result<String, ServiceError> {
+        let loaded = self.load(name, who, progress).await?.name.clone();
+        self.registry.set_active(&loaded)?;
+        let state = self.state.clone();
+        let persist = loaded.clone();
+        tokio::task::spawn_blocking(move || state.set_active_model(Some(&persist)))
+            .await
+            .map_err(joined("switching"))?
+            .map_err(state_error)?;
+        log::info!(model = loaded.as_str(); "switched to model {loaded}");
+        self.refresh_status();
+        self.announce().await;
+        Ok(loaded)
+    }
+
+    /// The model `name` names, or the active one for "".
+    fn stats_model(&self, name: String) -> Result<String, ServiceError> {
+        if !name.is_empty() {
+            return Ok(name);
+        }
+        self.registry
+            .active_name()
+            .ok_or_else(|| ServiceError::ModelNotLoaded("no model is loaded; name one".into()))
+    }
+
+    /// Per-layer expert activations and cache counters of a model ("" = the active one),
+    /// accumulated over this and earlier runs, with the model's name. Blocking.
+    pub fn expert_stats(&self, name: String) -> Result<(String, PersistedStats), ServiceError> {
+        let name = self.stats_model(name)?;
+        if let Some(model) = self.registry.get(&name) {
+            let stats = model.current_stats(&self.state)?;
+            return Ok((name, stats));
+        }
+        match self.state.expert_stats(&name).map_err(state_error)? {
+            Some(stats) => Ok((name, stats)),
+            None => Err(ServiceError::NotFound(format!(
+                "no expert statistics for model '{name}': it is not loaded and has not run"
+            ))),
+        }
+    }
+
+    /// Forgets a model's expert statistics ("" = the active one). Blocking.
+    pub fn reset_expert_stats(&self, name: String) -> Result<(), ServiceError> {
+        let name = self.stats_model(name)?;
+        match self.registry.get(&name) {
+            Some(model) => model.reset_stats(&self.state),
+            None => match self.state.reset_expert_stats(&name) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(ServiceError::NotFound(format!(
+                    "model '{name}' is not loaded and has no recorded statistics; see Models.List"
+                ))),
+                Err(e) => Err(state_error(e)),
+            },
+        }
+    }
+}
