@@ -1,15 +1,18 @@
-//! `moed generate`: runs one prompt through a model package, streaming the text (llama-cli style).
+//! `moed generate`: runs one prompt through a model package, streaming the text (llama-cli style),
+//! through the same service pipeline as the daemon: filter plugins, retrieval, gate, engine.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use moed_service::runner::{PromptInput, StreamEvent};
+use moed_service::service::{Finished, GenerateParams};
+use moed_wire::terminal;
 
-use crate::engine::{Engine, EngineOptions, Provider};
-use crate::generate::{Event, GenerateRequest, Outcome, Prompt, SamplingOverrides, generate};
-use crate::text::model::TextModel;
-use crate::text::template::ChatMessage;
+use super::local::{self, EngineOverrides, LocalService, ServiceArgs};
+use crate::engine::{EngineOptions, Provider};
+use crate::generate::SamplingOverrides;
 
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
@@ -70,10 +73,17 @@ pub struct GenerateArgs {
     /// ONNX Runtime intra-op threads (one pool shared by every graph).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// A plugin for this request, by name (repeatable): a gate routes it, filters run after
+    /// those of the configuration, retrieval plugins replace the configured ones. Installed in
+    /// the state directory or named in the configuration.
+    #[arg(long, value_name = "NAME")]
+    pub plugin: Vec<String>,
+    #[command(flatten)]
+    pub service: ServiceArgs,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let prompt_text = if args.prompt == "-" {
+    let prompt = if args.prompt == "-" {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
@@ -82,34 +92,25 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     } else {
         args.prompt.clone()
     };
-    let prompt = if args.raw {
-        Prompt::Raw(prompt_text)
-    } else {
-        let mut messages = Vec::new();
-        if let Some(system) = &args.system {
-            messages.push(ChatMessage::new("system", system));
-        }
-        messages.push(ChatMessage::new("user", &prompt_text));
-        Prompt::Chat(messages)
-    };
     let providers = args
         .provider
         .iter()
         .map(|p| p.parse::<Provider>())
         .collect::<Result<Vec<_>, _>>()
         .context("--provider")?;
-    let opts = EngineOptions {
+    let overrides = EngineOverrides {
         providers,
         expert_memory_budget: args.expert_memory_budget,
-        intra_threads: args.threads,
-        ..EngineOptions::default()
+        ort_library: None,
+        base: EngineOptions {
+            intra_threads: args.threads,
+            ..EngineOptions::default()
+        },
     };
-    let engine = Engine::load(&args.model, opts)
-        .with_context(|| format!("cannot load the model package {}", args.model.display()))?;
-    let text = TextModel::load(engine.package())
-        .with_context(|| format!("cannot load the text side of {}", args.model.display()))?;
-    let req = GenerateRequest {
-        prompt,
+    let params = GenerateParams {
+        input: PromptInput::Text(prompt),
+        raw: args.raw,
+        system: args.system.clone(),
         sampling: SamplingOverrides {
             temperature: args.temperature,
             top_k: args.top_k,
@@ -121,50 +122,72 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         stop: args.stop.clone(),
         seed: args.seed,
         ignore_eos: args.ignore_eos,
+        model: None,
+        plugins: args.plugin.clone(),
+        plugin_params: Vec::new(),
+        retrieval: true,
+        sources: Vec::new(),
     };
     // Nothing cancels a command-line run but the user's Ctrl-C, which ends the process.
-    let cancel = AtomicBool::new(false);
-
-    if args.json {
-        let outcome = generate(&engine, &text, &req, &cancel, &mut |_| {})?;
-        let json = json_report(&outcome, engine.execution_provider());
-        println!(
-            "{}",
-            serde_json::to_string(&json).context("cannot serialize the result")?
+    local::runtime()?.block_on(async {
+        let local = LocalService::open(&args.service, overrides)?;
+        local.load(&args.model).await?;
+        let provider = local
+            .service
+            .registry
+            .for_request(None)
+            .map(|m| m.engine.execution_provider().to_string())
+            .unwrap_or_default();
+        let client = local::client("generate");
+        if args.json {
+            let finished = local.service.generate(&client, params, |_| {}).await?;
+            let json = json_report(&finished, &provider);
+            println!(
+                "{}",
+                serde_json::to_string(&json).context("cannot serialize the result")?
+            );
+            return Ok(());
+        }
+        let printer = Arc::new(Mutex::new(StreamPrinter::default()));
+        let sink_printer = printer.clone();
+        let sink = move |event: StreamEvent| {
+            sink_printer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .print(event)
+        };
+        let finished = local.service.generate(&client, params, sink).await?;
+        let mut printer = printer.lock().unwrap_or_else(|p| p.into_inner());
+        printer.end();
+        if let Some(err) = printer.error.take() {
+            return Err(err).context("cannot write the generated text");
+        }
+        let outcome = &finished.generation.outcome;
+        let s = &outcome.stats;
+        eprintln!(
+            "\n[{} prompt tokens, {} generated, finished by {}{}; time to first token {:.3} s; \
+             prefill {:.1} tok/s; decode {:.1} tok/s; seed {}; provider {provider}]",
+            s.prompt_tokens,
+            s.generated_tokens,
+            s.finish_reason.as_str(),
+            outcome
+                .stop
+                .as_deref()
+                .map(|st| format!(" {st:?}"))
+                .unwrap_or_default(),
+            s.time_to_first_token_s,
+            s.prefill_tokens_per_s,
+            s.decode_tokens_per_s,
+            s.seed,
         );
-        return Ok(());
-    }
-
-    let mut printer = StreamPrinter::default();
-    let outcome = generate(&engine, &text, &req, &cancel, &mut |event| {
-        printer.print(event)
-    })?;
-    if let Some(err) = printer.error {
-        return Err(err).context("cannot write the generated text");
-    }
-    let s = &outcome.stats;
-    eprintln!(
-        "\n[{} prompt tokens, {} generated, finished by {}{}; time to first token {:.3} s; \
-         prefill {:.1} tok/s; decode {:.1} tok/s; seed {}; provider {}]",
-        s.prompt_tokens,
-        s.generated_tokens,
-        s.finish_reason.as_str(),
-        outcome
-            .stop
-            .as_deref()
-            .map(|st| format!(" {st:?}"))
-            .unwrap_or_default(),
-        s.time_to_first_token_s,
-        s.prefill_tokens_per_s,
-        s.decode_tokens_per_s,
-        s.seed,
-        engine.execution_provider(),
-    );
-    Ok(())
+        Ok(())
+    })
 }
 
-/// The `--json` object: text, thinking (when there was any), generated ids, prompt ids and stats.
-fn json_report(outcome: &Outcome, provider: &str) -> serde_json::Value {
+/// The `--json` object: text, thinking (when there was any), generated ids, prompt ids and
+/// stats; the plugins' alerts and retrieved sources when there were any.
+fn json_report(finished: &Finished, provider: &str) -> serde_json::Value {
+    let outcome = &finished.generation.outcome;
     let mut stats = serde_json::to_value(&outcome.stats).unwrap_or(serde_json::Value::Null);
     if let Some(map) = stats.as_object_mut() {
         map.insert("execution_provider".into(), provider.into());
@@ -183,6 +206,27 @@ fn json_report(outcome: &Outcome, provider: &str) -> serde_json::Value {
     {
         map.insert("thinking".into(), outcome.thinking.as_str().into());
     }
+    if let Some(map) = obj.as_object_mut() {
+        if !finished.alerts.is_empty() {
+            let alerts = finished.alerts.iter().map(|a| {
+                serde_json::json!({
+                    "severity": a.severity.as_str(),
+                    "code": a.code,
+                    "message": a.message,
+                    "plugin": a.plugin,
+                })
+            });
+            map.insert("alerts".into(), alerts.collect());
+        }
+        if !finished.generation.sources.is_empty() {
+            let sources = finished
+                .generation
+                .sources
+                .iter()
+                .map(|(source, id)| serde_json::json!({"source": source, "id": id}));
+            map.insert("sources".into(), sources.collect());
+        }
+    }
     obj
 }
 
@@ -194,31 +238,58 @@ struct StreamPrinter {
 }
 
 impl StreamPrinter {
-    fn print(&mut self, event: Event) {
+    fn print(&mut self, event: StreamEvent) {
         if self.error.is_some() {
             return;
         }
         let result = match event {
-            Event::Thinking(t) => {
+            StreamEvent::Text {
+                text,
+                thinking: true,
+            } => {
                 let mut err = std::io::stderr().lock();
                 let header = if self.in_thinking { "" } else { "[thinking]\n" };
                 self.in_thinking = true;
-                write!(err, "{header}{t}").and_then(|()| err.flush())
+                write!(err, "{header}{text}").and_then(|()| err.flush())
             }
-            Event::Text(t) => {
+            StreamEvent::Text { text, .. } => {
                 if self.in_thinking {
                     self.in_thinking = false;
                     eprintln!("\n[/thinking]");
                 }
                 let mut out = std::io::stdout().lock();
-                write!(out, "{t}").and_then(|()| out.flush())
+                write!(out, "{text}").and_then(|()| out.flush())
             }
-            Event::Finished(_) => {
-                let mut out = std::io::stdout().lock();
-                writeln!(out).and_then(|()| out.flush())
+            // A plugin's words: shown terminal-safe, on stderr with the other notes.
+            StreamEvent::Alert {
+                severity,
+                code,
+                message,
+                source,
+            } => {
+                let mut err = std::io::stderr().lock();
+                writeln!(
+                    err,
+                    "[{} {} from {}: {}]",
+                    terminal(&severity),
+                    terminal(&code),
+                    terminal(&source),
+                    terminal(&message)
+                )
             }
         };
         if let Err(e) = result {
+            self.error = Some(e);
+        }
+    }
+
+    /// Ends the answer's line.
+    fn end(&mut self) {
+        if self.error.is_some() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out).and_then(|()| out.flush()) {
             self.error = Some(e);
         }
     }

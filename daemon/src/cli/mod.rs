@@ -10,6 +10,7 @@ mod bench_serve;
 mod check_config;
 mod gate_args;
 mod generate;
+mod local;
 mod man;
 mod score;
 mod serve;

@@ -38,6 +38,12 @@ impl EngineIface {
         let service = &self.daemon.service;
         service.check_input(&input).map_err(wire_error)?;
         let options = GenerateOptions::from_dict(options)?;
+        // A client's request holds a slot others wait for: it must end before the context does.
+        if options.ignore_eos && options.max_tokens.is_none() {
+            return Err(MoedError::InvalidArgument(
+                "option 'ignore_eos' needs 'max_tokens': generation would only end at the context length".into(),
+            ));
+        }
         let admitted = service
             .admit(&caller.client(), request_wire::params(input, options))
             .map_err(wire_error)?;

@@ -10,7 +10,7 @@ mod logging;
 mod model_wire;
 mod models_iface;
 mod notify;
-mod plugin_manager;
+pub(crate) mod plugin_manager;
 pub use moed_service::plugin_set;
 mod plugins_iface;
 mod request_wire;
@@ -124,6 +124,7 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         knowledge,
         plugins: plugins.clone(),
         plugin_failures: Some(plugin_failures),
+        engine_base: crate::engine::EngineOptions::default(),
     });
     let daemon = Daemon::new(service.clone(), access, plugins);
 

@@ -114,6 +114,16 @@ impl Config {
         Ok(config)
     }
 
+    /// The built-in configuration: no file and no environment (what a one-shot command runs
+    /// with unless it is given a file).
+    pub fn builtin() -> Result<Config, ConfigError> {
+        let raw: RawConfig = config::Config::builder()
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        validate(raw)
+    }
+
     /// The providers as the engine takes them (already checked by validation).
     pub fn providers(&self) -> Vec<Provider> {
         self.engine.providers.clone()

@@ -56,6 +56,7 @@ pub struct Service {
     pub sources: Arc<Sources>,
     pub knowledge: Arc<Knowledge>,
     plugins: Arc<dyn PluginSets>,
+    engine_base: EngineOptions,
     status: RwLock<ServiceStatus>,
     events: events::Hub,
 }
@@ -70,6 +71,9 @@ pub struct Parts {
     pub plugins: Arc<dyn PluginSets>,
     /// Plugin failures the plugin host reports, republished as [`ServiceEvent::PluginFailed`].
     pub plugin_failures: Option<UnboundedReceiver<Failure>>,
+    /// Engine settings the configuration does not hold (threads, spinning, execution mode);
+    /// the configuration's providers, expert budget and library go over them.
+    pub engine_base: EngineOptions,
 }
 
 impl Service {
@@ -83,6 +87,7 @@ impl Service {
             knowledge,
             plugins,
             plugin_failures,
+            engine_base,
         } = parts;
         let scheduler = Scheduler::new(config.service.max_concurrent, config.service.queue_depth);
         scheduler.set_per_user(config.service.requests_per_user());
@@ -95,6 +100,7 @@ impl Service {
             sources,
             knowledge,
             plugins,
+            engine_base,
             status: RwLock::new(ServiceStatus::Loading),
         });
         if let Some(failures) = plugin_failures {
@@ -166,7 +172,7 @@ impl Service {
             providers: config.providers(),
             expert_memory_budget: config.engine.expert_memory_budget,
             ort_library: config.engine.ort_library.clone(),
-            ..EngineOptions::default()
+            ..self.engine_base.clone()
         }
     }
 

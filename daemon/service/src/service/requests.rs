@@ -146,11 +146,6 @@ impl Service {
         if let PromptInput::Chat(messages) = &params.input {
             check_messages(messages, &params)?;
         }
-        if params.ignore_eos && params.max_tokens.is_none() {
-            return Err(invalid(
-                "option 'ignore_eos' needs 'max_tokens': generation would only end at the context length".into(),
-            ));
-        }
         self.check_sources(&params.sources)?;
         let model = self.registry.for_request(params.model.as_deref())?;
         let system = params.system.as_ref().map_or(0, String::len);
