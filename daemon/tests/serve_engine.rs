@@ -33,6 +33,13 @@ fn name_of(err: &MoedError) -> &'static str {
     err.short_name().unwrap_or("not a moed error")
 }
 
+fn is_unknown_object(err: &MoedError) -> bool {
+    matches!(
+        err,
+        MoedError::ZBus(zbus::Error::FDO(e)) if matches!(**e, zbus::fdo::Error::UnknownObject(_))
+    )
+}
+
 /// Collects a stream to its end: (answer text, thinking text, finish reason, info).
 async fn collect(
     mut stream: client::RequestStream,
@@ -207,7 +214,9 @@ async fn cancel_stops_a_running_request() {
                 assert!(info.completion_tokens < 230, "{info:?}");
                 return;
             }
-            Err(err) if name_of(&err) == "NotFound" => {
+            // Finished before Cancel arrived: either moed answers NotFound, or the request's
+            // object is already gone and the bus answers UnknownObject.
+            Err(err) if name_of(&err) == "NotFound" || is_unknown_object(&err) => {
                 eprintln!("attempt {attempt}: the request finished before Cancel arrived: {err}");
                 let _ = collect(stream).await;
             }

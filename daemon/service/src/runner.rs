@@ -33,13 +33,8 @@ pub enum StreamEvent {
         text: String,
         thinking: bool,
     },
-    /// A filter plugin's alert (`source`: the plugin's name).
-    Alert {
-        severity: String,
-        code: String,
-        message: String,
-        source: String,
-    },
+    /// A filter plugin's alert.
+    Alert(Alert),
 }
 
 /// What a finished generation reports; the request's alerts are kept by the caller.
@@ -105,12 +100,7 @@ fn filter_error(err: FilterError) -> ServiceError {
 }
 
 fn alert_event(alert: &Alert) -> StreamEvent {
-    StreamEvent::Alert {
-        severity: alert.severity.as_str().to_string(),
-        code: alert.code.clone(),
-        message: alert.message.clone(),
-        source: alert.plugin.clone(),
-    }
+    StreamEvent::Alert(alert.clone())
 }
 
 /// Runs one generation to its end through the request's plugins: the prompt through the input

@@ -261,22 +261,14 @@ impl StreamPrinter {
                 write!(out, "{text}").and_then(|()| out.flush())
             }
             // A plugin's words: shown terminal-safe, on stderr with the other notes.
-            StreamEvent::Alert {
-                severity,
-                code,
-                message,
-                source,
-            } => {
-                let mut err = std::io::stderr().lock();
-                writeln!(
-                    err,
-                    "[{} {} from {}: {}]",
-                    terminal(&severity),
-                    terminal(&code),
-                    terminal(&source),
-                    terminal(&message)
-                )
-            }
+            StreamEvent::Alert(alert) => writeln!(
+                std::io::stderr().lock(),
+                "[{} {} from {}: {}]",
+                terminal(alert.severity.as_str()),
+                terminal(&alert.code),
+                terminal(&alert.plugin),
+                terminal(&alert.message)
+            ),
         };
         if let Err(e) = result {
             self.error = Some(e);

@@ -1,6 +1,7 @@
 //! `moed score`: the log-probability of each token of a text given all tokens before it (in the
 //! manner of llama-perplexity), as a table or as JSON; with `--gate`, under a gate plugin next to
-//! the model's own routing, and the drift between them.
+//! the model's own routing, and the drift between them. Without `--gate` it runs through the
+//! same service pipeline as the daemon's `Score`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,11 +10,13 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::gate_args::GateArgs;
+use super::local::{self, EngineOverrides, LocalService, ServiceArgs};
 use crate::bytesize::ByteSize;
 use crate::engine::{
     Engine, EngineOptions, ExecMode, Gate, Provider, score_tokens, score_tokens_with,
 };
 use crate::text::tokenizer::TextTokenizer;
+use moed_service::service::ScoreParams;
 
 /// Engine settings shared by the offline commands.
 #[derive(clap::Args, Debug, Clone)]
@@ -75,6 +78,12 @@ pub struct ScoreArgs {
     pub engine: EngineArgs,
     #[command(flatten)]
     pub gate: GateArgs,
+    /// A plugin for the request by name (repeatable; a gate routes it), as the daemon's
+    /// `Score` takes it. Not with `--gate`.
+    #[arg(long, value_name = "NAME", conflicts_with = "gate")]
+    pub plugin: Vec<String>,
+    #[command(flatten)]
+    pub service: ServiceArgs,
     /// The text to score (tokenized as is, BOS added as the package says).
     pub text: String,
 }
@@ -109,6 +118,11 @@ struct ScoreOutput {
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
+    if args.gate.gate.is_none() {
+        return run_service(args);
+    }
+    // Against native routing in the same run: a measurement of a plugin file on the engine
+    // itself, not a request to the service.
     let engine = Engine::load(&args.model, args.engine.options(ExecMode::Sparse)?)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let gate = args.gate.load(&engine)?;
@@ -124,7 +138,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     }
     let native = score_tokens(&engine, &ids)?;
     let (logprobs, summary) = match &gate {
-        None => (native.clone(), None),
+        None => anyhow::bail!("--gate names no plugin"),
         Some((g, params)) => {
             let gated = score_tokens_with(&engine, &ids, Some(g.clone() as Arc<dyn Gate>))?;
             if g.fallbacks() > 0 {
@@ -149,10 +163,9 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
                 native_mean_logprob: pairs.iter().map(|p| p.1).sum::<f64>() / n,
                 gate_mean_logprob: pairs.iter().map(|p| p.0).sum::<f64>() / n,
             };
-            (gated, Some(summary))
+            (gated, summary)
         }
     };
-    let gated = summary.is_some();
     let tokens = ids
         .iter()
         .zip(logprobs)
@@ -162,10 +175,58 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
                 id,
                 text: tokenizer.decode(&[id])?,
                 logprob,
-                native_logprob: if gated { *native } else { None },
+                native_logprob: *native,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    print(&args, tokens, Some(summary))
+}
+
+/// Without `--gate`: the text scored as the daemon's `Score` does it, through the service
+/// (its plugins by name with `--plugin`, its configuration with `--config`).
+fn run_service(args: ScoreArgs) -> anyhow::Result<()> {
+    let base = args.engine.options(ExecMode::Sparse)?;
+    let overrides = EngineOverrides {
+        providers: base.providers.clone(),
+        expert_memory_budget: base.expert_memory_budget,
+        ort_library: base.ort_library.clone(),
+        base,
+    };
+    let params = ScoreParams {
+        model: None,
+        plugins: args.plugin.clone(),
+        plugin_params: Vec::new(),
+    };
+    let scored = local::runtime()?.block_on(async {
+        let local = LocalService::open(&args.service, overrides)?;
+        local.load(&args.model).await?;
+        let client = local::client("score");
+        anyhow::Ok(
+            local
+                .service
+                .score(&client, args.text.clone(), params)
+                .await?,
+        )
+    })?;
+    let tokens = scored
+        .into_iter()
+        .map(|t| TokenScore {
+            id: t.id,
+            text: t.text,
+            logprob: t.logprob,
+            native_logprob: None,
+        })
+        .collect();
+    print(&args, tokens, None)
+}
+
+/// The table, or with `--json` the object.
+fn print(
+    args: &ScoreArgs,
+    tokens: Vec<TokenScore>,
+    summary: Option<GateSummary>,
+) -> anyhow::Result<()> {
+    let gated = summary.is_some();
     if args.json {
         println!(
             "{}",

@@ -135,18 +135,13 @@ async fn stream_request(
                     let text = WireStr::from_string(text, limits::GENERATED_TEXT);
                     RequestIface::token(&emitter, &text, thinking).await
                 }
-                StreamEvent::Alert {
-                    severity,
-                    code,
-                    message,
-                    source,
-                } => {
+                StreamEvent::Alert(alert) => {
                     RequestIface::alert(
                         &emitter,
-                        &WireStr::from_string(severity, limits::NAME),
-                        &WireStr::from_string(code, limits::ALERT_CODE),
-                        &WireStr::from_string(message, limits::ALERT_MESSAGE),
-                        &WireStr::from_string(source, limits::NAME),
+                        &WireStr::new(alert.severity.as_str(), limits::NAME),
+                        &WireStr::from_string(alert.code, limits::ALERT_CODE),
+                        &WireStr::from_string(alert.message, limits::ALERT_MESSAGE),
+                        &WireStr::from_string(alert.plugin, limits::NAME),
                     )
                     .await
                 }

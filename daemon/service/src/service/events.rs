@@ -155,3 +155,99 @@ impl ServiceEvents {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> (Hub, watch::Sender<Load>) {
+        let (load_tx, load_rx) = watch::channel(Load::default());
+        (Hub::new(load_rx), load_tx)
+    }
+
+    #[tokio::test]
+    async fn announce_without_subscribers_returns_at_once() {
+        let (hub, _load) = hub();
+        tokio::time::timeout(Duration::from_millis(500), hub.announce())
+            .await
+            .expect("nobody to wait for");
+    }
+
+    #[tokio::test]
+    async fn announce_returns_once_the_subscriber_asks_for_the_next_event() {
+        let (hub, _load) = hub();
+        let hub = Arc::new(hub);
+        let mut events = hub.subscribe();
+        let announcing = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.announce().await }
+        });
+        assert_eq!(events.next().await, Some(ServiceEvent::Changed));
+        // Handled only when the subscriber comes back for more.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !announcing.is_finished(),
+            "announce returned before it was handled"
+        );
+        let next = tokio::spawn(async move {
+            let _ = events.next().await;
+        });
+        tokio::time::timeout(Duration::from_secs(1), announcing)
+            .await
+            .expect("announce returns once handled")
+            .expect("task");
+        next.abort();
+    }
+
+    #[tokio::test]
+    async fn load_changes_and_published_events_arrive_in_one_stream() {
+        let (hub, load) = hub();
+        let mut events = hub.subscribe();
+        hub.publish(ServiceEvent::ModelLoaded("m".into()));
+        assert_eq!(
+            events.next().await,
+            Some(ServiceEvent::ModelLoaded("m".into()))
+        );
+        let busy = Load {
+            running: 1,
+            queued: 2,
+        };
+        load.send_replace(busy);
+        assert_eq!(events.next().await, Some(ServiceEvent::Load(busy)));
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_to_refresh() {
+        let (hub, _load) = hub();
+        let mut events = hub.subscribe();
+        for i in 0..CAPACITY + 10 {
+            hub.publish(ServiceEvent::ModelUnloaded(format!("m{i}")));
+        }
+        assert_eq!(events.next().await, Some(ServiceEvent::Changed));
+        // Then it goes on with what is still there.
+        assert!(matches!(
+            events.next().await,
+            Some(ServiceEvent::ModelUnloaded(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn plugin_failures_are_republished() {
+        let (hub, _load) = hub();
+        let mut events = hub.subscribe();
+        let (tx, rx) = mpsc::unbounded_channel();
+        hub.forward_failures(rx);
+        let failure = Failure {
+            plugin: "p".into(),
+            kind: "trap".into(),
+            message: "m".into(),
+            consecutive: 1,
+            disabled: false,
+        };
+        tx.send(failure.clone()).expect("send");
+        assert_eq!(
+            events.next().await,
+            Some(ServiceEvent::PluginFailed(failure))
+        );
+    }
+}
