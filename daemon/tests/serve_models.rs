@@ -357,3 +357,37 @@ async fn models_stats(conn: &zbus::Connection, name: &str) -> moed_dbus::ExpertS
         .await
         .expect("ExpertStats")
 }
+
+/// A model switched to by a path outside the model directories comes back after a restart
+/// (what is remembered is the path, not a name nothing resolves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_to_a_path_survives_a_restart() {
+    let bus = TestBus::start();
+    let mut setup = DaemonSetup::with_models(&[MODEL, SECOND]);
+    setup.extra_config = admin_config();
+    let elsewhere = setup.work.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    let path = elsewhere.join("by-path");
+    std::os::unix::fs::symlink(setup.models.join(SECOND), &path).expect("symlink");
+    let path = path.to_string_lossy().into_owned();
+
+    let mut daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    models(&conn)
+        .await
+        .switch(&path)
+        .await
+        .expect("Switch by path");
+    assert_eq!(engine_model(&conn).await, "by-path");
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(30));
+    drop(daemon);
+
+    let _daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    assert_eq!(
+        engine_model(&conn).await,
+        "by-path",
+        "the model switched to by path is active again"
+    );
+}

@@ -52,7 +52,7 @@ impl Service {
     pub async fn unload(&self, name: &str) -> Result<(), ServiceError> {
         let model = self.registry.unload(name)?;
         let state = self.state.clone();
-        let active = self.registry.active_name();
+        let active = self.remembered_active();
         tokio::task::spawn_blocking(move || -> Result<(), ServiceError> {
             model.persist_stats(&state, 0)?;
             state
@@ -81,7 +81,7 @@ impl Service {
         let loaded = self.load(name, who, progress).await?.name.clone();
         self.registry.set_active(&loaded)?;
         let state = self.state.clone();
-        let persist = loaded.clone();
+        let persist = self.remembered_active().unwrap_or_else(|| loaded.clone());
         tokio::task::spawn_blocking(move || state.set_active_model(Some(&persist)))
             .await
             .map_err(joined("switching"))?
@@ -90,6 +90,22 @@ impl Service {
         self.refresh_status();
         self.announce().await;
         Ok(loaded)
+    }
+
+    /// What loads the active model again at the next start: its name when the model
+    /// directories hold it under that name, else the absolute path it was loaded from.
+    fn remembered_active(&self) -> Option<String> {
+        let model = self.registry.get(&self.registry.active_name()?)?;
+        let in_dirs = self
+            .registry
+            .dirs()
+            .iter()
+            .any(|dir| dir.join(&model.name) == model.dir);
+        Some(if in_dirs {
+            model.name.clone()
+        } else {
+            model.dir.to_string_lossy().into_owned()
+        })
     }
 
     /// The model `name` names, or the active one for "".
