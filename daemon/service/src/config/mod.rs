@@ -6,6 +6,7 @@
 
 mod checks;
 mod knowledge;
+mod locate;
 mod plugins;
 mod render;
 mod retrieval;
@@ -40,6 +41,14 @@ pub enum ConfigError {
     Load(String),
     #[error("configuration key '{key}': {message}")]
     Invalid { key: String, message: String },
+    /// [`ConfigError::Invalid`] with where the value was set (`FILE:LINE` or an environment
+    /// variable).
+    #[error("{place}: configuration key '{key}': {message}")]
+    InvalidAt {
+        place: String,
+        key: String,
+        message: String,
+    },
     #[error("configuration directory {dir}: {message}")]
     Dir { dir: PathBuf, message: String },
 }
@@ -101,15 +110,27 @@ impl Config {
             .with_list_parse_key("models.dirs")
             .with_list_parse_key("engine.providers")
             .with_list_parse_key("plugins.filters");
-        if let Some(env) = env {
-            environment = environment.source(Some(env.into_iter().collect()));
+        if let Some(env) = &env {
+            environment = environment.source(Some(env.clone().into_iter().collect()));
         }
         builder = builder.add_source(environment);
         let raw: RawConfig = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let mut config = validate(raw)?;
+        let mut config = validate(raw).map_err(|e| match e {
+            ConfigError::Invalid { key, message } => {
+                match locate::locate(&key, &sources, env.as_ref()) {
+                    Some(place) => ConfigError::InvalidAt {
+                        place,
+                        key,
+                        message,
+                    },
+                    None => ConfigError::Invalid { key, message },
+                }
+            }
+            other => other,
+        })?;
         config.sources = sources;
         Ok(config)
     }

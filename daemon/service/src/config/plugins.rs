@@ -231,7 +231,11 @@ mod tests {
 
     fn key_of(text: &str) -> String {
         match load(text, &[]) {
-            Err(ConfigError::Invalid { key, message }) => format!("{key}: {message}"),
+            Err(
+                ConfigError::Invalid { key, message } | ConfigError::InvalidAt { key, message, .. },
+            ) => {
+                format!("{key}: {message}")
+            }
             other => panic!("expected an invalid key for {text:?}, got {other:?}"),
         }
     }

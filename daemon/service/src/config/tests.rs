@@ -31,7 +31,7 @@ fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
 
 fn key_of(err: ConfigError) -> String {
     match err {
-        ConfigError::Invalid { key, .. } => key,
+        ConfigError::Invalid { key, .. } | ConfigError::InvalidAt { key, .. } => key,
         other => other.to_string(),
     }
 }
@@ -238,4 +238,32 @@ fn rendered_strings_are_toml_strings() {
     let rendered = write(dir.path(), "rendered.toml", &config.to_toml());
     let again = Config::load_with_env(Some(&rendered), env(&[])).expect("the rendering loads");
     assert_eq!(again.models.dirs, vec![PathBuf::from(dir_name)]);
+}
+
+#[test]
+fn an_invalid_value_names_the_file_and_line_that_set_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = write(dir.path(), "moed.toml", "[service]\nmax_concurrent = 4\n");
+    let drop_ins = dir.path().join("moed.toml.d");
+    std::fs::create_dir(&drop_ins).expect("mkdir");
+    let part = write(
+        &drop_ins,
+        "10-x.toml",
+        "# a drop-in\n[service]\n\nmax_concurrent = 0\n",
+    );
+    let err = Config::load_with_env(Some(&main), env(&[])).expect_err("0 is refused");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:4: configuration key 'service.max_concurrent': 0 is out of range; expected 1 to 1024",
+            part.display()
+        )
+    );
+    let err = Config::load_with_env(Some(&main), env(&[("MOED_SERVICE__MAX_CONCURRENT", "0")]))
+        .expect_err("from the environment too");
+    assert!(
+        err.to_string()
+            .starts_with("the environment variable MOED_SERVICE__MAX_CONCURRENT: "),
+        "{err}"
+    );
 }

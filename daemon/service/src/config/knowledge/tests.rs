@@ -13,7 +13,7 @@ fn load(text: &str) -> Result<Config, ConfigError> {
 
 fn key_of(text: &str) -> String {
     match load(text) {
-        Err(ConfigError::Invalid { key, .. }) => key,
+        Err(ConfigError::Invalid { key, .. } | ConfigError::InvalidAt { key, .. }) => key,
         other => panic!("expected an invalid key, got {other:?}"),
     }
 }
