@@ -156,7 +156,7 @@ impl Registry {
         match name {
             Some(name) => self.get(name).ok_or_else(|| {
                 ServiceError::ModelNotLoaded(format!(
-                    "model '{name}' is not loaded; load it with Models.Load (moectl models load {name})"
+                    "model '{name}' is not loaded; load it first, or name none to use the active model"
                 ))
             }),
             None => self
@@ -164,7 +164,7 @@ impl Registry {
                 .and_then(|n| self.get(&n))
                 .ok_or_else(|| {
                     ServiceError::ModelNotLoaded(
-                        "no model is loaded; load one with Models.Load (moectl models load NAME) or set models.default"
+                        "no model is loaded; load one, or set models.default to load one at start"
                             .into(),
                     )
                 }),
@@ -229,7 +229,7 @@ impl Registry {
             return Ok((m.name.clone(), m.dir.clone()));
         }
         Err(ServiceError::NotFound(format!(
-            "no model package '{name}' in the model directories ({}); see Models.List",
+            "no model package '{name}' in the model directories ({})",
             dirs.iter()
                 .map(|d| d.display().to_string())
                 .collect::<Vec<_>>()

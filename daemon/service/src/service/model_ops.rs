@@ -142,7 +142,7 @@ impl Service {
             None => match self.state.reset_expert_stats(&name) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(ServiceError::NotFound(format!(
-                    "model '{name}' is not loaded and has no recorded statistics; see Models.List"
+                    "model '{name}' is not loaded and has no recorded statistics"
                 ))),
                 Err(e) => Err(state_error(e)),
             },
