@@ -13,11 +13,11 @@ use zbus::message::Header;
 
 use moed_service::clock::unix_now;
 use moed_service::models::Registry;
+use moed_service::plugin_manager::PluginManager;
 use moed_service::plugin_set::PluginSet;
 use moed_service::scheduler::Scheduler;
 
 use super::auth::{AccessPolicy, Action, Caller, SubjectMode};
-use super::plugin_manager::PluginManager;
 use crate::config::Config;
 use crate::engine::EngineOptions;
 use crate::state::{AlertEntry, StateStore};

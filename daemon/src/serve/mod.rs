@@ -10,7 +10,7 @@ mod logging;
 mod model_wire;
 mod models_iface;
 mod notify;
-mod plugin_manager;
+mod plugin_wire;
 pub use moed_service::plugin_set;
 mod plugins_iface;
 mod request_wire;
@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moed_dbus::{BUS_NAME, EngineState, MoedError, OBJECT_PATH};
+use moed_service::plugin_manager;
 use zbus::connection::Builder;
 
 pub use auth::{
