@@ -18,6 +18,7 @@ pub mod error;
 pub mod knowledge;
 mod model_access;
 pub mod models;
+pub mod plugin_manager;
 pub mod plugin_set;
 pub mod plugins;
 pub mod request;

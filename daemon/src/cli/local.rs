@@ -13,8 +13,8 @@ use moed_service::service::{Client, Parts};
 use crate::config::Config;
 use crate::engine::EngineOptions;
 use crate::knowledge::Knowledge;
-use crate::serve::plugin_manager::{self, PluginManager};
 use crate::state::StateStore;
+use moed_service::plugin_manager::{self, PluginManager};
 
 /// Where the one-shot service takes its configuration and state from.
 #[derive(clap::Args, Debug, Clone)]

@@ -1,6 +1,6 @@
-//! What every D-Bus object of the daemon shares: the [`Service`] it adapts, the plugin manager
-//! the Plugins interface manages, the access policy and the connection. It names no interface
-//! type: the interfaces hold it, and the one watcher (`watch.rs`) tells clients what changed.
+//! What every D-Bus object of the daemon shares: the [`Service`] it adapts, the access policy
+//! and the connection. It names no interface type: the interfaces hold it, and the one watcher
+//! (`watch.rs`) tells clients what changed.
 
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -12,25 +12,17 @@ use moed_service::Service;
 use moed_service::service::ServiceStatus;
 
 use super::auth::{AccessPolicy, Action, Caller, SubjectMode};
-use super::plugin_manager::PluginManager;
 
 pub struct Daemon {
     pub service: Arc<Service>,
-    /// Installed and configured plugins; the service takes its enabled set from it.
-    pub plugins: Arc<PluginManager>,
     access: RwLock<Arc<AccessPolicy>>,
     conn: OnceLock<Connection>,
 }
 
 impl Daemon {
-    pub fn new(
-        service: Arc<Service>,
-        access: AccessPolicy,
-        plugins: Arc<PluginManager>,
-    ) -> Arc<Daemon> {
+    pub fn new(service: Arc<Service>, access: AccessPolicy) -> Arc<Daemon> {
         Arc::new(Daemon {
             service,
-            plugins,
             access: RwLock::new(Arc::new(access)),
             conn: OnceLock::new(),
         })
@@ -91,19 +83,5 @@ impl Daemon {
             "authorized {} for uid {}", action.id(), caller.uid
         );
         Ok(caller)
-    }
-}
-
-/// The plugin manager is where the service takes its enabled plugins from.
-impl moed_service::service::PluginSets for PluginManager {
-    fn current(&self) -> Arc<moed_service::plugin_set::PluginSet> {
-        self.set()
-    }
-
-    fn apply_settings(
-        &self,
-        settings: &std::collections::BTreeMap<String, crate::config::PluginSettings>,
-    ) {
-        PluginManager::apply_settings(self, settings);
     }
 }

@@ -10,7 +10,7 @@ mod logging;
 mod model_wire;
 mod models_iface;
 mod notify;
-pub(crate) mod plugin_manager;
+mod plugin_wire;
 pub use moed_service::plugin_set;
 mod plugins_iface;
 mod request_wire;
@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use moed_dbus::{BUS_NAME, MoedError, OBJECT_PATH};
 use moed_service::Service;
+use moed_service::plugin_manager;
 use moed_service::service::{Parts, ServiceStatus};
 use zbus::connection::Builder;
 
@@ -122,11 +123,11 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         state,
         sources,
         knowledge,
-        plugins: plugins.clone(),
+        plugins,
         plugin_failures: Some(plugin_failures),
         engine_base: crate::engine::EngineOptions::default(),
     });
-    let daemon = Daemon::new(service.clone(), access, plugins);
+    let daemon = Daemon::new(service.clone(), access);
 
     notify::status("connecting to the bus");
     let label = bus_label(&opts.bus);

@@ -12,9 +12,13 @@ use zbus::interface;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
+use moed_service::plugin_manager::Package;
+use moed_service::{Service, ServiceError};
+
 use super::auth::Action;
 use super::daemon::Daemon;
-use super::plugin_manager::Package;
+use super::error::wire_error;
+use super::plugin_wire;
 use crate::state::ALERT_LOG_MAX;
 
 pub struct PluginsIface {
@@ -28,10 +32,10 @@ impl PluginsIface {
     async fn blocking<T: ToWire + Send + 'static>(
         &self,
         what: &'static str,
-        f: impl FnOnce(&Daemon) -> Result<T, MoedError> + Send + 'static,
+        f: impl FnOnce(&Service) -> Result<T, ServiceError> + Send + 'static,
     ) -> Result<T, MoedError> {
-        let daemon = self.daemon.clone();
-        tokio::task::spawn_blocking(move || f(&daemon).map(ToWire::to_wire))
+        let service = self.daemon.service.clone();
+        tokio::task::spawn_blocking(move || f(&service).map(ToWire::to_wire).map_err(wire_error))
             .await
             .map_err(|e| MoedError::Failed(format!("{what}: the worker thread failed: {e}")))?
     }
@@ -43,8 +47,14 @@ impl PluginsIface {
     #[zbus(out_args("plugins"))]
     async fn list(&self, #[zbus(header)] header: Header<'_>) -> Result<Vec<PluginInfo>, MoedError> {
         self.daemon.user(&header).await?;
-        self.blocking("listing plugins", |d| Ok(d.plugins.list()))
-            .await
+        self.blocking("listing plugins", |d| {
+            Ok(d.plugins
+                .list()
+                .into_iter()
+                .map(plugin_wire::info)
+                .collect())
+        })
+        .await
     }
 
     /// One plugin's state, grant, configuration and call statistics.
@@ -55,8 +65,10 @@ impl PluginsIface {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<PluginInfo, MoedError> {
         self.daemon.user(&header).await?;
-        self.blocking("reading plugin info", move |d| d.plugins.info(&name))
-            .await
+        self.blocking("reading plugin info", move |d| {
+            d.plugins.info(&name).map(plugin_wire::info)
+        })
+        .await
     }
 
     /// Installs the built plugin at `path`, read by the daemon (`NAME.wasm` with `NAME.toml`
@@ -68,13 +80,13 @@ impl PluginsIface {
         options: OptionDict,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<PluginInfo, MoedError> {
-        let options = InstallOptions::from_dict(&options)?;
+        let options = plugin_wire::install_options(InstallOptions::from_dict(&options)?);
         let caller = self.daemon.admin(&header, Action::ManagePlugins).await?;
         // The path is read with the caller's permissions (CONTRACT.md, Limits).
         let who = caller.identity();
         self.blocking("installing a plugin", move |d| {
             let pkg = Package::from_path(std::path::Path::new(&path), who.as_ref())?;
-            d.plugins.install(pkg, &options)
+            d.plugins.install(pkg, &options).map(plugin_wire::info)
         })
         .await
     }
@@ -89,12 +101,12 @@ impl PluginsIface {
         options: OptionDict,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<PluginInfo, MoedError> {
-        let options = InstallOptions::from_dict(&options)?;
+        let options = plugin_wire::install_options(InstallOptions::from_dict(&options)?);
         self.daemon.admin(&header, Action::ManagePlugins).await?;
         let fd = std::os::fd::OwnedFd::from(wasm);
         self.blocking("installing a plugin", move |d| {
             let pkg = Package::from_fd(manifest, fd)?;
-            d.plugins.install(pkg, &options)
+            d.plugins.install(pkg, &options).map(plugin_wire::info)
         })
         .await
     }
@@ -108,7 +120,7 @@ impl PluginsIface {
     ) -> Result<PluginInfo, MoedError> {
         self.daemon.admin(&header, Action::ManagePlugins).await?;
         self.blocking("enabling a plugin", move |d| {
-            d.plugins.set_enabled(&name, true)
+            d.plugins.set_enabled(&name, true).map(plugin_wire::info)
         })
         .await
     }
@@ -122,7 +134,7 @@ impl PluginsIface {
     ) -> Result<PluginInfo, MoedError> {
         self.daemon.admin(&header, Action::ManagePlugins).await?;
         self.blocking("disabling a plugin", move |d| {
-            d.plugins.set_enabled(&name, false)
+            d.plugins.set_enabled(&name, false).map(plugin_wire::info)
         })
         .await
     }
@@ -136,8 +148,10 @@ impl PluginsIface {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<PluginInfo, MoedError> {
         self.daemon.admin(&header, Action::ManagePlugins).await?;
-        self.blocking("reloading a plugin", move |d| d.plugins.reload(&name))
-            .await
+        self.blocking("reloading a plugin", move |d| {
+            d.plugins.reload(&name).map(plugin_wire::info)
+        })
+        .await
     }
 
     /// Replaces an installed plugin's configuration with `config_json` (a JSON object, checked
@@ -151,7 +165,9 @@ impl PluginsIface {
     ) -> Result<PluginInfo, MoedError> {
         self.daemon.admin(&header, Action::ManagePlugins).await?;
         self.blocking("configuring a plugin", move |d| {
-            d.plugins.configure(&name, &config_json)
+            d.plugins
+                .configure(&name, &config_json)
+                .map(plugin_wire::info)
         })
         .await
     }
@@ -182,10 +198,9 @@ impl PluginsIface {
         };
         self.blocking("reading the alert log", move |d| {
             let entries = d
-                .service
                 .state
                 .recent_alerts(limit)
-                .map_err(|e| MoedError::Failed(format!("the alert log: {e}")))?;
+                .map_err(|e| ServiceError::Failed(format!("the alert log: {e}")))?;
             Ok(entries
                 .into_iter()
                 .map(|e| AlertRecord {

@@ -34,8 +34,8 @@ pub struct PluginSettings {
     pub config: Option<Map<String, Value>>,
 }
 
-/// `[plugins.NAME.grant]`: each key set narrows what the manifest asks for; a key left out
-/// grants what it asks.
+/// `[plugins.NAME.grant]`, and the `grant` of an installation: each key set narrows what the
+/// manifest asks for; a key left out grants what it asks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GrantSettings {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -9,6 +9,7 @@ pub mod gates;
 pub use filters::{FilteredEvents, OutputChain, RequestFilters};
 pub use gates::GateBindings;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -189,25 +190,44 @@ impl Gate for WasmGate {
     }
 }
 
-/// A built plugin: `NAME.wasm` with its manifest next to it (`NAME.toml`, as plugins/build.sh
-/// leaves them), or a directory holding `plugin.toml` and one `.wasm`.
-pub fn spec_from_path(path: &Path) -> Result<PluginSpec, LoadError> {
-    let (manifest_path, wasm): (PathBuf, PathBuf) = if path.is_dir() {
-        let wasm = std::fs::read_dir(path)
-            .map_err(|source| LoadError::Read {
-                plugin: path.display().to_string(),
-                path: path.to_owned(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|x| x == "wasm"))
-            .ok_or_else(|| {
-                LoadError::Host(format!("{} holds no .wasm component", path.display()))
-            })?;
-        (path.join("plugin.toml"), wasm)
-    } else {
-        (path.with_extension("toml"), path.to_owned())
+/// The manifest of a plugin in a directory: a built plugin's, or an installed one's.
+pub const MANIFEST_FILE: &str = "plugin.toml";
+
+/// Where a built plugin's files are: `NAME.wasm` with its manifest next to it (`NAME.toml`, as
+/// plugins/build.sh leaves them), or a directory holding [`MANIFEST_FILE`] and one `.wasm`.
+/// `entries` are the directory's entries when `path` is one (`None` when it is not). Answers
+/// `(manifest, component)`, or `None` for a directory without a `.wasm`.
+pub fn built_files(path: &Path, entries: Option<&[OsString]>) -> Option<(PathBuf, PathBuf)> {
+    let Some(names) = entries else {
+        return Some((path.with_extension("toml"), path.to_owned()));
     };
+    let wasm = names
+        .iter()
+        .find(|n| Path::new(n).extension().is_some_and(|x| x == "wasm"))?;
+    Some((path.join(MANIFEST_FILE), path.join(wasm)))
+}
+
+/// The entries of `path` when it is a directory, read with the daemon's permissions; `None`
+/// when it is not one.
+pub fn dir_entries(path: &Path) -> std::io::Result<Option<Vec<OsString>>> {
+    if !path.is_dir() {
+        return Ok(None);
+    }
+    let names = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    Ok(Some(names))
+}
+
+/// A built plugin (see [`built_files`]), granted what its manifest asks.
+pub fn spec_from_path(path: &Path) -> Result<PluginSpec, LoadError> {
+    let entries = dir_entries(path).map_err(|source| LoadError::Read {
+        plugin: path.display().to_string(),
+        path: path.to_owned(),
+        source,
+    })?;
+    let (manifest_path, wasm) = built_files(path, entries.as_deref())
+        .ok_or_else(|| LoadError::Host(format!("{} holds no .wasm component", path.display())))?;
     let manifest = Manifest::from_file(&manifest_path)?;
     Ok(PluginSpec::as_requested(manifest, wasm))
 }

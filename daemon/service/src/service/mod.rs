@@ -18,10 +18,11 @@ pub use requests::{
 };
 
 use crate::clock::unix_now;
-use crate::config::{Config, KnowledgeConfig, PluginSettings};
+use crate::config::{Config, KnowledgeConfig};
 use crate::engine::EngineOptions;
 use crate::knowledge::Knowledge;
 use crate::models::Registry;
+use crate::plugin_manager::PluginManager;
 use crate::plugin_set::PluginSet;
 use crate::scheduler::Scheduler;
 use crate::state::{AlertEntry, StateStore};
@@ -39,14 +40,6 @@ pub enum ServiceStatus {
     Draining,
 }
 
-/// What the service gets its enabled plugins from (the plugin manager; a fixed set for a
-/// one-shot command). Taken once per request, at admission.
-pub trait PluginSets: Send + Sync {
-    fn current(&self) -> Arc<PluginSet>;
-    /// Applies `[plugins.NAME]` settings after a reload; blocking.
-    fn apply_settings(&self, settings: &std::collections::BTreeMap<String, PluginSettings>);
-}
-
 pub struct Service {
     config: RwLock<Config>,
     pub registry: Registry,
@@ -55,7 +48,8 @@ pub struct Service {
     /// The data sources retrieval plugins may search, by label.
     pub sources: Arc<Sources>,
     pub knowledge: Arc<Knowledge>,
-    plugins: Arc<dyn PluginSets>,
+    /// Installed and configured plugins; requests take their enabled set.
+    pub plugins: Arc<PluginManager>,
     engine_base: EngineOptions,
     status: RwLock<ServiceStatus>,
     events: events::Hub,
@@ -68,7 +62,7 @@ pub struct Parts {
     pub state: StateStore,
     pub sources: Arc<Sources>,
     pub knowledge: Arc<Knowledge>,
-    pub plugins: Arc<dyn PluginSets>,
+    pub plugins: Arc<PluginManager>,
     /// Plugin failures the plugin host reports, republished as [`ServiceEvent::PluginFailed`].
     pub plugin_failures: Option<UnboundedReceiver<Failure>>,
     /// Engine settings the configuration does not hold (threads, spinning, execution mode);
@@ -118,7 +112,7 @@ impl Service {
 
     /// The plugins enabled now: take it once when a request is admitted and use it throughout.
     pub fn plugin_set(&self) -> Arc<PluginSet> {
-        self.plugins.current()
+        self.plugins.set()
     }
 
     /// Applies what can change while running (SIGHUP): knowledge sources, plugin settings,

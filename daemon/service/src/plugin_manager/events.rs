@@ -1,6 +1,6 @@
-//! What the plugin host reports besides a call's result: failed calls become the `PluginFailed`
-//! D-Bus signal (through a channel the serving task drains; the host calls from plugin threads),
-//! and every event is logged. Alerts reach the audit log through the request path
+//! What the plugin host reports besides a call's result: failed calls go to a channel an adapter
+//! drains (the D-Bus one sends them as the `PluginFailed` signal; the host calls from plugin
+//! threads), and every event is logged. Alerts reach the audit log through the request path
 //! (`Daemon::record_alerts`, with the request id and the caller), except a gate's: the routing
 //! hook has no request to return them to, so they are logged here, without a request id.
 
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use moed_plugins::{Alert, Failure, HostEvents, Kind, LogEvents};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::plugin_set::PluginSet;
 use crate::state::{AlertEntry, StateStore};
-use moed_service::plugin_set::PluginSet;
 
 /// A failure that does not disable the plugin is signalled at most this often per plugin; the
 /// one that disables it always is.
@@ -58,7 +58,7 @@ impl HostEvents for DaemonEvents {
         }
         let entry = AlertEntry {
             seq: 0,
-            time: moed_service::clock::unix_now(),
+            time: crate::clock::unix_now(),
             request_id: None,
             plugin: alert.plugin.clone(),
             severity: alert.severity.as_str().to_string(),

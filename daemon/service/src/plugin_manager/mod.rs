@@ -1,10 +1,11 @@
 //! The daemon's plugins: one [`PluginHost`] whose services are the state store's key-value
 //! trees, the daemon's data sources and [`DaemonEvents`]; the plugins of `[plugins] filters`
-//! (loaded at start, fatal when they cannot be) and those installed over D-Bus (files under
-//! `$STATE/plugins/NAME/`, registry in the state store; one that cannot be loaded at start is
-//! logged and listed as broken); and the [`PluginSet`] requests take, rebuilt and swapped on
+//! (loaded at start, fatal when they cannot be) and those an administrator installed (files
+//! under `$STATE/plugins/NAME/`, registry in the state store; one that cannot be loaded at start
+//! is logged and listed as broken); and the [`PluginSet`] requests take, rebuilt and swapped on
 //! every change. Managing operations are blocking (files, compilation, flushes): call them on
-//! the blocking pool. One lock serializes them.
+//! the blocking pool. One lock serializes them. Answers are [`PluginDetails`]; an adapter puts
+//! them into its own shape.
 
 mod events;
 mod info;
@@ -18,7 +19,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use moed_dbus::MoedError;
 use moed_plugins::{
     Failure, Grant, HostOptions, Kind, LoadError, Manifest, Plugin, PluginHost, PluginSpec,
     Services, Sources,
@@ -26,15 +26,17 @@ use moed_plugins::{
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 pub use events::DaemonEvents;
-pub use install::Package;
+pub use info::{PluginDetails, PluginOrigin, PluginState};
+pub use install::{InstallOptions, Package};
 use settings::{Effective, Recorded, effective};
 
+use crate::ServiceError;
 use crate::config::{PluginSettings, PluginsConfig};
+use crate::plugin_set::{ActivePlugin, PluginSet};
+use crate::plugins::MANIFEST_FILE;
 use crate::state::{PluginRecord, StateError, StateStore};
-use moed_service::plugin_set::{ActivePlugin, PluginSet};
 
-/// Where an installed plugin's files live inside its directory.
-const MANIFEST_FILE: &str = "plugin.toml";
+/// Where an installed plugin's component lives inside its directory (next to [`MANIFEST_FILE`]).
 const COMPONENT_FILE: &str = "plugin.wasm";
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +54,7 @@ pub enum ManagerError {
 
 #[derive(Clone)]
 pub(crate) enum Origin {
-    /// Installed over D-Bus; its record as stored.
+    /// Installed by an administrator; its record as stored.
     Installed(PluginRecord),
     /// `plugins.filters[rank]`; `enabled` is the administrator's switch until the next start.
     Configured {
@@ -88,16 +90,16 @@ pub struct PluginManager {
 
 /// What a failed load means for a client: the plugin's fault (its files, its grant) is
 /// `InvalidArgument`, the host's is `Failed`, start-up code that failed is `PluginFailed`.
-pub(crate) fn load_error(err: LoadError) -> MoedError {
+pub(crate) fn load_error(err: LoadError) -> ServiceError {
     match err {
-        LoadError::Read { .. } | LoadError::Host(_) => MoedError::Failed(err.to_string()),
-        LoadError::Start { .. } => MoedError::PluginFailed(err.to_string()),
-        _ => MoedError::InvalidArgument(err.to_string()),
+        LoadError::Read { .. } | LoadError::Host(_) => ServiceError::Failed(err.to_string()),
+        LoadError::Start { .. } => ServiceError::PluginFailed(err.to_string()),
+        _ => ServiceError::InvalidArgument(err.to_string()),
     }
 }
 
-fn state_error(e: StateError) -> MoedError {
-    MoedError::Failed(format!("the state store: {e}"))
+fn state_error(e: StateError) -> ServiceError {
+    ServiceError::Failed(format!("the state store: {e}"))
 }
 
 /// Where compiled plugins are cached: `$CACHE_DIRECTORY/plugins` under systemd
@@ -379,8 +381,8 @@ impl Entry {
     }
 }
 
-pub(crate) fn not_found(name: &str) -> MoedError {
-    MoedError::NotFound(format!(
-        "no plugin named '{name}'; see Plugins.List (moectl plugins list)"
+pub(crate) fn not_found(name: &str) -> ServiceError {
+    ServiceError::NotFound(format!(
+        "no plugin named '{name}' is installed or configured"
     ))
 }

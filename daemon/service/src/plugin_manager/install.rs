@@ -10,16 +10,18 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use moed_dbus::{InstallOptions, MoedError, PluginInfo};
 use moed_plugins::{Kind, Manifest, ManifestError};
 
 use super::settings::{Recorded, check_not_pinned, effective, grant_option, json_object};
 use super::{
-    COMPONENT_FILE, Entry, MANIFEST_FILE, ManagerError, Origin, PluginManager, load_error,
-    state_error,
+    COMPONENT_FILE, Entry, MANIFEST_FILE, ManagerError, Origin, PluginDetails, PluginManager,
+    load_error, state_error,
 };
+use crate::ServiceError;
+use crate::client_files::{self, Identity, read_bounded};
+use crate::config::GrantSettings;
+use crate::plugins::{built_files, dir_entries};
 use crate::state::PluginRecord;
-use moed_service::client_files::{self, Identity, read_bounded};
 
 /// Largest component accepted, bytes.
 pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
@@ -37,17 +39,32 @@ pub struct Package {
     pub source: String,
 }
 
-fn invalid(m: String) -> MoedError {
-    MoedError::InvalidArgument(m)
+/// How to install a plugin: the administrator's settings for it, recorded with it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstallOptions {
+    /// Enabled right away (default true).
+    pub enabled: Option<bool>,
+    /// Applied to every request; default: true for filters and retrieval, false for gates.
+    pub always: Option<bool>,
+    /// Narrows what the manifest asks for.
+    pub grant: GrantSettings,
+    /// The plugin's configuration as a JSON object, checked against its schema.
+    pub config: Option<String>,
+    /// Replace an installed plugin of the same name (its key-value store stays).
+    pub replace: bool,
 }
 
-fn read_capped(what: &str, file: File, max: u64) -> Result<Vec<u8>, MoedError> {
+fn invalid(m: String) -> ServiceError {
+    ServiceError::InvalidArgument(m)
+}
+
+fn read_capped(what: &str, file: File, max: u64) -> Result<Vec<u8>, ServiceError> {
     read_bounded(file, max).map_err(|e| invalid(format!("the {what}: {e}")))
 }
 
 /// A manifest error without the text of the manifest: a TOML parse error names the line and
 /// column and what was expected, and drops the excerpt of the file that `toml` adds.
-fn manifest_error(e: ManifestError) -> MoedError {
+fn manifest_error(e: ManifestError) -> ServiceError {
     let message = match e {
         ManifestError::Parse { message, .. } => message
             .lines()
@@ -70,49 +87,36 @@ impl Package {
     /// leaves them), or a directory holding `plugin.toml` and one `.wasm`. Read with the
     /// caller's permissions (`who`; `None` for root): a path the caller could not read is
     /// refused with one answer whether it exists or not, and names no file it found.
-    pub fn from_path(path: &Path, who: Option<&Identity>) -> Result<Package, MoedError> {
+    pub fn from_path(path: &Path, who: Option<&Identity>) -> Result<Package, ServiceError> {
         if !path.is_absolute() {
             return Err(invalid(format!(
                 "path {} is not absolute; the daemon does not know the caller's directory",
-                moed_dbus::wire::quote(&path.display().to_string())
+                moed_wire::quote(&path.display().to_string())
             )));
         }
         let Some(id) = who else {
             return Self::from_path_as_daemon(path);
         };
-        let shown = moed_dbus::wire::quote(&path.display().to_string());
+        let shown = moed_wire::quote(&path.display().to_string());
         let unreachable = |e: client_files::Unreachable| {
             invalid(format!(
                 "cannot install from {shown}: {e}; pass the files instead (moectl plugins install sends them)"
             ))
         };
-        let (manifest, wasm) = match client_files::list_dir_as(id, path) {
-            Ok(names) => {
-                let wasm = names
-                    .iter()
-                    .find(|n| Path::new(n).extension().is_some_and(|x| x == "wasm"))
-                    .ok_or_else(|| invalid(format!("{shown} holds no .wasm component")))?;
-                (path.join("plugin.toml"), path.join(wasm))
-            }
-            Err(_) => (path.with_extension("toml"), path.to_owned()),
-        };
+        let entries = client_files::list_dir_as(id, path).ok();
+        let (manifest, wasm) = built_files(path, entries.as_deref())
+            .ok_or_else(|| invalid(format!("{shown} holds no .wasm component")))?;
         let manifest_file = client_files::open_file_as(id, &manifest).map_err(unreachable)?;
         let wasm_file = client_files::open_file_as(id, &wasm).map_err(unreachable)?;
         Self::read(manifest_file, wasm_file, path.display().to_string())
     }
 
     /// Root's path: read with the daemon's permissions, as root could read it anyway.
-    fn from_path_as_daemon(path: &Path) -> Result<Package, MoedError> {
-        let (manifest, wasm): (PathBuf, PathBuf) = if path.is_dir() {
-            let wasm = std::fs::read_dir(path)
-                .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| p.extension().is_some_and(|x| x == "wasm"))
-                .ok_or_else(|| invalid(format!("{} holds no .wasm component", path.display())))?;
-            (path.join("plugin.toml"), wasm)
-        } else {
-            (path.with_extension("toml"), path.to_owned())
-        };
+    fn from_path_as_daemon(path: &Path) -> Result<Package, ServiceError> {
+        let entries = dir_entries(path)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        let (manifest, wasm) = built_files(path, entries.as_deref())
+            .ok_or_else(|| invalid(format!("{} holds no .wasm component", path.display())))?;
         let open = |p: &Path| {
             client_files::open_file(p).map_err(|e| {
                 invalid(format!(
@@ -124,7 +128,7 @@ impl Package {
         Self::read(open(&manifest)?, open(&wasm)?, path.display().to_string())
     }
 
-    fn read(manifest: File, wasm: File, source: String) -> Result<Package, MoedError> {
+    fn read(manifest: File, wasm: File, source: String) -> Result<Package, ServiceError> {
         let manifest_bytes = read_capped("manifest", manifest, MAX_MANIFEST_BYTES)?;
         let manifest_text = String::from_utf8(manifest_bytes)
             .map_err(|_| invalid("the manifest is not UTF-8 text".into()))?;
@@ -138,7 +142,7 @@ impl Package {
     /// The manifest as text and the component read from a passed file descriptor: a regular
     /// file (a pipe or socket could keep the reading thread waiting forever), at most
     /// [`MAX_COMPONENT_BYTES`], read within the client-file deadline.
-    pub fn from_fd(manifest_text: String, fd: OwnedFd) -> Result<Package, MoedError> {
+    pub fn from_fd(manifest_text: String, fd: OwnedFd) -> Result<Package, ServiceError> {
         if manifest_text.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(invalid(format!(
                 "the manifest is larger than the {MAX_MANIFEST_BYTES} bytes moed accepts"
@@ -207,7 +211,11 @@ impl Drop for Cleanup {
 
 impl PluginManager {
     /// Installs `pkg` (see the module's documentation). Replies with the installed plugin.
-    pub fn install(&self, pkg: Package, opts: &InstallOptions) -> Result<PluginInfo, MoedError> {
+    pub fn install(
+        &self,
+        pkg: Package,
+        opts: &InstallOptions,
+    ) -> Result<PluginDetails, ServiceError> {
         let manifest = Manifest::parse(&pkg.manifest_text).map_err(manifest_error)?;
         let name = manifest.name.clone();
         let mut inner = self.lock();
@@ -274,7 +282,9 @@ impl PluginManager {
         let write = |file: &str, bytes: &[u8]| {
             std::fs::create_dir_all(&staging)
                 .and_then(|()| std::fs::write(staging.join(file), bytes))
-                .map_err(|e| MoedError::Failed(format!("cannot write {}: {e}", staging.display())))
+                .map_err(|e| {
+                    ServiceError::Failed(format!("cannot write {}: {e}", staging.display()))
+                })
         };
         write(MANIFEST_FILE, pkg.manifest_text.as_bytes())?;
         write(COMPONENT_FILE, &pkg.wasm)?;
@@ -296,7 +306,7 @@ impl PluginManager {
         let old = unique(&self.root, OLD_PREFIX, &name);
         if replacing {
             std::fs::rename(&target, &old).map_err(|e| {
-                MoedError::Failed(format!("cannot move {} aside: {e}", target.display()))
+                ServiceError::Failed(format!("cannot move {} aside: {e}", target.display()))
             })?;
         }
         let restore = |e: String| {
@@ -304,7 +314,7 @@ impl PluginManager {
             if replacing {
                 let _ = std::fs::rename(&old, &target);
             }
-            MoedError::Failed(e)
+            ServiceError::Failed(e)
         };
         std::fs::rename(&staging, &target).map_err(|e| {
             restore(format!(
@@ -322,11 +332,11 @@ impl PluginManager {
             grant: recorded.grant.clone(),
             config: recorded.config.clone(),
             source: pkg.source.clone(),
-            installed_at: moed_service::clock::unix_now(),
+            installed_at: crate::clock::unix_now(),
         };
         self.state
             .put_plugin_record(&record)
-            .map_err(|e| restore(state_error(e).message()))?;
+            .map_err(|e| restore(state_error(e).to_string()))?;
         if replacing {
             let _ = std::fs::remove_dir_all(&old);
         }

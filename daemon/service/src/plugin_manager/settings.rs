@@ -2,11 +2,10 @@
 //! defaults of a `plugins.filters` entry) and what the configuration file fixes: the grant is
 //! narrowed, never widened; `enabled`, `always` and `config` from the file win.
 
-use moed_dbus::MoedError;
-use moed_dbus::plugins::GrantLimit;
 use moed_plugins::{Grant, Kind, Manifest};
 use serde_json::{Map, Value};
 
+use crate::ServiceError;
 use crate::config::{GrantSettings, PluginSettings};
 
 /// Filters and retrieval apply to every request unless told otherwise; a gate replaces the
@@ -15,19 +14,8 @@ pub fn default_always(kind: Kind) -> bool {
     kind != Kind::Gate
 }
 
-/// The bus's form of a configured grant limit (`[plugins.settings.NAME.grant]`).
-fn grant_limit(g: &GrantSettings) -> GrantLimit {
-    GrantLimit {
-        alerts: g.alerts,
-        kv_quota: g.kv_quota,
-        sources: g.sources.clone(),
-        fewer_experts: g.fewer_experts,
-        clocks: g.clocks,
-    }
-}
-
 /// `base` narrowed by `limit`: each capability the limit sets is at most what it allows.
-pub fn narrow(base: &Grant, limit: &GrantLimit) -> Grant {
+pub fn narrow(base: &Grant, limit: &GrantSettings) -> Grant {
     Grant {
         alerts: base.alerts && limit.alerts.unwrap_or(true),
         kv_quota: match (base.kv_quota, limit.kv_quota) {
@@ -51,10 +39,10 @@ pub fn narrow(base: &Grant, limit: &GrantLimit) -> Grant {
 
 /// The grant of the `grant` option of `Install`: what the manifest asks for, narrowed. Asking
 /// for more than the manifest does is refused, naming the capability.
-pub fn grant_option(manifest: &Manifest, limit: &GrantLimit) -> Result<Grant, MoedError> {
+pub fn grant_option(manifest: &Manifest, limit: &GrantSettings) -> Result<Grant, ServiceError> {
     let requested = Grant::as_requested(manifest);
     let refuse = |key: &str, what: String| {
-        MoedError::InvalidArgument(format!(
+        ServiceError::InvalidArgument(format!(
             "option 'grant.{key}': {what}; a grant can only narrow what the manifest of '{}' asks for",
             manifest.name
         ))
@@ -153,7 +141,7 @@ pub fn effective(kind: Kind, recorded: &Recorded, file: Option<&PluginSettings>)
             .or(recorded.always)
             .unwrap_or_else(|| default_always(kind)),
         grant: match &file.grant {
-            Some(g) => narrow(&recorded.grant, &grant_limit(g)),
+            Some(g) => narrow(&recorded.grant, g),
             None => recorded.grant.clone(),
         },
         config: file.config.unwrap_or_else(|| recorded.config.clone()),
@@ -180,9 +168,9 @@ pub fn check_not_pinned(
     name: &str,
     file: Option<&PluginSettings>,
     setting: &str,
-) -> Result<(), MoedError> {
+) -> Result<(), ServiceError> {
     if pinned(file).iter().any(|p| p == setting) {
-        return Err(MoedError::InvalidArgument(format!(
+        return Err(ServiceError::InvalidArgument(format!(
             "the configuration file fixes plugins.{name}.{setting}; change it there and reload the configuration (systemctl reload moed)"
         )));
     }
@@ -190,13 +178,13 @@ pub fn check_not_pinned(
 }
 
 /// A JSON object from a client (`Configure`, option `config`).
-pub fn json_object(what: &str, text: &str) -> Result<Map<String, Value>, MoedError> {
+pub fn json_object(what: &str, text: &str) -> Result<Map<String, Value>, ServiceError> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(MoedError::InvalidArgument(format!(
+        Ok(other) => Err(ServiceError::InvalidArgument(format!(
             "{what}: expected a JSON object of configuration keys, got {other}"
         ))),
-        Err(e) => Err(MoedError::InvalidArgument(format!(
+        Err(e) => Err(ServiceError::InvalidArgument(format!(
             "{what}: not valid JSON: {e}"
         ))),
     }
@@ -205,7 +193,6 @@ pub fn json_object(what: &str, text: &str) -> Result<Map<String, Value>, MoedErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::GrantSettings;
 
     fn manifest() -> Manifest {
         Manifest::parse(
@@ -217,43 +204,43 @@ mod tests {
     #[test]
     fn grants_only_narrow() {
         let m = manifest();
-        let all = grant_option(&m, &GrantLimit::default()).expect("as requested");
+        let all = grant_option(&m, &GrantSettings::default()).expect("as requested");
         assert_eq!(all, Grant::as_requested(&m));
         let narrowed = grant_option(
             &m,
-            &GrantLimit {
+            &GrantSettings {
                 alerts: Some(false),
                 kv_quota: Some(1024),
                 sources: Some(vec!["b".into()]),
-                ..GrantLimit::default()
+                ..GrantSettings::default()
             },
         )
         .expect("narrowed");
         assert_eq!(grant_words(&narrowed), ["kv=1024", "source=b"]);
         for (limit, key) in [
             (
-                GrantLimit {
+                GrantSettings {
                     clocks: Some(true),
-                    ..GrantLimit::default()
+                    ..GrantSettings::default()
                 },
                 "grant.clocks",
             ),
             (
-                GrantLimit {
+                GrantSettings {
                     kv_quota: Some(1 << 20),
-                    ..GrantLimit::default()
+                    ..GrantSettings::default()
                 },
                 "grant.kv_quota",
             ),
             (
-                GrantLimit {
+                GrantSettings {
                     sources: Some(vec!["c".into()]),
-                    ..GrantLimit::default()
+                    ..GrantSettings::default()
                 },
                 "grant.sources",
             ),
         ] {
-            let e = grant_option(&m, &limit).unwrap_err().message();
+            let e = grant_option(&m, &limit).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
         }
     }
@@ -294,7 +281,7 @@ mod tests {
         );
         let err = check_not_pinned("r", Some(&file), "config")
             .unwrap_err()
-            .message();
+            .to_string();
         assert!(err.contains("plugins.r.config"), "{err}");
     }
 }

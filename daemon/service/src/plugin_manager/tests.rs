@@ -5,18 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use moed_dbus::plugins::GrantLimit;
-use moed_dbus::{InstallOptions, MoedError};
-use moed_plugins::Sources;
+use moed_plugins::{Kind, Sources};
 
-use super::{Package, PluginManager};
+use super::settings::grant_words;
+use super::{InstallOptions, Package, PluginDetails, PluginManager, PluginState};
+use crate::ServiceError;
 use crate::config::{GrantSettings, PluginSettings, PluginsConfig};
 use crate::state::StateStore;
 
 /// target/plugins, built once per test binary (a no-op when nothing changed).
 fn built() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     BUILT
         .get_or_init(|| {
             let out = std::process::Command::new(repo.join("plugins/build.sh"))
@@ -32,6 +32,14 @@ fn built() -> PathBuf {
         })
         .clone()
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn kind(info: &PluginDetails) -> Option<Kind> {
+    info.manifest.as_ref().map(|m| m.kind)
+}
+
+fn granted(info: &PluginDetails) -> Vec<String> {
+    info.granted.as_ref().map(grant_words).unwrap_or_default()
 }
 
 fn package(file: &str) -> Package {
@@ -77,9 +85,9 @@ impl Fixture {
     }
 }
 
-fn invalid(r: Result<impl std::fmt::Debug, MoedError>) -> String {
+fn invalid(r: Result<impl std::fmt::Debug, ServiceError>) -> String {
     match r {
-        Err(MoedError::InvalidArgument(m)) => m,
+        Err(ServiceError::InvalidArgument(m)) => m,
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
 }
@@ -92,10 +100,10 @@ fn install_configure_disable_remove() {
         .install(package("pii-redact.wasm"), &InstallOptions::default())
         .expect("install");
     assert_eq!(
-        (info.kind.as_str(), info.status.as_str(), info.always),
-        ("filter", "active", true)
+        (kind(&info), info.state, info.always),
+        (Some(Kind::Filter), PluginState::Active, true)
     );
-    assert_eq!(info.granted, ["alerts"]);
+    assert_eq!(granted(&info), ["alerts"]);
     assert_eq!(f.plugin_dirs(), ["pii-redact"]);
     assert!(m.set().get("pii-redact").is_some());
     assert_eq!(m.set().always_filters().len(), 1);
@@ -110,13 +118,13 @@ fn install_configure_disable_remove() {
     let info = m
         .configure("pii-redact", "{\"email\": false}")
         .expect("configure");
-    let config: serde_json::Value = serde_json::from_str(&info.config).expect("json");
+    let config = info.config.expect("its configuration");
     assert_eq!(config["email"], serde_json::Value::Bool(false));
     assert_eq!(config["phone"], serde_json::Value::Bool(true));
 
     let before = m.set().get("pii-redact").map(|p| p.plugin.clone());
     let info = m.set_enabled("pii-redact", false).expect("disable");
-    assert_eq!(info.status, "disabled");
+    assert_eq!(info.state, PluginState::Disabled);
     assert!(m.set().get("pii-redact").is_none());
     m.set_enabled("pii-redact", true).expect("enable");
     // The same loaded plugin comes back: enabling does not reload.
@@ -124,7 +132,7 @@ fn install_configure_disable_remove() {
     assert!(before.zip(after).is_some_and(|(a, b)| a.same(&b)));
 
     m.reload("pii-redact").expect("reload");
-    assert!(matches!(m.reload("nope"), Err(MoedError::NotFound(_))));
+    assert!(matches!(m.reload("nope"), Err(ServiceError::NotFound(_))));
 
     m.remove("pii-redact").expect("remove");
     assert!(m.list().is_empty());
@@ -145,9 +153,9 @@ fn refused_installs_leave_nothing_behind() {
     assert!(e.contains("wasi:sockets"), "{e}");
     // Narrowing the grant below what the plugin imports refuses it, naming the import.
     let narrowed = InstallOptions {
-        grant: GrantLimit {
+        grant: GrantSettings {
             alerts: Some(false),
-            ..GrantLimit::default()
+            ..GrantSettings::default()
         },
         ..InstallOptions::default()
     };
@@ -164,9 +172,9 @@ fn refused_installs_leave_nothing_behind() {
     let e = invalid(m.install(
         package("hostile-kv-hog.wasm"),
         &InstallOptions {
-            grant: GrantLimit {
+            grant: GrantSettings {
                 kv_quota: Some(u64::MAX),
-                ..GrantLimit::default()
+                ..GrantSettings::default()
             },
             ..InstallOptions::default()
         },
@@ -223,7 +231,8 @@ fn configuration_settings_are_fixed_and_installed_plugins_come_back() {
             !info.enabled && info.pinned == ["enabled", "config"],
             "{info:?}"
         );
-        assert!(info.config.contains("\"max_chars\":100"), "{}", info.config);
+        let effective = info.config.clone().expect("its configuration");
+        assert_eq!(effective["max_chars"], 100, "{effective:?}");
         let e = invalid(m.set_enabled("input-check", true));
         assert!(e.contains("plugins.input-check.enabled"), "{e}");
         let e = invalid(m.configure("input-check", "{}"));
@@ -243,15 +252,17 @@ fn configuration_settings_are_fixed_and_installed_plugins_come_back() {
     }
     // Reopened (as after a restart): the installed plugins load again with their settings.
     let m = f.open(&config);
-    let names: Vec<(String, String)> = m.list().into_iter().map(|i| (i.name, i.status)).collect();
+    let names: Vec<(String, PluginState)> =
+        m.list().into_iter().map(|i| (i.name, i.state)).collect();
     assert_eq!(
         names,
         [
-            ("input-check".to_string(), "disabled".to_string()),
-            ("kv-hog".to_string(), "active".to_string())
+            ("input-check".to_string(), PluginState::Disabled),
+            ("kv-hog".to_string(), PluginState::Active)
         ]
     );
-    assert!(m.info("kv-hog").expect("info").compiled_from_cache);
+    let kv_hog = m.info("kv-hog").expect("info");
+    assert!(kv_hog.host.is_some_and(|s| s.compiled_from_cache));
 }
 
 #[test]
@@ -271,13 +282,13 @@ fn a_broken_installed_plugin_does_not_stop_the_others() {
     .expect("break it");
     let m = f.open(&PluginsConfig::default());
     let info = m.info("pii-redact").expect("info");
-    assert_eq!(info.status, "broken");
+    assert_eq!(info.state, PluginState::Broken);
     assert!(info.load_error.is_some_and(|e| e.contains("pii-redact")));
     assert!(m.set().get("input-check").is_some());
     assert!(m.set().get("pii-redact").is_none());
     assert!(matches!(
         m.set_enabled("pii-redact", true),
-        Err(MoedError::PluginFailed(_))
+        Err(ServiceError::PluginFailed(_))
     ));
     // Installing it again over the broken one repairs it.
     m.install(
@@ -288,6 +299,9 @@ fn a_broken_installed_plugin_does_not_stop_the_others() {
         },
     )
     .expect("replace");
-    assert_eq!(m.info("pii-redact").expect("info").status, "active");
+    assert_eq!(
+        m.info("pii-redact").expect("info").state,
+        PluginState::Active
+    );
     assert_eq!(f.plugin_dirs(), ["input-check", "pii-redact"]);
 }

@@ -3,19 +3,21 @@
 //! the new set is published and the caller answered; a reload is complete before it is swapped in,
 //! and requests in flight finish on what they started with.
 
-use moed_dbus::{MoedError, PluginInfo};
 use serde_json::{Map, Value};
 
 use super::settings::{Effective, check_not_pinned, effective, json_object};
-use super::{Entry, Inner, Origin, PluginManager, load_error, not_found, state_error};
+use super::{
+    Entry, Inner, Origin, PluginDetails, PluginManager, load_error, not_found, state_error,
+};
+use crate::ServiceError;
 use crate::config::PluginSettings;
 
 impl PluginManager {
-    fn entry_mut<'a>(inner: &'a mut Inner, name: &str) -> Result<&'a mut Entry, MoedError> {
+    fn entry_mut<'a>(inner: &'a mut Inner, name: &str) -> Result<&'a mut Entry, ServiceError> {
         inner.entries.get_mut(name).ok_or_else(|| not_found(name))
     }
 
-    fn reply(&self, inner: &Inner, name: &str) -> Result<PluginInfo, MoedError> {
+    fn reply(&self, inner: &Inner, name: &str) -> Result<PluginDetails, ServiceError> {
         self.publish(inner);
         let e = Self::entry(inner, name)?;
         Ok(self.describe(inner, name, e))
@@ -23,7 +25,7 @@ impl PluginManager {
 
     /// Switches a plugin on or off. On also clears a disable after repeated failures; a plugin
     /// that could not be loaded is loaded again first.
-    pub fn set_enabled(&self, name: &str, on: bool) -> Result<PluginInfo, MoedError> {
+    pub fn set_enabled(&self, name: &str, on: bool) -> Result<PluginDetails, ServiceError> {
         let mut inner = self.lock();
         let file = inner.settings.get(name).cloned();
         Self::entry(&inner, name)?;
@@ -43,7 +45,7 @@ impl PluginManager {
         if e.plugin.is_none() && on {
             *e = self.load_entry(e.origin.clone(), file.as_ref());
             if let Some(err) = e.load_error.clone() {
-                return Err(MoedError::PluginFailed(format!(
+                return Err(ServiceError::PluginFailed(format!(
                     "plugin '{name}' is enabled but cannot be loaded: {err}; fix it and call Reload"
                 )));
             }
@@ -60,7 +62,7 @@ impl PluginManager {
 
     /// Loads a plugin's files again with its settings and swaps the new code in (or loads it
     /// for the first time when it could not be loaded before). On failure the old code stays.
-    pub fn reload(&self, name: &str) -> Result<PluginInfo, MoedError> {
+    pub fn reload(&self, name: &str) -> Result<PluginDetails, ServiceError> {
         let mut inner = self.lock();
         let file = inner.settings.get(name).cloned();
         let e = Self::entry_mut(&mut inner, name)?;
@@ -77,7 +79,7 @@ impl PluginManager {
         e: &mut Entry,
         file: Option<&PluginSettings>,
         config: Option<&Map<String, Value>>,
-    ) -> Result<Effective, MoedError> {
+    ) -> Result<Effective, ServiceError> {
         let (manifest, wasm) = self.entry_files(e).map_err(load_error)?;
         let mut recorded = e.recorded(&manifest);
         if let Some(c) = config {
@@ -87,7 +89,7 @@ impl PluginManager {
         match &e.plugin {
             Some(plugin) => {
                 if manifest.kind != plugin.kind() {
-                    return Err(MoedError::InvalidArgument(format!(
+                    return Err(ServiceError::InvalidArgument(format!(
                         "plugin '{name}' is a {} plugin, its files on disk now say {}; install it again with option replace",
                         plugin.kind(),
                         manifest.kind
@@ -111,12 +113,12 @@ impl PluginManager {
 
     /// Replaces an installed plugin's configuration (a JSON object, checked against its schema
     /// with the key named on error) and reloads it with it.
-    pub fn configure(&self, name: &str, config_json: &str) -> Result<PluginInfo, MoedError> {
+    pub fn configure(&self, name: &str, config_json: &str) -> Result<PluginDetails, ServiceError> {
         let mut inner = self.lock();
         let file = inner.settings.get(name).cloned();
         let e = Self::entry_mut(&mut inner, name)?;
         let Origin::Installed(record) = &e.origin else {
-            return Err(MoedError::InvalidArgument(format!(
+            return Err(ServiceError::InvalidArgument(format!(
                 "plugin '{name}' comes from plugins.filters; set its configuration in [plugins.{name}.config] of the configuration file"
             )));
         };
@@ -124,7 +126,7 @@ impl PluginManager {
         check_not_pinned(name, file.as_ref(), "config")?;
         let config = json_object("config_json", config_json)?;
         let manifest = e.manifest.as_ref().ok_or_else(|| {
-            MoedError::PluginFailed(format!(
+            ServiceError::PluginFailed(format!(
                 "plugin '{name}' cannot be loaded ({}); fix it and call Reload first",
                 e.load_error
                     .as_deref()
@@ -133,7 +135,7 @@ impl PluginManager {
         })?;
         manifest
             .resolve_config(&config)
-            .map_err(|err| MoedError::InvalidArgument(err.to_string()))?;
+            .map_err(|err| ServiceError::InvalidArgument(err.to_string()))?;
         let previous = record.config.clone();
         self.reload_entry(name, e, file.as_ref(), Some(&config))?;
         record.config = config;
@@ -149,11 +151,11 @@ impl PluginManager {
 
     /// Uninstalls a plugin: its record, files and key-value store. Requests in flight finish
     /// with it.
-    pub fn remove(&self, name: &str) -> Result<(), MoedError> {
+    pub fn remove(&self, name: &str) -> Result<(), ServiceError> {
         let mut inner = self.lock();
         match &Self::entry(&inner, name)?.origin {
             Origin::Configured { path, .. } => {
-                return Err(MoedError::InvalidArgument(format!(
+                return Err(ServiceError::InvalidArgument(format!(
                     "plugin '{name}' comes from plugins.filters ({}); remove it from the configuration and restart moed",
                     path.display()
                 )));
@@ -200,7 +202,7 @@ impl PluginManager {
                 }
                 Err(err) => log::error!(
                     plugin = name.as_str();
-                    "plugin '{name}': the configuration's settings are not applied: {}", err.message()
+                    "plugin '{name}': the configuration's settings are not applied: {err}"
                 ),
             }
         }
