@@ -2,7 +2,7 @@
 //! paths are read from the source, resolved to the top-level module of `serve/` they name, and
 //! the graph of those references must have no cycle (see ARCHITECTURE.md, rules).
 //!
-//! A module's submodules (`plugin_manager/*.rs`) count as that module; `serve/mod.rs` is the
+//! A module's submodules (`NAME/*.rs`) count as that module; `serve/mod.rs` is the
 //! node `serve`, so a module naming an item re-exported there depends on everything `serve`
 //! imports. Glob imports (`use super::*`, the test modules' idiom) are left out.
 
