@@ -64,6 +64,19 @@ impl ModelsIface {
         }
         result.map_err(wire_error)
     }
+
+    /// `Load` or (`switch`) `Switch` for an authorized caller, `name` read with its permissions.
+    async fn managed_load(
+        &self,
+        header: &Header<'_>,
+        name: &str,
+        switch: bool,
+    ) -> Result<(), MoedError> {
+        let caller = self.daemon.admin(header, Action::ManageModels).await?;
+        let who = caller.identity();
+        Self::load_model(&self.daemon, name, who.as_ref(), switch).await?;
+        Ok(())
+    }
 }
 
 #[interface(name = "org.moed.Moed1.Models")]
@@ -118,13 +131,7 @@ impl ModelsIface {
         name: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), MoedError> {
-        let who = self
-            .daemon
-            .admin(&header, Action::ManageModels)
-            .await?
-            .identity();
-        Self::load_model(&self.daemon, &name, who.as_ref(), false).await?;
-        Ok(())
+        self.managed_load(&header, &name, false).await
     }
 
     /// Drops a loaded model once its running requests finish. Needs `org.moed.manage-models`.
@@ -144,13 +151,7 @@ impl ModelsIface {
         name: String,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), MoedError> {
-        let who = self
-            .daemon
-            .admin(&header, Action::ManageModels)
-            .await?
-            .identity();
-        Self::load_model(&self.daemon, &name, who.as_ref(), true).await?;
-        Ok(())
+        self.managed_load(&header, &name, true).await
     }
 
     /// Per-layer expert activations and expert cache counters of a model ("" = the active one),
