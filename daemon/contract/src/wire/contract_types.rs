@@ -37,6 +37,19 @@ fn alert(a: AlertTuple, f: F<'_>) -> AlertTuple {
     )
 }
 
+fn alert_list(v: Option<Vec<AlertTuple>>, f: F<'_>) -> Option<Vec<AlertTuple>> {
+    v.map(|v| v.into_iter().map(|a| alert(a, f)).collect())
+}
+
+/// The documents an answer cites: `(source label, document id)`.
+fn cited(v: Option<Vec<(String, String)>>, f: F<'_>) -> Option<Vec<(String, String)>> {
+    v.map(|v| {
+        v.into_iter()
+            .map(|(source, id)| (f(source, NAME), f(id, DOCUMENT_ID)))
+            .collect()
+    })
+}
+
 /// `(name, why)` pairs: a data source label or document name, and an error message.
 fn failures(v: Vec<(String, String)>, name_max: usize, f: F<'_>) -> Vec<(String, String)> {
     v.into_iter()
@@ -50,7 +63,8 @@ pub fn source_failures(v: Vec<(String, String)>) -> Vec<(String, String)> {
 }
 
 /// `ToWire` for a record: `field: str LIMIT` bounds a string, `field: opt|list|failures LIMIT`
-/// an optional string, a list of them or `(name, why)` pairs; a bare `field` is kept. The record
+/// an optional string, a list of them or `(name, why)` pairs, `field: with HELPER` is given to
+/// `HELPER(field, f)`; a bare `field` is kept. The record
 /// is destructured whole, so a field left out fails to compile.
 macro_rules! to_wire {
     ($ty:ident { $($field:ident $(: $how:ident $limit:ident)?),* $(,)? }) => {
@@ -63,51 +77,27 @@ macro_rules! to_wire {
     };
     (@bound $f:ident, $field:ident) => { $field };
     (@bound $f:ident, $field:ident, str $limit:ident) => { $f($field, $limit) };
+    (@bound $f:ident, $field:ident, with $helper:ident) => { $helper($field, $f) };
     (@bound $f:ident, $field:ident, $how:ident $limit:ident) => { $how($field, $limit, $f) };
 }
 
-impl ToWire for GenerationInfo {
-    fn map_strings(self, f: F<'_>) -> Self {
-        let GenerationInfo {
-            request_id,
-            model,
-            finish_reason,
-            text,
-            thinking,
-            prompt_tokens,
-            completion_tokens,
-            token_ids,
-            queue_ms,
-            first_token_ms,
-            total_ms,
-            error_name,
-            error_message,
-            alerts,
-            sources,
-        } = self;
-        GenerationInfo {
-            request_id: f(request_id, NAME),
-            model: f(model, NAME),
-            finish_reason: f(finish_reason, NAME),
-            text: f(text, GENERATED_TEXT),
-            thinking: f(thinking, GENERATED_TEXT),
-            prompt_tokens,
-            completion_tokens,
-            token_ids,
-            queue_ms,
-            first_token_ms,
-            total_ms,
-            error_name: opt(error_name, NAME, f),
-            error_message: opt(error_message, ERROR_MESSAGE, f),
-            alerts: alerts.map(|v| v.into_iter().map(|a| alert(a, f)).collect()),
-            sources: sources.map(|v| {
-                v.into_iter()
-                    .map(|(source, id)| (f(source, NAME), f(id, DOCUMENT_ID)))
-                    .collect()
-            }),
-        }
-    }
-}
+to_wire!(GenerationInfo {
+    request_id: str NAME,
+    model: str NAME,
+    finish_reason: str NAME,
+    text: str GENERATED_TEXT,
+    thinking: str GENERATED_TEXT,
+    prompt_tokens,
+    completion_tokens,
+    token_ids,
+    queue_ms,
+    first_token_ms,
+    total_ms,
+    error_name: opt NAME,
+    error_message: opt ERROR_MESSAGE,
+    alerts: with alert_list,
+    sources: with cited,
+});
 
 to_wire!(ScoredToken {
     id,
