@@ -3,6 +3,36 @@
 //! Exposed in steps so that plugins can change one of them (mask experts, pin experts, choose
 //! fewer).
 
+/// The largest weight a gate may give an expert: the engine checks it on every gate's answer and
+/// the plugin host on WASM answers (why this bound: `moed_plugins::gate::MAX_WEIGHT`).
+pub const MAX_WEIGHT: f32 = 1e4;
+
+/// Checks the choice of token `tok`: each expert below `num_experts` and chosen once, each weight
+/// a number from 0 to [`MAX_WEIGHT`] (NaN is in no range, so it fails too).
+pub fn check_choice(
+    tok: usize,
+    experts: &[u32],
+    weights: &[f32],
+    num_experts: usize,
+) -> Result<(), String> {
+    for (j, (&x, &w)) in experts.iter().zip(weights).enumerate() {
+        if x as usize >= num_experts {
+            return Err(format!(
+                "token {tok}: expert {x} is out of range (the layer has {num_experts} experts)"
+            ));
+        }
+        if experts[..j].contains(&x) {
+            return Err(format!("token {tok}: expert {x} is chosen twice"));
+        }
+        if !(0.0..=MAX_WEIGHT).contains(&w) {
+            return Err(format!(
+                "token {tok}: weight {w} of expert {x} is not a number from 0 to {MAX_WEIGHT}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// How router logits become scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scoring {

@@ -10,48 +10,33 @@ pub(crate) mod v0_1 {
         });
     }
 
-    mod gate {
-        wasmtime::component::bindgen!({
-            path: "../wit/v0.1",
-            world: "gate",
-            with: {
-                "moed:plugin/log": super::imports::moed::plugin::log,
-                "moed:plugin/config": super::imports::moed::plugin::config,
-                "moed:plugin/kv": super::imports::moed::plugin::kv,
-                "moed:plugin/alerts": super::imports::moed::plugin::alerts,
-                "moed:plugin/types": super::imports::moed::plugin::types,
-            },
-        });
+    /// One world's bindings, its imports taken from `imports` (plus the `extra` interfaces).
+    macro_rules! world {
+        ($name:ident, $world:tt $(, $extra:tt: $($path:ident)::+)*) => {
+            mod $name {
+                wasmtime::component::bindgen!({
+                    path: "../wit/v0.1",
+                    world: $world,
+                    with: {
+                        "moed:plugin/log": super::imports::moed::plugin::log,
+                        "moed:plugin/config": super::imports::moed::plugin::config,
+                        "moed:plugin/kv": super::imports::moed::plugin::kv,
+                        "moed:plugin/alerts": super::imports::moed::plugin::alerts,
+                        "moed:plugin/types": super::imports::moed::plugin::types,
+                        $($extra: $($path)::+,)*
+                    },
+                });
+            }
+        };
     }
 
-    mod filter {
-        wasmtime::component::bindgen!({
-            path: "../wit/v0.1",
-            world: "filter",
-            with: {
-                "moed:plugin/log": super::imports::moed::plugin::log,
-                "moed:plugin/config": super::imports::moed::plugin::config,
-                "moed:plugin/kv": super::imports::moed::plugin::kv,
-                "moed:plugin/alerts": super::imports::moed::plugin::alerts,
-                "moed:plugin/types": super::imports::moed::plugin::types,
-            },
-        });
-    }
-
-    mod retrieval {
-        wasmtime::component::bindgen!({
-            path: "../wit/v0.1",
-            world: "retrieval",
-            with: {
-                "moed:plugin/log": super::imports::moed::plugin::log,
-                "moed:plugin/config": super::imports::moed::plugin::config,
-                "moed:plugin/kv": super::imports::moed::plugin::kv,
-                "moed:plugin/alerts": super::imports::moed::plugin::alerts,
-                "moed:plugin/types": super::imports::moed::plugin::types,
-                "moed:plugin/sources": super::imports::moed::plugin::sources,
-            },
-        });
-    }
+    world!(gate, "gate");
+    world!(filter, "filter");
+    world!(
+        retrieval,
+        "retrieval",
+        "moed:plugin/sources": super::imports::moed::plugin::sources
+    );
 
     pub use filter::exports::moed::plugin::filtering;
     pub use filter::{Filter, FilterPre};

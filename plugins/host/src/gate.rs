@@ -116,7 +116,7 @@ pub struct GateAnswer {
 /// squares RMSNorm takes of that stay finite. An answer such as `f32::MAX`, which passed the
 /// finite check, turned the hidden state into infinities and then NaN logits, and the request
 /// failed blaming the client's sampling parameters.
-pub const MAX_WEIGHT: f32 = 1e4;
+pub const MAX_WEIGHT: f32 = moed_shared::routing::MAX_WEIGHT;
 
 /// Checks an answer: `k` allowed by the grant, one row per token, indices in range, no duplicates
 /// in a row, weights finite, non-negative and at most [`MAX_WEIGHT`].
@@ -142,24 +142,7 @@ pub fn validate(
         .zip(weights.chunks_exact(k))
         .enumerate()
     {
-        for (j, &x) in row.iter().enumerate() {
-            if x as usize >= call.num_experts {
-                return Err(format!(
-                    "token {tok}: expert {x} is out of range (the layer has {} experts)",
-                    call.num_experts
-                ));
-            }
-            if row[..j].contains(&x) {
-                return Err(format!("token {tok}: expert {x} is chosen twice"));
-            }
-            // Written so that NaN fails too.
-            if !(w[j] >= 0.0 && w[j] <= MAX_WEIGHT) {
-                return Err(format!(
-                    "token {tok}: weight {} of expert {x} is not a number from 0 to {MAX_WEIGHT}",
-                    w[j]
-                ));
-            }
-        }
+        moed_shared::routing::check_choice(tok, row, w, call.num_experts)?;
     }
     Ok(())
 }

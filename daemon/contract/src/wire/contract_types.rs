@@ -1,7 +1,7 @@
 //! [`ToWire`] for every contract type moed sends: which limit bounds which field.
 //!
-//! Each impl destructures the whole value (no `..`), so adding a string field to a contract type
-//! fails to compile until it is given a limit here.
+//! Each impl destructures the whole value (no `..`), so adding a field to a contract type fails to
+//! compile until it is listed here, a string with its limit.
 
 use super::limits::{
     ALERT_CODE, ALERT_MESSAGE, DESCRIPTION, DOCUMENT_ID, DOCUMENT_TEXT, DOCUMENT_TITLE,
@@ -37,6 +37,19 @@ fn alert(a: AlertTuple, f: F<'_>) -> AlertTuple {
     )
 }
 
+fn alert_list(v: Option<Vec<AlertTuple>>, f: F<'_>) -> Option<Vec<AlertTuple>> {
+    v.map(|v| v.into_iter().map(|a| alert(a, f)).collect())
+}
+
+/// The documents an answer cites: `(source label, document id)`.
+fn cited(v: Option<Vec<(String, String)>>, f: F<'_>) -> Option<Vec<(String, String)>> {
+    v.map(|v| {
+        v.into_iter()
+            .map(|(source, id)| (f(source, NAME), f(id, DOCUMENT_ID)))
+            .collect()
+    })
+}
+
 /// `(name, why)` pairs: a data source label or document name, and an error message.
 fn failures(v: Vec<(String, String)>, name_max: usize, f: F<'_>) -> Vec<(String, String)> {
     v.into_iter()
@@ -49,323 +62,165 @@ pub fn source_failures(v: Vec<(String, String)>) -> Vec<(String, String)> {
     failures(v, NAME, &mut owned)
 }
 
-impl ToWire for GenerationInfo {
-    fn map_strings(self, f: F<'_>) -> Self {
-        let GenerationInfo {
-            request_id,
-            model,
-            finish_reason,
-            text,
-            thinking,
-            prompt_tokens,
-            completion_tokens,
-            token_ids,
-            queue_ms,
-            first_token_ms,
-            total_ms,
-            error_name,
-            error_message,
-            alerts,
-            sources,
-        } = self;
-        GenerationInfo {
-            request_id: f(request_id, NAME),
-            model: f(model, NAME),
-            finish_reason: f(finish_reason, NAME),
-            text: f(text, GENERATED_TEXT),
-            thinking: f(thinking, GENERATED_TEXT),
-            prompt_tokens,
-            completion_tokens,
-            token_ids,
-            queue_ms,
-            first_token_ms,
-            total_ms,
-            error_name: opt(error_name, NAME, f),
-            error_message: opt(error_message, ERROR_MESSAGE, f),
-            alerts: alerts.map(|v| v.into_iter().map(|a| alert(a, f)).collect()),
-            sources: sources.map(|v| {
-                v.into_iter()
-                    .map(|(source, id)| (f(source, NAME), f(id, DOCUMENT_ID)))
-                    .collect()
-            }),
+/// `ToWire` for a record: `field: str LIMIT` bounds a string, `field: opt|list|failures LIMIT`
+/// an optional string, a list of them or `(name, why)` pairs, `field: with HELPER` is given to
+/// `HELPER(field, f)`; a bare `field` is kept. The record
+/// is destructured whole, so a field left out fails to compile.
+macro_rules! to_wire {
+    ($ty:ident { $($field:ident $(: $how:ident $limit:ident)?),* $(,)? }) => {
+        impl ToWire for $ty {
+            fn map_strings(self, f: F<'_>) -> Self {
+                let $ty { $($field),* } = self;
+                $ty { $($field: to_wire!(@bound f, $field $(, $how $limit)?)),* }
+            }
         }
-    }
+    };
+    (@bound $f:ident, $field:ident) => { $field };
+    (@bound $f:ident, $field:ident, str $limit:ident) => { $f($field, $limit) };
+    (@bound $f:ident, $field:ident, with $helper:ident) => { $helper($field, $f) };
+    (@bound $f:ident, $field:ident, $how:ident $limit:ident) => { $how($field, $limit, $f) };
 }
 
-impl ToWire for ScoredToken {
-    fn map_strings(self, f: F<'_>) -> Self {
-        let ScoredToken {
-            id,
-            text,
-            has_logprob,
-            logprob,
-        } = self;
-        ScoredToken {
-            id,
-            text: f(text, TOKEN),
-            has_logprob,
-            logprob,
-        }
-    }
-}
+to_wire!(GenerationInfo {
+    request_id: str NAME,
+    model: str NAME,
+    finish_reason: str NAME,
+    text: str GENERATED_TEXT,
+    thinking: str GENERATED_TEXT,
+    prompt_tokens,
+    completion_tokens,
+    token_ids,
+    queue_ms,
+    first_token_ms,
+    total_ms,
+    error_name: opt NAME,
+    error_message: opt ERROR_MESSAGE,
+    alerts: with alert_list,
+    sources: with cited,
+});
 
-impl ToWire for ModelSummary {
-    fn map_strings(self, f: F<'_>) -> Self {
-        let ModelSummary {
-            name,
-            path,
-            architecture,
-            loaded,
-            active,
-            error,
-        } = self;
-        ModelSummary {
-            name: f(name, NAME),
-            path: f(path, PATH),
-            architecture: f(architecture, NAME),
-            loaded,
-            active,
-            error: opt(error, ERROR_MESSAGE, f),
-        }
-    }
-}
+to_wire!(ScoredToken {
+    id,
+    text: str TOKEN,
+    has_logprob,
+    logprob,
+});
 
-impl ToWire for ModelInfo {
-    fn map_strings(self, f: F<'_>) -> Self {
-        let ModelInfo {
-            name,
-            path,
-            manifest_name,
-            architecture,
-            format_version,
-            hidden_size,
-            vocab_size,
-            num_layers,
-            context_length,
-            num_experts,
-            top_k,
-            expert_precision,
-            total_bytes,
-            loaded,
-            active,
-            execution_provider,
-        } = self;
-        ModelInfo {
-            name: f(name, NAME),
-            path: f(path, PATH),
-            manifest_name: f(manifest_name, NAME),
-            architecture: f(architecture, NAME),
-            format_version,
-            hidden_size,
-            vocab_size,
-            num_layers,
-            context_length,
-            num_experts,
-            top_k,
-            expert_precision: f(expert_precision, NAME),
-            total_bytes,
-            loaded,
-            active,
-            execution_provider: opt(execution_provider, NAME, f),
-        }
-    }
-}
+to_wire!(ModelSummary {
+    name: str NAME,
+    path: str PATH,
+    architecture: str NAME,
+    loaded,
+    active,
+    error: opt ERROR_MESSAGE,
+});
 
-impl ToWire for ExpertStatistics {
-    fn map_strings(self, f: F<'_>) -> Self {
-        let ExpertStatistics {
-            model,
-            layers,
-            cache_hits,
-            cache_misses,
-            cache_evictions,
-            requests,
-        } = self;
-        ExpertStatistics {
-            model: f(model, NAME),
-            layers,
-            cache_hits,
-            cache_misses,
-            cache_evictions,
-            requests,
-        }
-    }
-}
+to_wire!(ModelInfo {
+    name: str NAME,
+    path: str PATH,
+    manifest_name: str NAME,
+    architecture: str NAME,
+    format_version,
+    hidden_size,
+    vocab_size,
+    num_layers,
+    context_length,
+    num_experts,
+    top_k,
+    expert_precision: str NAME,
+    total_bytes,
+    loaded,
+    active,
+    execution_provider: opt NAME,
+});
 
-impl ToWire for PluginInfo {
-    fn map_strings(self, f: F<'_>) -> Self {
-        let PluginInfo {
-            name,
-            version,
-            kind,
-            description,
-            enabled,
-            always,
-            status,
-            disabled_reason,
-            load_error,
-            origin,
-            path,
-            source,
-            installed_at,
-            granted,
-            requested,
-            config,
-            config_schema,
-            pinned,
-            interface,
-            consecutive_failures,
-            calls,
-            failures,
-            mean_call_us,
-            compiled_from_cache,
-        } = self;
-        PluginInfo {
-            name: f(name, NAME),
-            version: f(version, NAME),
-            kind: f(kind, NAME),
-            description: f(description, DESCRIPTION),
-            enabled,
-            always,
-            status: f(status, NAME),
-            disabled_reason: opt(disabled_reason, ALERT_MESSAGE, f),
-            load_error: opt(load_error, ERROR_MESSAGE, f),
-            origin: f(origin, NAME),
-            path: f(path, PATH),
-            source: f(source, PATH),
-            installed_at,
-            // `source=LABEL` entries carry a label from the manifest.
-            granted: list(granted, NAME, f),
-            requested: list(requested, NAME, f),
-            config: f(config, JSON),
-            config_schema: f(config_schema, JSON),
-            pinned: list(pinned, NAME, f),
-            interface: f(interface, NAME),
-            consecutive_failures,
-            calls,
-            failures,
-            mean_call_us,
-            compiled_from_cache,
-        }
-    }
-}
+to_wire!(ExpertStatistics {
+    model: str NAME,
+    layers,
+    cache_hits,
+    cache_misses,
+    cache_evictions,
+    requests,
+});
 
-impl ToWire for AlertRecord {
-    fn map_strings(self, f: F<'_>) -> Self {
-        let AlertRecord {
-            seq,
-            time,
-            request_id,
-            plugin,
-            severity,
-            code,
-            message,
-            uid,
-        } = self;
-        AlertRecord {
-            seq,
-            time,
-            request_id: opt(request_id, NAME, f),
-            plugin: f(plugin, NAME),
-            severity: f(severity, NAME),
-            code: f(code, ALERT_CODE),
-            message: f(message, ALERT_MESSAGE),
-            uid,
-        }
-    }
-}
+to_wire!(PluginInfo {
+    name: str NAME,
+    version: str NAME,
+    kind: str NAME,
+    description: str DESCRIPTION,
+    enabled,
+    always,
+    status: str NAME,
+    disabled_reason: opt ALERT_MESSAGE,
+    load_error: opt ERROR_MESSAGE,
+    origin: str NAME,
+    path: str PATH,
+    source: str PATH,
+    installed_at,
+    // `source=LABEL` entries carry a label from the manifest.
+    granted: list NAME,
+    requested: list NAME,
+    config: str JSON,
+    config_schema: str JSON,
+    pinned: list NAME,
+    interface: str NAME,
+    consecutive_failures,
+    calls,
+    failures,
+    mean_call_us,
+    compiled_from_cache,
+});
 
-impl ToWire for SearchHit {
-    fn map_strings(self, f: F<'_>) -> Self {
-        let SearchHit {
-            label,
-            id,
-            source,
-            text,
-            score,
-        } = self;
-        SearchHit {
-            label: f(label, NAME),
-            id: f(id, DOCUMENT_ID),
-            source: f(source, DOCUMENT_TITLE),
-            text: f(text, DOCUMENT_TEXT),
-            score,
-        }
-    }
-}
+to_wire!(AlertRecord {
+    seq,
+    time,
+    request_id: opt NAME,
+    plugin: str NAME,
+    severity: str NAME,
+    code: str ALERT_CODE,
+    message: str ALERT_MESSAGE,
+    uid,
+});
 
-impl ToWire for SourceInfo {
-    fn map_strings(self, f: F<'_>) -> Self {
-        let SourceInfo {
-            label,
-            kind,
-            status,
-            message,
-            documents,
-            chunks,
-            timeout_ms,
-            max_rows,
-            max_bytes,
-        } = self;
-        SourceInfo {
-            label: f(label, NAME),
-            kind: f(kind, NAME),
-            status: f(status, NAME),
-            message: opt(message, ERROR_MESSAGE, f),
-            documents,
-            chunks,
-            timeout_ms,
-            max_rows,
-            max_bytes,
-        }
-    }
-}
+to_wire!(SearchHit {
+    label: str NAME,
+    id: str DOCUMENT_ID,
+    source: str DOCUMENT_TITLE,
+    text: str DOCUMENT_TEXT,
+    score,
+});
 
-impl ToWire for DocumentInfo {
-    fn map_strings(self, f: F<'_>) -> Self {
-        let DocumentInfo {
-            label,
-            name,
-            format,
-            sha256,
-            bytes,
-            chunks,
-            added,
-        } = self;
-        DocumentInfo {
-            label: f(label, NAME),
-            name: f(name, PATH),
-            format: f(format, NAME),
-            sha256: f(sha256, NAME),
-            bytes,
-            chunks,
-            added,
-        }
-    }
-}
+to_wire!(SourceInfo {
+    label: str NAME,
+    kind: str NAME,
+    status: str NAME,
+    message: opt ERROR_MESSAGE,
+    documents,
+    chunks,
+    timeout_ms,
+    max_rows,
+    max_bytes,
+});
 
-impl ToWire for IngestSummary {
-    fn map_strings(self, f: F<'_>) -> Self {
-        let IngestSummary {
-            job,
-            label,
-            added,
-            replaced,
-            unchanged,
-            chunks,
-            failed,
-        } = self;
-        IngestSummary {
-            job: f(job, NAME),
-            label: f(label, NAME),
-            added,
-            replaced,
-            unchanged,
-            chunks,
-            failed: failures(failed, PATH, f),
-        }
-    }
-}
+to_wire!(DocumentInfo {
+    label: str NAME,
+    name: str PATH,
+    format: str NAME,
+    sha256: str NAME,
+    bytes,
+    chunks,
+    added,
+});
+
+to_wire!(IngestSummary {
+    job: str NAME,
+    label: str NAME,
+    added,
+    replaced,
+    unchanged,
+    chunks,
+    failed: failures PATH,
+});
 
 #[cfg(test)]
 #[path = "contract_types_tests.rs"]

@@ -76,22 +76,7 @@ impl Routing {
         }
         for tok in 0..t {
             let (ex, w) = self.token(tok);
-            for (j, &x) in ex.iter().enumerate() {
-                if x as usize >= e {
-                    return Err(format!(
-                        "token {tok}: expert index {x} is out of range (the layer has {e} experts)"
-                    ));
-                }
-                if ex[..j].contains(&x) {
-                    return Err(format!("token {tok}: expert {x} is chosen twice"));
-                }
-                if !(w[j] >= 0.0 && w[j] <= MAX_WEIGHT) {
-                    return Err(format!(
-                        "token {tok}: weight {} of expert {x} is not a number from 0 to {MAX_WEIGHT}",
-                        w[j]
-                    ));
-                }
-            }
+            moed_shared::routing::check_choice(tok, ex, w, e)?;
         }
         Ok(())
     }
@@ -101,7 +86,7 @@ impl Routing {
 /// summed times their weights in f32, and a weight of `f32::MAX` turns the hidden state into
 /// infinities. The plugin host checks the same bound (`moed_plugins::gate::MAX_WEIGHT`) on WASM
 /// answers; this check covers every gate.
-pub const MAX_WEIGHT: f32 = 1e4;
+pub const MAX_WEIGHT: f32 = moed_shared::routing::MAX_WEIGHT;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -1,13 +1,14 @@
-//! The in-memory inverted index of an embedded store, rebuilt from the stored chunks at start and
-//! kept in step with every change: BM25 (k1 = 1.2, b = 0.75) over chunk terms. Its memory stays
-//! proportionate to the text: each distinct term is stored once (numbered), a posting is a chunk
-//! slot and a frequency in one flat array per term (8 bytes), and a chunk keeps only its terms'
-//! numbers (4 bytes each) so its postings can be removed.
-
+//! The in-memory inverted index of an embedded store: BM25 (k1 = 1.2, b = 0.75) over chunk terms.
+//! Builds without SQLite (`--no-default-features`) use it in place of the FTS5 index; the tests
+//! keep it as the reference `ranking.rs` measures FTS5 against. Its memory stays proportionate to
+//! the text: each distinct term is stored once (numbered), a posting is a chunk slot and a
+//! frequency in one flat array per term (8 bytes), and a chunk keeps only its terms' numbers
+//! (4 bytes each) so its postings can be removed.
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::chunk::terms;
+use super::chunk_index::Hit;
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
@@ -36,10 +37,10 @@ pub struct Index {
     by_doc: HashMap<Arc<str>, Vec<u32>>,
     total_len: u64,
     live: usize,
+    /// A change staged and not yet committed: `(document, its new chunks)`.
+    #[cfg(not(feature = "sqlite"))]
+    staged: Option<(String, Vec<String>)>,
 }
-
-/// A chunk that matched: `(score, document, chunk number)`.
-pub type Hit = (f32, String, u32);
 
 impl Index {
     fn term_id(&mut self, term: &str) -> u32 {
@@ -131,13 +132,14 @@ impl Index {
         }
     }
 
+    #[cfg(test)]
     pub fn chunk_count(&self) -> usize {
         self.live
     }
 
     /// The best `limit` chunks for `query`, best first (ties by document name and number, so
     /// results are stable).
-    pub fn search(&self, query: &str, limit: usize) -> Vec<Hit> {
+    pub fn ranked(&self, query: &str, limit: usize) -> Vec<Hit> {
         let mut query_terms: Vec<String> = terms(query).collect();
         query_terms.sort();
         query_terms.dedup();
@@ -177,6 +179,43 @@ impl Index {
     }
 }
 
+/// Builds without SQLite index with it; a staged change is applied when committed.
+#[cfg(not(feature = "sqlite"))]
+impl super::chunk_index::ChunkIndex for Index {
+    type Error = std::convert::Infallible;
+
+    fn open() -> Result<Index, Self::Error> {
+        Ok(Index::default())
+    }
+
+    fn stage(&mut self, doc: &str, chunks: &[String]) -> Result<(), Self::Error> {
+        self.staged = Some((doc.to_string(), chunks.to_vec()));
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), Self::Error> {
+        if let Some((doc, chunks)) = self.staged.take() {
+            self.remove(&doc);
+            for (n, text) in chunks.iter().enumerate() {
+                self.add(&doc, n as u32, text);
+            }
+        }
+        Ok(())
+    }
+
+    fn roll_back(&mut self) {
+        self.staged = None;
+    }
+
+    fn chunk_count(&self) -> usize {
+        self.live
+    }
+
+    fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>, Self::Error> {
+        Ok(self.ranked(query, limit))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,12 +239,12 @@ mod tests {
             "vacation is mentioned once in this much longer chunk about travel, expenses, \
              receipts, hotels, trains, flights and the per diem rules of the company",
         );
-        let hits = ix.search("How many vacation days per year?", 3);
+        let hits = ix.ranked("How many vacation days per year?", 3);
         assert_eq!(hits[0].1, "handbook.md");
         assert_eq!(hits.len(), 3);
         assert!(hits[0].0 > hits[1].0 && hits[1].0 > 0.0);
         // The same term count in a longer chunk scores lower.
-        let v = ix.search("vacation", 3);
+        let v = ix.ranked("vacation", 3);
         assert_eq!(
             (v[0].1.as_str(), v[1].1.as_str()),
             ("handbook.md", "long.md")
@@ -213,10 +252,10 @@ mod tests {
 
         ix.remove("handbook.md");
         assert_eq!(ix.chunk_count(), 2);
-        assert!(ix.search("days", 3).is_empty());
+        assert!(ix.ranked("days", 3).is_empty());
         ix.add("handbook.md", 0, "Every employee has 30 vacation days.");
-        assert_eq!(ix.search("30", 3)[0].1, "handbook.md");
-        assert!(ix.search("25", 3).is_empty());
+        assert_eq!(ix.ranked("30", 3)[0].1, "handbook.md");
+        assert!(ix.ranked("25", 3).is_empty());
     }
 
     #[test]
@@ -229,12 +268,12 @@ mod tests {
         ix.remove("a.md");
         assert_eq!(ix.chunk_count(), 1);
         assert_eq!(ix.vocab.len(), 2, "terms only a.md had are gone");
-        assert!(ix.search("word7", 5).is_empty());
-        assert_eq!(ix.search("common", 5).len(), 1);
+        assert!(ix.ranked("word7", 5).is_empty());
+        assert_eq!(ix.ranked("common", 5).len(), 1);
         // Freed slots and term numbers are reused without mixing postings up.
         ix.add("c.md", 0, "word7 fresh");
-        assert_eq!(ix.search("word7", 5)[0].1, "c.md");
-        assert_eq!(ix.search("common", 5)[0].1, "b.md");
+        assert_eq!(ix.ranked("word7", 5)[0].1, "c.md");
+        assert_eq!(ix.ranked("common", 5)[0].1, "b.md");
         assert!(ix.slots.len() <= 51 && ix.names.len() <= 53);
         ix.remove("missing.md");
         assert_eq!(ix.chunk_count(), 2);

@@ -1,22 +1,36 @@
 //! The embedded document store: documents (plain text, Markdown, HTML) added by name, cut into
-//! overlapping chunks, stored in the daemon's sled state and searched with BM25. Re-adding a name
+//! overlapping chunks, stored in the daemon's sled state and searched with BM25 (SQLite FTS5, or
+//! an in-memory index in builds without SQLite; `ranking.rs` compares the two). Re-adding a name
 //! with changed content replaces its chunks; the same content is left as it is (documents are
 //! keyed by name and SHA-256 of the content).
 
 mod chunk;
+mod chunk_index;
+#[cfg(test)]
+mod corpus;
 mod extract;
+#[cfg(feature = "sqlite")]
+mod fts;
+#[cfg(any(test, not(feature = "sqlite")))]
 mod index;
 #[cfg(test)]
 mod index_memory;
+#[cfg(all(test, feature = "sqlite"))]
+mod ranking;
 mod store;
 
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, MutexGuard};
 
 use moed_plugins::{DataSource, Document, SourceError};
 use sha2::{Digest, Sha256};
 
+use chunk_index::ChunkIndex;
 pub use extract::{EXTENSIONS, Format};
-use index::Index;
+/// The chunk index of this build.
+#[cfg(feature = "sqlite")]
+type Indexer = fts::FtsIndex;
+#[cfg(not(feature = "sqlite"))]
+type Indexer = index::Index;
 pub use store::DocRecord;
 use store::DocStore;
 
@@ -38,7 +52,8 @@ pub enum Added {
 pub struct EmbeddedStore {
     label: String,
     store: DocStore,
-    index: RwLock<Index>,
+    /// Searches take it too: an SQLite connection serves one call at a time.
+    index: Mutex<Indexer>,
     chunk_words: usize,
     chunk_overlap: usize,
     limits: Limits,
@@ -47,7 +62,8 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens the store `label` in the state and rebuilds its index from the stored chunks.
+    /// Opens the store `label` in the state and rebuilds its index from the stored chunks (so a
+    /// store written by any version is indexed as this one indexes).
     pub fn open(
         state: &StateStore,
         label: &str,
@@ -56,14 +72,21 @@ impl EmbeddedStore {
         limits: Limits,
     ) -> Result<EmbeddedStore, KnowledgeError> {
         let store = DocStore::open(state, label)?;
-        let mut index = Index::default();
-        for (name, number, text) in store.all_chunks()? {
-            index.add(&name, number, &text);
+        let failed = |e| index_error(label, e);
+        let mut index = Indexer::open().map_err(failed)?;
+        // Stored in key order: a document's chunks together, by number.
+        let mut chunks = store.all_chunks()?.into_iter().peekable();
+        while let Some((name, _, text)) = chunks.next() {
+            let mut texts = vec![text];
+            while let Some((_, _, text)) = chunks.next_if(|(next, _, _)| *next == name) {
+                texts.push(text);
+            }
+            index.replace(&name, &texts, || Ok(()), failed)?;
         }
         Ok(EmbeddedStore {
             label: label.to_string(),
             store,
-            index: RwLock::new(index),
+            index: Mutex::new(index),
             chunk_words: chunk_words as usize,
             chunk_overlap: chunk_overlap as usize,
             limits,
@@ -77,6 +100,10 @@ impl EmbeddedStore {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    fn index(&self) -> MutexGuard<'_, Indexer> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn document_error(name: &str, message: impl Into<String>) -> KnowledgeError {
@@ -123,12 +150,12 @@ impl EmbeddedStore {
             chunks: chunks.len() as u32,
             added: now,
         };
-        self.store.put(&record, &chunks, old.as_ref())?;
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        index.remove(name);
-        for (n, text) in chunks.iter().enumerate() {
-            index.add(name, n as u32, text);
-        }
+        self.index().replace(
+            name,
+            &chunks,
+            || self.store.put(&record, &chunks, old.as_ref()),
+            |e| index_error(&self.label, e),
+        )?;
         let count = record.chunks;
         Ok(match old {
             Some(_) => Added::Replaced { chunks: count },
@@ -142,11 +169,12 @@ impl EmbeddedStore {
         let Some(record) = self.store.get(name)? else {
             return Ok(false);
         };
-        self.store.delete(&record)?;
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        self.index().replace(
+            name,
+            &[],
+            || self.store.delete(&record),
+            |e| index_error(&self.label, e),
+        )?;
         Ok(true)
     }
 
@@ -166,12 +194,16 @@ impl EmbeddedStore {
 
     /// `(documents, chunks)` stored.
     pub fn counts(&self) -> Result<(u64, u64), KnowledgeError> {
-        let chunks = self
-            .index
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .chunk_count() as u64;
+        // Named: the in-memory index has a count of its own for its tests.
+        let chunks = ChunkIndex::chunk_count(&*self.index()) as u64;
         Ok((self.store.list()?.len() as u64, chunks))
+    }
+}
+
+fn index_error(label: &str, e: <Indexer as ChunkIndex>::Error) -> KnowledgeError {
+    KnowledgeError::Corrupt {
+        label: label.to_string(),
+        message: format!("index: {e}"),
     }
 }
 
@@ -181,10 +213,9 @@ impl DataSource for EmbeddedStore {
             return Err(SourceError::InvalidQuery("the query has no words".into()));
         }
         let hits = self
-            .index
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .search(query, self.limits.rows(limit));
+            .index()
+            .search(query, self.limits.rows(limit))
+            .map_err(|e| SourceError::Unavailable(index_error(&self.label, e).to_string()))?;
         let mut docs = Vec::with_capacity(hits.len());
         for (score, name, number) in hits {
             let text = self

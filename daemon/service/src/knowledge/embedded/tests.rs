@@ -133,3 +133,34 @@ fn bad_documents_are_refused_by_name() {
     assert!(e.contains("UTF-8"), "{e}");
     assert!(store.search("?!", 3).is_err());
 }
+
+/// A store written before this version's index (records and chunks in sled only) is indexed at
+/// open from what is stored.
+#[test]
+fn a_store_found_in_the_state_is_indexed_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateStore::open(dir.path()).expect("state");
+    let chunks = [
+        "Every employee has 25 vacation days.".to_string(),
+        "Unused days expire in March.".to_string(),
+    ];
+    let record = DocRecord {
+        name: "/docs/handbook.md".into(),
+        format: Format::Markdown,
+        sha256: "0".repeat(64),
+        bytes: 64,
+        chunks: 2,
+        added: 1,
+    };
+    DocStore::open(&state, "documents")
+        .expect("trees")
+        .put(&record, &chunks, None)
+        .expect("put");
+    let store = EmbeddedStore::open(&state, "documents", 16, 4, limits()).expect("open");
+    assert_eq!(store.counts().expect("counts"), (1, 2));
+    let hits = store.search("when do days expire", 2).expect("search");
+    assert_eq!(hits[0].id, "/docs/handbook.md#1");
+    assert_eq!(hits[0].text, chunks[1]);
+    assert!(store.remove("/docs/handbook.md").expect("remove"));
+    assert!(store.search("vacation", 2).expect("search").is_empty());
+}
