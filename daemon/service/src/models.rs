@@ -17,6 +17,9 @@ use crate::text::model::TextModel;
 pub struct LoadedModel {
     pub name: String,
     pub dir: PathBuf,
+    /// Loaded by path for a client other than root, its files checked with that client's
+    /// permissions: the service must not load that path again as itself (at the next start).
+    pub path_of_client: bool,
     pub engine: Engine,
     /// Tokenizer, chat template and generation defaults of the same package.
     pub text: TextModel,
@@ -323,6 +326,7 @@ impl Registry {
         who: Option<&Identity>,
         opts: EngineOptions,
     ) -> Result<Arc<LoadedModel>, ServiceError> {
+        let name_is_path = name.contains('/');
         let (name, dir) = self.resolve(name, who)?;
         let _guard = self.load_lock.lock().await;
         if let Some(m) = self.get(&name) {
@@ -348,6 +352,7 @@ impl Registry {
         let merged = Mutex::new(engine.stats());
         let model = Arc::new(LoadedModel {
             name: name.clone(),
+            path_of_client: who.is_some() && name_is_path,
             dir,
             engine,
             text,

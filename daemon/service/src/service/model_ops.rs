@@ -93,7 +93,10 @@ impl Service {
     }
 
     /// What loads the active model again at the next start: its name when the model
-    /// directories hold it under that name, else the absolute path it was loaded from.
+    /// directories hold it under that name, else the absolute path it was loaded from, unless
+    /// that path was read with a client's permissions (the service, reading it as itself at the
+    /// next start, would be a confused deputy: the name is kept, and the start falls back to
+    /// `models.default` when the directories do not hold it).
     fn remembered_active(&self) -> Option<String> {
         let model = self.registry.get(&self.registry.active_name()?)?;
         let in_dirs = self
@@ -101,7 +104,7 @@ impl Service {
             .dirs()
             .iter()
             .any(|dir| dir.join(&model.name) == model.dir);
-        Some(if in_dirs {
+        Some(if in_dirs || model.path_of_client {
             model.name.clone()
         } else {
             model.dir.to_string_lossy().into_owned()
