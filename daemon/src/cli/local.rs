@@ -2,6 +2,7 @@
 //! daemon serves (filter plugins, retrieval, gates, scheduler) from a configuration file when
 //! given one, over a state directory of their own, and drive it the way the daemon does.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -65,8 +66,10 @@ impl LocalService {
         let (dir, scratch) = match &args.state_dir {
             Some(dir) => (dir.clone(), None),
             None => {
+                // Only its user may read it: the alert log and plugin state are theirs.
                 let scratch = tempfile::Builder::new()
                     .prefix("moed-state-")
+                    .permissions(std::fs::Permissions::from_mode(0o700))
                     .tempdir()
                     .context("cannot create a temporary state directory")?;
                 (scratch.path().to_path_buf(), Some(scratch))
