@@ -394,3 +394,35 @@ async fn a_switch_to_a_path_survives_a_restart() {
         assert_eq!(engine_model(&conn).await, MODEL, "the default model");
     }
 }
+
+/// With `engine.preload_experts`, every expert's session exists once the model has loaded: the
+/// first request finds them all resident (no cache miss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preloaded_experts_are_resident_before_the_first_request() {
+    let bus = TestBus::start();
+    let setup = DaemonSetup::new();
+    let drop_ins = setup.work.path().join("moed.toml.d");
+    std::fs::create_dir(&drop_ins).expect("mkdir");
+    std::fs::write(
+        drop_ins.join("10-preload.toml"),
+        "[engine]\npreload_experts = true\n",
+    )
+    .expect("write drop-in");
+    let _daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    let before = models_stats(&conn, MODEL).await;
+    assert_eq!(before.requests, 0);
+    assert!(before.cache_misses > 0, "experts were loaded: {before:?}");
+    engine(&conn)
+        .await
+        .complete("Count to three", opts(None))
+        .await
+        .expect("Complete");
+    let after = models_stats(&conn, MODEL).await;
+    assert_eq!(after.requests, 1);
+    assert_eq!(
+        after.cache_misses, before.cache_misses,
+        "the request found every expert resident"
+    );
+    assert!(after.cache_hits > before.cache_hits);
+}

@@ -244,6 +244,11 @@ impl Engine {
     /// Creates every expert session now (within the budget) instead of on first use, on as many
     /// threads as the intra-op pool has.
     pub fn preload_experts(&self) -> Result<(), EngineError> {
+        self.preload_experts_with(None)
+    }
+
+    /// [`Engine::preload_experts`], telling `progress` (experts loaded, experts to load).
+    pub fn preload_experts_with(&self, progress: Option<&LoadProgress>) -> Result<(), EngineError> {
         let all: Vec<(usize, usize)> = self
             .layers
             .iter()
@@ -259,8 +264,14 @@ impl Engine {
         } else {
             self.rt.intra_threads()
         };
+        let done = std::sync::atomic::AtomicUsize::new(0);
         let loaded = experts::load_parallel(all.len(), threads, |i| {
-            self.expert(all[i].0, all[i].1).map(drop)
+            self.expert(all[i].0, all[i].1).map(drop)?;
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if let Some(progress) = progress {
+                (progress.0)(n, all.len());
+            }
+            Ok(())
         });
         self.release_mapped_weights();
         loaded

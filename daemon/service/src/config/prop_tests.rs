@@ -11,6 +11,7 @@ const KEYS: &[(&str, &str)] = &[
     ("engine", "providers"),
     ("engine", "expert_memory_budget"),
     ("engine", "ort_library"),
+    ("engine", "preload_experts"),
     ("engine", "threads"),
     ("service", "max_concurrent"),
     ("service", "queue_depth"),

@@ -41,6 +41,10 @@ impl Config {
         if let Some(l) = &self.engine.ort_library {
             out.push_str(&format!("ort_library = {}\n", q(&l.display().to_string())));
         }
+        out.push_str(&format!(
+            "preload_experts = {}\n",
+            self.engine.preload_experts
+        ));
         out.push_str("\n[service]\n");
         out.push_str(&format!(
             "max_concurrent = {}\n",

@@ -32,6 +32,9 @@ pub struct EngineConfig {
     pub expert_memory_budget: Option<u64>,
     /// `engine.ort_library`: the ONNX Runtime shared library.
     pub ort_library: Option<PathBuf>,
+    /// `engine.preload_experts`: create every expert's session when a model loads (progress
+    /// reported as for the other graphs) instead of on first use.
+    pub preload_experts: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -123,6 +126,7 @@ pub(super) struct RawEngine {
     pub(super) providers: Option<Vec<String>>,
     pub(super) expert_memory_budget: Option<RawByteSize>,
     pub(super) ort_library: Option<String>,
+    pub(super) preload_experts: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -267,3 +267,13 @@ fn an_invalid_value_names_the_file_and_line_that_set_it() {
         "{err}"
     );
 }
+
+#[test]
+fn preload_experts_is_off_unless_set() {
+    assert!(!load("", &[]).expect("defaults").engine.preload_experts);
+    let on = load("[engine]\npreload_experts = true\n", &[]).expect("on");
+    assert!(on.engine.preload_experts);
+    assert!(on.to_toml().contains("preload_experts = true"));
+    let err = load("[engine]\npreload_experts = \"sometimes\"\n", &[]).expect_err("not a bool");
+    assert!(err.to_string().contains("preload_experts"), "{err}");
+}

@@ -178,6 +178,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             providers,
             expert_memory_budget,
             ort_library,
+            preload_experts: raw.engine.preload_experts.unwrap_or(false),
         },
         service,
         access,

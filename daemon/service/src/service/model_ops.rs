@@ -31,8 +31,11 @@ impl Service {
     ) -> Result<Arc<LoadedModel>, ServiceError> {
         let before = self.registry.loaded_names();
         let mut options = self.engine_options();
-        options.progress = progress;
+        options.progress = progress.clone();
         let model = self.registry.load(name, who, options).await?;
+        if !before.contains(&model.name) && self.config().engine.preload_experts {
+            self.preload(&model, progress).await?;
+        }
         self.refresh_status();
         self.announce().await;
         if !before.contains(&model.name) {
@@ -45,6 +48,39 @@ impl Service {
                 .await;
         }
         Ok(model)
+    }
+
+    /// Creates every expert session of a model just loaded; `progress` hears (experts loaded,
+    /// experts to load). A failure unloads the model again: it would fail its first requests.
+    async fn preload(
+        &self,
+        model: &Arc<LoadedModel>,
+        progress: Option<LoadProgress>,
+    ) -> Result<(), ServiceError> {
+        let started = std::time::Instant::now();
+        let engine_model = model.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            engine_model.engine.preload_experts_with(progress.as_ref())
+        })
+        .await
+        .map_err(joined("preloading experts"));
+        let failed = match loaded {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(ServiceError::Failed(format!(
+                "preloading the experts of model '{}' (engine.preload_experts): {e}",
+                model.name
+            ))),
+            Err(e) => Some(e),
+        };
+        if let Some(err) = failed {
+            let _ = self.registry.unload(&model.name);
+            return Err(err);
+        }
+        log::info!(
+            model = model.name.as_str();
+            "preloaded the experts of {} in {:.1} s", model.name, started.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
 
     /// Drops a loaded model once its running requests finish; its statistics are persisted
