@@ -125,7 +125,9 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     // itself, not a request to the service.
     let engine = Engine::load(&args.model, args.engine.options(ExecMode::Sparse)?)
         .with_context(|| format!("loading {}", args.model.display()))?;
-    let gate = args.gate.load(&engine)?;
+    let Some((g, params)) = args.gate.load(&engine)? else {
+        anyhow::bail!("--gate names no plugin");
+    };
     let pkg = engine.package();
     let tokenizer = TextTokenizer::from_file(
         &pkg.tokenizer_path(),
@@ -137,38 +139,32 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         anyhow::bail!("the text has no tokens");
     }
     let native = score_tokens(&engine, &ids)?;
-    let (logprobs, summary) = match &gate {
-        None => anyhow::bail!("--gate names no plugin"),
-        Some((g, params)) => {
-            let gated = score_tokens_with(&engine, &ids, Some(g.clone() as Arc<dyn Gate>))?;
-            if g.fallbacks() > 0 {
-                anyhow::bail!(
-                    "gate plugin '{}' failed on {} layer call(s) (routed natively instead): {}",
-                    g.plugin().name(),
-                    g.fallbacks(),
-                    g.last_failure().unwrap_or_default()
-                );
-            }
-            let pairs: Vec<(f64, f64)> = gated
-                .iter()
-                .zip(&native)
-                .filter_map(|(a, b)| Some(((*a)?, (*b)?)))
-                .collect();
-            let n = pairs.len().max(1) as f64;
-            let summary = GateSummary {
-                plugin: g.plugin().name().to_owned(),
-                params: params.clone(),
-                mean_abs_logprob_drift: pairs.iter().map(|(a, b)| (a - b).abs()).sum::<f64>() / n,
-                max_abs_logprob_drift: pairs.iter().map(|(a, b)| (a - b).abs()).fold(0.0, f64::max),
-                native_mean_logprob: pairs.iter().map(|p| p.1).sum::<f64>() / n,
-                gate_mean_logprob: pairs.iter().map(|p| p.0).sum::<f64>() / n,
-            };
-            (gated, summary)
-        }
+    let gated = score_tokens_with(&engine, &ids, Some(g.clone() as Arc<dyn Gate>))?;
+    if g.fallbacks() > 0 {
+        anyhow::bail!(
+            "gate plugin '{}' failed on {} layer call(s) (routed natively instead): {}",
+            g.plugin().name(),
+            g.fallbacks(),
+            g.last_failure().unwrap_or_default()
+        );
+    }
+    let pairs: Vec<(f64, f64)> = gated
+        .iter()
+        .zip(&native)
+        .filter_map(|(a, b)| Some(((*a)?, (*b)?)))
+        .collect();
+    let n = pairs.len().max(1) as f64;
+    let summary = GateSummary {
+        plugin: g.plugin().name().to_owned(),
+        params: params.clone(),
+        mean_abs_logprob_drift: pairs.iter().map(|(a, b)| (a - b).abs()).sum::<f64>() / n,
+        max_abs_logprob_drift: pairs.iter().map(|(a, b)| (a - b).abs()).fold(0.0, f64::max),
+        native_mean_logprob: pairs.iter().map(|p| p.1).sum::<f64>() / n,
+        gate_mean_logprob: pairs.iter().map(|p| p.0).sum::<f64>() / n,
     };
     let tokens = ids
         .iter()
-        .zip(logprobs)
+        .zip(gated)
         .zip(&native)
         .map(|((&id, logprob), native)| {
             Ok(TokenScore {

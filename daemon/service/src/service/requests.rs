@@ -109,11 +109,20 @@ fn invalid(message: String) -> ServiceError {
 }
 
 impl Service {
+    /// `service.max_prompt_bytes`, read without copying the configuration (every request asks).
+    fn max_prompt_bytes(&self) -> usize {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .service
+            .max_prompt_bytes as usize
+    }
+
     /// The bytes of a request's input, refused past `service.max_prompt_bytes` or, for a
     /// conversation, past [`MAX_CHAT_MESSAGES`]; counts first, then lengths, nothing copied.
     /// Adapters call it before parsing anything else of the request.
     pub fn check_input(&self, input: &PromptInput) -> Result<usize, ServiceError> {
-        let cap = self.config().service.max_prompt_bytes as usize;
+        let cap = self.max_prompt_bytes();
         let (what, bytes) = match input {
             PromptInput::Text(prompt) => ("prompt", prompt.len()),
             PromptInput::Chat(messages) => {
@@ -141,7 +150,7 @@ impl Service {
     /// Checks the request, picks the model and its plugins and takes a queue place (or
     /// `Busy`). Every size is checked before the work it bounds.
     pub fn admit(&self, client: &Client, params: GenerateParams) -> Result<Admitted, ServiceError> {
-        let cap = self.config().service.max_prompt_bytes as usize;
+        let cap = self.max_prompt_bytes();
         let input_bytes = self.check_input(&params.input)?;
         if let PromptInput::Chat(messages) = &params.input {
             check_messages(messages, &params)?;
@@ -249,7 +258,7 @@ impl Service {
         text: String,
         params: ScoreParams,
     ) -> Result<Vec<TokenScore>, ServiceError> {
-        let cap = self.config().service.max_prompt_bytes as usize;
+        let cap = self.max_prompt_bytes();
         let model = self.registry.for_request(params.model.as_deref())?;
         check_prompt_bytes("text", text.len(), &model, cap)?;
         let plugins = request_plugins::resolve(
