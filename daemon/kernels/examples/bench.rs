@@ -1,0 +1,154 @@
+//! Weight bandwidth (GB/s of codes + scales + zero points) and µs per call of `matmul` at 1 thread,
+//! cache-cold: enough copies of each weight are cycled to exceed the last-level cache.
+//!
+//!   cargo run --release -p moed-kernels --example bench [-- SECONDS_PER_CASE]
+
+use std::time::Instant;
+
+use moed_kernels::{QMatrix, QuantizedInput, Serial, fast_path, matmul};
+
+/// Bytes of weights cycled per case: well over any L3 this runs on.
+const COLD_BYTES: usize = 256 << 20;
+
+struct Case {
+    n: usize,
+    k: usize,
+    bits: u32,
+    block: usize,
+    m: usize,
+}
+
+fn fill(seed: &mut u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (*seed >> 56) as u8
+        })
+        .collect()
+}
+
+fn bench(c: &Case, seconds: f64) -> Result<(f64, f64), moed_kernels::KernelError> {
+    let kb = c.k.div_ceil(c.block);
+    let code_len = c.n * kb * c.block * c.bits as usize / 8;
+    let zp_len = c.n * (kb * c.bits as usize).div_ceil(8);
+    let bytes = code_len + 4 * c.n * kb + zp_len;
+    let copies = COLD_BYTES.div_ceil(bytes).max(2);
+    let mut seed = 1;
+    let data: Vec<(Vec<u8>, Vec<f32>, Vec<u8>)> = (0..copies)
+        .map(|_| {
+            let scales = fill(&mut seed, c.n * kb)
+                .iter()
+                .map(|&b| f32::from(b) * 1e-4)
+                .collect();
+            (fill(&mut seed, code_len), scales, fill(&mut seed, zp_len))
+        })
+        .collect();
+    let ws = data
+        .iter()
+        .map(|(codes, scales, zp)| QMatrix::new(c.n, c.k, c.bits, c.block, codes, scales, Some(zp)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let x: Vec<f32> = fill(&mut seed, c.m * c.k)
+        .iter()
+        .map(|&b| f32::from(b) / 128.0 - 1.0)
+        .collect();
+    let mut q = QuantizedInput::default();
+    let mut y = vec![0f32; c.m * c.n];
+    for w in &ws {
+        q.quantize(&x, c.m, c.k, c.block)?;
+        matmul(w, &q, &mut y, &Serial)?;
+    }
+    let (start, mut calls) = (Instant::now(), 0usize);
+    while start.elapsed().as_secs_f64() < seconds {
+        q.quantize(&x, c.m, c.k, c.block)?;
+        matmul(&ws[calls % copies], &q, &mut y, &Serial)?;
+        calls += 1;
+    }
+    let per_call = start.elapsed().as_secs_f64() / calls as f64;
+    Ok((per_call * 1e6, bytes as f64 / per_call / 1e9))
+}
+
+fn main() -> Result<(), moed_kernels::KernelError> {
+    let seconds = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    println!(
+        "path: {}, 1 thread, asymmetric (zero points present), x quantized in each call",
+        fast_path().unwrap_or("scalar")
+    );
+    let cases = [
+        Case {
+            n: 768,
+            k: 2048,
+            bits: 4,
+            block: 32,
+            m: 1,
+        },
+        Case {
+            n: 2048,
+            k: 768,
+            bits: 4,
+            block: 32,
+            m: 1,
+        },
+        Case {
+            n: 32000,
+            k: 2048,
+            bits: 8,
+            block: 32,
+            m: 1,
+        },
+        Case {
+            n: 4096,
+            k: 2048,
+            bits: 4,
+            block: 32,
+            m: 1,
+        },
+        Case {
+            n: 768,
+            k: 2048,
+            bits: 4,
+            block: 32,
+            m: 8,
+        },
+        Case {
+            n: 2048,
+            k: 768,
+            bits: 4,
+            block: 32,
+            m: 8,
+        },
+        Case {
+            n: 768,
+            k: 2048,
+            bits: 4,
+            block: 32,
+            m: 128,
+        },
+        Case {
+            n: 2048,
+            k: 768,
+            bits: 4,
+            block: 32,
+            m: 128,
+        },
+    ];
+    for c in &cases {
+        let (us, gbs) = bench(c, seconds)?;
+        println!(
+            "N={:5} K={:4} bits={} block={} M={:3}: {:9.1} µs per call, {:7.2} µs per token, {:6.2} GB/s of weights",
+            c.n,
+            c.k,
+            c.bits,
+            c.block,
+            c.m,
+            us,
+            us / c.m as f64,
+            gbs
+        );
+    }
+    Ok(())
+}

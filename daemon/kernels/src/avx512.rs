@@ -1,0 +1,202 @@
+//! The AVX-512 VNNI kernel: `vpdpbusd` multiplies the unsigned weight codes by the signed int8
+//! activations four at a time per 32-bit lane; a zero point is one correction per block,
+//! Σ(code − z)·q = Σcode·q − z·Σq, applied in f32 after the main loop.
+//!
+//! A 64-byte load of codes spans whole blocks or a whole part of one (block bytes are a power of two
+//! ≥ 8), so each lane's sum belongs to one block and is scaled by that block's sw·d, gathered
+//! into lanes with one permute. Up to 4 weight rows × 4 tokens share each load.
+
+use core::arch::x86_64::*;
+
+use crate::input::{GROUP4, QuantizedInput, ZP_LANES};
+use crate::matrix::QMatrix;
+use crate::scalar;
+
+pub(crate) fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// y for rows row0..row0+rows (≤ 4) and tokens tok0..tok0+toks (≤ 4).
+pub(crate) fn tile(
+    w: &QMatrix,
+    x: &QuantizedInput,
+    row0: usize,
+    tok0: usize,
+    rows: usize,
+    toks: usize,
+) -> [[f32; 4]; 4] {
+    let in_bounds = rows <= 4
+        && toks <= 4
+        && row0 + rows <= w.n
+        && tok0 + toks <= x.m
+        && x.block == w.block
+        && x.k_blocks == w.k_blocks;
+    // The kernels read through raw pointers computed from these bounds, and use the features; the
+    // driver already guarantees both, this keeps the function safe on its own.
+    if !in_bounds || crate::best_path() != crate::Path::Avx512Vnni {
+        return scalar::tile(w, x, row0, tok0, rows, toks);
+    }
+    match (w.bits, rows) {
+        (4, 1) => by_toks::<4, 1>(w, x, row0, tok0, toks),
+        (4, 2) => by_toks::<4, 2>(w, x, row0, tok0, toks),
+        (4, 3) => by_toks::<4, 3>(w, x, row0, tok0, toks),
+        (4, _) => by_toks::<4, 4>(w, x, row0, tok0, toks),
+        (_, 1) => by_toks::<8, 1>(w, x, row0, tok0, toks),
+        (_, 2) => by_toks::<8, 2>(w, x, row0, tok0, toks),
+        (_, 3) => by_toks::<8, 3>(w, x, row0, tok0, toks),
+        (_, _) => by_toks::<8, 4>(w, x, row0, tok0, toks),
+    }
+}
+
+fn by_toks<const B: u32, const R: usize>(
+    w: &QMatrix,
+    x: &QuantizedInput,
+    row0: usize,
+    tok0: usize,
+    toks: usize,
+) -> [[f32; 4]; 4] {
+    // SAFETY: `tile` checked the CPU features and that rows row0..row0+R of w and tokens
+    // tok0..tok0+toks of x exist, with matching blocks; that is all `kernel` relies on.
+    unsafe {
+        match toks {
+            1 => kernel::<B, R, 1>(w, x, row0, tok0),
+            2 => kernel::<B, R, 2>(w, x, row0, tok0),
+            3 => kernel::<B, R, 3>(w, x, row0, tok0),
+            _ => kernel::<B, R, 4>(w, x, row0, tok0),
+        }
+    }
+}
+
+/// The mask of the first `n` (≤ 16) lanes.
+fn mask16(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+/// # Safety
+/// The CPU has the enabled features; rows row0..row0+R of w and tokens tok0..tok0+T of x exist and
+/// x was quantized with w's block size and k. Every load stays inside its slice: code loads are
+/// masked to the row's bytes, scale loads to the row's blocks, and x is padded to whole groups.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
+    w: &QMatrix,
+    x: &QuantizedInput,
+    row0: usize,
+    tok0: usize,
+) -> [[f32; 4]; 4] {
+    let lanes_per_block = (w.block_bytes / 4) as i32;
+    let idx: [i32; 16] = core::array::from_fn(|l| l as i32 / lanes_per_block);
+    let blocks_per_group = (64 / w.block_bytes).max(1);
+    let xq = if B == 4 { &x.split } else { &x.natural };
+    let groups = w.row_bytes.div_ceil(64);
+    // SAFETY (whole body): pointers are offsets inside their slices per the contract above.
+    unsafe {
+        let idx = _mm512_loadu_si512(idx.as_ptr().cast());
+        let nib = _mm512_set1_epi8(0x0f);
+        let codes: [*const u8; R] =
+            core::array::from_fn(|r| w.codes.as_ptr().add((row0 + r) * w.row_bytes));
+        let scales: [*const f32; R] =
+            core::array::from_fn(|r| w.scales.as_ptr().add((row0 + r) * w.k_blocks));
+        let xr: [*const i8; T] = core::array::from_fn(|t| xq.as_ptr().add((tok0 + t) * x.row_len));
+        let xd: [*const f32; T] =
+            core::array::from_fn(|t| x.scale.as_ptr().add((tok0 + t) * x.row_blocks));
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        for g in 0..groups {
+            let off = g * 64;
+            let left = w.row_bytes - off;
+            let cmask: __mmask64 = if left >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << left) - 1
+            };
+            let b0 = off / w.block_bytes;
+            let smask = mask16(blocks_per_group.min(w.k_blocks - b0));
+            let xoff = if B == 4 { g * GROUP4 } else { off };
+            let mut xe = [_mm512_setzero_si512(); T];
+            let mut xo = [_mm512_setzero_si512(); T];
+            let mut dx = [_mm512_setzero_ps(); T];
+            for t in 0..T {
+                xe[t] = _mm512_loadu_si512(xr[t].add(xoff).cast());
+                if B == 4 {
+                    xo[t] = _mm512_loadu_si512(xr[t].add(xoff + 64).cast());
+                }
+                dx[t] = _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(smask, xd[t].add(b0)));
+            }
+            for r in 0..R {
+                let c = _mm512_maskz_loadu_epi8(cmask, codes[r].add(off).cast());
+                let sw =
+                    _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(smask, scales[r].add(b0)));
+                let (lo, hi) = if B == 4 {
+                    (
+                        _mm512_and_si512(c, nib),
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(c), nib),
+                    )
+                } else {
+                    (c, c)
+                };
+                for t in 0..T {
+                    let mut i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xe[t]);
+                    if B == 4 {
+                        i = _mm512_dpbusd_epi32(i, hi, xo[t]);
+                    }
+                    acc[r][t] =
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(sw, dx[t]), acc[r][t]);
+                }
+            }
+        }
+        let mut zacc = [[_mm512_setzero_ps(); T]; R];
+        let xs: [*const f32; T] =
+            core::array::from_fn(|t| x.scaled_sum.as_ptr().add((tok0 + t) * x.row_blocks));
+        for c in (0..w.k_blocks).step_by(ZP_LANES) {
+            let m = mask16((w.k_blocks - c).min(ZP_LANES));
+            // x's block rows are padded to whole ZP_LANES, so this load needs no mask.
+            let xv: [__m512; T] = core::array::from_fn(|t| _mm512_loadu_ps(xs[t].add(c)));
+            for r in 0..R {
+                let sw = _mm512_maskz_loadu_ps(m, scales[r].add(c));
+                let swz = _mm512_mul_ps(sw, zero_points(w, row0 + r, c, m));
+                for t in 0..T {
+                    zacc[r][t] = _mm512_fmadd_ps(swz, xv[t], zacc[r][t]);
+                }
+            }
+        }
+        let mut out = [[0f32; 4]; 4];
+        for r in 0..R {
+            for t in 0..T {
+                out[r][t] = _mm512_reduce_add_ps(acc[r][t]) - _mm512_reduce_add_ps(zacc[r][t]);
+            }
+        }
+        out
+    }
+}
+
+/// The zero points of blocks c..c+16 of `row` as f32 (lanes outside `m` are don't-care: their
+/// scales are loaded as 0).
+///
+/// # Safety
+/// As `kernel`; c < k_blocks.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn zero_points(w: &QMatrix, row: usize, c: usize, m: __mmask16) -> __m512 {
+    let Some(z) = w.zero_points else {
+        return _mm512_set1_ps(f32::from(1u8 << (w.bits - 1)));
+    };
+    // SAFETY: the row's zero points hold k_blocks*bits/8 bytes (rounded up); loads are masked to
+    // the blocks that exist (for 4 bits, to the bytes holding them).
+    unsafe {
+        let p = z.as_ptr().add(row * w.zp_row_bytes);
+        let bytes = if w.bits == 8 {
+            _mm_maskz_loadu_epi8(m, p.add(c).cast())
+        } else {
+            let nbytes = (m.count_ones() as usize).div_ceil(2);
+            let v = _mm_maskz_loadu_epi8(mask16(nbytes), p.add(c / 2).cast());
+            let nib = _mm_set1_epi8(0x0f);
+            _mm_unpacklo_epi8(
+                _mm_and_si128(v, nib),
+                _mm_and_si128(_mm_srli_epi16::<4>(v), nib),
+            )
+        };
+        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes))
+    }
+}

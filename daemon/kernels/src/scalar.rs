@@ -1,0 +1,37 @@
+//! The reference kernel: the integer math every fast path must reproduce, one element at a time.
+
+use crate::input::QuantizedInput;
+use crate::matrix::QMatrix;
+
+/// y for weight row `row` and token `t`: Σ_b sw·d·Σ(code·q) − Σ_b sw·z·d·Σq.
+pub(crate) fn dot(w: &QMatrix, x: &QuantizedInput, row: usize, t: usize) -> f32 {
+    let q = x.q(t);
+    let (mut main, mut corr) = (0f32, 0f32);
+    for b in 0..w.k_blocks {
+        let isum: i32 = (b * w.block..(b + 1) * w.block)
+            .map(|i| i32::from(w.code(row, i)) * i32::from(q[i]))
+            .sum();
+        let sw = w.scales[row * w.k_blocks + b];
+        main += sw * x.scale[t * x.row_blocks + b] * isum as f32;
+        corr += sw * f32::from(w.zero_point(row, b)) * x.scaled_sum[t * x.row_blocks + b];
+    }
+    main - corr
+}
+
+/// A tile of up to 4 rows × 4 tokens, in the shape the fast kernels return.
+pub(crate) fn tile(
+    w: &QMatrix,
+    x: &QuantizedInput,
+    row0: usize,
+    tok0: usize,
+    rows: usize,
+    toks: usize,
+) -> [[f32; 4]; 4] {
+    let mut out = [[0f32; 4]; 4];
+    for (r, out_r) in out.iter_mut().enumerate().take(rows) {
+        for (t, o) in out_r.iter_mut().enumerate().take(toks) {
+            *o = dot(w, x, row0 + r, tok0 + t);
+        }
+    }
+    out
+}
