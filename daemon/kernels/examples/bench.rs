@@ -1,7 +1,9 @@
 //! Weight bandwidth (GB/s of codes + scales + zero points) and µs per call of `matmul` at 1 thread,
 //! cache-cold: enough copies of each weight are cycled to exceed the last-level cache.
 //!
-//!   cargo run --release -p moed-kernels --example bench [-- SECONDS_PER_CASE]
+//!   cargo run --release -p moed-kernels --example bench [-- SECONDS_PER_CASE [M]]
+//!
+//! With M, only the cases of that many tokens run.
 
 use std::time::Instant;
 
@@ -136,7 +138,8 @@ fn main() -> Result<(), moed_kernels::KernelError> {
             m: 128,
         },
     ];
-    for c in &cases {
+    let only_m: Option<usize> = std::env::args().nth(2).and_then(|s| s.parse().ok());
+    for c in cases.iter().filter(|c| only_m.is_none_or(|m| m == c.m)) {
         let (us, gbs) = bench(c, seconds)?;
         println!(
             "N={:5} K={:4} bits={} block={} M={:3}: {:9.1} µs per call, {:7.2} µs per token, {:6.2} GB/s of weights",

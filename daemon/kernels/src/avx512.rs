@@ -8,7 +8,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::input::{GROUP4, QuantizedInput, ZP_LANES};
+use crate::input::{GROUP4, GROUP8, LANES, QuantizedInput, TILE_TOKENS, ZP_LANES};
 use crate::matrix::QMatrix;
 use crate::scalar;
 
@@ -31,7 +31,9 @@ pub(crate) fn tile(
     let in_bounds = rows <= 4
         && toks <= 4
         && row0 + rows <= w.n
-        && tok0 + toks <= x.m
+        && tok0 < x.m
+        && tok0.is_multiple_of(TILE_TOKENS)
+        && toks == TILE_TOKENS.min(x.m - tok0)
         && x.block == w.block
         && x.k_blocks == w.k_blocks;
     // The kernels read through raw pointers computed from these bounds, and use the features; the
@@ -70,6 +72,9 @@ fn by_toks<const B: u32, const R: usize>(
     }
 }
 
+/// How far ahead (in tiles of rows) the kernel prefetches the weights.
+const PREFETCH_TILES: usize = 2;
+
 /// The mask of the first `n` (≤ 16) lanes.
 fn mask16(n: usize) -> __mmask16 {
     ((1u32 << n) - 1) as __mmask16
@@ -86,22 +91,31 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
     row0: usize,
     tok0: usize,
 ) -> [[f32; 4]; 4] {
-    let lanes_per_block = (w.block_bytes / 4) as i32;
-    let idx: [i32; 16] = core::array::from_fn(|l| l as i32 / lanes_per_block);
+    // Lane l (4 code bytes) belongs to block l / lanes_per_block of the group; both are powers of two.
+    let lane_shift = (w.block_bytes / 4).trailing_zeros().min(4) as i32;
     let blocks_per_group = (64 / w.block_bytes).max(1);
-    let xq = if B == 4 { &x.split } else { &x.natural };
     let groups = w.row_bytes.div_ceil(64);
     // SAFETY (whole body): pointers are offsets inside their slices per the contract above.
     unsafe {
-        let idx = _mm512_loadu_si512(idx.as_ptr().cast());
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let idx = _mm512_srlv_epi32(lanes, _mm512_set1_epi32(lane_shift));
+        // The next tiles' rows follow this tile's in memory; the hardware prefetchers stop at each
+        // 4 KB page, so fetch PREFETCH_TILES tiles ahead explicitly.
+        let ahead = PREFETCH_TILES * R * w.row_bytes;
+        let scales_ahead = PREFETCH_TILES * R * w.k_blocks;
         let nib = _mm512_set1_epi8(0x0f);
         let codes: [*const u8; R] =
             core::array::from_fn(|r| w.codes.as_ptr().add((row0 + r) * w.row_bytes));
         let scales: [*const f32; R] =
             core::array::from_fn(|r| w.scales.as_ptr().add((row0 + r) * w.k_blocks));
-        let xr: [*const i8; T] = core::array::from_fn(|t| xq.as_ptr().add((tok0 + t) * x.row_len));
-        let xd: [*const f32; T] =
-            core::array::from_fn(|t| x.scale.as_ptr().add((tok0 + t) * x.row_blocks));
+        // This tile's tokens, interleaved group by group (see `QuantizedInput`).
+        let (xq, lanes, unit, lanes_per_token) = if B == 4 {
+            (&x.tiled4, &x.lanes4, GROUP4, x.row_len / (GROUP4 / LANES))
+        } else {
+            (&x.tiled8, &x.lanes8, GROUP8, x.row_len / (GROUP8 / LANES))
+        };
+        let xt = xq.as_ptr().add(tok0 * x.row_len);
+        let dt = lanes.as_ptr().add(tok0 * lanes_per_token);
         let mut acc = [[_mm512_setzero_ps(); T]; R];
         for g in 0..groups {
             let off = g * 64;
@@ -113,18 +127,12 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
             };
             let b0 = off / w.block_bytes;
             let smask = mask16(blocks_per_group.min(w.k_blocks - b0));
-            let xoff = if B == 4 { g * GROUP4 } else { off };
-            let mut xe = [_mm512_setzero_si512(); T];
-            let mut xo = [_mm512_setzero_si512(); T];
-            let mut dx = [_mm512_setzero_ps(); T];
-            for t in 0..T {
-                xe[t] = _mm512_loadu_si512(xr[t].add(xoff).cast());
-                if B == 4 {
-                    xo[t] = _mm512_loadu_si512(xr[t].add(xoff + 64).cast());
-                }
-                dx[t] = _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(smask, xd[t].add(b0)));
-            }
             for r in 0..R {
+                // Prefetching never faults, and wrapping_add keeps a pointer past the end defined.
+                _mm_prefetch::<_MM_HINT_T0>(codes[r].wrapping_add(off + ahead).cast());
+                if off % 256 == 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(scales[r].wrapping_add(b0 + scales_ahead).cast());
+                }
                 let c = _mm512_maskz_loadu_epi8(cmask, codes[r].add(off).cast());
                 let sw =
                     _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(smask, scales[r].add(b0)));
@@ -136,13 +144,18 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
                 } else {
                     (c, c)
                 };
-                for t in 0..T {
-                    let mut i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xe[t]);
+                // x and its lane scales are read from memory here (L1 after the first row): keeping
+                // them in registers for all tokens would spill the accumulators.
+                for (t, a) in acc[r].iter_mut().enumerate() {
+                    let xg = xt.add((g * T + t) * unit);
+                    let xe = _mm512_loadu_si512(xg.cast());
+                    let mut i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xe);
                     if B == 4 {
-                        i = _mm512_dpbusd_epi32(i, hi, xo[t]);
+                        let xo = _mm512_loadu_si512(xg.add(64).cast());
+                        i = _mm512_dpbusd_epi32(i, hi, xo);
                     }
-                    acc[r][t] =
-                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(sw, dx[t]), acc[r][t]);
+                    let dx = _mm512_loadu_ps(dt.add((g * T + t) * LANES));
+                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(sw, dx), *a);
                 }
             }
         }
