@@ -8,6 +8,7 @@
 
 use core::arch::x86_64::*;
 
+use crate::driver::{Tile, TileOut};
 use crate::input::{GROUP4, GROUP8, LANES, QuantizedInput, TILE_TOKENS, ZP_LANES};
 use crate::matrix::QMatrix;
 use crate::scalar;
@@ -19,55 +20,41 @@ pub(crate) fn available() -> bool {
         && is_x86_feature_detected!("avx512vnni")
 }
 
-/// y for rows row0..row0+rows (≤ 4) and tokens tok0..tok0+toks (≤ 4).
-pub(crate) fn tile(
-    w: &QMatrix,
-    x: &QuantizedInput,
-    row0: usize,
-    tok0: usize,
-    rows: usize,
-    toks: usize,
-) -> [[f32; 4]; 4] {
-    let in_bounds = rows <= 4
-        && toks <= 4
-        && row0 + rows <= w.n
-        && tok0 < x.m
-        && tok0.is_multiple_of(TILE_TOKENS)
-        && toks == TILE_TOKENS.min(x.m - tok0)
+/// y for one tile of at most 4 rows × 4 tokens.
+pub(crate) fn tile(w: &QMatrix, x: &QuantizedInput, t: Tile) -> TileOut {
+    let in_bounds = t.rows <= 4
+        && t.row0 + t.rows <= w.n
+        && t.tok0 < x.m
+        && t.tok0.is_multiple_of(TILE_TOKENS)
+        && t.toks == TILE_TOKENS.min(x.m - t.tok0)
         && x.block == w.block
         && x.k_blocks == w.k_blocks;
     // The kernels read through raw pointers computed from these bounds, and use the features; the
     // driver already guarantees both, this keeps the function safe on its own.
     if !in_bounds || crate::best_path() != crate::Path::Avx512Vnni {
-        return scalar::tile(w, x, row0, tok0, rows, toks);
+        return scalar::tile(w, x, t);
     }
-    match (w.bits, rows) {
-        (4, 1) => by_toks::<4, 1>(w, x, row0, tok0, toks),
-        (4, 2) => by_toks::<4, 2>(w, x, row0, tok0, toks),
-        (4, 3) => by_toks::<4, 3>(w, x, row0, tok0, toks),
-        (4, _) => by_toks::<4, 4>(w, x, row0, tok0, toks),
-        (_, 1) => by_toks::<8, 1>(w, x, row0, tok0, toks),
-        (_, 2) => by_toks::<8, 2>(w, x, row0, tok0, toks),
-        (_, 3) => by_toks::<8, 3>(w, x, row0, tok0, toks),
-        (_, _) => by_toks::<8, 4>(w, x, row0, tok0, toks),
+    match (w.bits, t.rows) {
+        (4, 1) => by_toks::<4, 1>(w, x, t),
+        (4, 2) => by_toks::<4, 2>(w, x, t),
+        (4, 3) => by_toks::<4, 3>(w, x, t),
+        (4, _) => by_toks::<4, 4>(w, x, t),
+        (_, 1) => by_toks::<8, 1>(w, x, t),
+        (_, 2) => by_toks::<8, 2>(w, x, t),
+        (_, 3) => by_toks::<8, 3>(w, x, t),
+        (_, _) => by_toks::<8, 4>(w, x, t),
     }
 }
 
-fn by_toks<const B: u32, const R: usize>(
-    w: &QMatrix,
-    x: &QuantizedInput,
-    row0: usize,
-    tok0: usize,
-    toks: usize,
-) -> [[f32; 4]; 4] {
-    // SAFETY: `tile` checked the CPU features and that rows row0..row0+R of w and tokens
-    // tok0..tok0+toks of x exist, with matching blocks; that is all `kernel` relies on.
+fn by_toks<const B: u32, const R: usize>(w: &QMatrix, x: &QuantizedInput, t: Tile) -> TileOut {
+    // SAFETY: `tile` checked the CPU features and that rows row0..row0+R of w and the tile's tokens
+    // of x exist, with matching blocks; that is all `kernel` relies on.
     unsafe {
-        match toks {
-            1 => kernel::<B, R, 1>(w, x, row0, tok0),
-            2 => kernel::<B, R, 2>(w, x, row0, tok0),
-            3 => kernel::<B, R, 3>(w, x, row0, tok0),
-            _ => kernel::<B, R, 4>(w, x, row0, tok0),
+        match t.toks {
+            1 => kernel::<B, R, 1>(w, x, t.row0, t.tok0),
+            2 => kernel::<B, R, 2>(w, x, t.row0, t.tok0),
+            3 => kernel::<B, R, 3>(w, x, t.row0, t.tok0),
+            _ => kernel::<B, R, 4>(w, x, t.row0, t.tok0),
         }
     }
 }
@@ -90,7 +77,7 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
     x: &QuantizedInput,
     row0: usize,
     tok0: usize,
-) -> [[f32; 4]; 4] {
+) -> TileOut {
     // Lane l (4 code bytes) belongs to block l / lanes_per_block of the group; both are powers of two.
     let lane_shift = (w.block_bytes / 4).trailing_zeros().min(4) as i32;
     let blocks_per_group = (64 / w.block_bytes).max(1);

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::input::QuantizedInput;
+use crate::input::{QuantizedInput, TILE_TOKENS};
 use crate::matrix::{QMatrix, expect_len};
 use crate::{KernelError, Path, checked_len, scalar};
 
@@ -28,9 +28,22 @@ impl Parallel for Serial {
     }
 }
 
-/// Rows and tokens one kernel call handles.
+/// Rows of W one kernel call handles (and `TILE_TOKENS` tokens).
 const TILE: usize = 4;
-/// Tokens per task: their quantized x (≤ 2 × 256 KB at k = 2048) stays in L2 while each
+
+/// The part of y one kernel call computes: rows row0..row0+rows of W (rows ≤ 4) and tokens
+/// tok0..tok0+toks (toks ≤ 4).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tile {
+    pub(crate) row0: usize,
+    pub(crate) rows: usize,
+    pub(crate) tok0: usize,
+    pub(crate) toks: usize,
+}
+
+/// A kernel's result for a `Tile`, [row][token].
+pub(crate) type TileOut = [[f32; TILE_TOKENS]; TILE];
+/// Tokens per task (a multiple of `TILE_TOKENS`): their quantized x (≤ 2 × 256 KB at k = 2048) stays in L2 while each
 /// weight row is read once for all of them.
 const TOKENS_PER_TASK: usize = 128;
 /// A task smaller than this many weight bytes costs more to hand out than to compute.
@@ -93,12 +106,18 @@ pub(crate) fn matmul_on(
         let toks = tt * TOKENS_PER_TASK..((tt + 1) * TOKENS_PER_TASK).min(x.m);
         for row0 in rows.clone().step_by(TILE) {
             let nr = TILE.min(rows.end - row0);
-            for tok0 in toks.clone().step_by(TILE) {
-                let nt = TILE.min(toks.end - tok0);
+            for tok0 in toks.clone().step_by(TILE_TOKENS) {
+                let nt = TILE_TOKENS.min(toks.end - tok0);
+                let t = Tile {
+                    row0,
+                    rows: nr,
+                    tok0,
+                    toks: nt,
+                };
                 let tile = match path {
-                    Path::Scalar => scalar::tile(w, x, row0, tok0, nr, nt),
+                    Path::Scalar => scalar::tile(w, x, t),
                     #[cfg(target_arch = "x86_64")]
-                    Path::Avx512Vnni => crate::avx512::tile(w, x, row0, tok0, nr, nt),
+                    Path::Avx512Vnni => crate::avx512::tile(w, x, t),
                 };
                 for (r, tile_r) in tile.iter().enumerate().take(nr) {
                     for (t, v) in tile_r.iter().enumerate().take(nt) {

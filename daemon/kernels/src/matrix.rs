@@ -79,29 +79,24 @@ impl<'a> QMatrix<'a> {
 
     /// The zero point of block `b` of row `row`.
     pub(crate) fn zero_point(&self, row: usize, b: usize) -> u8 {
-        let Some(z) = self.zero_points else {
-            return 1 << (self.bits - 1);
-        };
-        let row_z = &z[row * self.zp_row_bytes..];
-        if self.bits == 8 {
-            row_z[b]
-        } else if b.is_multiple_of(2) {
-            row_z[b / 2] & 0x0f
-        } else {
-            row_z[b / 2] >> 4
+        match self.zero_points {
+            Some(z) => unpack(&z[row * self.zp_row_bytes..], b, self.bits),
+            None => 1 << (self.bits - 1),
         }
     }
 
     /// The code of element `i` (0 ≤ i < k_blocks*block) of row `row`.
     pub(crate) fn code(&self, row: usize, i: usize) -> u8 {
-        let row_codes = &self.codes[row * self.row_bytes..];
-        if self.bits == 8 {
-            row_codes[i]
-        } else if i.is_multiple_of(2) {
-            row_codes[i / 2] & 0x0f
-        } else {
-            row_codes[i / 2] >> 4
-        }
+        unpack(&self.codes[row * self.row_bytes..], i, self.bits)
+    }
+}
+
+/// Value `i` of bytes packed at `bits` per value (4 bits: even values in the low nibbles).
+fn unpack(bytes: &[u8], i: usize, bits: u32) -> u8 {
+    if bits == 8 {
+        bytes[i]
+    } else {
+        (bytes[i / 2] >> (4 * (i % 2))) & 0x0f
     }
 }
 

@@ -1,5 +1,6 @@
 //! The reference kernel: the integer math every fast path must reproduce, one element at a time.
 
+use crate::driver::{Tile, TileOut};
 use crate::input::QuantizedInput;
 use crate::matrix::QMatrix;
 
@@ -19,18 +20,11 @@ pub(crate) fn dot(w: &QMatrix, x: &QuantizedInput, row: usize, t: usize) -> f32 
 }
 
 /// A tile of up to 4 rows × 4 tokens, in the shape the fast kernels return.
-pub(crate) fn tile(
-    w: &QMatrix,
-    x: &QuantizedInput,
-    row0: usize,
-    tok0: usize,
-    rows: usize,
-    toks: usize,
-) -> [[f32; 4]; 4] {
+pub(crate) fn tile(w: &QMatrix, x: &QuantizedInput, t: Tile) -> TileOut {
     let mut out = [[0f32; 4]; 4];
-    for (r, out_r) in out.iter_mut().enumerate().take(rows) {
-        for (t, o) in out_r.iter_mut().enumerate().take(toks) {
-            *o = dot(w, x, row0 + r, tok0 + t);
+    for (r, out_r) in out.iter_mut().enumerate().take(t.rows) {
+        for (j, o) in out_r.iter_mut().enumerate().take(t.toks) {
+            *o = dot(w, x, t.row0 + r, t.tok0 + j);
         }
     }
     out
