@@ -80,7 +80,9 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
 ) -> TileOut {
     // Lane l (4 code bytes) belongs to block l / lanes_per_block of the group; both are powers of two.
     let lane_shift = (w.block_bytes / 4).trailing_zeros().min(4) as i32;
-    let blocks_per_group = (64 / w.block_bytes).max(1);
+    // Block bytes are a power of two: shifts, not divisions, in the loop.
+    let block_shift = w.block_bytes.trailing_zeros();
+    let blocks_per_group = (64 >> block_shift).max(1);
     let groups = w.row_bytes.div_ceil(64);
     // SAFETY (whole body): pointers are offsets inside their slices per the contract above.
     unsafe {
@@ -112,7 +114,7 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
             } else {
                 (1u64 << left) - 1
             };
-            let b0 = off / w.block_bytes;
+            let b0 = off >> block_shift;
             let smask = mask16(blocks_per_group.min(w.k_blocks - b0));
             for r in 0..R {
                 // Prefetching never faults, and wrapping_add keeps a pointer past the end defined.
