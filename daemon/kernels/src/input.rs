@@ -45,9 +45,88 @@ pub struct QuantizedInput {
     pub(crate) scale: Vec<f32>,
     /// d × Σq per block: what a zero point multiplies.
     pub(crate) scaled_sum: Vec<f32>,
-    /// One token's split row and lane scales before they are tiled.
+    scratch: Scratch,
+}
+
+/// One token's split row and lane scales before they are tiled.
+#[derive(Clone, Debug, Default)]
+struct Scratch {
     split: Vec<i8>,
-    lanes: Vec<f32>,
+    lanes4: Vec<f32>,
+    lanes8: Vec<f32>,
+}
+
+/// Where one token's quantization goes: its rows of the per-token arrays, and the scratch rows.
+struct TokenOut<'a> {
+    q: &'a mut [i8],
+    d: &'a mut [f32],
+    ds: &'a mut [f32],
+    split: &'a mut [i8],
+    lanes4: &'a mut [f32],
+    lanes8: &'a mut [f32],
+}
+
+/// Quantizes one token, compiled for AVX-512 so its loops vectorize to 512 bits.
+///
+/// # Safety
+/// The CPU has the enabled features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn token_avx512(xrow: &[f32], block: usize, out: TokenOut) {
+    token(xrow, block, out)
+}
+
+/// Quantizes one token: q, d and d·Σq per block, the even/odd split and the lane scales.
+#[inline(always)]
+fn token(xrow: &[f32], block: usize, o: TokenOut) {
+    for (b, xb) in xrow.chunks(block).enumerate() {
+        // Sixteen running maxima, not one: a single chain of dependent max operations is what
+        // made this loop slow (it does not vectorize, and each waits on the last).
+        let mut lane_max = [0f32; 16];
+        for c in xb.chunks(16) {
+            for (mx, v) in lane_max.iter_mut().zip(c) {
+                let a = v.abs();
+                *mx = if a > *mx { a } else { *mx };
+            }
+        }
+        let amax = lane_max
+            .iter()
+            .fold(0f32, |a, &v| if v > a { v } else { a });
+        o.d[b] = amax / 127.0;
+        let inv = if o.d[b] > 0.0 { 1.0 / o.d[b] } else { 0.0 };
+        let mut sum = 0i32;
+        for (qi, &v) in o.q[b * block..].iter_mut().zip(xb) {
+            *qi = round_small(v * inv);
+            sum += i32::from(*qi);
+        }
+        o.ds[b] = o.d[b] * sum as f32;
+    }
+    for (sg, qg) in o
+        .split
+        .chunks_exact_mut(GROUP4)
+        .zip(o.q.chunks_exact(GROUP4))
+    {
+        let (even, odd) = sg.split_at_mut(GROUP4 / 2);
+        for ((e, od), pair) in even.iter_mut().zip(odd).zip(qg.chunks_exact(2)) {
+            *e = pair[0];
+            *od = pair[1];
+        }
+    }
+    let shift = block.trailing_zeros();
+    for (elems, lanes) in [(8, o.lanes4), (4, o.lanes8)] {
+        for (j, l) in lanes.iter_mut().enumerate() {
+            // Lanes past the last block read the zero padding of d, or get 0.
+            *l = o.d.get((j * elems) >> shift).copied().unwrap_or(0.0);
+        }
+    }
+}
+
+/// round(r) for |r| ≤ 127 (ties to even), as the FPU does it: adding 1.5 × 2^23 leaves the
+/// rounded integer in the low mantissa bits. Plain arithmetic, so the loop vectorizes (a float to
+/// int `as` does not); a non-finite x gives a wrong but defined y.
+fn round_small(r: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    ((r + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32) as i8
 }
 
 /// Copies `src` (one token's row, in units) into its place in a tiled array.
@@ -102,60 +181,58 @@ impl QuantizedInput {
         if k == 0 {
             return Ok(());
         }
-        let (split, lanes) = (&mut self.split, &mut self.lanes);
+        let Scratch {
+            split,
+            lanes4,
+            lanes8,
+        } = &mut self.scratch;
         split.resize(row_len, 0);
-        lanes.resize(row_len / (GROUP8 / LANES), 0.0);
+        lanes4.resize(row_len / (GROUP4 / LANES), 0.0);
+        lanes8.resize(row_len / (GROUP8 / LANES), 0.0);
+        let wide = crate::best_path() != crate::Path::Scalar;
         for (t, xrow) in x.chunks_exact(k).enumerate() {
-            let q = &mut self.natural[t * row_len..(t + 1) * row_len];
-            let d = &mut self.scale[t * row_blocks..(t + 1) * row_blocks];
-            let ds = &mut self.scaled_sum[t * row_blocks..(t + 1) * row_blocks];
-            for (b, xb) in xrow.chunks(block).enumerate() {
-                let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
-                d[b] = amax / 127.0;
-                let inv = if d[b] > 0.0 { 1.0 / d[b] } else { 0.0 };
-                let mut sum = 0i32;
-                for (qi, &v) in q[b * block..].iter_mut().zip(xb) {
-                    // Rounds half away from zero without a libm call; `as` truncates and saturates
-                    // (NaN becomes 0): a non-finite input gives a wrong but defined y.
-                    let r = v * inv;
-                    *qi = (r + 0.5f32.copysign(r)) as i8;
-                    sum += i32::from(*qi);
-                }
-                ds[b] = d[b] * sum as f32;
+            let out = TokenOut {
+                q: &mut self.natural[t * row_len..(t + 1) * row_len],
+                d: &mut self.scale[t * row_blocks..(t + 1) * row_blocks],
+                ds: &mut self.scaled_sum[t * row_blocks..(t + 1) * row_blocks],
+                split,
+                lanes4,
+                lanes8,
+            };
+            #[cfg(target_arch = "x86_64")]
+            if wide {
+                // SAFETY: the fast path exists only where the CPU has these features.
+                unsafe { token_avx512(xrow, block, out) }
+            } else {
+                token(xrow, block, out)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let _ = wide;
+                token(xrow, block, out)
             }
             let tile_start = t / TILE_TOKENS * TILE_TOKENS;
             let (nt, pos) = (TILE_TOKENS.min(m - tile_start), t - tile_start);
-            for (sg, qg) in split.chunks_exact_mut(GROUP4).zip(q.chunks_exact(GROUP4)) {
-                for i in 0..GROUP4 / 2 {
-                    sg[i] = qg[2 * i];
-                    sg[GROUP4 / 2 + i] = qg[2 * i + 1];
-                }
-            }
+            let q = &self.natural[t * row_len..(t + 1) * row_len];
+            let start = tile_start * row_len;
+            scatter(&mut self.tiled4, split, GROUP4, start, nt, pos);
+            scatter(&mut self.tiled8, q, GROUP8, start, nt, pos);
             scatter(
-                &mut self.tiled4,
-                split,
-                GROUP4,
-                tile_start * row_len,
+                &mut self.lanes4,
+                lanes4,
+                LANES,
+                start / (GROUP4 / LANES),
                 nt,
                 pos,
             );
-            scatter(&mut self.tiled8, q, GROUP8, tile_start * row_len, nt, pos);
-            let shift = block.trailing_zeros();
-            for (elems, dst) in [(8, &mut self.lanes4), (4, &mut self.lanes8)] {
-                let per_token = row_len / elems;
-                for (j, l) in lanes[..per_token].iter_mut().enumerate() {
-                    // Padding lanes past the last block read the zero padding of `d`, or get 0.
-                    *l = d.get((j * elems) >> shift).copied().unwrap_or(0.0);
-                }
-                scatter(
-                    dst,
-                    &lanes[..per_token],
-                    LANES,
-                    tile_start * per_token,
-                    nt,
-                    pos,
-                );
-            }
+            scatter(
+                &mut self.lanes8,
+                lanes8,
+                LANES,
+                start / (GROUP8 / LANES),
+                nt,
+                pos,
+            );
         }
         Ok(())
     }
