@@ -78,10 +78,11 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
     row0: usize,
     tok0: usize,
 ) -> TileOut {
-    // Lane l (4 code bytes) belongs to block l / lanes_per_block of the group; both are powers of two.
-    let lane_shift = (w.block_bytes / 4).trailing_zeros().min(4) as i32;
     // Block bytes are a power of two: shifts, not divisions, in the loop.
-    let block_shift = w.block_bytes.trailing_zeros();
+    let block_bytes = w.block * w.bits as usize / 8;
+    let block_shift = block_bytes.trailing_zeros();
+    // Lane l (4 code bytes) belongs to block l / lanes_per_block of the group; both are powers of two.
+    let lane_shift = (block_bytes / 4).trailing_zeros().min(4) as i32;
     let blocks_per_group = (64 >> block_shift).max(1);
     let groups = w.row_bytes.div_ceil(64);
     // SAFETY (whole body): pointers are offsets inside their slices per the contract above.

@@ -11,8 +11,7 @@ pub struct QMatrix<'a> {
     pub(crate) bits: u32,
     pub(crate) block: usize,
     pub(crate) k_blocks: usize,
-    /// Code bytes of one block, and of one row.
-    pub(crate) block_bytes: usize,
+    /// Code bytes of one row.
     pub(crate) row_bytes: usize,
     pub(crate) zp_row_bytes: usize,
     pub(crate) codes: &'a [u8],
@@ -58,7 +57,6 @@ impl<'a> QMatrix<'a> {
             bits,
             block,
             k_blocks,
-            block_bytes,
             row_bytes,
             zp_row_bytes,
             codes,
