@@ -174,6 +174,35 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
     }
 }
 
+/// Quantizes one block xb (its values past q's length are ignored) into q as `input::quantize_block`
+/// does, rounding ties to even like it; returns d and Σq.
+///
+/// # Safety
+/// The CPU has the enabled features.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn quantize_block(xb: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let n = xb.len().min(q.len());
+    let mask = |i: usize| mask16((n - i).min(16));
+    // SAFETY: every load and store is masked to the first n values of xb and q.
+    unsafe {
+        let mut mx = _mm512_setzero_ps();
+        for i in (0..n).step_by(16) {
+            let v = _mm512_maskz_loadu_ps(mask(i), xb.as_ptr().add(i));
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(v));
+        }
+        let d = _mm512_reduce_max_ps(mx) / 127.0;
+        let inv = _mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+        let mut sum = _mm512_setzero_si512();
+        for i in (0..n).step_by(16) {
+            let v = _mm512_maskz_loadu_ps(mask(i), xb.as_ptr().add(i));
+            let r = _mm512_cvtps_epi32(_mm512_mul_ps(v, inv));
+            sum = _mm512_add_epi32(sum, r);
+            _mm512_mask_cvtepi32_storeu_epi8(q.as_mut_ptr().add(i), mask(i), r);
+        }
+        (d, _mm512_reduce_add_epi32(sum))
+    }
+}
+
 /// The zero points of blocks c..c+16 of `row` as f32 (lanes outside `m` are don't-care: their
 /// scales are loaded as 0).
 ///

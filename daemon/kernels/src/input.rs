@@ -73,33 +73,19 @@ struct TokenOut<'a> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn token_avx512(xrow: &[f32], block: usize, out: TokenOut) {
-    token(xrow, block, out)
+    // SAFETY: this function runs only where the CPU has the features `quantize_block` needs.
+    token(xrow, block, out, |xb, q| unsafe {
+        crate::avx512::quantize_block(xb, q)
+    })
 }
 
 /// Quantizes one token: q, d and d·Σq per block, the even/odd split and the lane scales.
 #[inline(always)]
-fn token(xrow: &[f32], block: usize, o: TokenOut) {
+fn token(xrow: &[f32], block: usize, o: TokenOut, quant: impl Fn(&[f32], &mut [i8]) -> (f32, i32)) {
     for (b, xb) in xrow.chunks(block).enumerate() {
-        // Sixteen running maxima, not one: a single chain of dependent max operations is what
-        // made this loop slow (it does not vectorize, and each waits on the last).
-        let mut lane_max = [0f32; 16];
-        for c in xb.chunks(16) {
-            for (mx, v) in lane_max.iter_mut().zip(c) {
-                let a = v.abs();
-                *mx = if a > *mx { a } else { *mx };
-            }
-        }
-        let amax = lane_max
-            .iter()
-            .fold(0f32, |a, &v| if v > a { v } else { a });
-        o.d[b] = amax / 127.0;
-        let inv = if o.d[b] > 0.0 { 1.0 / o.d[b] } else { 0.0 };
-        let mut sum = 0i32;
-        for (qi, &v) in o.q[b * block..].iter_mut().zip(xb) {
-            *qi = round_small(v * inv);
-            sum += i32::from(*qi);
-        }
-        o.ds[b] = o.d[b] * sum as f32;
+        let (d, sum) = quant(xb, &mut o.q[b * block..(b + 1) * block]);
+        o.d[b] = d;
+        o.ds[b] = d * sum as f32;
     }
     for (sg, qg) in o
         .split
@@ -119,6 +105,39 @@ fn token(xrow: &[f32], block: usize, o: TokenOut) {
             *l = o.d.get((j * elems) >> shift).copied().unwrap_or(0.0);
         }
     }
+}
+
+/// max |x| of a block, as sixteen running maxima halved at the end: one chain of dependent max
+/// operations neither vectorizes nor overlaps, and was most of the quantization's time.
+#[inline(always)]
+fn abs_max(xb: &[f32]) -> f32 {
+    let max = |a: f32, b: f32| if b > a { b } else { a };
+    let mut lanes = [0f32; 16];
+    for c in xb.chunks(16) {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l = max(*l, v.abs());
+        }
+    }
+    let mut width = lanes.len() / 2;
+    while width > 0 {
+        for i in 0..width {
+            lanes[i] = max(lanes[i], lanes[i + width]);
+        }
+        width /= 2;
+    }
+    lanes[0]
+}
+
+/// Quantizes one block xb into q (q.len() ≥ xb.len()); returns d and Σq.
+pub(crate) fn quantize_block(xb: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let d = abs_max(xb) / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0i32;
+    for (qi, &v) in q.iter_mut().zip(xb) {
+        *qi = round_small(v * inv);
+        sum += i32::from(*qi);
+    }
+    (d, sum)
 }
 
 /// round(r) for |r| ≤ 127 (ties to even), as the FPU does it: adding 1.5 × 2^23 leaves the
@@ -204,12 +223,12 @@ impl QuantizedInput {
                 // SAFETY: the fast path exists only where the CPU has these features.
                 unsafe { token_avx512(xrow, block, out) }
             } else {
-                token(xrow, block, out)
+                token(xrow, block, out, quantize_block)
             }
             #[cfg(not(target_arch = "x86_64"))]
             {
                 let _ = wide;
-                token(xrow, block, out)
+                token(xrow, block, out, quantize_block)
             }
             let tile_start = t / TILE_TOKENS * TILE_TOKENS;
             let (nt, pos) = (TILE_TOKENS.min(m - tile_start), t - tile_start);

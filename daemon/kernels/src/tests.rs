@@ -288,3 +288,28 @@ fn empty_shapes_are_fine() {
     let x = quantized(&[], 2, 0, 16);
     assert_eq!(run(best_path(), &w.matrix(), &x, &Serial), vec![0.0; 6]);
 }
+
+#[test]
+fn both_block_quantizers_agree() {
+    let mut rng = Rng(99);
+    for len in [5, 16, 37, 64, 256] {
+        let x: Vec<f32> = rng.f32s(len).iter().map(|v| v * 3.0).collect();
+        let mut q = vec![0i8; len];
+        let (d, sum) = crate::input::quantize_block(&x, &mut q);
+        assert!(d > 0.0 && q.iter().any(|&v| v.unsigned_abs() == 127));
+        for (&v, &qi) in x.iter().zip(&q) {
+            assert!(
+                (v - d * f32::from(qi)).abs() <= d * 0.5001,
+                "{v} quantized to {qi} × {d}"
+            );
+        }
+        assert_eq!(sum, q.iter().map(|&v| i32::from(v)).sum::<i32>());
+        #[cfg(target_arch = "x86_64")]
+        if best_path() == Path::Avx512Vnni {
+            let mut q_wide = vec![0i8; len];
+            // SAFETY: the fast path is chosen only where the CPU has AVX-512.
+            let wide = unsafe { crate::avx512::quantize_block(&x, &mut q_wide) };
+            assert_eq!((wide, &q_wide), ((d, sum), &q));
+        }
+    }
+}
