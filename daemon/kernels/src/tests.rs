@@ -313,3 +313,38 @@ fn both_block_quantizers_agree() {
         }
     }
 }
+
+/// Runs tasks on real threads, each taking the next task number.
+struct Threads(usize);
+
+impl Parallel for Threads {
+    fn threads(&self) -> usize {
+        self.0
+    }
+    fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..self.0 {
+                s.spawn(|| {
+                    loop {
+                        let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if id >= tasks {
+                            break;
+                        }
+                        f(id);
+                    }
+                });
+            }
+        });
+    }
+}
+
+#[test]
+fn tasks_on_several_threads_give_the_serial_y() {
+    let (n, k, m, block) = (517, 640, 9, 32);
+    let wt = Weights::random(n, k, 4, block, true, 21);
+    let x = quantized(&Rng(22).f32s(m * k), m, k, block);
+    let mut y = vec![0f32; m * n];
+    assert!(matmul(&wt.matrix(), &x, &mut y, &Threads(4)).is_ok());
+    assert_eq!(y, run(best_path(), &wt.matrix(), &x, &Serial));
+}
