@@ -87,8 +87,8 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
     let groups = w.row_bytes.div_ceil(64);
     // SAFETY (whole body): pointers are offsets inside their slices per the contract above.
     unsafe {
-        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let idx = _mm512_srlv_epi32(lanes, _mm512_set1_epi32(lane_shift));
+        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let idx = _mm512_srlv_epi32(iota, _mm512_set1_epi32(lane_shift));
         // The next tiles' rows follow this tile's in memory; the hardware prefetchers stop at each
         // 4 KB page, so fetch PREFETCH_TILES tiles ahead explicitly.
         let ahead = PREFETCH_TILES * R * w.row_bytes;
@@ -164,10 +164,10 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
                 }
             }
         }
-        let mut out = [[0f32; 4]; 4];
+        let mut out = TileOut::default();
         for r in 0..R {
             for t in 0..T {
-                out[r][t] = _mm512_reduce_add_ps(acc[r][t]) - _mm512_reduce_add_ps(zacc[r][t]);
+                out[r][t] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[r][t], zacc[r][t]));
             }
         }
         out

@@ -21,7 +21,7 @@ pub(crate) fn dot(w: &QMatrix, x: &QuantizedInput, row: usize, t: usize) -> f32 
 
 /// A tile of up to 4 rows × 4 tokens, in the shape the fast kernels return.
 pub(crate) fn tile(w: &QMatrix, x: &QuantizedInput, t: Tile) -> TileOut {
-    let mut out = [[0f32; 4]; 4];
+    let mut out = TileOut::default();
     for (r, out_r) in out.iter_mut().enumerate().take(t.rows) {
         for (j, o) in out_r.iter_mut().enumerate().take(t.toks) {
             *o = dot(w, x, t.row0 + r, t.tok0 + j);
