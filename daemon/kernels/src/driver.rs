@@ -108,16 +108,16 @@ pub(crate) fn matmul_on(
             let nr = TILE.min(rows.end - row0);
             for tok0 in toks.clone().step_by(TILE_TOKENS) {
                 let nt = TILE_TOKENS.min(toks.end - tok0);
-                let t = Tile {
+                let spec = Tile {
                     row0,
                     rows: nr,
                     tok0,
                     toks: nt,
                 };
                 let tile = match path {
-                    Path::Scalar => scalar::tile(w, x, t),
+                    Path::Scalar => scalar::tile(w, x, spec),
                     #[cfg(target_arch = "x86_64")]
-                    Path::Avx512Vnni => crate::avx512::tile(w, x, t),
+                    Path::Avx512Vnni => crate::avx512::tile(w, x, spec),
                 };
                 for (r, tile_r) in tile.iter().enumerate().take(nr) {
                     for (t, v) in tile_r.iter().enumerate().take(nt) {
