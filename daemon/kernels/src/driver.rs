@@ -87,7 +87,7 @@ pub(crate) fn matmul_on(
         w.n
     } else {
         let min_rows = MIN_TASK_BYTES.div_ceil(row_cost);
-        w.n.div_ceil(threads * TASKS_PER_THREAD)
+        w.n.div_ceil(threads.saturating_mul(TASKS_PER_THREAD))
             .max(min_rows)
             .div_ceil(TILE)
             * TILE

@@ -175,7 +175,9 @@ impl QuantizedInput {
         check_block(block)?;
         expect_len("x", checked_len("x", &[m, k])?, x.len())?;
         let k_blocks = k.div_ceil(block);
-        let row_len = checked_len("x", &[k_blocks, block])?.div_ceil(GROUP4) * GROUP4;
+        let row_len = checked_len("x", &[k_blocks, block])?
+            .checked_next_multiple_of(GROUP4)
+            .ok_or(KernelError::TooLarge { what: "x" })?;
         let row_blocks = k_blocks.div_ceil(ZP_LANES) * ZP_LANES;
         let total = checked_len("x", &[m, row_len])?;
         self.m = m;
@@ -197,7 +199,7 @@ impl QuantizedInput {
             v.clear();
             v.resize(len, 0.0);
         }
-        if k == 0 {
+        if total == 0 {
             return Ok(());
         }
         let Scratch {

@@ -1,5 +1,7 @@
 //! Every path against the scalar reference, the reference against a plain f32 matmul of the
-//! dequantized weights, task order, and argument checks.
+//! dequantized weights, the two block quantizers, and argument checks; task splitting in `parallel`.
+
+mod parallel;
 
 use crate::driver::matmul_on;
 use crate::{KernelError, Parallel, Path, QMatrix, QuantizedInput, Serial, best_path, matmul};
@@ -195,34 +197,6 @@ fn missing_zero_points_mean_the_midpoint() {
     }
 }
 
-/// Runs tasks last first, and claims several threads so the work is split.
-struct Reverse;
-
-impl Parallel for Reverse {
-    fn threads(&self) -> usize {
-        3
-    }
-    fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-        assert!(
-            tasks > 3,
-            "the case must split into several tasks, got {tasks}"
-        );
-        (0..tasks).rev().for_each(f);
-    }
-}
-
-#[test]
-fn task_order_does_not_change_y() {
-    for bits in [4, 8] {
-        let (n, k, m, block) = (301, 1000, 130, 64);
-        let wt = Weights::random(n, k, bits, block, true, 11);
-        let x = quantized(&Rng(12).f32s(m * k), m, k, block);
-        let mut y = vec![0f32; m * n];
-        assert!(matmul(&wt.matrix(), &x, &mut y, &Reverse).is_ok());
-        assert_eq!(y, run(best_path(), &wt.matrix(), &x, &Serial));
-    }
-}
-
 fn is_err<T>(r: Result<T, KernelError>, what: &str) {
     match r {
         Err(e) => assert!(!e.to_string().is_empty()),
@@ -260,6 +234,12 @@ fn wrong_arguments_are_errors() {
         q.quantize(&[], usize::MAX, usize::MAX, 32),
         "an overflowing x",
     );
+    is_err(
+        q.quantize(&[], 0, usize::MAX - 50, 16),
+        "a k whose padded row overflows",
+    );
+    // No tokens: nothing to quantize, however long the row would be.
+    assert!(q.quantize(&[], 0, usize::MAX - 300, 16).is_ok());
     let w = wt.matrix();
     let mut y = vec![0f32; 4];
     is_err(
@@ -312,39 +292,4 @@ fn both_block_quantizers_agree() {
             assert_eq!((wide, &q_wide), ((d, sum), &q));
         }
     }
-}
-
-/// Runs tasks on real threads, each taking the next task number.
-struct Threads(usize);
-
-impl Parallel for Threads {
-    fn threads(&self) -> usize {
-        self.0
-    }
-    fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..self.0 {
-                s.spawn(|| {
-                    loop {
-                        let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if id >= tasks {
-                            break;
-                        }
-                        f(id);
-                    }
-                });
-            }
-        });
-    }
-}
-
-#[test]
-fn tasks_on_several_threads_give_the_serial_y() {
-    let (n, k, m, block) = (517, 640, 9, 32);
-    let wt = Weights::random(n, k, 4, block, true, 21);
-    let x = quantized(&Rng(22).f32s(m * k), m, k, block);
-    let mut y = vec![0f32; m * n];
-    assert!(matmul(&wt.matrix(), &x, &mut y, &Threads(4)).is_ok());
-    assert_eq!(y, run(best_path(), &wt.matrix(), &x, &Serial));
 }
