@@ -22,6 +22,13 @@ for src in "$repo"/models/fixtures/*/; do
   arch="$(basename "$src")"
   "$py" -m moe_export "$src" "$MOE_FIXTURE_PACKAGES/$arch" --quant fp32 --quiet --force
 done
+# Quantized packages for the quantized-matmul kernel tests (daemon/tests/quantized_matmul.rs).
+"$py" -m moe_export models/fixtures/qwen3_moe "$MOE_FIXTURE_PACKAGES/quantized/qwen3_moe.int4" \
+  --quant int4 --quiet --force
+"$py" -m moe_export models/fixtures/deepseek_v3 "$MOE_FIXTURE_PACKAGES/quantized/deepseek_v3.int4-sym16" \
+  --quant int4 --dense-quant int4 --symmetric --block-size 16 --quiet --force
+"$py" -m moe_export models/fixtures/mixtral "$MOE_FIXTURE_PACKAGES/quantized/mixtral.int8" \
+  --quant int8 --quiet --force
 
 echo "== exporter and reference runner (pytest)"
 (cd "$repo/models/export" && "$py" -m pytest -q)

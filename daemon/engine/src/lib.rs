@@ -10,4 +10,5 @@ pub mod gpu_libs;
 pub mod ort_env;
 pub mod package;
 pub mod procmem;
+pub mod qmatmul;
 pub mod text;

@@ -115,6 +115,8 @@ pub struct BenchReport {
     /// Weight storage per graph kind (manifest.precision.graphs; a format-1 package's meaning).
     pub graph_precision: BTreeMap<String, GraphPrecision>,
     pub execution_provider: String,
+    /// What ran the block-quantized matmuls (`engine.quantized_matmul`), e.g. `moed (avx512-vnni)`.
+    pub quantized_matmul: String,
     pub threads: usize,
     pub prompt_tokens: usize,
     pub decode_tokens: usize,
@@ -366,6 +368,7 @@ pub fn run(
         expert_precision: m.precision.experts.clone(),
         graph_precision: m.graph_precision(),
         execution_provider: engine.execution_provider().to_string(),
+        quantized_matmul: engine.quantized_matmul(),
         threads: engine.intra_threads(),
         prompt_tokens: cfg.prompt_tokens,
         decode_tokens: cfg.decode_tokens,

@@ -113,6 +113,7 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
     for (p, why) in engine.provider_fallbacks() {
         line(format!("  ({p} not used: {why})"));
     }
+    line(format!("quantized matmuls: {}", r.quantized_matmul));
     line(format!(
         "precision: {}",
         engine.package().manifest().precision_lines().join(", ")

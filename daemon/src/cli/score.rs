@@ -13,7 +13,7 @@ use super::gate_args::GateArgs;
 use super::local::{self, EngineOverrides, LocalService, ServiceArgs};
 use crate::bytesize::ByteSize;
 use crate::engine::{
-    Engine, EngineOptions, ExecMode, Gate, Provider, score_tokens, score_tokens_with,
+    Engine, EngineOptions, ExecMode, Gate, MatmulKernel, Provider, score_tokens, score_tokens_with,
 };
 use crate::text::tokenizer::TextTokenizer;
 use moed_service::service::ScoreParams;
@@ -38,6 +38,10 @@ pub struct EngineArgs {
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then the package locations).
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
+    /// Kernel of the block-quantized (int4/int8) matmuls on the CPU: moed's own, or ONNX
+    /// Runtime's MatMulNBits (as `engine.quantized_matmul` in moed.toml).
+    #[arg(long, default_value = "moed", value_parser = parse_matmul_kernel)]
+    pub quantized_matmul: MatmulKernel,
 }
 
 impl EngineArgs {
@@ -55,8 +59,14 @@ impl EngineArgs {
             ort_library: self.ort_library.clone(),
             spinning: self.ort_spinning,
             progress: None,
+            quantized_matmul: self.quantized_matmul,
         })
     }
+}
+
+fn parse_matmul_kernel(s: &str) -> Result<MatmulKernel, String> {
+    s.parse()
+        .map_err(|e: crate::engine::UnknownKernel| e.to_string())
 }
 
 /// A byte count on the command line, with the configuration's meaning ([`ByteSize`]).

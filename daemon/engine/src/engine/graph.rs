@@ -18,6 +18,7 @@ use super::EngineError;
 use super::stats::Counters;
 use crate::ort_env::{OrtRuntime, Provider};
 use crate::package::Package;
+use crate::qmatmul::{self, MatmulKernel};
 
 /// A dimension of a tensor in a graph interface: the token dimension is dynamic, the rest fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +76,11 @@ pub(crate) struct Graph {
 
 impl Graph {
     /// Creates the session for `rel` with `provider` and checks its interface.
+    /// On the CPU provider with `matmul` active, the graph's quantized matmuls run moed's kernel.
     pub fn load(
         rt: &OrtRuntime,
         provider: Provider,
+        matmul: MatmulKernel,
         pkg: &Package,
         rel: &str,
         iface: &Interface,
@@ -86,8 +89,21 @@ impl Graph {
             file: rel.to_string(),
             message: e.to_string(),
         };
-        let mut builder = rt.session_builder(provider).map_err(load_err)?;
-        let session = builder.commit_from_file(pkg.path(rel)).map_err(load_err)?;
+        let builder = rt.session_builder(provider).map_err(load_err)?;
+        let path = pkg.path(rel);
+        if provider == Provider::Cpu && matmul.active() {
+            let edited =
+                qmatmul::commit_with_moed_kernel(builder.clone(), &path, rt.intra_threads())
+                    .map_err(|message| EngineError::Load {
+                        file: rel.to_string(),
+                        message,
+                    })?;
+            if let Some((session, _moved)) = edited {
+                return Graph::new(rel, session, provider, iface);
+            }
+        }
+        let mut builder = builder;
+        let session = builder.commit_from_file(path).map_err(load_err)?;
         Graph::new(rel, session, provider, iface)
     }
 

@@ -65,7 +65,14 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
     let mut embed = None;
     let mut probe_err = None;
     let (provider, fallbacks) = ort_env::choose_provider(&opts.providers, |p| {
-        match Graph::load(rt, p, &package, &m.embed, &embed_iface) {
+        match Graph::load(
+            rt,
+            p,
+            opts.quantized_matmul,
+            &package,
+            &m.embed,
+            &embed_iface,
+        ) {
             Ok(g) => {
                 embed = Some(g);
                 Ok(())
@@ -190,7 +197,7 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
     let slots: Vec<Mutex<Option<Graph>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     experts::load_parallel(jobs.len(), rt.intra_threads(), |i| {
         let (rel, iface) = jobs[i];
-        let graph = Graph::load(rt, provider, &package, rel, iface)?;
+        let graph = Graph::load(rt, provider, opts.quantized_matmul, &package, rel, iface)?;
         *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(graph);
         let mut done = loaded.lock().unwrap_or_else(|p| p.into_inner());
         *done += 1;
@@ -254,6 +261,7 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         id: NEXT_ENGINE_ID.fetch_add(1, Relaxed),
         rt,
         provider,
+        matmul: opts.quantized_matmul,
         fallbacks,
         mode: opts.mode,
         embed,

@@ -29,6 +29,7 @@ pub use stats::EngineStats;
 use crate::ort_env::OrtRuntime;
 pub use crate::ort_env::Provider;
 use crate::package::{LayerSpec, Package};
+pub use crate::qmatmul::{MatmulKernel, UnknownKernel};
 use experts::ExpertCache;
 use graph::{Graph, Interface};
 use kv::KvCache;
@@ -69,6 +70,8 @@ pub struct EngineOptions {
     pub spinning: bool,
     /// Told how far loading has come (for a client's progress bar).
     pub progress: Option<LoadProgress>,
+    /// The kernel of block-quantized matmuls on the CPU provider.
+    pub quantized_matmul: MatmulKernel,
 }
 
 /// Called while a package loads with (graphs loaded, graphs to load). Experts load lazily, on
@@ -92,6 +95,7 @@ impl Default for EngineOptions {
             ort_library: None,
             spinning: false,
             progress: None,
+            quantized_matmul: MatmulKernel::default(),
         }
     }
 }
@@ -124,6 +128,7 @@ pub struct Engine {
     package: Package,
     rt: &'static OrtRuntime,
     provider: Provider,
+    matmul: MatmulKernel,
     fallbacks: Vec<(Provider, String)>,
     mode: ExecMode,
     embed: Graph,
@@ -157,6 +162,15 @@ impl Engine {
 
     pub fn package(&self) -> &Package {
         &self.package
+    }
+
+    /// What runs the block-quantized matmuls, e.g. `moed (avx512-vnni)` or `onnxruntime`.
+    pub fn quantized_matmul(&self) -> String {
+        if self.provider == Provider::Cpu {
+            self.matmul.describe()
+        } else {
+            format!("onnxruntime ({})", self.provider)
+        }
     }
 
     /// The execution provider in use ("cpu", "cuda", "tensorrt").
@@ -379,6 +393,7 @@ impl Engine {
                 Graph::load(
                     self.rt,
                     self.provider,
+                    self.matmul,
                     &self.package,
                     rel,
                     &self.expert_iface,

@@ -12,6 +12,7 @@ const KEYS: &[(&str, &str)] = &[
     ("engine", "expert_memory_budget"),
     ("engine", "ort_library"),
     ("engine", "preload_experts"),
+    ("engine", "quantized_matmul"),
     ("engine", "threads"),
     ("service", "max_concurrent"),
     ("service", "queue_depth"),

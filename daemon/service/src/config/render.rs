@@ -45,6 +45,10 @@ impl Config {
             "preload_experts = {}\n",
             self.engine.preload_experts
         ));
+        out.push_str(&format!(
+            "quantized_matmul = {}\n",
+            q(self.engine.quantized_matmul.as_str())
+        ));
         out.push_str("\n[service]\n");
         out.push_str(&format!(
             "max_concurrent = {}\n",

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::MatmulKernel;
 use crate::ort_env::Provider;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -35,6 +36,8 @@ pub struct EngineConfig {
     /// `engine.preload_experts`: create every expert's session when a model loads (progress
     /// reported as for the other graphs) instead of on first use.
     pub preload_experts: bool,
+    /// `engine.quantized_matmul`: the kernel of block-quantized matmuls on the CPU provider.
+    pub quantized_matmul: MatmulKernel,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -127,6 +130,7 @@ pub(super) struct RawEngine {
     pub(super) expert_memory_budget: Option<RawByteSize>,
     pub(super) ort_library: Option<String>,
     pub(super) preload_experts: Option<bool>,
+    pub(super) quantized_matmul: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

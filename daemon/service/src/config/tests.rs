@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::checks::parse_bytes;
 use super::*;
+use crate::engine::MatmulKernel;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -264,6 +265,25 @@ fn an_invalid_value_names_the_file_and_line_that_set_it() {
     assert!(
         err.to_string()
             .starts_with("the environment variable MOED_SERVICE__MAX_CONCURRENT: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn quantized_matmul_is_moed_unless_set_and_names_its_key() {
+    assert_eq!(
+        load("", &[]).expect("defaults").engine.quantized_matmul,
+        MatmulKernel::Moed
+    );
+    let ort = load("[engine]\nquantized_matmul = \"onnxruntime\"\n", &[]).expect("ort");
+    assert_eq!(ort.engine.quantized_matmul, MatmulKernel::OnnxRuntime);
+    assert!(ort.to_toml().contains("quantized_matmul = \"onnxruntime\""));
+    let err = load("[engine]\nquantized_matmul = \"fast\"\n", &[])
+        .expect_err("unknown kernel")
+        .to_string();
+    assert!(err.contains("engine.quantized_matmul"), "{err}");
+    assert!(
+        err.contains("'fast'") && err.contains("moed, onnxruntime"),
         "{err}"
     );
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::checks::{absolute_path, byte_count, int_in, invalid};
 use super::*;
+use crate::engine::MatmulKernel;
 use crate::ort_env::Provider;
 
 /// `service.max_prompt_bytes` unless configured: 4 MiB, a 256k-token context's worth of text.
@@ -171,6 +172,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         filters.push(path);
     }
+    let quantized_matmul = match raw.engine.quantized_matmul {
+        None => MatmulKernel::default(),
+        Some(k) => k
+            .parse::<MatmulKernel>()
+            .map_err(|e| invalid("engine.quantized_matmul", e.to_string()))?,
+    };
     Ok(Config {
         sources: Vec::new(),
         models: ModelsConfig { dirs, default },
@@ -179,6 +186,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             expert_memory_budget,
             ort_library,
             preload_experts: raw.engine.preload_experts.unwrap_or(false),
+            quantized_matmul,
         },
         service,
         access,

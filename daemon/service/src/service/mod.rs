@@ -166,6 +166,7 @@ impl Service {
             providers: config.providers(),
             expert_memory_budget: config.engine.expert_memory_budget,
             ort_library: config.engine.ort_library.clone(),
+            quantized_matmul: config.engine.quantized_matmul,
             ..self.engine_base.clone()
         }
     }

@@ -1,0 +1,138 @@
+//! Which kernel runs a graph's block-quantized matmuls on the CPU: ONNX Runtime's own
+//! `MatMulNBits`, or moed's (`moed_kernels`), reached by moving the nodes into the `ai.moed`
+//! operator domain before the session is created. The package on disk is never changed.
+
+mod onnx_edit;
+mod op;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use ort::operator::OperatorDomain;
+use ort::session::Session;
+use ort::session::builder::SessionBuilder;
+
+/// The operator domain moed's kernels are registered under.
+pub const DOMAIN: &str = "ai.moed";
+/// A graph file larger than this is left to ONNX Runtime's kernel rather than read into memory to
+/// be edited (packages keep their weights in external-data files, so graphs are far smaller).
+const MAX_EDITED_GRAPH: u64 = 64 << 20;
+/// ONNX Runtime's session option for where a model loaded from memory finds its external data.
+const EXTERNAL_DATA_DIR: &str = "session.model_external_initializers_file_folder_path";
+
+/// The kernel for block-quantized matmuls (`engine.quantized_matmul`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatmulKernel {
+    /// moed's kernel wherever this CPU has a fast path for it; ONNX Runtime's elsewhere.
+    #[default]
+    Moed,
+    /// ONNX Runtime's `MatMulNBits` everywhere.
+    #[serde(rename = "onnxruntime")]
+    OnnxRuntime,
+}
+
+impl MatmulKernel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatmulKernel::Moed => "moed",
+            MatmulKernel::OnnxRuntime => "onnxruntime",
+        }
+    }
+
+    /// What actually runs the matmuls, for reports: e.g. `moed (avx512-vnni)`, or `onnxruntime`
+    /// with the reason when moed's kernel was asked for but this CPU has no fast path for it.
+    pub fn describe(self) -> String {
+        match (self, moed_kernels::fast_path()) {
+            (MatmulKernel::Moed, Some(path)) => format!("moed ({path})"),
+            (MatmulKernel::Moed, None) => {
+                "onnxruntime (moed's kernel has no fast path on this CPU)".to_string()
+            }
+            (MatmulKernel::OnnxRuntime, _) => "onnxruntime".to_string(),
+        }
+    }
+
+    /// Whether graphs loaded now get moed's kernel.
+    pub(crate) fn active(self) -> bool {
+        self == MatmulKernel::Moed && moed_kernels::fast_path().is_some()
+    }
+}
+
+impl fmt::Display for MatmulKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown quantized matmul kernel {0} (known: moed, onnxruntime)")]
+pub struct UnknownKernel(pub String);
+
+impl FromStr for MatmulKernel {
+    type Err = UnknownKernel;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "moed" => Ok(MatmulKernel::Moed),
+            "onnxruntime" | "ort" => Ok(MatmulKernel::OnnxRuntime),
+            _ => Err(UnknownKernel(moed_wire::quote(s))),
+        }
+    }
+}
+
+/// How many times moed's kernel has run in this process.
+pub fn moed_kernel_calls() -> u64 {
+    op::CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether moed's kernel computes what ONNX Runtime's would for this node: 4 or 8 bits, a block
+/// of a power of two from 16, int8 compute (accuracy level 4, which is how moed's kernel
+/// computes), and no g_idx or bias input.
+fn supported(node: &onnx_edit::NbitsNode) -> bool {
+    matches!(node.bits, 4 | 8)
+        && node.block_size >= 16
+        && node.block_size <= 256
+        && (node.block_size as u64).is_power_of_two()
+        && node.accuracy_level == 4
+        && node.k > 0
+        && node.n > 0
+        && (3..=4).contains(&node.inputs)
+        && !node.extra_inputs
+}
+
+/// Creates the session for the graph file `path` with moed's kernel on every supported
+/// MatMulNBits node, and how many it took; `Ok(None)` when the graph has none (or is too large
+/// to edit), so the caller loads the file as it is.
+pub(crate) fn commit_with_moed_kernel(
+    builder: SessionBuilder,
+    path: &Path,
+    threads: usize,
+) -> Result<Option<(Session, usize)>, String> {
+    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if size > MAX_EDITED_GRAPH {
+        return Ok(None);
+    }
+    let model = std::fs::read(path).map_err(|e| e.to_string())?;
+    let Some((edited, moved)) =
+        onnx_edit::redirect_nbits(&model, DOMAIN, supported).map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let domain = OperatorDomain::new(DOMAIN)
+        .and_then(|d| d.add(op::MoedMatMulNBits { threads }))
+        .map_err(|e| e.to_string())?;
+    let mut builder = builder
+        .with_operators(domain)
+        .map_err(|e| e.to_string())?
+        .with_config_entry(EXTERNAL_DATA_DIR, dir.to_string_lossy())
+        .map_err(|e| e.to_string())?;
+    let session = builder
+        .commit_from_memory(&edited)
+        .map_err(|e| e.to_string())?;
+    log::debug!(
+        "{}: {moved} MatMulNBits node(s) on moed's kernel",
+        path.display()
+    );
+    Ok(Some((session, moved)))
+}

@@ -1,0 +1,176 @@
+//! The ONNX Runtime custom operator `ai.moed.MatMulNBits`: MatMulNBits' inputs, attributes and
+//! meaning, computed by `moed_kernels` straight from ONNX Runtime's initializer buffers (no
+//! prepacked copy of the weights).
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use moed_kernels::{KernelError, Parallel, QMatrix, QuantizedInput};
+use ort::operator::{
+    ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput,
+};
+use ort::value::TensorElementType;
+
+pub(crate) const OP_NAME: &str = "MatMulNBits";
+
+/// The operator; `threads` is the size of the intra-op pool its tasks run on.
+pub(crate) struct MoedMatMulNBits {
+    pub threads: usize,
+}
+
+pub(crate) struct NbitsKernel {
+    n: usize,
+    k: usize,
+    bits: u32,
+    block: usize,
+    threads: usize,
+}
+
+/// Calls of the kernel since the process started (what shows that it, not ONNX Runtime's, ran).
+pub(crate) static CALLS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    // The quantized activations of the calling thread's current run, kept between calls so a
+    // decode step allocates nothing.
+    static INPUT: RefCell<QuantizedInput> = RefCell::new(QuantizedInput::default());
+}
+
+impl Operator for MoedMatMulNBits {
+    type Kernel<'attr> = NbitsKernel;
+
+    fn name(&self) -> &str {
+        OP_NAME
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        [
+            OperatorInput::required(TensorElementType::Float32),
+            OperatorInput::required(TensorElementType::Uint8),
+            OperatorInput::required(TensorElementType::Float32),
+            OperatorInput::optional(TensorElementType::Uint8),
+        ]
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        [OperatorOutput::required(TensorElementType::Float32)]
+    }
+
+    fn create_kernel<'attr>(&self, info: &KernelContext<'attr>) -> ort::Result<NbitsKernel> {
+        let attr = |name: &str| -> ort::Result<usize> {
+            let v: i64 = info.get(name).ok_or_else(|| {
+                ort::Error::new(format!("MatMulNBits: attribute `{name}` is missing"))
+            })?;
+            usize::try_from(v)
+                .map_err(|_| ort::Error::new(format!("MatMulNBits: attribute `{name}` is {v}")))
+        };
+        let bits = attr("bits")?;
+        Ok(NbitsKernel {
+            n: attr("N")?,
+            k: attr("K")?,
+            bits: u32::try_from(bits)
+                .map_err(|_| ort::Error::new(format!("MatMulNBits: bits {bits}")))?,
+            block: attr("block_size")?,
+            threads: self.threads.max(1),
+        })
+    }
+}
+
+/// Runs the kernel's tasks on ONNX Runtime's intra-op pool, through the compute context.
+struct OrtPool<'a> {
+    ctx: &'a ComputeContext,
+    threads: usize,
+    failed: &'a AtomicBool,
+}
+
+impl Parallel for OrtPool<'_> {
+    fn threads(&self) -> usize {
+        self.threads
+    }
+    fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        if tasks <= 1 || self.threads <= 1 {
+            (0..tasks).for_each(f);
+            return;
+        }
+        if self.ctx.par_for(tasks, tasks, f).is_err() {
+            self.failed.store(true, Relaxed);
+        }
+    }
+}
+
+fn kernel_err(e: KernelError) -> ort::Error {
+    ort::Error::new(format!("MatMulNBits (moed kernel): {e}"))
+}
+
+fn missing(what: &str) -> ort::Error {
+    ort::Error::new(format!(
+        "MatMulNBits (moed kernel): input `{what}` is missing"
+    ))
+}
+
+impl Kernel for NbitsKernel {
+    // ONNX Runtime may call one kernel from concurrent runs of its session; `compute` only reads
+    // `self`, and per-call scratch is thread-local.
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        CALLS.fetch_add(1, Relaxed);
+        let a = ctx.input(0)?.ok_or_else(|| missing("A"))?;
+        let b = ctx.input(1)?.ok_or_else(|| missing("B"))?;
+        let s = ctx.input(2)?.ok_or_else(|| missing("scales"))?;
+        let zp = ctx.input(3)?;
+        let (a_shape, x) = a.try_extract_tensor::<f32>()?;
+        let (_, codes) = b.try_extract_tensor::<u8>()?;
+        let (_, scales) = s.try_extract_tensor::<f32>()?;
+        let zero_points = match &zp {
+            Some(z) => Some(z.try_extract_tensor::<u8>()?.1),
+            None => None,
+        };
+        let w = QMatrix::new(
+            self.n,
+            self.k,
+            self.bits,
+            self.block,
+            codes,
+            scales,
+            zero_points,
+        )
+        .map_err(kernel_err)?;
+        let (Some(&last), true) = (a_shape.last(), x.len() % self.k.max(1) == 0) else {
+            return Err(ort::Error::new(
+                "MatMulNBits (moed kernel): A has no rows of K",
+            ));
+        };
+        if usize::try_from(last).ok() != Some(self.k) {
+            return Err(ort::Error::new(format!(
+                "MatMulNBits (moed kernel): A's last dimension is {last}, K is {}",
+                self.k
+            )));
+        }
+        let m = x.len() / self.k.max(1);
+        let mut out_shape: Vec<i64> = a_shape.to_vec();
+        if let Some(d) = out_shape.last_mut() {
+            *d = self.n as i64;
+        }
+        let mut y = ctx
+            .output(0, out_shape)?
+            .ok_or_else(|| ort::Error::new("MatMulNBits (moed kernel): no output"))?;
+        let (_, y) = y.try_extract_tensor_mut::<f32>()?;
+        let failed = AtomicBool::new(false);
+        let pool = OrtPool {
+            ctx,
+            threads: self.threads,
+            failed: &failed,
+        };
+        INPUT.with(|input| {
+            let mut input = input.borrow_mut();
+            input
+                .quantize(x, m, self.k, self.block)
+                .map_err(kernel_err)?;
+            moed_kernels::matmul(&w, &input, y, &pool).map_err(kernel_err)
+        })?;
+        if failed.into_inner() {
+            return Err(ort::Error::new(
+                "MatMulNBits (moed kernel): the intra-op pool refused the work",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,103 @@
+//! moed's quantized-matmul kernel against ONNX Runtime's own `MatMulNBits` on whole quantized
+//! packages (int4 asymmetric, int4 symmetric with block 16 and int4 attention, int8): the same
+//! logits (both quantize the activations to int8 per block the same way, so only the order of
+//! float sums differs), prefill and decode, and the same greedy picks.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{argmax, packages_dir};
+use moed::engine::{Engine, EngineOptions, Logits, MatmulKernel};
+use moed::qmatmul;
+
+/// The quantized packages tests/run.sh exports next to the fp32 fixture packages.
+const PACKAGES: [&str; 3] = ["qwen3_moe.int4", "deepseek_v3.int4-sym16", "mixtral.int8"];
+
+fn quantized(name: &str) -> PathBuf {
+    let dir = packages_dir().join("quantized").join(name);
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "quantized package {} is missing; tests/run.sh exports it",
+        dir.display()
+    );
+    dir
+}
+
+fn load(dir: &Path, kernel: MatmulKernel) -> Engine {
+    let opts = EngineOptions {
+        quantized_matmul: kernel,
+        ..EngineOptions::default()
+    };
+    Engine::load(dir, opts).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+}
+
+/// Every position's logits for `prompt`, then the last-token logits of each decode step fed
+/// `feed` (the same tokens for both kernels, so a near-tie that one kernel breaks differently
+/// cannot send the runs apart), and the greedy pick at each step.
+fn run(engine: &Engine, prompt: &[u32], feed: &[u32]) -> (Vec<f32>, Vec<u32>) {
+    let mut seq = engine.new_sequence();
+    let mut all = engine
+        .forward(&mut seq, prompt, Logits::All)
+        .expect("prefill");
+    let vocab = engine.package().vocab_size();
+    let mut picks = vec![argmax(&all[all.len() - vocab..])];
+    for &t in feed {
+        let logits = engine
+            .forward(&mut seq, &[t], Logits::Last)
+            .expect("decode");
+        picks.push(argmax(&logits));
+        all.extend_from_slice(&logits);
+    }
+    (all, picks)
+}
+
+#[test]
+fn moed_kernel_matches_onnxruntime_kernel() {
+    if moed::engine::MatmulKernel::Moed
+        .describe()
+        .starts_with("onnxruntime")
+    {
+        eprintln!("this CPU has no fast path for moed's kernel: both runs would be ONNX Runtime's");
+        return;
+    }
+    for name in PACKAGES {
+        let dir = quantized(name);
+        let ours = load(&dir, MatmulKernel::Moed);
+        let theirs = load(&dir, MatmulKernel::OnnxRuntime);
+        assert!(ours.quantized_matmul().starts_with("moed"), "{name}");
+        assert_eq!(theirs.quantized_matmul(), "onnxruntime");
+        let vocab = ours.package().vocab_size() as u32;
+        let prompt: Vec<u32> = (0..9).map(|i| (i * 37 + 5) % vocab).collect();
+        let (_, greedy) = run(&theirs, &prompt, &[]);
+        let mut feed = greedy.clone();
+        for _ in 0..10 {
+            let (_, picks) = run(&theirs, &prompt, &feed);
+            feed.push(picks[picks.len() - 1]);
+        }
+        let before = qmatmul::moed_kernel_calls();
+        let (b, tb) = run(&theirs, &prompt, &feed);
+        assert_eq!(
+            qmatmul::moed_kernel_calls(),
+            before,
+            "{name}: ONNX Runtime's run used moed's kernel"
+        );
+        let (a, ta) = run(&ours, &prompt, &feed);
+        assert!(
+            qmatmul::moed_kernel_calls() > before,
+            "{name}: moed's kernel never ran"
+        );
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        eprintln!("{name}: max |Δlogit| {worst:.2e} of max |logit| {scale:.3}; tokens {ta:?}");
+        assert!(
+            worst <= 1e-4 * scale.max(1.0),
+            "{name}: logits differ by {worst} (max |logit| {scale})"
+        );
+        assert_eq!(ta, tb, "{name}: the greedy picks differ");
+    }
+}
