@@ -101,3 +101,64 @@ fn moed_kernel_matches_onnxruntime_kernel() {
         assert_eq!(ta, tb, "{name}: the greedy picks differ");
     }
 }
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for entry in std::fs::read_dir(src).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let to = dst.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).expect("copy");
+        }
+    }
+}
+
+/// A graph whose MatMulNBits says N is one more than its weights hold: moed's kernel reads the
+/// weights through raw pointers, so the lie must be an error naming the graph, not a read past
+/// the buffer.
+#[test]
+fn a_matmul_whose_attributes_disagree_with_its_weights_is_an_error() {
+    if MatmulKernel::Moed.describe().starts_with("onnxruntime") {
+        eprintln!("this CPU has no fast path for moed's kernel");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("pkg");
+    copy_dir(&quantized("qwen3_moe.int4"), &dir);
+    let mut patched = 0;
+    for entry in std::fs::read_dir(dir.join("graphs")).expect("graphs") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !(name.starts_with("layer.1.expert.") && name.ends_with(".onnx")) {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).expect("read");
+        // AttributeProto { name: "N", i: <one-byte varint> }: N + 1 keeps every length as it was.
+        let at = bytes
+            .windows(4)
+            .position(|w| w == b"\x0a\x01N\x18")
+            .expect("an N attribute");
+        assert!(bytes[at + 4] < 0x7f, "N fits one varint byte");
+        bytes[at + 4] += 1;
+        std::fs::write(&path, bytes).expect("write");
+        patched += 1;
+    }
+    assert!(patched > 0);
+    let engine = load(&dir, MatmulKernel::Moed);
+    let mut seq = engine.new_sequence();
+    let err = engine
+        .forward(&mut seq, &[1, 2, 3], Logits::Last)
+        .expect_err("the lying expert cannot run");
+    let msg = err.to_string();
+    eprintln!("error: {msg}");
+    assert!(msg.contains("graphs/layer.1.expert."), "{msg}");
+    assert!(msg.contains("MatMulNBits (moed kernel)"), "{msg}");
+    assert!(msg.contains("expected"), "{msg}");
+    assert_eq!(
+        seq.len(),
+        0,
+        "a failed forward leaves the sequence as it was"
+    );
+}

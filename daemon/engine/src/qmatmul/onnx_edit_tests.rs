@@ -194,3 +194,40 @@ fn malformed_bytes_are_an_error_not_a_panic() {
     assert!(redirect_nbits(&[0x08, 0xff, 0xff], "ai.moed", |_| true).is_err());
     assert_eq!(redirect_nbits(&[], "ai.moed", |_| true), Ok(None));
 }
+
+/// Nodes in the model's graphs, walking only what the edit walks.
+fn node_count(model: &[u8]) -> Option<usize> {
+    let mut n = 0;
+    for f in Fields::new(model) {
+        let f = f.ok()?;
+        if f.number == MODEL_GRAPH && f.wire == LEN {
+            for g in Fields::new(f.payload) {
+                n += usize::from(g.ok()?.number == GRAPH_NODE);
+            }
+        }
+    }
+    Some(n)
+}
+
+proptest::proptest! {
+    /// A graph file is untrusted input: any bytes, or a valid model with bytes changed, give a
+    /// result or an error, never a panic, and an edit keeps every node.
+    #[test]
+    fn any_bytes_give_a_result_or_an_error(
+        noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..8),
+    ) {
+        let _ = redirect_nbits(&noise, "ai.moed", |_| true);
+        let mut m = model(&[
+            node("MatMulNBits", "com.microsoft", &["x", "b", "s", "z"], &ATTRS),
+            node("Sigmoid", "", &["y"], &[]),
+        ]);
+        for (at, byte) in flips {
+            let len = m.len();
+            m[at % len] = byte;
+        }
+        if let Ok(Some((edited, _))) = redirect_nbits(&m, "ai.moed", |_| true) {
+            proptest::prop_assert_eq!(node_count(&m), node_count(&edited));
+        }
+    }
+}
