@@ -29,6 +29,10 @@ pub(crate) struct NbitsKernel {
 /// Calls of the kernel since the process started (what shows that it, not ONNX Runtime's, ran).
 pub(crate) static CALLS: AtomicU64 = AtomicU64::new(0);
 
+/// Activations (elements) up to which the quantized copy is kept on the calling thread for the
+/// next call: decode steps and short prompts reuse it, a long prompt's is freed after its call.
+const KEEP_SCRATCH: usize = 1 << 20;
+
 thread_local! {
     // The quantized activations of the calling thread's current run, kept between calls so a
     // decode step allocates nothing.
@@ -159,13 +163,22 @@ impl Kernel for NbitsKernel {
             threads: self.threads,
             failed: &failed,
         };
-        INPUT.with(|input| {
-            let mut input = input.borrow_mut();
+        let mut run = |input: &mut QuantizedInput| {
             input
                 .quantize(x, m, self.k, self.block)
                 .map_err(kernel_err)?;
-            moed_kernels::matmul(&w, &input, y, &pool).map_err(kernel_err)
-        })?;
+            moed_kernels::matmul(&w, input, y, &pool).map_err(kernel_err)
+        };
+        if x.len() <= KEEP_SCRATCH {
+            INPUT.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut input) => run(&mut input),
+                // Only if a kernel ever ran inside another on one thread: no reuse then.
+                Err(_) => run(&mut QuantizedInput::default()),
+            })?;
+        } else {
+            // A long prompt's activations: not worth keeping on this thread for the next call.
+            run(&mut QuantizedInput::default())?;
+        }
         if failed.into_inner() {
             return Err(ort::Error::new(
                 "MatMulNBits (moed kernel): the intra-op pool refused the work",
