@@ -3,11 +3,14 @@
 //!
 //!   cargo run --release -p moed-kernels --example bench [-- SECONDS_PER_CASE [M]]
 //!
-//! With M, only the cases of that many tokens run.
+//! With M, only the cases of that many tokens run. MOED_KERNEL_PATH=avx512|avx2|scalar (or a name
+//! `path_names` lists) forces a path this CPU has; by default the fastest runs.
 
 use std::time::Instant;
 
-use moed_kernels::{QMatrix, QuantizedInput, Serial, fast_path, matmul};
+use moed_kernels::{
+    KernelError, Parallel, QMatrix, QuantizedInput, Serial, matmul_path, path_names,
+};
 
 /// Bytes of weights cycled per case: well over any L3 this runs on.
 const COLD_BYTES: usize = 256 << 20;
@@ -31,7 +34,35 @@ fn fill(seed: &mut u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn bench(c: &Case, seconds: f64) -> Result<(f64, f64), moed_kernels::KernelError> {
+/// The path named by MOED_KERNEL_PATH ("avx512" meaning "avx512-vnni"), else the fastest.
+fn chosen_path() -> Result<&'static str, String> {
+    let names = path_names();
+    let Ok(wanted) = std::env::var("MOED_KERNEL_PATH") else {
+        return Ok(names.first().copied().unwrap_or("scalar"));
+    };
+    let wanted = if wanted == "avx512" {
+        "avx512-vnni"
+    } else {
+        wanted.as_str()
+    };
+    names
+        .iter()
+        .find(|n| **n == wanted)
+        .copied()
+        .ok_or_else(|| format!("MOED_KERNEL_PATH: this CPU has only {names:?}"))
+}
+
+fn run(
+    path: &str,
+    w: &QMatrix,
+    x: &QuantizedInput,
+    y: &mut [f32],
+    par: &dyn Parallel,
+) -> Result<(), KernelError> {
+    matmul_path(path, w, x, y, par).unwrap_or(Ok(()))
+}
+
+fn bench(c: &Case, path: &str, seconds: f64) -> Result<(f64, f64), KernelError> {
     let kb = c.k.div_ceil(c.block);
     let code_len = c.n * kb * c.block * c.bits as usize / 8;
     let zp_len = c.n * (kb * c.bits as usize).div_ceil(8);
@@ -59,26 +90,27 @@ fn bench(c: &Case, seconds: f64) -> Result<(f64, f64), moed_kernels::KernelError
     let mut y = vec![0f32; c.m * c.n];
     for w in &ws {
         q.quantize(&x, c.m, c.k, c.block)?;
-        matmul(w, &q, &mut y, &Serial)?;
+        run(path, w, &q, &mut y, &Serial)?;
     }
     let (start, mut calls) = (Instant::now(), 0usize);
     while start.elapsed().as_secs_f64() < seconds {
         q.quantize(&x, c.m, c.k, c.block)?;
-        matmul(&ws[calls % copies], &q, &mut y, &Serial)?;
+        run(path, &ws[calls % copies], &q, &mut y, &Serial)?;
         calls += 1;
     }
     let per_call = start.elapsed().as_secs_f64() / calls as f64;
     Ok((per_call * 1e6, bytes as f64 / per_call / 1e9))
 }
 
-fn main() -> Result<(), moed_kernels::KernelError> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = chosen_path()?;
     let seconds = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     println!(
         "path: {}, 1 thread, asymmetric (zero points present), x quantized in each call",
-        fast_path().unwrap_or("scalar")
+        path
     );
     let cases = [
         Case {
@@ -140,7 +172,7 @@ fn main() -> Result<(), moed_kernels::KernelError> {
     ];
     let only_m: Option<usize> = std::env::args().nth(2).and_then(|s| s.parse().ok());
     for c in cases.iter().filter(|c| only_m.is_none_or(|m| m == c.m)) {
-        let (us, gbs) = bench(c, seconds)?;
+        let (us, gbs) = bench(c, path, seconds)?;
         println!(
             "N={:5} K={:4} bits={} block={} M={:3}: {:9.1} µs per call, {:7.2} µs per token, {:6.2} GB/s of weights",
             c.n,

@@ -61,6 +61,21 @@ pub fn matmul(
     matmul_on(crate::best_path(), w, x, y, par)
 }
 
+/// `matmul` on the path named as `path_names` lists it, or None when this CPU has no such path:
+/// for benchmarks comparing the paths; the engine calls `matmul`.
+pub fn matmul_path(
+    path: &str,
+    w: &QMatrix,
+    x: &QuantizedInput,
+    y: &mut [f32],
+    par: &dyn Parallel,
+) -> Option<Result<(), KernelError>> {
+    let p = crate::available_paths()
+        .into_iter()
+        .find(|p| p.name().unwrap_or("scalar") == path)?;
+    Some(matmul_on(p, w, x, y, par))
+}
+
 pub(crate) fn matmul_on(
     path: Path,
     w: &QMatrix,
@@ -116,6 +131,8 @@ pub(crate) fn matmul_on(
                 };
                 let tile = match path {
                     Path::Scalar => scalar::tile(w, x, spec),
+                    #[cfg(target_arch = "x86_64")]
+                    Path::Avx2 => crate::avx2::tile(w, x, spec),
                     #[cfg(target_arch = "x86_64")]
                     Path::Avx512Vnni => crate::avx512::tile(w, x, spec),
                 };

@@ -79,6 +79,16 @@ unsafe fn token_avx512(xrow: &[f32], block: usize, out: TokenOut) {
     })
 }
 
+/// Quantizes one token, compiled for AVX2 so its loops vectorize to 256 bits.
+///
+/// # Safety
+/// The CPU has the enabled features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn token_avx2(xrow: &[f32], block: usize, out: TokenOut) {
+    token(xrow, block, out, quantize_block)
+}
+
 /// Quantizes one token: q, d and d·Σq per block, the even/odd split and the lane scales.
 #[inline(always)]
 fn token(xrow: &[f32], block: usize, o: TokenOut, quant: impl Fn(&[f32], &mut [i8]) -> (f32, i32)) {
@@ -129,6 +139,7 @@ fn abs_max(xb: &[f32]) -> f32 {
 }
 
 /// Quantizes one block xb into q (q.len() ≥ xb.len()); returns d and Σq.
+#[inline(always)]
 pub(crate) fn quantize_block(xb: &[f32], q: &mut [i8]) -> (f32, i32) {
     let d = abs_max(xb) / 127.0;
     let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
@@ -210,7 +221,7 @@ impl QuantizedInput {
         split.resize(row_len, 0);
         lanes4.resize(row_len / (GROUP4 / LANES), 0.0);
         lanes8.resize(row_len / (GROUP8 / LANES), 0.0);
-        let wide = crate::best_path() != crate::Path::Scalar;
+        let wide = crate::best_path();
         for (t, xrow) in x.chunks_exact(k).enumerate() {
             let out = TokenOut {
                 q: &mut self.natural[t * row_len..(t + 1) * row_len],
@@ -221,11 +232,11 @@ impl QuantizedInput {
                 lanes8,
             };
             #[cfg(target_arch = "x86_64")]
-            if wide {
-                // SAFETY: the fast path exists only where the CPU has these features.
-                unsafe { token_avx512(xrow, block, out) }
-            } else {
-                token(xrow, block, out, quantize_block)
+            match wide {
+                // SAFETY: a fast path is chosen only where the CPU has its features.
+                crate::Path::Avx512Vnni => unsafe { token_avx512(xrow, block, out) },
+                crate::Path::Avx2 => unsafe { token_avx2(xrow, block, out) },
+                crate::Path::Scalar => token(xrow, block, out, quantize_block),
             }
             #[cfg(not(target_arch = "x86_64"))]
             {

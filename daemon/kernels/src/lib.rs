@@ -6,6 +6,8 @@
 //! (`fast_path`); `scalar` is the reference every other path must equal.
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod driver;
 mod input;
@@ -14,7 +16,7 @@ mod scalar;
 #[cfg(test)]
 mod tests;
 
-pub use driver::{Parallel, Serial, matmul};
+pub use driver::{Parallel, Serial, matmul, matmul_path};
 pub use input::QuantizedInput;
 pub use matrix::QMatrix;
 
@@ -64,29 +66,61 @@ fn checked_len(what: &'static str, dims: &[usize]) -> Result<usize, KernelError>
 pub(crate) enum Path {
     Scalar,
     #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
 }
 
 impl Path {
+    /// Whether this CPU has the features the path needs.
+    fn available(self) -> bool {
+        match self {
+            Path::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => avx2::available(),
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512Vnni => avx512::available(),
+        }
+    }
+
     fn name(self) -> Option<&'static str> {
         match self {
             Path::Scalar => None,
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => Some("avx2"),
             #[cfg(target_arch = "x86_64")]
             Path::Avx512Vnni => Some("avx512-vnni"),
         }
     }
 }
 
+/// Every path this CPU can run, fastest first; the scalar reference is always last.
+pub(crate) fn available_paths() -> Vec<Path> {
+    [
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512Vnni,
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2,
+        Path::Scalar,
+    ]
+    .into_iter()
+    .filter(|p| p.available())
+    .collect()
+}
+
+/// The names of the paths this CPU can run, fastest first ("scalar" last), for benchmarks that
+/// compare them through `matmul_path`.
+pub fn path_names() -> Vec<&'static str> {
+    available_paths()
+        .into_iter()
+        .map(|p| p.name().unwrap_or("scalar"))
+        .collect()
+}
+
 /// Detected once: feature detection is cheap but not free, and the answer never changes.
 pub(crate) fn best_path() -> Path {
     static BEST: std::sync::OnceLock<Path> = std::sync::OnceLock::new();
-    *BEST.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if avx512::available() {
-            return Path::Avx512Vnni;
-        }
-        Path::Scalar
-    })
+    *BEST.get_or_init(|| available_paths().first().copied().unwrap_or(Path::Scalar))
 }
 
 /// The fastest path this CPU has, or None when only the scalar reference exists (the engine then

@@ -4,7 +4,10 @@
 mod parallel;
 
 use crate::driver::matmul_on;
-use crate::{KernelError, Parallel, Path, QMatrix, QuantizedInput, Serial, best_path, matmul};
+use crate::{
+    KernelError, Parallel, Path, QMatrix, QuantizedInput, Serial, available_paths, best_path,
+    matmul,
+};
 
 /// A small deterministic generator (xorshift64*), so the tests need no dependency.
 struct Rng(u64);
@@ -142,7 +145,22 @@ fn every_path_equals_the_scalar_reference_and_the_f32_matmul() {
                         let xf = Rng(seed * 31).f32s(m * k);
                         let x = quantized(&xf, m, k, block);
                         let reference = run(Path::Scalar, &w, &x, &Serial);
-                        let fast = run(best_path(), &w, &x, &Serial);
+                        for path in available_paths() {
+                            let fast = run(path, &w, &x, &Serial);
+                            for t in 0..m {
+                                for row in 0..n {
+                                    let i = t * n + row;
+                                    let tol = 1e-5 * magnitude(&w, &x, row, t);
+                                    let diff = f64::from((fast[i] - reference[i]).abs());
+                                    assert!(
+                                        diff <= tol,
+                                        "{path:?} bits {bits} asym {asym} block {block} k {k} m {m} t {t} row {row}: {} vs {}",
+                                        fast[i],
+                                        reference[i]
+                                    );
+                                }
+                            }
+                        }
                         for t in 0..m {
                             for row in 0..n {
                                 let i = t * n + row;
@@ -150,8 +168,6 @@ fn every_path_equals_the_scalar_reference_and_the_f32_matmul() {
                                     "bits {bits} asym {asym} block {block} k {k} m {m} t {t} row {row}"
                                 );
                                 let tol = 1e-5 * magnitude(&w, &x, row, t);
-                                let diff = f64::from((fast[i] - reference[i]).abs());
-                                assert!(diff <= tol, "{case}: {} vs {}", fast[i], reference[i]);
                                 // y − y_f32 = Σ W·(d·q − x), and |d·q − x| ≤ d/2 per element.
                                 let (mut exact, mut bound) = (0f64, 0f64);
                                 for j in 0..k {
@@ -188,7 +204,7 @@ fn missing_zero_points_mean_the_midpoint() {
             ..Weights::random(n, k, bits, block, false, 3)
         };
         let x = quantized(&Rng(5).f32s(2 * k), 2, k, block);
-        for path in [Path::Scalar, best_path()] {
+        for path in available_paths() {
             assert_eq!(
                 run(path, &sym.matrix(), &x, &Serial),
                 run(path, &explicit.matrix(), &x, &Serial)
@@ -266,7 +282,66 @@ fn empty_shapes_are_fine() {
     assert!(matmul(&w, &x, &mut [], &Serial).is_ok());
     let w = Weights::random(3, 0, 8, 16, true, 2);
     let x = quantized(&[], 2, 0, 16);
-    assert_eq!(run(best_path(), &w.matrix(), &x, &Serial), vec![0.0; 6]);
+    for path in available_paths() {
+        assert_eq!(run(path, &w.matrix(), &x, &Serial), vec![0.0; 6]);
+    }
+}
+
+/// Codes 255 against x = ±127 everywhere: a pairwise i16 product sum (2 × 255 × 127) would
+/// saturate, so a path that keeps one would differ from the reference here.
+#[test]
+fn extreme_codes_and_inputs_do_not_saturate() {
+    for bits in [4u32, 8] {
+        for asym in [false, true] {
+            for block in [16usize, 32, 256] {
+                let (n, k, m) = (5, 3 * block + 16, 5);
+                let kb = k.div_ceil(block);
+                let mut wt = Weights::random(n, k, bits, block, asym, 11);
+                wt.codes.fill(0xff);
+                if let Some(z) = wt.zero_points.as_mut() {
+                    z.fill(0);
+                }
+                wt.scales = vec![1.0; n * kb];
+                for sign in [1.0f32, -1.0] {
+                    let xf = vec![sign; m * k];
+                    let x = quantized(&xf, m, k, block);
+                    let reference = run(Path::Scalar, &wt.matrix(), &x, &Serial);
+                    // Σ code·x with every code at its maximum and x at d·(±127).
+                    let top = if bits == 8 { 255.0 } else { 15.0 };
+                    let mid = if asym {
+                        0.0
+                    } else {
+                        f32::from(1u8 << (bits - 1))
+                    };
+                    let expected = sign * (top - mid) * k as f32;
+                    for v in &reference {
+                        assert!(
+                            (v - expected).abs() <= expected.abs() * 1e-5,
+                            "{v} vs {expected}"
+                        );
+                    }
+                    for path in available_paths() {
+                        let fast = run(path, &wt.matrix(), &x, &Serial);
+                        for v in &fast {
+                            let case = format!("{path:?} bits {bits} asym {asym} block {block}");
+                            assert!((v - expected).abs() <= expected.abs() * 1e-5, "{case}: {v}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn avx2_is_found_where_the_cpu_has_it() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert!(available_paths().contains(&Path::Avx2));
+        assert!(crate::path_names().contains(&"avx2"));
+    }
+    assert_eq!(available_paths().last(), Some(&Path::Scalar));
+    assert_eq!(available_paths().first(), Some(&best_path()));
 }
 
 #[test]

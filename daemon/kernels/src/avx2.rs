@@ -1,0 +1,213 @@
+//! The AVX2 kernel, for CPUs without AVX-512 VNNI: `vpmaddubsw` multiplies the unsigned weight codes
+//! by the signed int8 activations in pairs to i16, `vpmaddwd` by ones sums those pairs into i32 lanes.
+//! It reads the same `QuantizedInput` layout as the AVX-512 kernel, each 64-byte group as two
+//! 32-byte halves, so lane l of half h is lane 8h + l of the group's lane scales.
+//!
+//! `vpmaddubsw` saturates at i16: 4-bit codes (≤ 15 × 127 × 2) never reach it, but 8-bit codes
+//! (up to 255 × 127 × 2) would, so they are split into nibbles, c = 16·hi + lo, each product pair
+//! widened to i32 before they are combined.
+
+use core::arch::x86_64::*;
+
+use crate::driver::{Tile, TileOut};
+use crate::input::{GROUP4, GROUP8, LANES, QuantizedInput, TILE_TOKENS};
+use crate::matrix::QMatrix;
+use crate::scalar;
+
+pub(crate) fn available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// y for one tile of at most 4 rows × 4 tokens.
+pub(crate) fn tile(w: &QMatrix, x: &QuantizedInput, t: Tile) -> TileOut {
+    let in_bounds = t.rows <= 4
+        && t.row0 + t.rows <= w.n
+        && t.tok0 < x.m
+        && t.tok0.is_multiple_of(TILE_TOKENS)
+        && t.toks == TILE_TOKENS.min(x.m - t.tok0)
+        && x.block == w.block
+        && x.k_blocks == w.k_blocks;
+    // The kernel reads through raw pointers computed from these bounds, and uses the features; the
+    // driver already guarantees both, this keeps the function safe on its own.
+    if !in_bounds || !available() {
+        return scalar::tile(w, x, t);
+    }
+    match (w.bits, t.rows) {
+        (4, 1) => by_toks::<4, 1>(w, x, t),
+        (4, 2) => by_toks::<4, 2>(w, x, t),
+        (4, 3) => by_toks::<4, 3>(w, x, t),
+        (4, _) => by_toks::<4, 4>(w, x, t),
+        (_, 1) => by_toks::<8, 1>(w, x, t),
+        (_, 2) => by_toks::<8, 2>(w, x, t),
+        (_, 3) => by_toks::<8, 3>(w, x, t),
+        (_, _) => by_toks::<8, 4>(w, x, t),
+    }
+}
+
+fn by_toks<const B: u32, const R: usize>(w: &QMatrix, x: &QuantizedInput, t: Tile) -> TileOut {
+    // SAFETY: `tile` checked the CPU features and that rows row0..row0+R of w and the tile's tokens
+    // of x exist, with matching blocks; that is all `kernel` relies on.
+    let mut out = unsafe {
+        match t.toks {
+            1 => kernel::<B, R, 1>(w, x, t.row0, t.tok0),
+            2 => kernel::<B, R, 2>(w, x, t.row0, t.tok0),
+            3 => kernel::<B, R, 3>(w, x, t.row0, t.tok0),
+            _ => kernel::<B, R, 4>(w, x, t.row0, t.tok0),
+        }
+    };
+    subtract_zero_points(w, x, t, &mut out);
+    out
+}
+
+/// Σ_b sw·z·d·Σq per row and token, taken off the integer sums (as in `scalar::dot`).
+fn subtract_zero_points(w: &QMatrix, x: &QuantizedInput, t: Tile, out: &mut TileOut) {
+    for (r, out_r) in out.iter_mut().enumerate().take(t.rows) {
+        let row = t.row0 + r;
+        let scales = &w.scales[row * w.k_blocks..(row + 1) * w.k_blocks];
+        let mut corr = [0f32; TILE_TOKENS];
+        for (b, &sw) in scales.iter().enumerate() {
+            let swz = sw * f32::from(w.zero_point(row, b));
+            for (j, c) in corr.iter_mut().enumerate().take(t.toks) {
+                *c += swz * x.scaled_sum[(t.tok0 + j) * x.row_blocks + b];
+            }
+        }
+        for (o, c) in out_r.iter_mut().zip(corr) {
+            *o -= c;
+        }
+    }
+}
+
+/// Lane sums of codes × x for one 32-byte half: i32 lane l holds 4 code bytes' products.
+///
+/// # Safety
+/// The CPU has the enabled features; xe (and for 4 bits xo) point at 32 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_half<const B: u32>(c: __m256i, xe: *const i8, xo: *const i8) -> __m256i {
+    // SAFETY: the caller guarantees the loads.
+    unsafe {
+        let nib = _mm256_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        let lo = _mm256_and_si256(c, nib);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(c), nib);
+        let xa = _mm256_loadu_si256(xe.cast());
+        if B == 4 {
+            let xb = _mm256_loadu_si256(xo.cast());
+            let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
+            // Each i16 is at most 2 × 2 × 15 × 127 in size: no saturation.
+            _mm256_madd_epi16(p, ones)
+        } else {
+            let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xa), ones);
+            let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xa), _mm256_set1_epi16(16));
+            _mm256_add_epi32(plo, phi)
+        }
+    }
+}
+
+/// Σ_b sw·d·Σ(code·q) per row and token (the zero points come after).
+///
+/// # Safety
+/// The CPU has the enabled features; rows row0..row0+R of w and tokens tok0..tok0+T of x exist and
+/// x was quantized with w's block size and k. Code and scale loads past a row's end go through
+/// zero-padded copies; x is padded to whole groups.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
+    w: &QMatrix,
+    x: &QuantizedInput,
+    row0: usize,
+    tok0: usize,
+) -> TileOut {
+    let block_bytes = w.block * w.bits as usize / 8;
+    // Lane l (4 code bytes) belongs to block l >> lane_shift of the group's blocks.
+    let lane_shift = (block_bytes / 4).trailing_zeros().min(4) as i32;
+    let groups = w.row_bytes.div_ceil(64);
+    // SAFETY (whole body): pointers are offsets inside their slices per the contract above.
+    unsafe {
+        let idx = _mm256_srlv_epi32(
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            _mm256_set1_epi32(lane_shift),
+        );
+        let (xq, lanes, unit, lanes_per_token) = if B == 4 {
+            (&x.tiled4, &x.lanes4, GROUP4, x.row_len / (GROUP4 / LANES))
+        } else {
+            (&x.tiled8, &x.lanes8, GROUP8, x.row_len / (GROUP8 / LANES))
+        };
+        let xt = xq.as_ptr().add(tok0 * x.row_len);
+        let dt = lanes.as_ptr().add(tok0 * lanes_per_token);
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        for g in 0..groups {
+            let off = g * 64;
+            let left = w.row_bytes - off;
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let row = row0 + r;
+                let mut tail = [0u8; 64];
+                let codes = if left >= 64 {
+                    w.codes.as_ptr().add(row * w.row_bytes + off)
+                } else {
+                    let start = row * w.row_bytes + off;
+                    tail[..left].copy_from_slice(&w.codes[start..start + left]);
+                    tail.as_ptr()
+                };
+                for h in 0..2 {
+                    if h * 32 >= left {
+                        break;
+                    }
+                    let c = _mm256_loadu_si256(codes.add(h * 32).cast());
+                    let sw = _mm256_permutevar8x32_ps(half_scales(w, row, off + h * 32), idx);
+                    for (t, a) in acc_r.iter_mut().enumerate() {
+                        let xg = xt.add((g * T + t) * unit);
+                        let (xe, xo) = if B == 4 {
+                            (xg.add(h * 32), xg.add(64 + h * 32))
+                        } else {
+                            (xg.add(h * 32), xg)
+                        };
+                        let i = dot_half::<B>(c, xe, xo);
+                        let dx = _mm256_loadu_ps(dt.add((g * T + t) * LANES + h * 8));
+                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(sw, dx), *a);
+                    }
+                }
+            }
+        }
+        let mut out = TileOut::default();
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (t, a) in acc_r.iter().enumerate() {
+                out[r][t] = hsum(*a);
+            }
+        }
+        out
+    }
+}
+
+/// The scales of the blocks from the one holding code byte `byte` of `row` on, up to 8, zero past
+/// the row's last block.
+///
+/// # Safety
+/// The CPU has the enabled features; byte < row_bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn half_scales(w: &QMatrix, row: usize, byte: usize) -> __m256 {
+    let block_bytes = w.block * w.bits as usize / 8;
+    let b = byte / block_bytes;
+    let start = row * w.k_blocks + b;
+    // SAFETY: start + 8 ≤ scales.len() on the first branch; the copy is bounds-checked.
+    unsafe {
+        if b + 8 <= w.k_blocks {
+            _mm256_loadu_ps(w.scales.as_ptr().add(start))
+        } else {
+            let mut s = [0f32; 8];
+            let n = w.k_blocks - b;
+            s[..n].copy_from_slice(&w.scales[start..start + n]);
+            _mm256_loadu_ps(s.as_ptr())
+        }
+    }
+}
+
+/// The sum of v's 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
