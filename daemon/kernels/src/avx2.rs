@@ -9,8 +9,8 @@
 
 use core::arch::x86_64::*;
 
-use crate::driver::{Tile, TileOut};
-use crate::input::{GROUP4, GROUP8, LANES, QuantizedInput, TILE_TOKENS};
+use crate::driver::{Tile, TileOut, by_bits_and_rows, by_tokens};
+use crate::input::{LANES, QuantizedInput, TILE_TOKENS};
 use crate::matrix::QMatrix;
 use crate::scalar;
 
@@ -20,41 +20,19 @@ pub(crate) fn available() -> bool {
 
 /// y for one tile of at most 4 rows × 4 tokens.
 pub(crate) fn tile(w: &QMatrix, x: &QuantizedInput, t: Tile) -> TileOut {
-    let in_bounds = t.rows <= 4
-        && t.row0 + t.rows <= w.n
-        && t.tok0 < x.m
-        && t.tok0.is_multiple_of(TILE_TOKENS)
-        && t.toks == TILE_TOKENS.min(x.m - t.tok0)
-        && x.block == w.block
-        && x.k_blocks == w.k_blocks;
+    let in_bounds = t.fits(w, x);
     // The kernel reads through raw pointers computed from these bounds, and uses the features; the
     // driver already guarantees both, this keeps the function safe on its own.
     if !in_bounds || !available() {
         return scalar::tile(w, x, t);
     }
-    match (w.bits, t.rows) {
-        (4, 1) => by_toks::<4, 1>(w, x, t),
-        (4, 2) => by_toks::<4, 2>(w, x, t),
-        (4, 3) => by_toks::<4, 3>(w, x, t),
-        (4, _) => by_toks::<4, 4>(w, x, t),
-        (_, 1) => by_toks::<8, 1>(w, x, t),
-        (_, 2) => by_toks::<8, 2>(w, x, t),
-        (_, 3) => by_toks::<8, 3>(w, x, t),
-        (_, _) => by_toks::<8, 4>(w, x, t),
-    }
+    by_bits_and_rows!(by_toks, w, x, t)
 }
 
 fn by_toks<const B: u32, const R: usize>(w: &QMatrix, x: &QuantizedInput, t: Tile) -> TileOut {
     // SAFETY: `tile` checked the CPU features and that rows row0..row0+R of w and the tile's tokens
     // of x exist, with matching blocks; that is all `kernel` relies on.
-    let mut out = unsafe {
-        match t.toks {
-            1 => kernel::<B, R, 1>(w, x, t.row0, t.tok0),
-            2 => kernel::<B, R, 2>(w, x, t.row0, t.tok0),
-            3 => kernel::<B, R, 3>(w, x, t.row0, t.tok0),
-            _ => kernel::<B, R, 4>(w, x, t.row0, t.tok0),
-        }
-    };
+    let mut out = unsafe { by_tokens!(kernel, B, R, t; w, x, t) };
     subtract_zero_points(w, x, t, &mut out);
     out
 }
@@ -107,16 +85,16 @@ unsafe fn dot_half<const B: u32>(c: __m256i, xe: *const i8, xo: *const i8) -> __
 /// Σ_b sw·d·Σ(code·q) per row and token (the zero points come after).
 ///
 /// # Safety
-/// The CPU has the enabled features; rows row0..row0+R of w and tokens tok0..tok0+T of x exist and
-/// x was quantized with w's block size and k. Code and scale loads past a row's end go through
+/// The CPU has the enabled features; t's R rows of w and T tokens of x exist and x was quantized
+/// with w's block size and k. Code and scale loads past a row's end go through
 /// zero-padded copies; x is padded to whole groups.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
     w: &QMatrix,
     x: &QuantizedInput,
-    row0: usize,
-    tok0: usize,
+    t: Tile,
 ) -> TileOut {
+    let (row0, tok0) = (t.row0, t.tok0);
     let block_bytes = w.block * w.bits as usize / 8;
     // Lane l (4 code bytes) belongs to block l >> lane_shift of the group's blocks.
     let lane_shift = (block_bytes / 4).trailing_zeros().min(4) as i32;
@@ -127,13 +105,7 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
             _mm256_set1_epi32(lane_shift),
         );
-        let (xq, lanes, unit, lanes_per_token) = if B == 4 {
-            (&x.tiled4, &x.lanes4, GROUP4, x.row_len / (GROUP4 / LANES))
-        } else {
-            (&x.tiled8, &x.lanes8, GROUP8, x.row_len / (GROUP8 / LANES))
-        };
-        let xt = xq.as_ptr().add(tok0 * x.row_len);
-        let dt = lanes.as_ptr().add(tok0 * lanes_per_token);
+        let (xt, dt, unit) = x.tile_start(B, tok0);
         let mut acc = [[_mm256_setzero_ps(); T]; R];
         for g in 0..groups {
             let off = g * 64;
@@ -154,15 +126,15 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
                     }
                     let c = _mm256_loadu_si256(codes.add(h * 32).cast());
                     let sw = _mm256_permutevar8x32_ps(half_scales(w, row, off + h * 32), idx);
-                    for (t, a) in acc_r.iter_mut().enumerate() {
-                        let xg = xt.add((g * T + t) * unit);
+                    for (j, a) in acc_r.iter_mut().enumerate() {
+                        let xg = xt.add((g * T + j) * unit);
                         let (xe, xo) = if B == 4 {
                             (xg.add(h * 32), xg.add(64 + h * 32))
                         } else {
                             (xg.add(h * 32), xg)
                         };
                         let i = dot_half::<B>(c, xe, xo);
-                        let dx = _mm256_loadu_ps(dt.add((g * T + t) * LANES + h * 8));
+                        let dx = _mm256_loadu_ps(dt.add((g * T + j) * LANES + h * 8));
                         *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(sw, dx), *a);
                     }
                 }
@@ -170,8 +142,8 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
         }
         let mut out = TileOut::default();
         for (r, acc_r) in acc.iter().enumerate() {
-            for (t, a) in acc_r.iter().enumerate() {
-                out[r][t] = hsum(*a);
+            for (j, a) in acc_r.iter().enumerate() {
+                out[r][j] = hsum(*a);
             }
         }
         out

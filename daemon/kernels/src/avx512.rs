@@ -8,8 +8,8 @@
 
 use core::arch::x86_64::*;
 
-use crate::driver::{Tile, TileOut};
-use crate::input::{GROUP4, GROUP8, LANES, QuantizedInput, TILE_TOKENS, ZP_LANES};
+use crate::driver::{Tile, TileOut, by_bits_and_rows, by_tokens};
+use crate::input::{LANES, QuantizedInput, ZP_LANES};
 use crate::matrix::QMatrix;
 use crate::scalar;
 
@@ -22,41 +22,19 @@ pub(crate) fn available() -> bool {
 
 /// y for one tile of at most 4 rows × 4 tokens.
 pub(crate) fn tile(w: &QMatrix, x: &QuantizedInput, t: Tile) -> TileOut {
-    let in_bounds = t.rows <= 4
-        && t.row0 + t.rows <= w.n
-        && t.tok0 < x.m
-        && t.tok0.is_multiple_of(TILE_TOKENS)
-        && t.toks == TILE_TOKENS.min(x.m - t.tok0)
-        && x.block == w.block
-        && x.k_blocks == w.k_blocks;
+    let in_bounds = t.fits(w, x);
     // The kernels read through raw pointers computed from these bounds, and use the features; the
     // driver already guarantees both, this keeps the function safe on its own.
     if !in_bounds || crate::best_path() != crate::Path::Avx512Vnni {
         return scalar::tile(w, x, t);
     }
-    match (w.bits, t.rows) {
-        (4, 1) => by_toks::<4, 1>(w, x, t),
-        (4, 2) => by_toks::<4, 2>(w, x, t),
-        (4, 3) => by_toks::<4, 3>(w, x, t),
-        (4, _) => by_toks::<4, 4>(w, x, t),
-        (_, 1) => by_toks::<8, 1>(w, x, t),
-        (_, 2) => by_toks::<8, 2>(w, x, t),
-        (_, 3) => by_toks::<8, 3>(w, x, t),
-        (_, _) => by_toks::<8, 4>(w, x, t),
-    }
+    by_bits_and_rows!(by_toks, w, x, t)
 }
 
 fn by_toks<const B: u32, const R: usize>(w: &QMatrix, x: &QuantizedInput, t: Tile) -> TileOut {
     // SAFETY: `tile` checked the CPU features and that rows row0..row0+R of w and the tile's tokens
     // of x exist, with matching blocks; that is all `kernel` relies on.
-    unsafe {
-        match t.toks {
-            1 => kernel::<B, R, 1>(w, x, t.row0, t.tok0),
-            2 => kernel::<B, R, 2>(w, x, t.row0, t.tok0),
-            3 => kernel::<B, R, 3>(w, x, t.row0, t.tok0),
-            _ => kernel::<B, R, 4>(w, x, t.row0, t.tok0),
-        }
-    }
+    unsafe { by_tokens!(kernel, B, R, t; w, x, t.row0, t.tok0) }
 }
 
 /// How far ahead (in tiles of rows) the kernel prefetches the weights.
@@ -99,13 +77,7 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
         let scales: [*const f32; R] =
             core::array::from_fn(|r| w.scales.as_ptr().add((row0 + r) * w.k_blocks));
         // This tile's tokens, interleaved group by group (see `QuantizedInput`).
-        let (xq, lanes, unit, lanes_per_token) = if B == 4 {
-            (&x.tiled4, &x.lanes4, GROUP4, x.row_len / (GROUP4 / LANES))
-        } else {
-            (&x.tiled8, &x.lanes8, GROUP8, x.row_len / (GROUP8 / LANES))
-        };
-        let xt = xq.as_ptr().add(tok0 * x.row_len);
-        let dt = lanes.as_ptr().add(tok0 * lanes_per_token);
+        let (xt, dt, unit) = x.tile_start(B, tok0);
         let mut acc = [[_mm512_setzero_ps(); T]; R];
         for g in 0..groups {
             let off = g * 64;

@@ -41,6 +41,55 @@ pub(crate) struct Tile {
     pub(crate) toks: usize,
 }
 
+impl Tile {
+    /// Whether the tile's rows and tokens exist in w and x, with x tiled as the fast kernels read
+    /// it and quantized for w's blocks: all the fast kernels' raw pointers rely on.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn fits(&self, w: &QMatrix, x: &QuantizedInput) -> bool {
+        self.rows <= TILE
+            && self.row0 + self.rows <= w.n
+            && self.tok0 < x.m
+            && self.tok0.is_multiple_of(TILE_TOKENS)
+            && self.toks == TILE_TOKENS.min(x.m - self.tok0)
+            && x.block == w.block
+            && x.k_blocks == w.k_blocks
+    }
+}
+
+/// Calls `$f::<BITS, ROWS>(w, x, t)` with the tile's bits and rows as constants.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_bits_and_rows {
+    ($f:ident, $w:expr, $x:expr, $t:expr) => {
+        match ($w.bits, $t.rows) {
+            (4, 1) => $f::<4, 1>($w, $x, $t),
+            (4, 2) => $f::<4, 2>($w, $x, $t),
+            (4, 3) => $f::<4, 3>($w, $x, $t),
+            (4, _) => $f::<4, 4>($w, $x, $t),
+            (_, 1) => $f::<8, 1>($w, $x, $t),
+            (_, 2) => $f::<8, 2>($w, $x, $t),
+            (_, 3) => $f::<8, 3>($w, $x, $t),
+            (_, _) => $f::<8, 4>($w, $x, $t),
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use by_bits_and_rows;
+
+/// Calls `$kernel::<BITS, ROWS, TOKENS>(args…)` with the tile's tokens as a constant.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_tokens {
+    ($kernel:ident, $b:ident, $r:ident, $t:expr; $($arg:expr),*) => {
+        match $t.toks {
+            1 => $kernel::<$b, $r, 1>($($arg),*),
+            2 => $kernel::<$b, $r, 2>($($arg),*),
+            3 => $kernel::<$b, $r, 3>($($arg),*),
+            _ => $kernel::<$b, $r, 4>($($arg),*),
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use by_tokens;
+
 /// A kernel's result for a `Tile`, [row][token].
 pub(crate) type TileOut = [[f32; TILE_TOKENS]; TILE];
 /// Tokens per task (a multiple of `TILE_TOKENS`): their quantized x (≤ 2 × 256 KB at k = 2048) stays in L2 while each

@@ -274,6 +274,25 @@ impl QuantizedInput {
         self.m
     }
 
+    /// For `bits`-bit codes, where the tile of tokens from `tok0` (a multiple of `TILE_TOKENS`,
+    /// < m) starts in the tiled x and in its lane scales, and how many x elements one group of a
+    /// token holds (the tile's tokens follow each other group by group).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn tile_start(&self, bits: u32, tok0: usize) -> (*const i8, *const f32, usize) {
+        let (xq, lanes, unit) = if bits == 4 {
+            (&self.tiled4, &self.lanes4, GROUP4)
+        } else {
+            (&self.tiled8, &self.lanes8, GROUP8)
+        };
+        let lanes_per_token = self.row_len / (unit / LANES);
+        // wrapping_add: the pointers are only computed here; the kernels read inside the slices.
+        (
+            xq.as_ptr().wrapping_add(tok0 * self.row_len),
+            lanes.as_ptr().wrapping_add(tok0 * lanes_per_token),
+            unit,
+        )
+    }
+
     pub(crate) fn q(&self, t: usize) -> &[i8] {
         &self.natural[t * self.row_len..(t + 1) * self.row_len]
     }
