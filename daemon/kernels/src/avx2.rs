@@ -9,8 +9,9 @@
 
 use core::arch::x86_64::*;
 
+use crate::avx512::PREFETCH_TILES;
 use crate::driver::{Tile, TileOut, by_bits_and_rows, by_tokens};
-use crate::input::{LANES, QuantizedInput, TILE_TOKENS};
+use crate::input::{LANES, QuantizedInput};
 use crate::matrix::QMatrix;
 use crate::scalar;
 
@@ -32,27 +33,7 @@ pub(crate) fn tile(w: &QMatrix, x: &QuantizedInput, t: Tile) -> TileOut {
 fn by_toks<const B: u32, const R: usize>(w: &QMatrix, x: &QuantizedInput, t: Tile) -> TileOut {
     // SAFETY: `tile` checked the CPU features and that rows row0..row0+R of w and the tile's tokens
     // of x exist, with matching blocks; that is all `kernel` relies on.
-    let mut out = unsafe { by_tokens!(kernel, B, R, t; w, x, t) };
-    subtract_zero_points(w, x, t, &mut out);
-    out
-}
-
-/// Σ_b sw·z·d·Σq per row and token, taken off the integer sums (as in `scalar::dot`).
-fn subtract_zero_points(w: &QMatrix, x: &QuantizedInput, t: Tile, out: &mut TileOut) {
-    for (r, out_r) in out.iter_mut().enumerate().take(t.rows) {
-        let row = t.row0 + r;
-        let scales = &w.scales[row * w.k_blocks..(row + 1) * w.k_blocks];
-        let mut corr = [0f32; TILE_TOKENS];
-        for (b, &sw) in scales.iter().enumerate() {
-            let swz = sw * f32::from(w.zero_point(row, b));
-            for (j, c) in corr.iter_mut().enumerate().take(t.toks) {
-                *c += swz * x.scaled_sum[(t.tok0 + j) * x.row_blocks + b];
-            }
-        }
-        for (o, c) in out_r.iter_mut().zip(corr) {
-            *o -= c;
-        }
-    }
+    unsafe { by_tokens!(kernel, B, R, t; w, x, t) }
 }
 
 /// Lane sums of codes × x for one 32-byte half: i32 lane l holds 4 code bytes' products.
@@ -82,7 +63,7 @@ unsafe fn dot_half<const B: u32>(c: __m256i, xe: *const i8, xo: *const i8) -> __
     }
 }
 
-/// Σ_b sw·d·Σ(code·q) per row and token (the zero points come after).
+/// Σ_b sw·d·Σ(code·q) − Σ_b sw·z·d·Σq per row and token.
 ///
 /// # Safety
 /// The CPU has the enabled features; t's R rows of w and T tokens of x exist and x was quantized
@@ -107,16 +88,26 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
         );
         let (xt, dt, unit) = x.tile_start(B, tok0);
         let mut acc = [[_mm256_setzero_ps(); T]; R];
+        let mut tail = [0u8; 64];
+        let ahead = PREFETCH_TILES * R * w.row_bytes;
+        let scales_ahead = PREFETCH_TILES * R * w.k_blocks;
         for g in 0..groups {
             let off = g * 64;
             let left = w.row_bytes - off;
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let row = row0 + r;
-                let mut tail = [0u8; 64];
+                // As in the AVX-512 kernel: the hardware prefetchers stop at each 4 KB page.
+                let next = row * w.row_bytes + off + ahead;
+                _mm_prefetch::<_MM_HINT_T0>(w.codes.as_ptr().wrapping_add(next).cast());
+                if off % 256 == 0 {
+                    let next = row * w.k_blocks + off / block_bytes + scales_ahead;
+                    _mm_prefetch::<_MM_HINT_T0>(w.scales.as_ptr().wrapping_add(next).cast());
+                }
                 let codes = if left >= 64 {
                     w.codes.as_ptr().add(row * w.row_bytes + off)
                 } else {
                     let start = row * w.row_bytes + off;
+                    tail.fill(0);
                     tail[..left].copy_from_slice(&w.codes[start..start + left]);
                     tail.as_ptr()
                 };
@@ -125,7 +116,10 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
                         break;
                     }
                     let c = _mm256_loadu_si256(codes.add(h * 32).cast());
-                    let sw = _mm256_permutevar8x32_ps(half_scales(w, row, off + h * 32), idx);
+                    let sw = _mm256_permutevar8x32_ps(
+                        block_scales(w, row, (off + h * 32) / block_bytes),
+                        idx,
+                    );
                     for (j, a) in acc_r.iter_mut().enumerate() {
                         let xg = xt.add((g * T + j) * unit);
                         let (xe, xo) = if B == 4 {
@@ -140,6 +134,18 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
                 }
             }
         }
+        // x's block rows are padded to whole ZP_LANES (a multiple of 8): these loads need no copy.
+        for c in (0..w.k_blocks).step_by(8) {
+            let xv: [__m256; T] = core::array::from_fn(|j| {
+                _mm256_loadu_ps(x.scaled_sum.as_ptr().add((tok0 + j) * x.row_blocks + c))
+            });
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let swz = _mm256_mul_ps(block_scales(w, row0 + r, c), zero_points(w, row0 + r, c));
+                for (a, xs) in acc_r.iter_mut().zip(xv) {
+                    *a = _mm256_fnmadd_ps(swz, xs, *a);
+                }
+            }
+        }
         let mut out = TileOut::default();
         for (r, acc_r) in acc.iter().enumerate() {
             for (j, a) in acc_r.iter().enumerate() {
@@ -150,16 +156,13 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
     }
 }
 
-/// The scales of the blocks from the one holding code byte `byte` of `row` on, up to 8, zero past
-/// the row's last block.
+/// The scales of blocks b..b+8 of `row`, zero past the row's last block.
 ///
 /// # Safety
-/// The CPU has the enabled features; byte < row_bytes.
+/// The CPU has the enabled features; b < k_blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn half_scales(w: &QMatrix, row: usize, byte: usize) -> __m256 {
-    let block_bytes = w.block * w.bits as usize / 8;
-    let b = byte / block_bytes;
+unsafe fn block_scales(w: &QMatrix, row: usize, b: usize) -> __m256 {
     let start = row * w.k_blocks + b;
     // SAFETY: start + 8 ≤ scales.len() on the first branch; the copy is bounds-checked.
     unsafe {
@@ -172,6 +175,37 @@ unsafe fn half_scales(w: &QMatrix, row: usize, byte: usize) -> __m256 {
             _mm256_loadu_ps(s.as_ptr())
         }
     }
+}
+
+/// The zero points of blocks c..c+8 of `row` as f32 (lanes past the last block are don't-care:
+/// their scales are 0).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn zero_points(w: &QMatrix, row: usize, c: usize) -> __m256 {
+    let Some(z) = w.zero_points else {
+        return _mm256_set1_ps(f32::from(1u8 << (w.bits - 1)));
+    };
+    let zr = z
+        .get(row * w.zp_row_bytes..(row + 1) * w.zp_row_bytes)
+        .unwrap_or_default();
+    let (start, n) = if w.bits == 8 { (c, 8) } else { (c / 2, 4) };
+    let mut buf = [0u8; 16];
+    let have = zr.len().saturating_sub(start).min(n);
+    if let (Some(dst), Some(src)) = (buf.get_mut(..have), zr.get(start..start + have)) {
+        dst.copy_from_slice(src);
+    }
+    // SAFETY: buf holds 16 bytes.
+    let v = unsafe { _mm_loadu_si128(buf.as_ptr().cast()) };
+    let bytes = if w.bits == 8 {
+        v
+    } else {
+        let nib = _mm_set1_epi8(0x0f);
+        _mm_unpacklo_epi8(
+            _mm_and_si128(v, nib),
+            _mm_and_si128(_mm_srli_epi16::<4>(v), nib),
+        )
+    };
+    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes))
 }
 
 /// The sum of v's 8 lanes.

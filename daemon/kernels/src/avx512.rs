@@ -38,7 +38,7 @@ fn by_toks<const B: u32, const R: usize>(w: &QMatrix, x: &QuantizedInput, t: Til
 }
 
 /// How far ahead (in tiles of rows) the kernel prefetches the weights.
-const PREFETCH_TILES: usize = 2;
+pub(crate) const PREFETCH_TILES: usize = 2;
 
 /// The mask of the first `n` (≤ 16) lanes.
 fn mask16(n: usize) -> __mmask16 {
