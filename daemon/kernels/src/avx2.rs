@@ -67,8 +67,8 @@ unsafe fn dot_half<const B: u32>(c: __m256i, xe: *const i8, xo: *const i8) -> __
 ///
 /// # Safety
 /// The CPU has the enabled features; t's R rows of w and T tokens of x exist and x was quantized
-/// with w's block size and k. Code and scale loads past a row's end go through
-/// zero-padded copies; x is padded to whole groups.
+/// with w's block size and k. Code and scale loads are masked to the row's bytes and blocks; x is
+/// padded to whole groups.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
     w: &QMatrix,
@@ -88,7 +88,6 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
         );
         let (xt, dt, unit) = x.tile_start(B, tok0);
         let mut acc = [[_mm256_setzero_ps(); T]; R];
-        let mut tail = [0u8; 64];
         let ahead = PREFETCH_TILES * R * w.row_bytes;
         let scales_ahead = PREFETCH_TILES * R * w.k_blocks;
         for g in 0..groups {
@@ -103,19 +102,18 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
                     let next = row * w.k_blocks + off / block_bytes + scales_ahead;
                     _mm_prefetch::<_MM_HINT_T0>(w.scales.as_ptr().wrapping_add(next).cast());
                 }
-                let codes = if left >= 64 {
-                    w.codes.as_ptr().add(row * w.row_bytes + off)
-                } else {
-                    let start = row * w.row_bytes + off;
-                    tail.fill(0);
-                    tail[..left].copy_from_slice(&w.codes[start..start + left]);
-                    tail.as_ptr()
-                };
+                let codes = w.codes.as_ptr().add(row * w.row_bytes + off);
                 for h in 0..2 {
                     if h * 32 >= left {
                         break;
                     }
-                    let c = _mm256_loadu_si256(codes.add(h * 32).cast());
+                    // Masked past the row's end (its bytes are whole 4-byte lanes): no copy, so
+                    // no call that would spill the accumulators.
+                    let c = if left >= h * 32 + 32 {
+                        _mm256_loadu_si256(codes.add(h * 32).cast())
+                    } else {
+                        _mm256_maskload_epi32(codes.add(h * 32).cast(), first((left - h * 32) / 4))
+                    };
                     let sw = _mm256_permutevar8x32_ps(
                         block_scales(w, row, (off + h * 32) / block_bytes),
                         idx,
@@ -134,22 +132,10 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
                 }
             }
         }
-        // x's block rows are padded to whole ZP_LANES (a multiple of 8): these loads need no copy.
-        for c in (0..w.k_blocks).step_by(8) {
-            let xv: [__m256; T] = core::array::from_fn(|j| {
-                _mm256_loadu_ps(x.scaled_sum.as_ptr().add((tok0 + j) * x.row_blocks + c))
-            });
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let swz = _mm256_mul_ps(block_scales(w, row0 + r, c), zero_points(w, row0 + r, c));
-                for (a, xs) in acc_r.iter_mut().zip(xv) {
-                    *a = _mm256_fnmadd_ps(swz, xs, *a);
-                }
-            }
-        }
         let mut out = TileOut::default();
         for (r, acc_r) in acc.iter().enumerate() {
             for (j, a) in acc_r.iter().enumerate() {
-                out[r][j] = hsum(*a);
+                out[r][j] = hsum(*a) - zero_point_sum(w, x, row0 + r, tok0 + j);
             }
         }
         out
@@ -163,18 +149,42 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_scales(w: &QMatrix, row: usize, b: usize) -> __m256 {
-    let start = row * w.k_blocks + b;
-    // SAFETY: start + 8 ≤ scales.len() on the first branch; the copy is bounds-checked.
+    // SAFETY: the load is masked to the row's blocks.
     unsafe {
-        if b + 8 <= w.k_blocks {
-            _mm256_loadu_ps(w.scales.as_ptr().add(start))
-        } else {
-            let mut s = [0f32; 8];
-            let n = w.k_blocks - b;
-            s[..n].copy_from_slice(&w.scales[start..start + n]);
-            _mm256_loadu_ps(s.as_ptr())
+        let p = w.scales.as_ptr().add(row * w.k_blocks + b);
+        _mm256_maskload_ps(p, first(w.k_blocks - b))
+    }
+}
+
+/// The mask of the first `n` (any size) 32-bit lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn first(n: usize) -> __m256i {
+    let n = n.min(8) as i32;
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// Σ_b sw·z·d·Σq for one row and token, eight blocks at a time.
+///
+/// # Safety
+/// As `kernel`, for this row and token.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn zero_point_sum(w: &QMatrix, x: &QuantizedInput, row: usize, tok: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    // SAFETY: x's block rows are padded to whole ZP_LANES (a multiple of 8), so the x loads stay
+    // inside; the others are `block_scales`' and `zero_points`' own.
+    unsafe {
+        let xs = x.scaled_sum.as_ptr().add(tok * x.row_blocks);
+        for c in (0..w.k_blocks).step_by(8) {
+            let swz = _mm256_mul_ps(block_scales(w, row, c), zero_points(w, row, c));
+            acc = _mm256_fmadd_ps(swz, _mm256_loadu_ps(xs.add(c)), acc);
         }
     }
+    hsum(acc)
 }
 
 /// The zero points of blocks c..c+8 of `row` as f32 (lanes past the last block are don't-care:
