@@ -199,13 +199,21 @@ fn zero_points(w: &QMatrix, row: usize, c: usize) -> __m256 {
         .get(row * w.zp_row_bytes..(row + 1) * w.zp_row_bytes)
         .unwrap_or_default();
     let (start, n) = if w.bits == 8 { (c, 8) } else { (c / 2, 4) };
-    let mut buf = [0u8; 16];
-    let have = zr.len().saturating_sub(start).min(n);
-    if let (Some(dst), Some(src)) = (buf.get_mut(..have), zr.get(start..start + have)) {
-        dst.copy_from_slice(src);
-    }
-    // SAFETY: buf holds 16 bytes.
-    let v = unsafe { _mm_loadu_si128(buf.as_ptr().cast()) };
+    let v = match zr.get(start..start + n) {
+        // SAFETY: each reads exactly the n bytes `get` returned.
+        Some(src) if n == 8 => unsafe { _mm_loadl_epi64(src.as_ptr().cast()) },
+        Some(src) => unsafe { _mm_cvtsi32_si128(src.as_ptr().cast::<i32>().read_unaligned()) },
+        None => {
+            // The row's last blocks: copy what is there.
+            let mut buf = [0u8; 16];
+            let have = zr.len().saturating_sub(start).min(n);
+            if let (Some(dst), Some(src)) = (buf.get_mut(..have), zr.get(start..start + have)) {
+                dst.copy_from_slice(src);
+            }
+            // SAFETY: buf holds 16 bytes.
+            unsafe { _mm_loadu_si128(buf.as_ptr().cast()) }
+        }
+    };
     let bytes = if w.bits == 8 {
         v
     } else {
