@@ -77,7 +77,9 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
 ) -> TileOut {
     let (row0, tok0) = (t.row0, t.tok0);
     let block_bytes = w.block * w.bits as usize / 8;
-    // Lane l (4 code bytes) belongs to block l >> lane_shift of the group's blocks.
+    // Block bytes are a power of two: shifts, not divisions, in the loop.
+    let block_shift = block_bytes.trailing_zeros();
+    // Lane l (4 code bytes) belongs to block l >> lane_shift of the half's blocks.
     let lane_shift = (block_bytes / 4).trailing_zeros().min(4) as i32;
     let groups = w.row_bytes.div_ceil(64);
     // SAFETY (whole body): pointers are offsets inside their slices per the contract above.
@@ -99,7 +101,7 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
                 let next = row * w.row_bytes + off + ahead;
                 _mm_prefetch::<_MM_HINT_T0>(w.codes.as_ptr().wrapping_add(next).cast());
                 if off % 256 == 0 {
-                    let next = row * w.k_blocks + off / block_bytes + scales_ahead;
+                    let next = row * w.k_blocks + (off >> block_shift) + scales_ahead;
                     _mm_prefetch::<_MM_HINT_T0>(w.scales.as_ptr().wrapping_add(next).cast());
                 }
                 let codes = w.codes.as_ptr().add(row * w.row_bytes + off);
@@ -115,7 +117,7 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
                         _mm256_maskload_epi32(codes.add(h * 32).cast(), first((left - h * 32) / 4))
                     };
                     let sw = _mm256_permutevar8x32_ps(
-                        block_scales(w, row, (off + h * 32) / block_bytes),
+                        block_scales(w, row, (off + h * 32) >> block_shift),
                         idx,
                     );
                     for (j, a) in acc_r.iter_mut().enumerate() {
