@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::copy_dir;
+
 use std::path::{Path, PathBuf};
 
 use moed::engine::{Engine, EngineError, EngineOptions, Logits};
@@ -15,19 +17,6 @@ fn copy_package() -> (tempfile::TempDir, PathBuf) {
     let dst = tmp.path().join("pkg");
     copy_dir(&src, &dst);
     (tmp, dst)
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("mkdir");
-    for entry in std::fs::read_dir(src).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let to = dst.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), &to).expect("copy");
-        }
-    }
 }
 
 fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {

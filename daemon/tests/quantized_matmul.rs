@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{argmax, packages_dir};
+use common::{argmax, copy_dir, packages_dir};
 use moed::engine::{Engine, EngineOptions, Logits, MatmulKernel};
 use moed::qmatmul;
 
@@ -99,19 +99,6 @@ fn moed_kernel_matches_onnxruntime_kernel() {
             "{name}: logits differ by {worst} (max |logit| {scale})"
         );
         assert_eq!(ta, tb, "{name}: the greedy picks differ");
-    }
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("mkdir");
-    for entry in std::fs::read_dir(src).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let to = dst.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), &to).expect("copy");
-        }
     }
 }
 

@@ -84,3 +84,17 @@ pub fn argmax(row: &[f32]) -> u32 {
 
 #[allow(unused_imports)] // not every test binary that includes this module builds plugins
 pub use moed_test_harness::plugins_dir;
+
+/// A recursive copy of `src` into `dst` (a package to damage in a test).
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for entry in std::fs::read_dir(src).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let to = dst.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).expect("copy");
+        }
+    }
+}
