@@ -7,6 +7,7 @@
 # [package.metadata.generate-rpm] of daemon/Cargo.toml.
 #
 #   packaging/build.sh [--arch amd64|arm64] [--revision N] [--deb-only] [--out DIR] [--no-build] [--fast]
+#   packaging/build.sh --gpu [--cuda-libs] [--tensorrt] [--revision N] [--deb-only] [--out DIR] [--fast]
 #
 # --arch A       the packages' architecture (default: this machine's). Another architecture is
 #                cross-built: arm64 with Debian's aarch64-linux-gnu toolchain into
@@ -20,6 +21,15 @@
 # --no-build     package the moed and moectl already in $TARGET/release (no cargo build)
 # --fast         lighter compression (cargo-deb --fast, gzip rpm payload): same contents, for
 #                throwaway packages such as the lifecycle test's upgrade
+# --gpu          instead of moed, its optional GPU companion moed-cuda (amd64 only; nothing is
+#                compiled): the onnxruntime-gpu library and its CUDA and TensorRT providers in
+#                /usr/lib/moed/gpu/, and systemd/moed-cuda.conf as the drop-in
+#                /usr/lib/systemd/system/moed.service.d/cuda.conf (the package variant "cuda" of
+#                daemon/Cargo.toml); moed-cuda_<ver>-N_amd64.deb, moed-cuda-<ver>-N.x86_64.rpm
+# --cuda-libs    with --gpu: NVIDIA's CUDA 12, cuBLAS, cuRAND, cuFFT and cuDNN 9 libraries too, in
+#                /usr/lib/moed/cuda/ (provision.sh --cuda-libs); mind NVIDIA's licences before
+#                passing such a package on
+# --tensorrt     with --gpu: --cuda-libs and TensorRT 10's libraries
 #
 # TARGET is $CARGO_TARGET_DIR, else <repo>/target. Prints the package paths on stdout, one a line.
 # Idempotent; on a warm cache it only restages and repackages.
@@ -31,6 +41,8 @@ revision=1
 rpm=1
 build=1
 fast=0
+gpu=0
+gpu_flags=()
 out=""
 # shellcheck source=packaging/arch.sh
 source "$repo/packaging/arch.sh"
@@ -44,9 +56,13 @@ while (($#)); do
     --out) out="${2:?--out needs a directory}"; shift 2 ;;
     --no-build) build=0; shift ;;
     --fast) fast=1; shift ;;
+    --gpu) gpu=1; shift ;;
+    --cuda-libs) gpu_flags+=(--cuda-libs); shift ;;
+    --tensorrt) gpu_flags+=(--tensorrt); shift ;;
     *) echo "build.sh: unknown argument '$1' (see the header of $0)" >&2; exit 2 ;;
   esac
 done
+((gpu || ${#gpu_flags[@]} == 0)) || { echo "build.sh: --cuda-libs and --tensorrt go with --gpu" >&2; exit 2; }
 [[ "$revision" =~ ^[1-9][0-9]*$ ]] || { echo "build.sh: --revision '$revision' is not a positive integer" >&2; exit 2; }
 triple="$(arch_triple "$arch")" || { echo "build.sh: --arch '$arch' is not one of amd64, arm64" >&2; exit 2; }
 strip_tool=strip
@@ -67,6 +83,13 @@ if [[ "$arch" != "$native" ]]; then
 fi
 deb_out="${out:-$target/debian}"
 rpm_out="${out:-$target/generate-rpm}"
+
+if ((gpu)); then
+  # shellcheck source=packaging/cuda-package.sh
+  source "$repo/packaging/cuda-package.sh"
+  build_cuda_package
+  exit 0
+fi
 
 # The plugins a package ships: every plugin crate with a manifest directly under plugins/ (the
 # reference plugins), never the hostile test fixtures under plugins/hostile/.
