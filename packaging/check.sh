@@ -88,22 +88,9 @@ else
 fi
 
 echo "== unit: systemd-analyze verify, with the .deb's files laid over this system"
-mkdir -p "$work/pkg"
-dpkg-deb -x "$deb" "$work/pkg"
-# A tmpfs of its own, so the layers do not overlap the host root they are laid on. Mounting needs
-# root (sudo otherwise, as tests/setup.sh does); nothing outside the private namespace changes.
-as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-verify_out="$(as_root unshare --mount --propagation private bash -euc '
-  ov="$1"; pkg="$2"
-  mkdir -p "$ov"; mount -t tmpfs moed-verify "$ov"; mkdir -p "$ov"/{host,pkg,up,work,root}
-  cp -a "$pkg"/. "$ov/pkg/"
-  mount --bind / "$ov/host"
-  mount -t overlay moed-verify -o "lowerdir=$ov/pkg:$ov/host,upperdir=$ov/up,workdir=$ov/work" "$ov/root"
-  mount -t proc proc "$ov/root/proc"
-  mount --rbind /dev "$ov/root/dev"
-  chroot "$ov/root" systemd-analyze verify moed.service
-' verify "$work/ov" "$work/pkg" 2>&1)" || true
-rmdir "$work/ov" 2>/dev/null || true
+# shellcheck source=packaging/verify-unit.sh
+source "$repo/packaging/verify-unit.sh"
+verify_out="$(verify_unit_installed "$work" moed.service "$deb")"
 if [[ -n "$verify_out" ]]; then
   fail "systemd-analyze verify printed: $verify_out"
 else

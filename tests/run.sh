@@ -50,6 +50,18 @@ mapfile -t packages <<<"$built"
 echo "== packages: unit (systemd-analyze security, verify), moed.toml, lintian, .deb and .rpm contents"
 "$repo/packaging/check.sh" "${packages[0]}" "${packages[1]}"
 
+echo "== GPU variant: provision.sh --gpu refusals, checksums and layout (onnxruntime-gpu wheel: 277 MB, cached)"
+"$repo/packaging/onnxruntime/check-gpu.sh"
+
+echo "== GPU variant: moed on the onnxruntime-gpu library, CPU provider, against transformers (tests/gpu/fidelity.py)"
+gpu_ort="$("$repo/packaging/onnxruntime/provision.sh" --gpu)"
+ORT_DYLIB_PATH="$gpu_ort" python3 "$repo/tests/gpu/fidelity.py" --moed "$target/release/moed" --provider cpu --packages "$MOE_FIXTURE_PACKAGES" --tol 1e-4
+
+echo "== GPU companion package moed-cuda: build (packaging/build.sh --gpu --fast) and checks (packaging/check-cuda.sh)"
+built_cuda="$("$repo/packaging/build.sh" --gpu --fast)"
+mapfile -t cuda_packages <<<"$built_cuda"
+"$repo/packaging/check-cuda.sh" "${cuda_packages[0]}" "${cuda_packages[1]}" "${packages[0]}"
+
 echo "== packages: install, use, upgrade, remove and purge on a booted Debian (packaging/lifecycle.sh)"
 if [[ $(id -u) -eq 0 ]]; then
   "$repo/packaging/lifecycle.sh" "${packages[0]}"

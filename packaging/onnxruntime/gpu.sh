@@ -11,10 +11,10 @@
 fetch_and_extract() {
   local dest="$1" index="$2" project version file sha members
   read -r project version file sha members <<<"$3"
-  wheel_fetch "$cache" "$project" "$version" "$file" "$sha" "$index"
+  wheel_fetch "$cache" "$project" "$version" "$file" "$sha" "$index" || return 1
   local list
   read -ra list <<<"$members"
-  wheel_extract "$cache/$file" "$dest" "${list[@]}"
+  wheel_extract "$cache/$file" "$dest" "${list[@]}" || return 1
   wheel_licenses "$cache/$file" "$dest/licenses"
 }
 
