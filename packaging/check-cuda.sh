@@ -22,11 +22,8 @@ for f in "$deb" "$rpm_file" ${moed_deb:+"$moed_deb"}; do
   [[ -f "$f" ]] || { echo "check-cuda.sh: $f does not exist; run packaging/build.sh --gpu" >&2; exit 1; }
 done
 
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-ok() { echo "ok: $*"; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=packaging/checks.sh
+source "$repo/packaging/checks.sh"
 
 gpu_version="$(sed -n 's/^GPU_ORT_VERSION=//p' "$repo/packaging/onnxruntime/provision.sh")"
 dropin=/usr/lib/systemd/system/moed.service.d/cuda.conf
@@ -71,8 +68,6 @@ else
 fi
 if [[ -n "$moed_deb" ]]; then
   echo "== unit: systemd-analyze verify, with moed's and moed-cuda's .deb laid over this system"
-  # shellcheck source=packaging/verify-unit.sh
-  source "$repo/packaging/verify-unit.sh"
   verify_out="$(verify_unit_installed "$work/verify" moed.service "$moed_deb" "$deb")"
   if [[ -n "$verify_out" ]]; then fail "systemd-analyze verify printed: $verify_out"; else ok "systemd-analyze verify moed.service (with cuda.conf) printed nothing"; fi
 fi
@@ -141,8 +136,5 @@ lintian_out="$(lintian --info --display-info --tag-display-limit 0 "$deb" 2>&1)"
 echo "${lintian_out:-(lintian printed nothing)}"
 if grep -q '^E: ' <<<"$lintian_out"; then fail "lintian reports errors"; else ok "lintian: no errors"; fi
 
-if ((failures)); then
-  echo "check-cuda.sh: $failures check(s) failed" >&2
-  exit 1
-fi
+checks_done check-cuda.sh
 echo "check-cuda.sh: all moed-cuda package checks passed"

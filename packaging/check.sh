@@ -28,12 +28,8 @@ done
 source "$repo/packaging/arch.sh"
 deb_arch="$(dpkg-deb -f "$deb" Architecture)"
 
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-ok() { echo "ok: $*"; }
-
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=packaging/checks.sh
+source "$repo/packaging/checks.sh"
 
 ort_version="$(sed -n 's/^ORT_VERSION=//p' "$repo/packaging/onnxruntime/provision.sh")"
 # Files both packages must hold (the rpm's zsh completion lives in site-functions instead).
@@ -88,8 +84,6 @@ else
 fi
 
 echo "== unit: systemd-analyze verify, with the .deb's files laid over this system"
-# shellcheck source=packaging/verify-unit.sh
-source "$repo/packaging/verify-unit.sh"
 verify_out="$(verify_unit_installed "$work" moed.service "$deb")"
 if [[ -n "$verify_out" ]]; then
   fail "systemd-analyze verify printed: $verify_out"
@@ -190,8 +184,5 @@ for r in systemd dbus polkit /bin/sh /usr/bin/kill 'libc.so.6()(64bit)' 'libstdc
 done
 ok "Requires ($(wc -l <"$work/rpm.requires") entries, versions left out here): $(sed -E 's/\(.*//; s/ .*//' "$work/rpm.requires" | sort -u | tr '\n' ' ')"
 
-if ((failures)); then
-  echo "check.sh: $failures check(s) failed" >&2
-  exit 1
-fi
+checks_done check.sh
 echo "check.sh: all package checks passed"

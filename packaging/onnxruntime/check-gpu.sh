@@ -22,11 +22,8 @@ repo="$(cd "$here/../.." && pwd)"
 provision="$here/provision.sh"
 cache="${MOE_WHEEL_CACHE:-$repo/target/wheels}"
 
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-ok() { echo "ok: $*"; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=packaging/checks.sh
+source "$repo/packaging/checks.sh"
 
 # pin NAME: the pinned line of provision.sh for the wheel of project NAME (its quotes removed).
 pin() { sed -n "s/^ *\(GPU_ORT_WHEEL=\)\{0,1\}\"\($1 .*\)\"\$/\2/p" "$provision" | head -n 1; }
@@ -156,8 +153,5 @@ else
   fail "$cudart_wheel did not give cuda/libcudart.so.12 (a name gpu_libs.rs checks) and its licence: $(cd "$dest/cuda" && find . | tr '\n' ' ')"
 fi
 
-if ((failures)); then
-  echo "check-gpu.sh: $failures check(s) failed" >&2
-  exit 1
-fi
+checks_done check-gpu.sh
 echo "check-gpu.sh: all GPU provisioning checks passed"

@@ -95,7 +95,7 @@ fn provider_library(dir: &Path, which: &str, loader: &dyn Loader) -> Option<Stri
     let path = dir.join(format!("libonnxruntime_providers_{which}.so"));
     if !path.is_file() {
         return Some(format!(
-            "{} is not there: this ONNX Runtime is a CPU-only build (the GPU providers come with the onnxruntime-gpu wheel's library, which moed does not provision yet)",
+            "{} is not there: this ONNX Runtime is a CPU-only build (the GPU build, with its providers, comes with the package moed-cuda or packaging/onnxruntime/provision.sh --gpu)",
             path.display()
         ));
     }

@@ -1,5 +1,18 @@
-# Sourced by packaging/check.sh and packaging/check-cuda.sh.
-#
+# Sourced by the offline checks (packaging/check.sh, packaging/check-cuda.sh,
+# packaging/onnxruntime/check-gpu.sh): `fail` counts and names a failed check, `ok` a passed one,
+# `checks_done NAME` exits 1 when any failed; $work is a scratch folder removed at exit.
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+ok() { echo "ok: $*"; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+checks_done() {
+  if ((failures)); then
+    echo "$1: $failures check(s) failed" >&2
+    exit 1
+  fi
+}
+
 # verify_unit_installed WORK UNIT DEB...
 #   Unpacks each DEB into WORK/pkg (left there for further checks) and prints what
 #   `systemd-analyze verify UNIT` prints on this machine with those files laid over it: an overlay in
