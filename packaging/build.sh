@@ -185,5 +185,6 @@ if ((rpm)); then
   echo "== packaging: cargo generate-rpm (release $revision)" >&2
   (cd "$repo" && cargo generate-rpm -p daemon --target-dir "$target" "${cargo_target[@]}" "${rpm_flags[@]}" \
     --set-metadata "release = \"$revision\"" --output "$rpm_out") >&2
-  ls -t "$rpm_out"/moed-*-"$revision"."$machine".rpm | head -n 1
+  # moed-[0-9]: not the companion moed-cuda-<ver>, which may lie in the same folder.
+  ls -t "$rpm_out"/moed-[0-9]*-"$revision"."$machine".rpm | head -n 1
 fi
