@@ -12,4 +12,5 @@ pub mod package;
 pub mod placement;
 pub mod procmem;
 pub mod qmatmul;
+pub mod tensorrt_cache;
 pub mod text;

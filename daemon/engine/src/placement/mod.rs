@@ -183,11 +183,13 @@ impl Placement {
             *flag = true;
         }
         if let (Some(p), Some(slot)) = (self.providers.get_mut(i), slots.get(i))
-            && self.gpu.is_some()
             && *p != Provider::Cpu
         {
             *p = Provider::Cpu;
-            self.gpu_bytes -= slot.bytes;
+            // Without a budget (one provider for every graph) no bytes were counted.
+            if self.gpu.is_some() {
+                self.gpu_bytes -= slot.bytes;
+            }
         }
     }
 
@@ -270,7 +272,7 @@ pub struct ProviderShare {
 pub struct PlacementSummary {
     /// `engine.gpu_memory_budget`; `None`: one provider for the whole model.
     pub gpu_memory_budget: Option<u64>,
-    /// File bytes placed on the GPU provider (never above the budget).
+    /// File bytes placed on the GPU provider under the budget (never above it; 0 without one).
     pub gpu_bytes_used: u64,
     /// GPU providers first, the CPU last; providers with no graph are left out.
     pub providers: Vec<ProviderShare>,

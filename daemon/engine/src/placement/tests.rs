@@ -146,6 +146,19 @@ fn all_on_one_provider_has_no_budget() {
     let s = p.summary(&slots);
     assert_eq!(s.gpu_memory_budget, None);
     assert!(s.line().contains("no gpu_memory_budget"), "{}", s.line());
+    // A graph whose session failed on the one GPU provider is on the CPU in the summary.
+    let mut p = Placement::all(&slots, GPU);
+    p.exclude(&slots, 2);
+    let s = p.summary(&slots);
+    assert_eq!(
+        (s.providers[0].provider, s.providers[0].graphs),
+        (GPU, slots.len() as u64 - 1)
+    );
+    assert_eq!(
+        (s.providers[1].provider, s.providers[1].bytes),
+        (Provider::Cpu, 10)
+    );
+    assert_eq!(s.gpu_bytes_used, 0);
 }
 
 #[test]
