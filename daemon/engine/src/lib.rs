@@ -9,6 +9,8 @@ pub mod generate;
 pub mod gpu_libs;
 pub mod ort_env;
 pub mod package;
+pub mod placement;
 pub mod procmem;
 pub mod qmatmul;
+pub mod tensorrt_cache;
 pub mod text;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use ort::AsPointer;
 use ort::environment::{Environment, GlobalThreadPoolOptions};
@@ -94,6 +94,9 @@ pub struct OrtSettings {
     /// Let idle pool threads spin. Off by default: moed runs many short graphs and spinning threads
     /// steal the cores the next graph needs on small machines.
     pub spinning: bool,
+    /// Where the TensorRT provider caches its engines; unlike the rest, every call of [`runtime`]
+    /// that names one sets it for the sessions created after.
+    pub tensorrt_cache: Option<PathBuf>,
 }
 
 /// The initialised ONNX Runtime: its environment and how it was set up.
@@ -103,6 +106,7 @@ pub struct OrtRuntime {
     intra_threads: usize,
     spinning: bool,
     shared_allocator: bool,
+    tensorrt_cache: RwLock<PathBuf>,
 }
 
 impl OrtRuntime {
@@ -117,6 +121,15 @@ impl OrtRuntime {
     }
     pub fn spinning(&self) -> bool {
         self.spinning
+    }
+
+    fn set_tensorrt_cache(&self, settings: &OrtSettings) {
+        if let Some(dir) = &settings.tensorrt_cache {
+            *self
+                .tensorrt_cache
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = dir.clone();
+        }
     }
 
     /// A session builder for the given provider on the shared thread pool. Providers that fail to
@@ -136,8 +149,16 @@ impl OrtRuntime {
             Provider::Cpu => builder,
             Provider::Cuda => builder
                 .with_execution_providers([ep::CUDA::default().build().error_on_failure()])?,
-            Provider::TensorRt => builder
-                .with_execution_providers([ep::TensorRT::default().build().error_on_failure()])?,
+            Provider::TensorRt => {
+                let dir = self
+                    .tensorrt_cache
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                builder.with_execution_providers([crate::tensorrt_cache::provider(&dir)?
+                    .build()
+                    .error_on_failure()])?
+            }
         };
         Ok(builder)
     }
@@ -150,12 +171,14 @@ static INIT: Mutex<()> = Mutex::new(());
 pub fn runtime(settings: &OrtSettings) -> Result<&'static OrtRuntime, OrtEnvError> {
     if let Some(rt) = RUNTIME.get() {
         warn_if_different(rt, settings);
+        rt.set_tensorrt_cache(settings);
         return Ok(rt);
     }
     // A failed start may be retried (e.g. after provisioning), so the lock guards the attempt and
     // only a success is stored.
     let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(rt) = RUNTIME.get() {
+        rt.set_tensorrt_cache(settings);
         return Ok(rt);
     }
     let library = locate_library(settings.library.as_deref())?;
@@ -200,6 +223,12 @@ pub fn runtime(settings: &OrtSettings) -> Result<&'static OrtRuntime, OrtEnvErro
         intra_threads: threads,
         spinning: settings.spinning,
         shared_allocator,
+        tensorrt_cache: RwLock::new(
+            settings
+                .tensorrt_cache
+                .clone()
+                .unwrap_or_else(crate::tensorrt_cache::default_dir),
+        ),
     };
     Ok(RUNTIME.get_or_init(|| rt))
 }

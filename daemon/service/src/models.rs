@@ -31,7 +31,8 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// Adds the counters since the last merge (and `requests` finished requests) to the store,
-    /// flushed: once this returns the numbers survive a crash.
+    /// flushed: once this returns the numbers survive a crash. Then, between requests, the
+    /// engine's GPU placement follows the new totals (a bounded number of experts move).
     pub fn persist_stats(
         &self,
         state: &StateStore,
@@ -44,6 +45,7 @@ impl LoadedModel {
             .add_expert_stats(&self.name, &to_persisted(&delta, requests))
             .map_err(|e| ServiceError::Failed(e.to_string()))?;
         *merged = now;
+        self.engine.revisit_placement(&total.activations);
         Ok(total)
     }
 

@@ -28,7 +28,7 @@ pub use serve::{
 };
 pub use soak::{SoakReport, run as run_soak};
 
-use crate::engine::{Engine, EngineError, EngineStats, ExecMode, WeightBytes};
+use crate::engine::{Engine, EngineError, EngineStats, ExecMode, PlacementSummary, WeightBytes};
 use crate::package::GraphPrecision;
 use measure::{Arm, greedy_run, median, ratio};
 
@@ -124,6 +124,8 @@ pub struct BenchReport {
     pub weights: WeightBytes,
     pub resident_expert_bytes: u64,
     pub expert_budget: Option<u64>,
+    /// Where the graphs ran: graphs and file bytes per provider, the GPU budget used, fallbacks.
+    pub placement: PlacementSummary,
     /// Memory read bandwidth, median of the measurements taken before each repeat, bytes/s.
     pub bandwidth: f64,
     pub bandwidth_buffer_bytes: usize,
@@ -376,6 +378,7 @@ pub fn run(
         weights: w,
         resident_expert_bytes: engine.stats().resident_expert_bytes,
         expert_budget,
+        placement: engine.placement(),
         bandwidth,
         bandwidth_buffer_bytes: probe.bytes(),
         run_overhead_us: median(&overheads),

@@ -114,6 +114,7 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
         line(format!("  ({p} not used: {why})"));
     }
     line(format!("quantized matmuls: {}", r.quantized_matmul));
+    line(format!("placement: {}", r.placement.line()));
     line(format!(
         "precision: {}",
         engine.package().manifest().precision_lines().join(", ")

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::Config;
+use crate::engine::Provider;
 use crate::serve::{AccessPolicy, SubjectMode};
 
 #[derive(clap::Args, Debug)]
@@ -25,7 +26,52 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
     }
     print!("{}", config.to_toml());
     print!("{}", provider_lines(&config));
+    print!("{}", placement_lines(&config, &gpu_verdicts(&config)));
     Ok(())
+}
+
+/// What each GPU provider lacks here (`None`: nothing), as `provider_lines` reports it; empty
+/// when no ONNX Runtime library is found.
+fn gpu_verdicts(config: &Config) -> Vec<(Provider, Option<String>)> {
+    use moed_engine::gpu_libs::{self, DlLoader};
+    match moed_engine::ort_env::locate_library(config.engine.ort_library.as_deref()) {
+        Ok(library) => gpu_libs::check(&library, &DlLoader)
+            .into_iter()
+            .map(|c| (c.provider, c.missing))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Comment lines: how `engine.gpu_memory_budget` would place a model's graphs on this machine,
+/// and where TensorRT would cache its engines.
+fn placement_lines(config: &Config, verdicts: &[(Provider, Option<String>)]) -> String {
+    let e = &config.engine;
+    let mut out = match e.gpu_memory_budget {
+        None => "# placement: no gpu_memory_budget; the first usable provider of engine.providers runs every graph\n".to_string(),
+        Some(0) => "# placement: gpu_memory_budget 0; every graph on cpu\n".to_string(),
+        Some(budget) => {
+            let usable = e.providers.iter().copied().find(|&p| {
+                p != Provider::Cpu && verdicts.iter().any(|(v, missing)| *v == p && missing.is_none())
+            });
+            match usable {
+                Some(gpu) => format!(
+                    "# placement: up to {budget} bytes on {gpu} (attention, routers, head, shared and dense MLPs, then the hottest experts), the rest and the embedding on cpu\n"
+                ),
+                None => format!(
+                    "# placement: gpu_memory_budget {budget} bytes, but no GPU provider of engine.providers is usable here (see above); every graph would run on cpu\n"
+                ),
+            }
+        }
+    };
+    if e.providers.contains(&Provider::TensorRt) {
+        let dir = e
+            .tensorrt_cache_dir
+            .clone()
+            .unwrap_or_else(moed_engine::tensorrt_cache::default_dir);
+        out.push_str(&format!("# TensorRT engine cache: {}\n", dir.display()));
+    }
+    out
 }
 
 /// Comment lines (the output stays TOML): the ONNX Runtime library that would be used, and for each

@@ -42,6 +42,11 @@ pub struct EngineArgs {
     /// Runtime's MatMulNBits (as `engine.quantized_matmul` in moed.toml).
     #[arg(long, default_value = "moed", value_parser = parse_matmul_kernel)]
     pub quantized_matmul: MatmulKernel,
+    /// Bytes of graphs to place on the first usable GPU provider of --provider (attention,
+    /// routers, head, then experts), the rest on the CPU, as `engine.gpu_memory_budget`; 0: all
+    /// on the CPU; default: the first provider that works runs every graph.
+    #[arg(long, value_parser = parse_bytes)]
+    pub gpu_memory_budget: Option<u64>,
 }
 
 impl EngineArgs {
@@ -60,6 +65,9 @@ impl EngineArgs {
             spinning: self.ort_spinning,
             progress: None,
             quantized_matmul: self.quantized_matmul,
+            gpu_memory_budget: self.gpu_memory_budget,
+            activations: Vec::new(),
+            tensorrt_cache_dir: None,
         })
     }
 }

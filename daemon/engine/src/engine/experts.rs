@@ -5,6 +5,10 @@
 //! manifest lists them, are what the budget counts). A session in use by a running request stays
 //! alive through its `Arc` until that request is done with it.
 //!
+//! Sessions on a GPU provider are pinned: placement chose them for the GPU's memory, so they count
+//! neither against nor toward the budget (of host memory) and are never evicted; a revisit of the
+//! placement drops them with [`ExpertCache::remove`].
+//!
 //! Sessions are created outside the cache lock: creating one is CPU-bound (ONNX Runtime parses the
 //! graph and prepacks its weights), so several threads can create different experts at once
 //! ([`load_parallel`]); a thread asking for an expert another thread is creating waits for it.
@@ -24,6 +28,8 @@ struct Entry {
     graph: Arc<Graph>,
     bytes: u64,
     tick: u64,
+    /// Outside the LRU order and the budget.
+    pinned: bool,
 }
 
 #[derive(Default)]
@@ -34,6 +40,7 @@ struct State {
     /// Experts whose session a thread is creating; their bytes are already counted.
     loading: HashSet<Key>,
     tick: u64,
+    /// Bytes of the unpinned sessions, resident or being created.
     bytes: u64,
 }
 
@@ -78,25 +85,30 @@ impl ExpertCache {
         st.resident.contains_key(&key) || st.loading.contains(&key)
     }
 
-    /// The session of `(layer, expert)`, created with `load` when not resident.
+    /// The session of `(layer, expert)`, created with `load` when not resident. `gpu`: placement
+    /// puts it on a GPU provider, so nothing is evicted for it; `load` says whether the session
+    /// it created is pinned (false when it had to fall back to the CPU).
     ///
     /// Two requests needing the same cold expert load it once: the second waits for the first.
     pub fn get(
         &self,
         key: Key,
         bytes: u64,
+        gpu: bool,
         counters: &Counters,
-        load: impl FnOnce() -> Result<Graph, EngineError>,
+        load: impl FnOnce() -> Result<(Graph, bool), EngineError>,
     ) -> Result<Arc<Graph>, EngineError> {
         let mut st = self.lock();
         loop {
             st.tick += 1;
             let tick = st.tick;
             if let Some(entry) = st.resident.get_mut(&key) {
-                let old = std::mem::replace(&mut entry.tick, tick);
                 let graph = Arc::clone(&entry.graph);
-                st.lru.remove(&old);
-                st.lru.insert(tick, key);
+                if !entry.pinned {
+                    let old = std::mem::replace(&mut entry.tick, tick);
+                    st.lru.remove(&old);
+                    st.lru.insert(tick, key);
+                }
                 counters.hits.fetch_add(1, Relaxed);
                 return Ok(graph);
             }
@@ -107,8 +119,9 @@ impl ExpertCache {
             st = self.loaded.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         counters.misses.fetch_add(1, Relaxed);
+        let counted = if gpu { 0 } else { bytes };
         if let Some(budget) = self.budget {
-            while st.bytes + bytes > budget {
+            while st.bytes + counted > budget {
                 let Some((_, victim)) = st.lru.pop_first() else {
                     break;
                 };
@@ -124,7 +137,7 @@ impl ExpertCache {
             }
         }
         st.loading.insert(key);
-        st.bytes += bytes;
+        st.bytes += counted;
         publish(&st, counters);
         drop(st);
 
@@ -133,7 +146,7 @@ impl ExpertCache {
         let mut st = self.lock();
         st.loading.remove(&key);
         let out = match result {
-            Ok(graph) => {
+            Ok((graph, pinned)) => {
                 self.fresh.fetch_add(bytes, Relaxed);
                 let graph = Arc::new(graph);
                 st.tick += 1;
@@ -144,13 +157,20 @@ impl ExpertCache {
                         graph: Arc::clone(&graph),
                         bytes,
                         tick,
+                        pinned,
                     },
                 );
-                st.lru.insert(tick, key);
+                st.bytes -= counted;
+                if !pinned {
+                    // A GPU expert that fell back to the CPU counts from now on; the budget is
+                    // met again at the next expert created.
+                    st.bytes += bytes;
+                    st.lru.insert(tick, key);
+                }
                 Ok(graph)
             }
             Err(e) => {
-                st.bytes -= bytes;
+                st.bytes -= counted;
                 Err(e)
             }
         };
@@ -160,10 +180,28 @@ impl ExpertCache {
         out
     }
 
+    /// Drops the session of `key` if resident (a request running it keeps it until done), so that
+    /// the next use creates it again, on the provider placement gives it then.
+    pub fn remove(&self, key: Key, counters: &Counters) {
+        let mut st = self.lock();
+        if let Some(e) = st.resident.remove(&key) {
+            if !e.pinned {
+                st.lru.remove(&e.tick);
+                st.bytes -= e.bytes;
+            }
+            publish(&st, counters);
+        }
+    }
+
     /// Drops every resident session (those being created stay counted until they are in).
     pub fn clear(&self, counters: &Counters) {
         let mut st = self.lock();
-        let resident: u64 = st.resident.values().map(|e| e.bytes).sum();
+        let resident: u64 = st
+            .resident
+            .values()
+            .filter(|e| !e.pinned)
+            .map(|e| e.bytes)
+            .sum();
         st.bytes = st.bytes.saturating_sub(resident);
         st.resident.clear();
         st.lru.clear();

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use super::experts::{self, ExpertCache};
 use super::graph::{Dim, Graph, Interface, TensorSpec};
 use super::memlimit;
+use super::placed::Placed;
 use super::stats::Counters;
 use super::{
     CacheIo, Engine, EngineError, EngineOptions, Gate, Layer, NEXT_ENGINE_ID, NativeGate,
@@ -29,6 +30,7 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         library: opts.ort_library.clone(),
         intra_threads: opts.intra_threads,
         spinning: opts.spinning,
+        tensorrt_cache: opts.tensorrt_cache_dir.clone(),
     })?;
     let m = package.manifest();
     let hidden = m.dims.hidden_size;
@@ -62,43 +64,32 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         inputs: vec![TensorSpec::i64("input_ids", vec![Dim::Tokens])],
         outputs: vec![TensorSpec::rows("hidden", hidden)],
     };
-    let mut embed = None;
-    let mut probe_err = None;
-    let (provider, fallbacks) = ort_env::choose_provider(&opts.providers, |p| {
-        match Graph::load(
-            rt,
-            p,
-            opts.quantized_matmul,
-            &package,
-            &m.embed,
-            &embed_iface,
-        ) {
-            Ok(g) => {
-                embed = Some(g);
-                Ok(())
-            }
-            // A broken graph is the package's fault, not the provider's: report it as such.
-            Err(e @ EngineError::Interface { .. }) => {
-                let msg = e.to_string();
-                probe_err = Some(e);
-                Err(msg)
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                if p == Provider::Cpu {
-                    probe_err = Some(e);
-                }
-                Err(msg)
-            }
+    let (provider, fallbacks, embed, placed) = match opts.gpu_memory_budget {
+        // Under a budget the embedding, a lookup of one row per token, stays on the CPU; the
+        // GPU provider is the first one the library has (a session that fails falls back).
+        Some(budget) => {
+            let placed = Placed::budgeted(&package, &opts.providers, budget, &opts.activations);
+            let embed = Graph::load(
+                rt,
+                Provider::Cpu,
+                opts.quantized_matmul,
+                &package,
+                &m.embed,
+                &embed_iface,
+            )?;
+            let gpu = placed.gpu();
+            let skipped = opts
+                .providers
+                .iter()
+                .take_while(|&&p| Some(p) != gpu)
+                .filter_map(|&p| ort_env::provider_unavailable_reason(p).map(|why| (p, why)))
+                .collect();
+            (Provider::Cpu, skipped, embed, placed)
         }
-    })
-    .map_err(|e| probe_err.take().unwrap_or(EngineError::Runtime(e)))?;
-    let embed = match embed {
-        Some(g) => g,
         None => {
-            return Err(EngineError::Options(
-                "no execution provider loaded the embedding graph".into(),
-            ));
+            let (provider, fallbacks, embed) = probe_provider(rt, &opts, &package, &embed_iface)?;
+            let placed = Placed::all(&package, provider);
+            (provider, fallbacks, embed, placed)
         }
     };
 
@@ -158,12 +149,18 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
 
     // The embedding graph is loaded; then the head and each layer's graphs (experts are lazy),
     // several at once: creating a session is CPU-bound (parsing, prepacking the weights).
-    let mut jobs: Vec<(&str, &Interface)> = vec![(m.head.as_str(), &head_iface)];
-    for spec in &m.layers {
+    use crate::placement::GraphKind as K;
+    let mut jobs: Vec<(&str, &Interface, Option<usize>)> = vec![(
+        m.head.as_str(),
+        &head_iface,
+        placed.fixed_slot(K::Head, None),
+    )];
+    for (l, spec) in m.layers.iter().enumerate() {
+        let slot = |kind| placed.fixed_slot(kind, Some(l));
         match spec {
             LayerSpec::Dense { attn, mlp, .. } => {
-                jobs.push((attn, &attn_iface));
-                jobs.push((mlp, &ffn_iface));
+                jobs.push((attn, &attn_iface, slot(K::Attention)));
+                jobs.push((mlp, &ffn_iface, slot(K::DenseMlp)));
             }
             LayerSpec::Moe {
                 attn,
@@ -173,14 +170,14 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
             } => {
                 match router {
                     Some(router) => {
-                        jobs.push((attn, &attn_iface));
-                        jobs.push((router, &router_iface));
+                        jobs.push((attn, &attn_iface, slot(K::Attention)));
+                        jobs.push((router, &router_iface, slot(K::Router)));
                     }
                     // Without a router graph, the attention graph computes the router logits.
-                    None => jobs.push((attn, &attn_router_iface)),
+                    None => jobs.push((attn, &attn_router_iface, slot(K::Attention))),
                 }
                 if let Some(s) = shared {
-                    jobs.push((s, &ffn_iface));
+                    jobs.push((s, &ffn_iface, slot(K::Shared)));
                 }
             }
         }
@@ -196,8 +193,10 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
     report(1);
     let slots: Vec<Mutex<Option<Graph>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     experts::load_parallel(jobs.len(), rt.intra_threads(), |i| {
-        let (rel, iface) = jobs[i];
-        let graph = Graph::load(rt, provider, opts.quantized_matmul, &package, rel, iface)?;
+        let (rel, iface, slot) = jobs[i];
+        let (graph, _) = placed.load(slot, rel, |p| {
+            Graph::load(rt, p, opts.quantized_matmul, &package, rel, iface)
+        })?;
         *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(graph);
         let mut done = loaded.lock().unwrap_or_else(|p| p.into_inner());
         *done += 1;
@@ -252,10 +251,11 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         None => Arc::new(NoMoeGate),
     };
     log::info!(
-        "loaded {} ({}, {} layers) with {provider}",
+        "loaded {} ({}, {} layers) with {provider}; placement: {}",
         m.name,
         m.architecture,
-        m.layers.len()
+        m.layers.len(),
+        placed.summary().line()
     );
     let engine = Engine {
         id: NEXT_ENGINE_ID.fetch_add(1, Relaxed),
@@ -270,6 +270,7 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         cache_io,
         expert_iface: ffn_iface,
         experts: ExpertCache::new(opts.expert_memory_budget),
+        placed,
         gate,
         counters: Counters::new(&experts_per_layer),
         hidden,
@@ -280,4 +281,52 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
     };
     engine.release_mapped_weights();
     Ok(engine)
+}
+
+/// The provider chosen, those passed over with why, and the embedding graph loaded with it.
+type Probed = (Provider, Vec<(Provider, String)>, Graph);
+
+/// The first provider of `opts.providers` that loads the embedding graph, which doubles as the
+/// probe of each.
+fn probe_provider(
+    rt: &ort_env::OrtRuntime,
+    opts: &EngineOptions,
+    package: &Package,
+    embed_iface: &Interface,
+) -> Result<Probed, EngineError> {
+    let m = package.manifest();
+    let mut embed = None;
+    let mut probe_err = None;
+    let (provider, fallbacks) = ort_env::choose_provider(&opts.providers, |p| {
+        match Graph::load(rt, p, opts.quantized_matmul, package, &m.embed, embed_iface) {
+            Ok(g) => {
+                embed = Some(g);
+                Ok(())
+            }
+            // A broken graph is the package's fault, not the provider's: report it as such.
+            Err(e @ EngineError::Interface { .. }) => {
+                let msg = e.to_string();
+                probe_err = Some(e);
+                Err(msg)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if p == Provider::Cpu {
+                    probe_err = Some(e);
+                }
+                Err(msg)
+            }
+        }
+    })
+    .map_err(|e| probe_err.take().unwrap_or(EngineError::Runtime(e)))?;
+    let embed = match embed {
+        Some(g) => g,
+        None => {
+            return Err(EngineError::Options(
+                "no execution provider loaded the embedding graph".into(),
+            ));
+        }
+    };
+
+    Ok((provider, fallbacks, embed))
 }

@@ -11,10 +11,12 @@ mod graph;
 mod kv;
 mod load;
 pub mod memlimit;
+mod placed;
 mod probe;
 mod routing;
 mod score;
 mod stats;
+mod weights;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,13 +24,17 @@ use std::sync::atomic::AtomicU64;
 
 pub use error::EngineError;
 pub use kv::Sequence;
+pub use placed::MAX_MOVES_PER_REVISIT;
 pub use routing::{Gate, GateError, MAX_WEIGHT, NativeGate, RouterInput, Routing};
 pub use score::{log_softmax_at, score_chunk, score_tokens, score_tokens_until, score_tokens_with};
 pub use stats::EngineStats;
+pub use weights::WeightBytes;
+
+pub use crate::placement::PlacementSummary;
 
 use crate::ort_env::OrtRuntime;
 pub use crate::ort_env::Provider;
-use crate::package::{LayerSpec, Package};
+use crate::package::Package;
 pub use crate::qmatmul::{MatmulKernel, UnknownKernel};
 use experts::ExpertCache;
 use graph::{Graph, Interface};
@@ -72,6 +78,14 @@ pub struct EngineOptions {
     pub progress: Option<LoadProgress>,
     /// The kernel of block-quantized matmuls on the CPU provider.
     pub quantized_matmul: MatmulKernel,
+    /// File bytes of graphs placed on the first usable GPU provider of `providers` (attention,
+    /// routers, head, shared and dense MLPs, then the hottest experts), the rest on the CPU;
+    /// `None`: the first provider that works runs every graph.
+    pub gpu_memory_budget: Option<u64>,
+    /// Persisted `[layer][expert]` activation counts that rank the experts for placement.
+    pub activations: Vec<Vec<u64>>,
+    /// Where the TensorRT provider caches its engines (default: [`crate::tensorrt_cache::default_dir`]).
+    pub tensorrt_cache_dir: Option<PathBuf>,
 }
 
 /// Called while a package loads with (graphs loaded, graphs to load). Experts load lazily, on
@@ -96,6 +110,9 @@ impl Default for EngineOptions {
             spinning: false,
             progress: None,
             quantized_matmul: MatmulKernel::default(),
+            gpu_memory_budget: None,
+            activations: Vec::new(),
+            tensorrt_cache_dir: None,
         }
     }
 }
@@ -137,6 +154,7 @@ pub struct Engine {
     cache_io: Vec<CacheIo>,
     expert_iface: Interface,
     experts: ExpertCache,
+    placed: placed::Placed,
     gate: Arc<dyn Gate>,
     counters: Counters,
     hidden: usize,
@@ -166,16 +184,20 @@ impl Engine {
 
     /// What runs the block-quantized matmuls, e.g. `moed (avx512-vnni)` or `onnxruntime`.
     pub fn quantized_matmul(&self) -> String {
-        if self.provider == Provider::Cpu {
-            self.matmul.describe()
-        } else {
-            format!("onnxruntime ({})", self.provider)
+        match self.placed.uses_gpu() {
+            _ if self.provider != Provider::Cpu => format!("onnxruntime ({})", self.provider),
+            Some(gpu) => format!(
+                "{} on cpu graphs, onnxruntime on {gpu} graphs",
+                self.matmul.describe()
+            ),
+            None => self.matmul.describe(),
         }
     }
 
-    /// The execution provider in use ("cpu", "cuda", "tensorrt").
+    /// The execution provider in use ("cpu", "cuda", "tensorrt"); with a GPU memory budget, the
+    /// GPU provider when any graph is placed on it (the rest run on the CPU: [`Engine::placement`]).
     pub fn execution_provider(&self) -> &str {
-        self.provider.as_str()
+        self.placed.uses_gpu().unwrap_or(self.provider).as_str()
     }
 
     /// Providers preferred over the one in use, with why each could not be used.
@@ -335,44 +357,6 @@ impl Engine {
         self.experts.clear(&self.counters);
     }
 
-    /// File bytes of every graph of one kind, for the bench: (dense part, routed experts per MoE
-    /// layer summed over layers, number of MoE layers).
-    pub fn weight_bytes(&self) -> WeightBytes {
-        let m = self.package.manifest();
-        let g = |rel: &str| self.package.graph_bytes(rel);
-        let mut w = WeightBytes {
-            embed: g(&m.embed),
-            head: g(&m.head),
-            ..WeightBytes::default()
-        };
-        for spec in &m.layers {
-            w.attn += g(spec.attn());
-            match spec {
-                LayerSpec::Dense { mlp, .. } => w.dense_mlp += g(mlp),
-                LayerSpec::Moe {
-                    router,
-                    experts,
-                    shared,
-                    ..
-                } => {
-                    w.moe_layers += 1;
-                    w.router += router.as_deref().map_or(0, g);
-                    w.shared += shared.as_deref().map_or(0, g);
-                    w.experts += experts.iter().map(|e| g(e)).sum::<u64>();
-                }
-            }
-        }
-        w
-    }
-
-    /// File bytes of one routed expert's graph (0 for a dense layer or an index out of range).
-    pub fn expert_file_bytes(&self, layer: usize, expert: usize) -> u64 {
-        match self.layers.get(layer) {
-            Some(Layer::Moe { expert_bytes, .. }) => expert_bytes.get(expert).copied().unwrap_or(0),
-            _ => 0,
-        }
-    }
-
     pub(crate) fn expert(&self, layer: usize, expert: usize) -> Result<Arc<Graph>, EngineError> {
         let Some(Layer::Moe {
             experts,
@@ -384,42 +368,36 @@ impl Engine {
                 "layer {layer} has no experts"
             )));
         };
-        let rel = &experts[expert];
-        self.experts.get(
-            (layer, expert),
-            expert_bytes[expert],
-            &self.counters,
-            || {
-                Graph::load(
-                    self.rt,
-                    self.provider,
-                    self.matmul,
-                    &self.package,
-                    rel,
-                    &self.expert_iface,
-                )
-            },
-        )
+        let (Some(rel), Some(&bytes)) = (experts.get(expert), expert_bytes.get(expert)) else {
+            return Err(EngineError::Options(format!(
+                "layer {layer} has no expert {expert}"
+            )));
+        };
+        let slot = self.placed.expert_slot(layer, expert);
+        // Under a GPU budget, GPU experts stay resident outside expert_memory_budget; a model
+        // wholly on one GPU provider keeps its experts under that budget as on the CPU.
+        let budgeted = self.placed.on_gpu_budget();
+        let gpu = budgeted && self.placed.provider(slot) != Provider::Cpu;
+        self.experts
+            .get((layer, expert), bytes, gpu, &self.counters, || {
+                let (graph, provider) = self.placed.load(slot, rel, |p| {
+                    Graph::load(
+                        self.rt,
+                        p,
+                        self.matmul,
+                        &self.package,
+                        rel,
+                        &self.expert_iface,
+                    )
+                })?;
+                Ok((graph, budgeted && provider != Provider::Cpu))
+            })
     }
 }
 
 /// Expert file bytes created between two releases of dead package mappings (the pages left of
 /// them meanwhile are at most a fifth of this).
 const RELEASE_EVERY: u64 = 64 << 20;
-
-/// File bytes per graph kind over the whole package.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct WeightBytes {
-    pub embed: u64,
-    pub head: u64,
-    pub attn: u64,
-    pub router: u64,
-    pub shared: u64,
-    pub dense_mlp: u64,
-    /// All routed experts of all MoE layers.
-    pub experts: u64,
-    pub moe_layers: u64,
-}
 
 /// The gate of a package without MoE layers; never asked.
 struct NoMoeGate;

@@ -13,6 +13,8 @@ const KEYS: &[(&str, &str)] = &[
     ("engine", "ort_library"),
     ("engine", "preload_experts"),
     ("engine", "quantized_matmul"),
+    ("engine", "gpu_memory_budget"),
+    ("engine", "tensorrt_cache_dir"),
     ("engine", "threads"),
     ("service", "max_concurrent"),
     ("service", "queue_depth"),

@@ -49,6 +49,15 @@ impl Config {
             "quantized_matmul = {}\n",
             q(self.engine.quantized_matmul.as_str())
         ));
+        if let Some(b) = self.engine.gpu_memory_budget {
+            out.push_str(&format!("gpu_memory_budget = {b}\n"));
+        }
+        if let Some(d) = &self.engine.tensorrt_cache_dir {
+            out.push_str(&format!(
+                "tensorrt_cache_dir = {}\n",
+                q(&d.display().to_string())
+            ));
+        }
         out.push_str("\n[service]\n");
         out.push_str(&format!(
             "max_concurrent = {}\n",

@@ -38,6 +38,13 @@ pub struct EngineConfig {
     pub preload_experts: bool,
     /// `engine.quantized_matmul`: the kernel of block-quantized matmuls on the CPU provider.
     pub quantized_matmul: MatmulKernel,
+    /// `engine.gpu_memory_budget`: file bytes of graphs placed on the first usable GPU provider
+    /// of `providers` (attention, routers, head, then the hottest experts), the rest on the CPU;
+    /// 0: every graph on the CPU; none: the first provider that works runs every graph.
+    pub gpu_memory_budget: Option<u64>,
+    /// `engine.tensorrt_cache_dir`: where the TensorRT provider keeps the engines it builds;
+    /// none: `$CACHE_DIRECTORY/tensorrt`, else `/var/cache/moed/tensorrt`.
+    pub tensorrt_cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -131,6 +138,8 @@ pub(super) struct RawEngine {
     pub(super) ort_library: Option<String>,
     pub(super) preload_experts: Option<bool>,
     pub(super) quantized_matmul: Option<String>,
+    pub(super) gpu_memory_budget: Option<RawByteSize>,
+    pub(super) tensorrt_cache_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -297,3 +297,56 @@ fn preload_experts_is_off_unless_set() {
     let err = load("[engine]\npreload_experts = \"sometimes\"\n", &[]).expect_err("not a bool");
     assert!(err.to_string().contains("preload_experts"), "{err}");
 }
+
+#[test]
+fn gpu_memory_budget_is_unset_unless_given_and_needs_a_gpu_provider() {
+    let defaults = load("", &[]).expect("defaults");
+    assert_eq!(defaults.engine.gpu_memory_budget, None);
+    assert_eq!(defaults.engine.tensorrt_cache_dir, None);
+    let set = load(
+        "[engine]\nproviders = [\"cuda\", \"cpu\"]\ngpu_memory_budget = \"8GiB\"\ntensorrt_cache_dir = \"/srv/trt\"\n",
+        &[],
+    )
+    .expect("set");
+    assert_eq!(set.engine.gpu_memory_budget, Some(8 << 30));
+    assert_eq!(
+        set.engine.tensorrt_cache_dir,
+        Some(PathBuf::from("/srv/trt"))
+    );
+    let toml = set.to_toml();
+    assert!(toml.contains("gpu_memory_budget = 8589934592"), "{toml}");
+    assert!(toml.contains("tensorrt_cache_dir = \"/srv/trt\""), "{toml}");
+    // 0 is kept: every graph on the CPU, whatever the providers.
+    let zero = load("[engine]\ngpu_memory_budget = 0\n", &[]).expect("zero");
+    assert_eq!(zero.engine.gpu_memory_budget, Some(0));
+    let from_env = load("", &[("MOED_ENGINE__GPU_MEMORY_BUDGET", "0")]).expect("env");
+    assert_eq!(from_env.engine.gpu_memory_budget, Some(0));
+
+    for (text, key, says) in [
+        (
+            "[engine]\ngpu_memory_budget = \"plenty\"\n",
+            "engine.gpu_memory_budget",
+            "'plenty' is not a byte count",
+        ),
+        (
+            "[engine]\ngpu_memory_budget = -1\n",
+            "engine.gpu_memory_budget",
+            "-1 is negative",
+        ),
+        (
+            "[engine]\ngpu_memory_budget = \"1G\"\n",
+            "engine.gpu_memory_budget",
+            "names no GPU provider",
+        ),
+        (
+            "[engine]\ntensorrt_cache_dir = \"cache/trt\"\n",
+            "engine.tensorrt_cache_dir",
+            "not an absolute path",
+        ),
+    ] {
+        let err = load(text, &[]).expect_err(text);
+        let msg = err.to_string();
+        assert!(msg.contains(says), "{text}: {msg}");
+        assert_eq!(key_of(err), key, "{text}");
+    }
+}

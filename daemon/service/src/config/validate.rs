@@ -87,6 +87,23 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     )?
     .filter(|&b| b != 0);
     let ort_library = absolute_path("engine.ort_library", raw.engine.ort_library)?;
+    let gpu_memory_budget = byte_count(
+        "engine.gpu_memory_budget",
+        raw.engine.gpu_memory_budget,
+        "0, \"8GiB\", \"12G\"",
+    )?;
+    if let Some(b) = gpu_memory_budget.filter(|&b| b > 0)
+        && !providers.iter().any(|&p| p != Provider::Cpu)
+    {
+        return Err(invalid(
+            "engine.gpu_memory_budget",
+            format!(
+                "{b} bytes to place on a GPU, but engine.providers names no GPU provider (add cuda or tensorrt)"
+            ),
+        ));
+    }
+    let tensorrt_cache_dir =
+        absolute_path("engine.tensorrt_cache_dir", raw.engine.tensorrt_cache_dir)?;
 
     let service = ServiceConfig {
         max_concurrent: int_in(
@@ -187,6 +204,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             ort_library,
             preload_experts: raw.engine.preload_experts.unwrap_or(false),
             quantized_matmul,
+            gpu_memory_budget,
+            tensorrt_cache_dir,
         },
         service,
         access,

@@ -167,6 +167,8 @@ impl Service {
             expert_memory_budget: config.engine.expert_memory_budget,
             ort_library: config.engine.ort_library.clone(),
             quantized_matmul: config.engine.quantized_matmul,
+            gpu_memory_budget: config.engine.gpu_memory_budget,
+            tensorrt_cache_dir: config.engine.tensorrt_cache_dir.clone(),
             ..self.engine_base.clone()
         }
     }

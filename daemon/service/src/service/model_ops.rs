@@ -32,6 +32,9 @@ impl Service {
         let before = self.registry.loaded_names();
         let mut options = self.engine_options();
         options.progress = progress.clone();
+        if options.gpu_memory_budget.is_some() {
+            options.activations = self.persisted_activations(name, who);
+        }
         let model = self.registry.load(name, who, options).await?;
         if !before.contains(&model.name) && self.config().engine.preload_experts {
             self.preload(&model, progress).await?;
@@ -48,6 +51,21 @@ impl Service {
                 .await;
         }
         Ok(model)
+    }
+
+    /// The stored activation counts of the model `name` resolves to, which rank its experts
+    /// for the GPU; none when there are none (or the store cannot say: logged).
+    fn persisted_activations(&self, name: &str, who: Option<&Identity>) -> Vec<Vec<u64>> {
+        let Ok((resolved, _)) = self.registry.resolve(name, who) else {
+            return Vec::new();
+        };
+        match self.state.expert_stats(&resolved) {
+            Ok(stats) => stats.map(|s| s.activations).unwrap_or_default(),
+            Err(e) => {
+                log::warn!("placing {resolved} without its expert statistics: {e}");
+                Vec::new()
+            }
+        }
     }
 
     /// Creates every expert session of a model just loaded; `progress` hears (experts loaded,
