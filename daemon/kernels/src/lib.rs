@@ -3,8 +3,12 @@
 //! The weights stay in the layout the exporter wrote (codes, scales, optional zero points); the
 //! activations are quantized to int8 per block once per call (`QuantizedInput`), and each weight
 //! block is multiplied in integers, then scaled. `matmul` picks the fastest path this CPU has
-//! (`fast_path`); `scalar` is the reference every other path must equal.
+//! (`fast_path`); `scalar` is the reference every other path must equal. `attention` is grouped-query
+//! attention over a head-major KV cache, read in place.
 
+mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -16,6 +20,7 @@ mod scalar;
 #[cfg(test)]
 mod tests;
 
+pub use attention::{AttentionInput, AttentionShape, attention};
 pub use driver::{Parallel, Serial, matmul, matmul_path};
 pub use input::QuantizedInput;
 pub use matrix::QMatrix;

@@ -60,8 +60,8 @@ class Package:
         self._opts.inter_op_num_threads = 1
         self._sessions: dict[str, ort.InferenceSession] = {}
         self.expert_calls = 0
-        # Head-major caches are passed with this many rows of spare capacity (filled with junk the
-        # graph must mask out), as the engine's buffers have.
+        # Head-major caches are passed with room for the call's new rows plus this many more (all
+        # filled with junk the graph must mask out), as the engine's buffers have.
         self.spare_rows = 3
 
     def _run(self, rel: str, feeds: dict) -> list[np.ndarray]:
@@ -97,7 +97,7 @@ class Package:
         (hidden,) = self._run(self.manifest["embed"], {"input_ids": np.asarray(ids, np.int64)})
         positions = np.arange(p, p + len(ids), dtype=np.int64)
         for layer, kv in zip(self.manifest["layers"], cache):
-            past = {n: _head_major(kv[n], self.spare_rows) if head_major else kv[n] for n in names}
+            past = {n: _head_major(kv[n], len(ids) + self.spare_rows) if head_major else kv[n] for n in names}
             feeds = {"hidden": hidden, "positions": positions, **{f"past_{n}": past[n] for n in names}}
             outs = self._run(layer["attn"], feeds)
             sess = self._sessions[layer["attn"]]

@@ -91,13 +91,17 @@ impl Graph {
         };
         let builder = rt.session_builder(provider).map_err(load_err)?;
         let path = pkg.path(rel);
-        if provider == Provider::Cpu && matmul.active() {
-            let edited =
-                qmatmul::commit_with_moed_kernel(builder.clone(), &path, rt.intra_threads())
-                    .map_err(|message| EngineError::Load {
-                        file: rel.to_string(),
-                        message,
-                    })?;
+        if provider == Provider::Cpu {
+            let edited = qmatmul::commit_with_moed_kernel(
+                builder.clone(),
+                &path,
+                rt.intra_threads(),
+                matmul.active(),
+            )
+            .map_err(|message| EngineError::Load {
+                file: rel.to_string(),
+                message,
+            })?;
             if let Some((session, _moved)) = edited {
                 return Graph::new(rel, session, provider, iface);
             }

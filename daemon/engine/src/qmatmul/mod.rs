@@ -1,7 +1,9 @@
-//! Which kernel runs a graph's block-quantized matmuls on the CPU: ONNX Runtime's own
-//! `MatMulNBits`, or moed's (`moed_kernels`), reached by moving the nodes into the `ai.moed`
-//! operator domain before the session is created. The package on disk is never changed.
+//! moed's own CPU kernels inside ONNX Runtime sessions: block-quantized matmuls (moed's or ONNX
+//! Runtime's `MatMulNBits`, as configured) and grouped-query attention over the head-major cache
+//! (always moed's), reached by moving the nodes into the `ai.moed` operator domain before the
+//! session is created. The package on disk is never changed.
 
+mod attention_op;
 mod onnx_edit;
 mod op;
 
@@ -85,10 +87,15 @@ pub fn moed_kernel_calls() -> u64 {
     op::CALLS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// How many times moed's attention kernel has run in this process.
+pub fn moed_attention_calls() -> u64 {
+    attention_op::CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether moed's kernel computes what ONNX Runtime's would for this node: 4 or 8 bits, a block
 /// of a power of two from 16, int8 compute (accuracy level 4, which is how moed's kernel
 /// computes), and no g_idx or bias input.
-fn supported(node: &onnx_edit::NbitsNode) -> bool {
+fn supported_nbits(node: &onnx_edit::NbitsNode) -> bool {
     matches!(node.bits, 4 | 8)
         && node.block_size >= 16
         && node.block_size <= 256
@@ -100,27 +107,51 @@ fn supported(node: &onnx_edit::NbitsNode) -> bool {
         && !node.extra_inputs
 }
 
-/// Creates the session for the graph file `path` with moed's kernel on every supported
-/// MatMulNBits node, and how many it took; `Ok(None)` when the graph has none (or is too large
-/// to edit), so the caller loads the file as it is.
+/// Whether moed's attention kernel computes what ONNX Runtime's would for this node: the seven
+/// core inputs and no later one (rotary caches, position ids, bias, sinks), no rotary, window,
+/// softcap or smooth softmax, and present outputs nothing reads (moed's does not write them).
+fn supported_gqa(node: &onnx_edit::GqaNode) -> bool {
+    node.core_inputs == [true; 7]
+        && !node.extra_inputs
+        && !node.unknown_attributes
+        && !node.presents_used
+        && node.do_rotary == 0
+        && node.local_window_size == -1
+        && node.softcap == 0.0
+        && node.smooth_softmax == 0
+        && node.qk_output == 0
+        && node.num_heads > 0
+        && node.kv_num_heads > 0
+        && node.num_heads % node.kv_num_heads == 0
+        && node.scale.is_finite()
+}
+
+/// Creates the session for the graph file `path` with moed's kernels on every supported node
+/// (MatMulNBits ones only when `matmul`), and how many they took; `Ok(None)` when the graph has
+/// none (or is too large to edit), so the caller loads the file as it is.
 pub(crate) fn commit_with_moed_kernel(
     builder: SessionBuilder,
     path: &Path,
     threads: usize,
+    matmul: bool,
 ) -> Result<Option<(Session, usize)>, String> {
     let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
     if size > MAX_EDITED_GRAPH {
         return Ok(None);
     }
     let model = std::fs::read(path).map_err(|e| e.to_string())?;
-    let Some((edited, moved)) =
-        onnx_edit::redirect_nbits(&model, DOMAIN, supported).map_err(|e| e.to_string())?
+    let Some((edited, moved)) = onnx_edit::redirect(&model, DOMAIN, |node| match node {
+        onnx_edit::Candidate::Nbits(n) => matmul && supported_nbits(n),
+        onnx_edit::Candidate::Gqa(g) => supported_gqa(g),
+    })
+    .map_err(|e| e.to_string())?
     else {
         return Ok(None);
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let domain = OperatorDomain::new(DOMAIN)
         .and_then(|d| d.add(op::MoedMatMulNBits { threads }))
+        .and_then(|d| d.add(attention_op::MoedGqa { threads }))
         .map_err(|e| e.to_string())?;
     let mut builder = builder
         .with_operators(domain)
@@ -130,9 +161,6 @@ pub(crate) fn commit_with_moed_kernel(
     let session = builder
         .commit_from_memory(&edited)
         .map_err(|e| e.to_string())?;
-    log::debug!(
-        "{}: {moved} MatMulNBits node(s) on moed's kernel",
-        path.display()
-    );
+    log::debug!("{}: {moved} node(s) on moed's kernels", path.display());
     Ok(Some((session, moved)))
 }

@@ -26,6 +26,23 @@ fn node(op: &str, domain: &str, inputs: &[&str], attrs: &[(&str, i64)]) -> Vec<u
     n
 }
 
+fn float_attr(name: &str, v: f32) -> Vec<u8> {
+    let mut a = Vec::new();
+    put_len_field(&mut a, ATTR_NAME, name.as_bytes());
+    put_varint(&mut a, u64::from(ATTR_F << 3 | u32::from(FIXED32)));
+    a.extend_from_slice(&v.to_le_bytes());
+    put_varint(&mut a, (20 << 3) as u64);
+    put_varint(&mut a, 1); // AttributeProto.type = FLOAT
+    a
+}
+
+fn nbits(c: &Candidate) -> NbitsNode {
+    match c {
+        Candidate::Nbits(n) => *n,
+        other => panic!("expected MatMulNBits, got {other:?}"),
+    }
+}
+
 const ATTRS: [(&str, i64); 5] = [
     ("K", 64),
     ("N", 32),
@@ -106,8 +123,9 @@ fn accepted_nodes_move_and_the_rest_is_kept() {
         ),
     ]);
     let seen = std::sync::Mutex::new(Vec::new());
-    let (edited, moved) = redirect_nbits(&m, "ai.moed", |n| {
-        seen.lock().unwrap().push(*n);
+    let (edited, moved) = redirect(&m, "ai.moed", |c| {
+        let n = nbits(c);
+        seen.lock().unwrap().push(n);
         n.bits == 4
     })
     .unwrap()
@@ -154,9 +172,9 @@ fn nothing_accepted_is_none() {
         &["x", "b", "s"],
         &ATTRS,
     )]);
-    assert_eq!(redirect_nbits(&m, "ai.moed", |_| false), Ok(None));
+    assert_eq!(redirect(&m, "ai.moed", |_| false), Ok(None));
     let other = model(&[node("MatMulNBits", "", &["x", "b", "s"], &ATTRS)]);
-    assert_eq!(redirect_nbits(&other, "ai.moed", |_| true), Ok(None));
+    assert_eq!(redirect(&other, "ai.moed", |_| true), Ok(None));
 }
 
 #[test]
@@ -168,8 +186,8 @@ fn empty_optional_inputs_are_not_counted_as_named() {
         &ATTRS,
     )]);
     let seen = std::sync::Mutex::new(None);
-    let _ = redirect_nbits(&m, "ai.moed", |n| {
-        *seen.lock().unwrap() = Some(*n);
+    let _ = redirect(&m, "ai.moed", |c| {
+        *seen.lock().unwrap() = Some(nbits(c));
         false
     });
     let n = seen.into_inner().unwrap().unwrap();
@@ -186,13 +204,13 @@ fn malformed_bytes_are_an_error_not_a_panic() {
     )]);
     for cut in [1, 3, m.len() / 2, m.len() - 1] {
         assert!(
-            redirect_nbits(&m[..cut], "ai.moed", |_| true).is_err(),
+            redirect(&m[..cut], "ai.moed", |_| true).is_err(),
             "cut at {cut}"
         );
     }
-    assert!(redirect_nbits(&[0x0f], "ai.moed", |_| true).is_err());
-    assert!(redirect_nbits(&[0x08, 0xff, 0xff], "ai.moed", |_| true).is_err());
-    assert_eq!(redirect_nbits(&[], "ai.moed", |_| true), Ok(None));
+    assert!(redirect(&[0x0f], "ai.moed", |_| true).is_err());
+    assert!(redirect(&[0x08, 0xff, 0xff], "ai.moed", |_| true).is_err());
+    assert_eq!(redirect(&[], "ai.moed", |_| true), Ok(None));
 }
 
 /// Nodes in the model's graphs, walking only what the edit walks.
@@ -217,7 +235,7 @@ proptest::proptest! {
         noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
         flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..8),
     ) {
-        let _ = redirect_nbits(&noise, "ai.moed", |_| true);
+        let _ = redirect(&noise, "ai.moed", |_| true);
         let mut m = model(&[
             node("MatMulNBits", "com.microsoft", &["x", "b", "s", "z"], &ATTRS),
             node("Sigmoid", "", &["y"], &[]),
@@ -226,8 +244,56 @@ proptest::proptest! {
             let len = m.len();
             m[at % len] = byte;
         }
-        if let Ok(Some((edited, _))) = redirect_nbits(&m, "ai.moed", |_| true) {
+        if let Ok(Some((edited, _))) = redirect(&m, "ai.moed", |_| true) {
             proptest::prop_assert_eq!(node_count(&m), node_count(&edited));
         }
     }
+}
+
+#[test]
+fn group_query_attention_is_read_with_its_float_attributes() {
+    let mut n = node(
+        "GroupQueryAttention",
+        "com.microsoft",
+        &["q", "k", "v", "pk", "pv", "sl", "tl", "", ""],
+        &[("num_heads", 32), ("kv_num_heads", 4)],
+    );
+    put_len_field(&mut n, NODE_ATTRIBUTE, &float_attr("scale", 0.125));
+    put_len_field(&mut n, 2, b"present_k");
+    let m = model(&[n.clone()]);
+    let seen = std::sync::Mutex::new(None);
+    let out = redirect(&m, "ai.moed", |c| {
+        *seen.lock().unwrap() = Some(*c);
+        true
+    });
+    assert!(matches!(out, Ok(Some((_, 1)))));
+    let Some(Candidate::Gqa(g)) = seen.into_inner().unwrap() else {
+        panic!("not read as GroupQueryAttention");
+    };
+    assert_eq!((g.num_heads, g.kv_num_heads, g.scale), (32, 4, 0.125));
+    assert_eq!((g.local_window_size, g.do_rotary, g.softcap), (-1, 0, 0.0));
+    assert_eq!(
+        (g.core_inputs, g.extra_inputs, g.outputs),
+        ([true; 7], false, 2)
+    );
+    assert!(!g.unknown_attributes);
+
+    // A later input (position ids) and an attribute moed does not know are both visible.
+    let mut n = node(
+        "GroupQueryAttention",
+        "com.microsoft",
+        &["q", "k", "v", "pk", "pv", "sl", "tl", "", "", "pos"],
+        &[("num_heads", 8), ("kv_num_heads", 8), ("new_thing", 1)],
+    );
+    put_len_field(&mut n, NODE_ATTRIBUTE, &float_attr("softcap", 30.0));
+    let seen = std::sync::Mutex::new(None);
+    let _ = redirect(&model(&[n]), "ai.moed", |c| {
+        *seen.lock().unwrap() = Some(*c);
+        false
+    });
+    let Some(Candidate::Gqa(g)) = seen.into_inner().unwrap() else {
+        panic!("not read as GroupQueryAttention");
+    };
+    assert!(g.extra_inputs && g.unknown_attributes);
+    assert_eq!(g.softcap, 30.0);
 }

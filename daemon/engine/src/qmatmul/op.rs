@@ -80,10 +80,10 @@ impl Operator for MoedMatMulNBits {
 }
 
 /// Runs the kernel's tasks on ONNX Runtime's intra-op pool, through the compute context.
-struct OrtPool<'a> {
-    ctx: &'a ComputeContext,
-    threads: usize,
-    failed: &'a AtomicBool,
+pub(super) struct OrtPool<'a> {
+    pub(super) ctx: &'a ComputeContext,
+    pub(super) threads: usize,
+    pub(super) failed: &'a AtomicBool,
 }
 
 impl Parallel for OrtPool<'_> {

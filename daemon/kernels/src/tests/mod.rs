@@ -1,6 +1,8 @@
 //! Every path against the scalar reference, the reference against a plain f32 matmul of the
-//! dequantized weights, the two block quantizers, and argument checks; task splitting in `parallel`.
+//! dequantized weights, the two block quantizers, and argument checks; task splitting in `parallel`;
+//! the attention kernel against an exact softmax in `attention`.
 
+mod attention;
 mod parallel;
 
 use crate::driver::matmul_on;

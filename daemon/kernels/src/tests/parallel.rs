@@ -58,7 +58,7 @@ fn task_order_does_not_change_y() {
 }
 
 /// Runs tasks on real threads, each taking the next task number.
-struct Threads(usize);
+pub(super) struct Threads(pub(super) usize);
 
 impl Parallel for Threads {
     fn threads(&self) -> usize {

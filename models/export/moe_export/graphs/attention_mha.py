@@ -6,11 +6,10 @@ import numpy as np
 
 from moe_export.config import MhaSpec
 from moe_export.graphs import ops
-from moe_export.graphs.builder import FLOAT, INT64, GraphWriter
+from moe_export.graphs.builder import FLOAT, INT32, INT64, MS_DOMAIN, GraphWriter
 from moe_export.quant import FP32, QuantConfig
 from moe_export.rope import RopeSpec
 
-_NEG = float(np.finfo(np.float32).min)  # what transformers adds for masked positions
 
 
 # Cache layouts of the `past_` inputs (FORMAT.md "KV cache layouts"). token_major: [P, kvh, hd], the
@@ -87,38 +86,24 @@ def _attend_concat(g: GraphWriter, a: MhaSpec, q: str, k: str, v: str, past_k: s
 
 def _attend_head_major(g: GraphWriter, a: MhaSpec, q: str, k: str, v: str, past_k: str, past_v: str,
                        positions: str) -> str:
-    """Attention reading the head-major cache [kvh, C, hd] in place; returns ctx [T, kvh, groups, hd].
+    """Attention reading the head-major cache [kvh, C, hd] in place; returns ctx [T, nh, hd].
 
-    Scores against the cache and against the new rows are separate products; only the scores are
-    concatenated for the softmax, and the context is the sum of the two probability products. The
-    first position is P, so cache rows P.. (spare capacity) are masked out.
+    One `com.microsoft.GroupQueryAttention` node (rotary already applied, so `do_rotary` stays 0):
+    the cache is its BNSH past with batch 1 and capacity C, of which the first P rows are valid
+    (P is the first position). The present outputs are left unused: the engine appends the new
+    rows itself. moed runs this node with its own kernel (FORMAT.md "KV cache layouts").
     """
     nh, kvh, hd = a.num_heads, a.num_kv_heads, a.head_dim
-    groups = nh // kvh
-    scale = g.const(a.scaling, np.float32)
-    neg = g.const(_NEG, np.float32)
-    # Query head j*groups + r reads KV head j (transformers' repeat_kv), hence [kvh, groups, T, hd];
-    # against the cache all groups*T rows of a KV head are one product that reads the head once.
-    qg = g.op("Transpose", g.op("Reshape", q, g.const([0, kvh, groups, hd])), perm=[1, 2, 0, 3])
-    q_rows = g.op("Reshape", qg, g.const([kvh, -1, hd]))  # [kvh, G*T, hd]
-    s_past = g.op("Mul", g.op("MatMul", q_rows, g.op("Transpose", past_k, perm=[0, 2, 1])), scale)  # [kvh, G*T, C]
-    cap = ops.dim(g, past_k, 1)
-    first = g.op("Slice", positions, g.const([0]), g.const([1]))  # [1]: P
-    valid = g.op("Less", g.op("Range", g.const(0), cap, g.const(1)), first)  # [C]
-    s_past = g.op("Where", valid, s_past, neg)
-
-    kt = g.op("Unsqueeze", g.op("Transpose", k, perm=[1, 2, 0]), g.const([1]))  # [kvh, 1, hd, T]
-    s_new = g.op("Mul", g.op("MatMul", qg, kt), scale)  # [kvh, G, T, T]
     t = ops.dim(g, q, 0)
-    ar = g.op("Range", g.const(0), t, g.const(1))
-    causal = g.op("LessOrEqual", ar, g.op("Unsqueeze", ar, g.const([1])))  # new row j <= query i
-    rows_shape = g.op("Concat", g.const([kvh, -1]), g.op("Unsqueeze", t, g.const([0])), axis=0)
-    s_new = g.op("Reshape", g.op("Where", causal, s_new, neg), rows_shape)  # [kvh, G*T, T]
-
-    probs = g.op("Softmax", g.op("Concat", s_past, s_new, axis=-1), axis=-1)
-    split = g.op("Unsqueeze", cap, g.const([0]))
-    p_past = g.op("Slice", probs, g.const([0]), split, g.const([2]))
-    p_new = g.op("Slice", probs, split, g.const([np.iinfo(np.int64).max]), g.const([2]))
-    ctx = g.op("Add", g.op("MatMul", p_past, past_v),
-               g.op("MatMul", p_new, g.op("Transpose", v, perm=[1, 0, 2])))  # [kvh, G*T, hd]
-    return g.op("Transpose", g.op("Reshape", ctx, g.const([kvh, groups, -1, hd])), perm=[2, 0, 1, 3])
+    first = g.op("Slice", positions, g.const([0]), g.const([1]))  # [1]: P
+    total = g.op("Add", first, t)  # [1]: P + T
+    seqlens = g.op("Cast", g.op("Sub", total, g.const([1])), to=INT32)
+    total = g.op("Cast", g.op("Squeeze", total, g.const([0])), to=INT32)
+    batch = g.const([0])
+    ctx, _, _ = g.op("GroupQueryAttention",
+                     g.op("Reshape", q, g.const([1, -1, nh * hd])),
+                     g.op("Reshape", k, g.const([1, -1, kvh * hd])),
+                     g.op("Reshape", v, g.const([1, -1, kvh * hd])),
+                     g.op("Unsqueeze", past_k, batch), g.op("Unsqueeze", past_v, batch), seqlens, total,
+                     outputs=3, domain=MS_DOMAIN, num_heads=nh, kv_num_heads=kvh, scale=float(a.scaling))
+    return g.op("Reshape", ctx, g.const([-1, nh, hd]))

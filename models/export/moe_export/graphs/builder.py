@@ -33,6 +33,7 @@ _NP_TO_ONNX = {
 
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
+INT32 = TensorProto.INT32
 
 
 class GraphWriter:

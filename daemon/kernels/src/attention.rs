@@ -1,0 +1,382 @@
+//! Grouped-query attention of one sequence over a head-major KV cache, read in place: each task
+//! streams one KV head's cached keys and values once for all the query heads that share it, with
+//! the softmax computed online (running maximum and sum), so nothing the size of the cache is
+//! written.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::{KernelError, Parallel, checked_len};
+
+/// Keys scored together before their probabilities are folded into the running sums.
+const BLOCK: usize = 32;
+
+/// The sizes of one attention call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionShape {
+    /// Query heads; a multiple of `kv_heads` (query head `h` reads KV head `h / (heads / kv_heads)`).
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// New tokens (the queries, and the new key/value rows they also attend to, causally).
+    pub tokens: usize,
+    /// Valid rows at the start of each cached head.
+    pub past: usize,
+    /// Rows each cached head holds (`past` valid ones, then spare capacity that is not read).
+    pub capacity: usize,
+    /// What scores are multiplied by before the softmax.
+    pub scale: f32,
+}
+
+impl AttentionShape {
+    fn check(
+        &self,
+        q: usize,
+        new: [usize; 2],
+        cache: [usize; 2],
+        out: usize,
+    ) -> Result<(), KernelError> {
+        let s = self;
+        if s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) {
+            return Err(KernelError::Mismatch {
+                what: "query heads per KV head",
+                input: s.heads,
+                weights: s.kv_heads,
+            });
+        }
+        if s.past > s.capacity {
+            return Err(KernelError::Mismatch {
+                what: "cached rows",
+                input: s.past,
+                weights: s.capacity,
+            });
+        }
+        let len = |what, expected: usize, got: usize| {
+            if expected == got {
+                Ok(())
+            } else {
+                Err(KernelError::Length {
+                    what,
+                    expected,
+                    got,
+                })
+            }
+        };
+        let q_len = checked_len("query", &[s.tokens, s.heads, s.head_dim])?;
+        let new_len = checked_len("new keys", &[s.tokens, s.kv_heads, s.head_dim])?;
+        let cache_len = checked_len("cache", &[s.kv_heads, s.capacity, s.head_dim])?;
+        len("query", q_len, q)?;
+        len("new keys", new_len, new[0])?;
+        len("new values", new_len, new[1])?;
+        len("cached keys", cache_len, cache[0])?;
+        len("cached values", cache_len, cache[1])?;
+        len("output", q_len, out)
+    }
+}
+
+/// The inputs of one call: `q` [tokens, heads, head_dim]; `k_new`, `v_new` [tokens, kv_heads,
+/// head_dim]; `past_k`, `past_v` [kv_heads, capacity, head_dim].
+pub struct AttentionInput<'a> {
+    pub q: &'a [f32],
+    pub k_new: &'a [f32],
+    pub v_new: &'a [f32],
+    pub past_k: &'a [f32],
+    pub past_v: &'a [f32],
+}
+
+/// `out` [tokens, heads, head_dim]: for query token `t`, softmax(scale * q . K^T) . V over the
+/// `past` cached rows and the new rows `0..=t`.
+pub fn attention(
+    s: &AttentionShape,
+    x: &AttentionInput<'_>,
+    out: &mut [f32],
+    par: &dyn Parallel,
+) -> Result<(), KernelError> {
+    s.check(
+        x.q.len(),
+        [x.k_new.len(), x.v_new.len()],
+        [x.past_k.len(), x.past_v.len()],
+        out.len(),
+    )?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    let fma = fma_available();
+    // SAFETY: AtomicU32 has the size and alignment of f32 and `out` is exclusively borrowed for
+    // the whole call; tasks write disjoint rows, and a `Parallel` that runs a task twice only
+    // stores the same values again.
+    let shared: &[AtomicU32] =
+        unsafe { std::slice::from_raw_parts(out.as_mut_ptr().cast::<AtomicU32>(), out.len()) };
+    let tasks = s.tokens * s.kv_heads;
+    par.run(tasks, &|id| {
+        if id >= tasks {
+            return;
+        }
+        let (t, j) = (id / s.kv_heads, id % s.kv_heads);
+        let rows = head_group(s, x, t, j, fma);
+        let groups = s.heads / s.kv_heads;
+        let base = (t * s.heads + j * groups) * s.head_dim;
+        for (o, v) in shared[base..base + rows.len()].iter().zip(&rows) {
+            o.store(v.to_bits(), Ordering::Relaxed);
+        }
+    });
+    Ok(())
+}
+
+fn fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The context rows of the query heads of KV head `j` for token `t`, [groups * head_dim].
+fn head_group(
+    s: &AttentionShape,
+    x: &AttentionInput<'_>,
+    t: usize,
+    j: usize,
+    fma: bool,
+) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if fma {
+        // SAFETY: the CPU has AVX2 and FMA (checked by `fma_available`).
+        return unsafe { head_group_avx2(s, x, t, j) };
+    }
+    let _ = fma;
+    head_group_body::<Plain>(s, x, t, j)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn head_group_avx2(
+    s: &AttentionShape,
+    x: &AttentionInput<'_>,
+    t: usize,
+    j: usize,
+) -> Vec<f32> {
+    head_group_body::<Fused>(s, x, t, j)
+}
+
+/// How `a * b + c` is computed: fused where the code is compiled for FMA, plain elsewhere (a
+/// fused multiply-add without the instruction is a slow library call).
+trait MulAdd: Sized {
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+
+    /// acc_g += sum_b p[g * BLOCK + b] * rows[b] for every row g of `acc` ([groups, d]).
+    fn block_context(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[f32]]) {
+        for (g, acc_g) in acc.chunks_exact_mut(d.max(1)).enumerate() {
+            accumulate::<Self>(acc_g, &p[g * BLOCK..][..rows.len()], rows);
+        }
+    }
+
+    /// A hint that `bytes` will be read soon.
+    fn prefetch(_bytes: &[f32]) {}
+
+    /// scores[g * BLOCK + b] = q_g . keys[b] for every query row g of `q` ([groups, d]).
+    fn block_scores(q: &[f32], d: usize, keys: &[&[f32]], scores: &mut [f32]) {
+        for (b, k) in keys.iter().enumerate() {
+            for (g, qg) in q.chunks_exact(d.max(1)).enumerate() {
+                scores[g * BLOCK + b] = dot::<Self>(qg, k);
+            }
+        }
+    }
+}
+struct Plain;
+struct Fused;
+impl MulAdd for Plain {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+
+    fn prefetch(bytes: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        crate::attention_avx2::prefetch(bytes);
+    }
+
+    fn block_context(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[f32]]) {
+        #[cfg(target_arch = "x86_64")]
+        if d > 0
+            && d.is_multiple_of(32)
+            && rows.iter().all(|r| r.len() == d)
+            && p.len() >= acc.len() / d * BLOCK
+        {
+            // SAFETY: as in `block_scores`; rows are `d` long, `p` holds every group's stride.
+            unsafe { crate::attention_avx2::block_context(acc, d, p, rows, BLOCK) };
+            return;
+        }
+        for (g, acc_g) in acc.chunks_exact_mut(d.max(1)).enumerate() {
+            accumulate::<Self>(acc_g, &p[g * BLOCK..][..rows.len()], rows);
+        }
+    }
+
+    fn block_scores(q: &[f32], d: usize, keys: &[&[f32]], scores: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if d > 0 && d.is_multiple_of(8) && keys.iter().all(|k| k.len() == d) {
+            // SAFETY: `Fused` only runs inside `head_group_avx2`, on a CPU with AVX2 and FMA; every
+            // row read is `d` floats long (checked here and by the chunking of `q`).
+            unsafe { crate::attention_avx2::block_scores(q, d, keys, scores, BLOCK) };
+            return;
+        }
+        for (b, k) in keys.iter().enumerate() {
+            for (g, qg) in q.chunks_exact(d.max(1)).enumerate() {
+                scores[g * BLOCK + b] = dot::<Self>(qg, k);
+            }
+        }
+    }
+}
+
+/// Online softmax over every key row the token sees, in blocks of [`BLOCK`] rows.
+#[inline(always)]
+fn head_group_body<M: MulAdd>(
+    s: &AttentionShape,
+    x: &AttentionInput<'_>,
+    t: usize,
+    j: usize,
+) -> Vec<f32> {
+    let (d, groups) = (s.head_dim, s.heads / s.kv_heads);
+    let q0 = (t * s.heads + j * groups) * d;
+    let q: Vec<f32> = x.q[q0..q0 + groups * d]
+        .iter()
+        .map(|v| v * s.scale)
+        .collect();
+    let mut acc = vec![0.0f32; groups * d];
+    let mut max = vec![f32::MIN; groups];
+    let mut sum = vec![0.0f32; groups];
+    let mut scores = vec![0.0f32; groups * BLOCK];
+    let past_k = &x.past_k[j * s.capacity * d..][..s.past * d];
+    let past_v = &x.past_v[j * s.capacity * d..][..s.past * d];
+    let seen = s.past + t + 1;
+    let mut start = 0;
+    while start < seen {
+        let n = BLOCK.min(seen - start);
+        let key = |r: usize| {
+            if r < s.past {
+                &past_k[r * d..][..d]
+            } else {
+                &x.k_new[((r - s.past) * s.kv_heads + j) * d..][..d]
+            }
+        };
+        let value = |r: usize| {
+            if r < s.past {
+                &past_v[r * d..][..d]
+            } else {
+                &x.v_new[((r - s.past) * s.kv_heads + j) * d..][..d]
+            }
+        };
+        let mut keys: [&[f32]; BLOCK] = [&[]; BLOCK];
+        for (b, row) in keys.iter_mut().enumerate().take(n) {
+            *row = key(start + b);
+        }
+        // The cached rows this block's context reads next, and the keys the next block scores.
+        let ahead = (start + n).min(s.past);
+        M::prefetch(&past_v[start.min(s.past) * d..ahead * d]);
+        M::prefetch(&past_k[ahead * d..(ahead + BLOCK).min(s.past) * d]);
+        M::block_scores(&q, d, &keys[..n], &mut scores);
+        for g in 0..groups {
+            let row = &mut scores[g * BLOCK..][..n];
+            let block_max = row.iter().fold(f32::MIN, |m, &v| m.max(v));
+            let new_max = max[g].max(block_max);
+            let rescale = exp(max[g] - new_max);
+            max[g] = new_max;
+            for v in row.iter_mut() {
+                *v = exp(*v - new_max);
+            }
+            sum[g] = sum[g] * rescale + row.iter().sum::<f32>();
+            if rescale != 1.0 {
+                acc[g * d..][..d].iter_mut().for_each(|a| *a *= rescale);
+            }
+        }
+        let mut rows: [&[f32]; BLOCK] = [&[]; BLOCK];
+        for (b, row) in rows.iter_mut().enumerate().take(n) {
+            *row = value(start + b);
+        }
+        M::block_context(&mut acc, d, &scores, &rows[..n]);
+        start += n;
+    }
+    for g in 0..groups {
+        // The row's own key is always seen, so the sum is at least exp(0) = 1 unless the inputs
+        // were not finite; those give NaN, as the exact formula would.
+        let inv = 1.0 / sum[g];
+        acc[g * d..][..d].iter_mut().for_each(|a| *a *= inv);
+    }
+    acc
+}
+
+/// acc += sum_b p[b] * rows[b], a slice of `ACC` floats at a time held in registers across the
+/// block's rows (rather than loading and storing `acc` once per row).
+#[inline(always)]
+fn accumulate<M: MulAdd>(acc: &mut [f32], p: &[f32], rows: &[&[f32]]) {
+    const ACC: usize = 32;
+    let (chunks, _) = acc.as_chunks_mut::<ACC>();
+    let full = chunks.len() * ACC;
+    for (c, chunk) in chunks.iter_mut().enumerate() {
+        let mut a = *chunk;
+        for (&pb, row) in p.iter().zip(rows) {
+            let Some(v) = row.get(c * ACC..).and_then(|r| r.first_chunk::<ACC>()) else {
+                continue;
+            };
+            for i in 0..ACC {
+                a[i] = M::mul_add(pb, v[i], a[i]);
+            }
+        }
+        *chunk = a;
+    }
+    for (&pb, row) in p.iter().zip(rows) {
+        for (a, &v) in acc[full..].iter_mut().zip(row.get(full..).unwrap_or(&[])) {
+            *a = M::mul_add(pb, v, *a);
+        }
+    }
+}
+
+/// a . b, in 16 independent lanes summed pairwise, so the compiler can vectorize both.
+#[inline(always)]
+fn dot<M: MulAdd>(a: &[f32], b: &[f32]) -> f32 {
+    let mut l = [0.0f32; 16];
+    let ((ac, ar), (bc, br)) = (a.as_chunks::<16>(), b.as_chunks::<16>());
+    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.iter().zip(bc) {
+        for i in 0..16 {
+            l[i] = M::mul_add(x[i], y[i], l[i]);
+        }
+    }
+    let mut h = [0.0f32; 8];
+    for i in 0..8 {
+        h[i] = l[i] + l[i + 8];
+    }
+    let q = [h[0] + h[4], h[1] + h[5], h[2] + h[6], h[3] + h[7]];
+    (q[0] + q[2]) + (q[1] + q[3]) + tail
+}
+
+/// e^x for x <= 0 (what the online softmax needs), to about 2 ulp; below -87 it is 0-ish (the
+/// smallest normal power of two), which no probability that matters is.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 0.0);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // n (an integer from -126 to 0) in the low mantissa bits of 1.5 * 2^23 + n, so 2^n is built
+    // with integer operations that vectorize (a float-to-int cast does not).
+    const MAGIC: f32 = 12_582_912.0;
+    let n_bits = (n + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits());
+    let p = 1.987_569_1e-4f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 0.166_666_66;
+    let p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    f32::from_bits(n_bits.wrapping_add(127) << 23) * e
+}
