@@ -172,9 +172,6 @@ trait MulAdd: Sized {
         }
     }
 
-    /// A hint that `bytes` will be read soon.
-    fn prefetch(_bytes: &[f32]) {}
-
     /// scores[g * BLOCK + b] = q_g . keys[b] for every query row g of `q` ([groups, d]).
     fn block_scores(q: &[f32], d: usize, keys: &[&[f32]], scores: &mut [f32]) {
         for (b, k) in keys.iter().enumerate() {
@@ -196,11 +193,6 @@ impl MulAdd for Fused {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
-    }
-
-    fn prefetch(bytes: &[f32]) {
-        #[cfg(target_arch = "x86_64")]
-        crate::attention_avx2::prefetch(bytes);
     }
 
     fn block_context(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[f32]]) {
@@ -277,21 +269,17 @@ fn head_group_body<M: MulAdd>(
         for (b, row) in keys.iter_mut().enumerate().take(n) {
             *row = key(start + b);
         }
-        // The cached rows this block's context reads next, and the keys the next block scores.
-        let ahead = (start + n).min(s.past);
-        M::prefetch(&past_v[start.min(s.past) * d..ahead * d]);
-        M::prefetch(&past_k[ahead * d..(ahead + BLOCK).min(s.past) * d]);
         M::block_scores(&q, d, &keys[..n], &mut scores);
         for g in 0..groups {
             let row = &mut scores[g * BLOCK..][..n];
-            let block_max = row.iter().fold(f32::MIN, |m, &v| m.max(v));
+            let block_max = lanes(row, f32::MIN, f32::max);
             let new_max = max[g].max(block_max);
             let rescale = exp(max[g] - new_max);
             max[g] = new_max;
             for v in row.iter_mut() {
                 *v = exp(*v - new_max);
             }
-            sum[g] = sum[g] * rescale + row.iter().sum::<f32>();
+            sum[g] = sum[g] * rescale + lanes(row, 0.0, |a, b| a + b);
             if rescale != 1.0 {
                 acc[g * d..][..d].iter_mut().for_each(|a| *a *= rescale);
             }
@@ -336,6 +324,22 @@ fn accumulate<M: MulAdd>(acc: &mut [f32], p: &[f32], rows: &[&[f32]]) {
             *a = M::mul_add(pb, v, *a);
         }
     }
+}
+
+/// `row` folded with `f` (associative and commutative) in 8 independent lanes, so the compiler
+/// can vectorize it (a sequential fold is one long dependency chain).
+#[inline(always)]
+fn lanes(row: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let (chunks, tail) = row.as_chunks::<8>();
+    let mut l = [init; 8];
+    for c in chunks {
+        for i in 0..8 {
+            l[i] = f(l[i], c[i]);
+        }
+    }
+    let h = [f(l[0], l[4]), f(l[1], l[5]), f(l[2], l[6]), f(l[3], l[7])];
+    tail.iter()
+        .fold(f(f(h[0], h[2]), f(h[1], h[3])), |a, &b| f(a, b))
 }
 
 /// a . b, in 16 independent lanes summed pairwise, so the compiler can vectorize both.

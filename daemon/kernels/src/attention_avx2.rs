@@ -1,6 +1,6 @@
 //! The attention kernel's inner products with AVX2 and FMA: scores take four query rows against
-//! one key row at a time (each key chunk loaded once for four products); the context keeps 32
-//! floats of a row's sum in registers across a block of value rows.
+//! two key rows at a time (eight independent sums, each key chunk loaded once for four products);
+//! the context keeps 32 floats of two rows' sums in registers across a block of value rows.
 
 use std::arch::x86_64::*;
 
@@ -24,26 +24,45 @@ pub(crate) unsafe fn block_scores(
         let mut g = 0;
         while g + 4 <= groups {
             let qp = q.as_ptr().add(g * d);
-            for (b, k) in keys.iter().enumerate() {
-                let kp = k.as_ptr();
-                let (mut a0, mut a1, mut a2, mut a3) = (
-                    _mm256_setzero_ps(),
-                    _mm256_setzero_ps(),
-                    _mm256_setzero_ps(),
-                    _mm256_setzero_ps(),
-                );
+            let mut b = 0;
+            // Two keys at a time: eight independent sums, so the products are not held up by
+            // the latency of one accumulator.
+            while b + 2 <= keys.len() {
+                let (k0, k1) = (keys[b].as_ptr(), keys[b + 1].as_ptr());
+                let mut a = [_mm256_setzero_ps(); 8];
                 let mut c = 0;
                 while c < d {
-                    let kv = _mm256_loadu_ps(kp.add(c));
-                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c)), kv, a0);
-                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d + c)), kv, a1);
-                    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(2 * d + c)), kv, a2);
-                    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(3 * d + c)), kv, a3);
+                    let x0 = _mm256_loadu_ps(k0.add(c));
+                    let x1 = _mm256_loadu_ps(k1.add(c));
+                    for i in 0..4 {
+                        let qv = _mm256_loadu_ps(qp.add(i * d + c));
+                        a[i] = _mm256_fmadd_ps(qv, x0, a[i]);
+                        a[4 + i] = _mm256_fmadd_ps(qv, x1, a[4 + i]);
+                    }
                     c += 8;
                 }
-                let sums = hsum4(a0, a1, a2, a3);
+                let mut out = [0.0f32; 8];
+                _mm_storeu_ps(out.as_mut_ptr(), hsum4(a[0], a[1], a[2], a[3]));
+                _mm_storeu_ps(out.as_mut_ptr().add(4), hsum4(a[4], a[5], a[6], a[7]));
+                for i in 0..4 {
+                    scores[(g + i) * stride + b] = out[i];
+                    scores[(g + i) * stride + b + 1] = out[4 + i];
+                }
+                b += 2;
+            }
+            if b < keys.len() {
+                let kp = keys[b].as_ptr();
+                let mut a = [_mm256_setzero_ps(); 4];
+                let mut c = 0;
+                while c < d {
+                    let x = _mm256_loadu_ps(kp.add(c));
+                    for (i, ai) in a.iter_mut().enumerate() {
+                        *ai = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(i * d + c)), x, *ai);
+                    }
+                    c += 8;
+                }
                 let mut out = [0.0f32; 4];
-                _mm_storeu_ps(out.as_mut_ptr(), sums);
+                _mm_storeu_ps(out.as_mut_ptr(), hsum4(a[0], a[1], a[2], a[3]));
                 for (i, v) in out.iter().enumerate() {
                     scores[(g + i) * stride + b] = *v;
                 }
@@ -93,38 +112,57 @@ pub(crate) unsafe fn block_context(
     let groups = acc.len() / d;
     // SAFETY: the caller guarantees the features and the lengths every pointer offset stays within.
     unsafe {
-        for g in 0..groups {
-            let pg = p.as_ptr().add(g * stride);
+        // Two query rows at a time: each value chunk loaded once for two products.
+        let mut g = 0;
+        while g < groups {
+            let pair = g + 1 < groups;
+            let p0 = p.as_ptr().add(g * stride);
+            let p1 = if pair {
+                p.as_ptr().add((g + 1) * stride)
+            } else {
+                p0
+            };
             let mut c = 0;
             while c < d {
-                let ap = acc.as_mut_ptr().add(g * d + c);
-                let mut a0 = _mm256_loadu_ps(ap);
-                let mut a1 = _mm256_loadu_ps(ap.add(8));
-                let mut a2 = _mm256_loadu_ps(ap.add(16));
-                let mut a3 = _mm256_loadu_ps(ap.add(24));
-                for (b, row) in rows.iter().enumerate() {
-                    let w = _mm256_broadcast_ss(&*pg.add(b));
+                let a0p = acc.as_mut_ptr().add(g * d + c);
+                let a1p = if pair {
+                    acc.as_mut_ptr().add((g + 1) * d + c)
+                } else {
+                    a0p
+                };
+                let mut a = [
+                    _mm256_loadu_ps(a0p),
+                    _mm256_loadu_ps(a0p.add(8)),
+                    _mm256_loadu_ps(a0p.add(16)),
+                    _mm256_loadu_ps(a0p.add(24)),
+                ];
+                let mut b = [
+                    _mm256_loadu_ps(a1p),
+                    _mm256_loadu_ps(a1p.add(8)),
+                    _mm256_loadu_ps(a1p.add(16)),
+                    _mm256_loadu_ps(a1p.add(24)),
+                ];
+                for (r, row) in rows.iter().enumerate() {
+                    let w0 = _mm256_broadcast_ss(&*p0.add(r));
+                    let w1 = _mm256_broadcast_ss(&*p1.add(r));
                     let v = row.as_ptr().add(c);
-                    a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v), a0);
-                    a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v.add(8)), a1);
-                    a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v.add(16)), a2);
-                    a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v.add(24)), a3);
+                    for i in 0..4 {
+                        let x = _mm256_loadu_ps(v.add(8 * i));
+                        a[i] = _mm256_fmadd_ps(w0, x, a[i]);
+                        b[i] = _mm256_fmadd_ps(w1, x, b[i]);
+                    }
                 }
-                _mm256_storeu_ps(ap, a0);
-                _mm256_storeu_ps(ap.add(8), a1);
-                _mm256_storeu_ps(ap.add(16), a2);
-                _mm256_storeu_ps(ap.add(24), a3);
+                for (i, ai) in a.iter().enumerate() {
+                    _mm256_storeu_ps(a0p.add(8 * i), *ai);
+                }
+                if pair {
+                    for (i, bi) in b.iter().enumerate() {
+                        _mm256_storeu_ps(a1p.add(8 * i), *bi);
+                    }
+                }
                 c += 32;
             }
+            g += 2;
         }
-    }
-}
-
-/// Asks for every cache line of `bytes` (into all cache levels); a hint, never a fault.
-pub(crate) fn prefetch(bytes: &[f32]) {
-    let start = bytes.as_ptr().cast::<i8>();
-    for line in (0..std::mem::size_of_val(bytes)).step_by(64) {
-        // SAFETY: the address is inside `bytes`; a prefetch neither reads nor faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(line)) };
     }
 }
