@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::matrix::expect_len;
 use crate::{KernelError, Parallel, checked_len};
 
 /// Keys scored together before their probabilities are folded into the running sums.
@@ -53,26 +54,15 @@ impl AttentionShape {
                 weights: s.capacity,
             });
         }
-        let len = |what, expected: usize, got: usize| {
-            if expected == got {
-                Ok(())
-            } else {
-                Err(KernelError::Length {
-                    what,
-                    expected,
-                    got,
-                })
-            }
-        };
         let q_len = checked_len("query", &[s.tokens, s.heads, s.head_dim])?;
         let new_len = checked_len("new keys", &[s.tokens, s.kv_heads, s.head_dim])?;
         let cache_len = checked_len("cache", &[s.kv_heads, s.capacity, s.head_dim])?;
-        len("query", q_len, q)?;
-        len("new keys", new_len, new[0])?;
-        len("new values", new_len, new[1])?;
-        len("cached keys", cache_len, cache[0])?;
-        len("cached values", cache_len, cache[1])?;
-        len("output", q_len, out)
+        expect_len("query", q_len, q)?;
+        expect_len("new keys", new_len, new[0])?;
+        expect_len("new values", new_len, new[1])?;
+        expect_len("cached keys", cache_len, cache[0])?;
+        expect_len("cached values", cache_len, cache[1])?;
+        expect_len("output", q_len, out)
     }
 }
 
