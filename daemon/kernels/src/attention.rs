@@ -178,6 +178,8 @@ trait MulAdd: Sized {
     }
 }
 struct Plain;
+// Only x86-64 has a path compiled for FMA.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Fused;
 impl MulAdd for Plain {
     #[inline(always)]
@@ -194,6 +196,8 @@ impl MulAdd for Fused {
     fn prefetch(floats: &[f32]) {
         #[cfg(target_arch = "x86_64")]
         crate::attention_avx2::prefetch(floats);
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = floats;
     }
 
     fn block_context(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[f32]]) {
