@@ -160,9 +160,7 @@ trait MulAdd: Sized {
 
     /// acc_g += sum_b p[g * BLOCK + b] * rows[b] for every row g of `acc` ([groups, d]).
     fn block_context(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[f32]]) {
-        for (g, acc_g) in acc.chunks_exact_mut(d.max(1)).enumerate() {
-            accumulate::<Self>(acc_g, &p[g * BLOCK..][..rows.len()], rows);
-        }
+        portable_context::<Self>(acc, d, p, rows);
     }
 
     /// A hint that `floats` will be read soon.
@@ -170,11 +168,7 @@ trait MulAdd: Sized {
 
     /// scores[g * BLOCK + b] = q_g . keys[b] for every query row g of `q` ([groups, d]).
     fn block_scores(q: &[f32], d: usize, keys: &[&[f32]], scores: &mut [f32]) {
-        for (b, k) in keys.iter().enumerate() {
-            for (g, qg) in q.chunks_exact(d.max(1)).enumerate() {
-                scores[g * BLOCK + b] = dot::<Self>(qg, k);
-            }
-        }
+        portable_scores::<Self>(q, d, keys, scores);
     }
 }
 struct Plain;
@@ -211,9 +205,7 @@ impl MulAdd for Fused {
             unsafe { crate::attention_avx2::block_context(acc, d, p, rows, BLOCK) };
             return;
         }
-        for (g, acc_g) in acc.chunks_exact_mut(d.max(1)).enumerate() {
-            accumulate::<Self>(acc_g, &p[g * BLOCK..][..rows.len()], rows);
-        }
+        portable_context::<Self>(acc, d, p, rows);
     }
 
     fn block_scores(q: &[f32], d: usize, keys: &[&[f32]], scores: &mut [f32]) {
@@ -224,11 +216,7 @@ impl MulAdd for Fused {
             unsafe { crate::attention_avx2::block_scores(q, d, keys, scores, BLOCK) };
             return;
         }
-        for (b, k) in keys.iter().enumerate() {
-            for (g, qg) in q.chunks_exact(d.max(1)).enumerate() {
-                scores[g * BLOCK + b] = dot::<Self>(qg, k);
-            }
-        }
+        portable_scores::<Self>(q, d, keys, scores);
     }
 }
 
@@ -311,6 +299,24 @@ fn head_group_body<M: MulAdd>(
         acc[g * d..][..d].iter_mut().for_each(|a| *a *= inv);
     }
     acc
+}
+
+/// [`MulAdd::block_scores`] without intrinsics.
+#[inline(always)]
+fn portable_scores<M: MulAdd>(q: &[f32], d: usize, keys: &[&[f32]], scores: &mut [f32]) {
+    for (b, k) in keys.iter().enumerate() {
+        for (g, qg) in q.chunks_exact(d.max(1)).enumerate() {
+            scores[g * BLOCK + b] = dot::<M>(qg, k);
+        }
+    }
+}
+
+/// [`MulAdd::block_context`] without intrinsics.
+#[inline(always)]
+fn portable_context<M: MulAdd>(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[f32]]) {
+    for (g, acc_g) in acc.chunks_exact_mut(d.max(1)).enumerate() {
+        accumulate::<M>(acc_g, &p[g * BLOCK..][..rows.len()], rows);
+    }
 }
 
 /// acc += sum_b p[b] * rows[b], a slice of `ACC` floats at a time held in registers across the
