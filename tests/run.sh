@@ -25,10 +25,15 @@ done
 # Quantized packages for the quantized-matmul kernel tests (daemon/tests/quantized_matmul.rs).
 "$py" -m moe_export models/fixtures/qwen3_moe "$MOE_FIXTURE_PACKAGES/quantized/qwen3_moe.int4" \
   --quant int4 --quiet --force
-"$py" -m moe_export models/fixtures/deepseek_v3 "$MOE_FIXTURE_PACKAGES/quantized/deepseek_v3.int4-sym16" \
-  --quant int4 --dense-quant int4 --symmetric --block-size 16 --quiet --force
+"$py" -m moe_export models/fixtures/qwen3_moe "$MOE_FIXTURE_PACKAGES/quantized/qwen3_moe.int4-sym-dense4" \
+  --quant int4 --dense-quant int4 --symmetric --quiet --force
+"$py" -m moe_export models/fixtures/deepseek_v3 "$MOE_FIXTURE_PACKAGES/quantized/deepseek_v3.int4-dense4" \
+  --quant int4 --dense-quant int4 --quiet --force
 "$py" -m moe_export models/fixtures/mixtral "$MOE_FIXTURE_PACKAGES/quantized/mixtral.int8" \
   --quant int8 --quiet --force
+# A float16 KV cache on the fp32 weights (daemon/tests/kv_cache_f16.rs).
+"$py" -m moe_export models/fixtures/qwen3_moe "$MOE_FIXTURE_PACKAGES/kv16/qwen3_moe" \
+  --kv-cache float16 --quiet --force
 
 echo "== exporter and reference runner (pytest)"
 (cd "$repo/models/export" && "$py" -m pytest -q)

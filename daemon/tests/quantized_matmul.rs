@@ -1,7 +1,7 @@
 //! moed's quantized-matmul kernel against ONNX Runtime's own `MatMulNBits` on whole quantized
-//! packages (int4 asymmetric, int4 symmetric with block 16 and int4 attention, int8): the same
-//! logits (both quantize the activations to int8 per block the same way, so only the order of
-//! float sums differs), prefill and decode, and the same greedy picks.
+//! packages (int4 asymmetric, int4 symmetric with int4 attention, DeepSeek with int4 attention,
+//! int8): the same logits (both quantize the activations to int8 per block the same way, so only
+//! the order of float sums differs), prefill and decode, and the same greedy picks.
 
 mod common;
 
@@ -12,7 +12,20 @@ use moed::engine::{Engine, EngineOptions, Logits, MatmulKernel};
 use moed::qmatmul;
 
 /// The quantized packages tests/run.sh exports next to the fp32 fixture packages.
-const PACKAGES: [&str; 3] = ["qwen3_moe.int4", "deepseek_v3.int4-sym16", "mixtral.int8"];
+///
+/// Only configurations that ONNX Runtime computes with int8 activations on every x86-64 CPU we
+/// have met: on an AVX2-only AMD EPYC (ORT 1.32), DeepSeek's packages with int8 or symmetric int4
+/// dense graphs differ from it by 1.5e-2 to 8e-2 (block 16 or 32), the size of the gap between
+/// ORT's own accuracy levels 4 and 0 on the same package (8.3e-2): MLAS computes some of those
+/// products in floats there, so they cannot be compared with moed's int8 arithmetic. On AVX-512
+/// VNNI machines they matched within 1e-4. moed's block 16 and symmetric paths are checked
+/// against its scalar reference in moed-kernels' unit tests.
+const PACKAGES: [&str; 4] = [
+    "qwen3_moe.int4",
+    "qwen3_moe.int4-sym-dense4",
+    "deepseek_v3.int4-dense4",
+    "mixtral.int8",
+];
 
 fn quantized(name: &str) -> PathBuf {
     let dir = packages_dir().join("quantized").join(name);

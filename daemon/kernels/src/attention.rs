@@ -1,9 +1,11 @@
 //! Grouped-query attention of one sequence over a head-major KV cache, read in place: each task
 //! streams one KV head's cached keys and values once for all the query heads that share it, with
 //! the softmax computed online (running maximum and sum), so nothing the size of the cache is
-//! written.
+//! written. The cache holds f32 or f16 values ([`KvElem`]); the arithmetic is f32 either way.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use half::f16;
 
 use crate::matrix::expect_len;
 use crate::{KernelError, Parallel, checked_len};
@@ -66,21 +68,83 @@ impl AttentionShape {
     }
 }
 
+/// What a KV cache holds: f32, or f16 (half the bytes to stream per token, widened as read).
+pub trait KvElem: Copy + Send + Sync + 'static + sealed::Sealed {
+    fn to_f32(self) -> f32;
+
+    /// [`crate::attention_avx2`]'s score loop for this element.
+    ///
+    /// # Safety
+    /// As the loop's: AVX2, FMA and F16C, and the lengths it states.
+    #[cfg(target_arch = "x86_64")]
+    #[doc(hidden)]
+    unsafe fn scores_avx2(q: &[f32], d: usize, keys: &[&[Self]], scores: &mut [f32]);
+
+    /// [`crate::attention_avx2`]'s context loop for this element.
+    ///
+    /// # Safety
+    /// As the loop's: AVX2, FMA and F16C, and the lengths it states.
+    #[cfg(target_arch = "x86_64")]
+    #[doc(hidden)]
+    unsafe fn context_avx2(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[Self]]);
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+}
+
+impl KvElem for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn scores_avx2(q: &[f32], d: usize, keys: &[&[f32]], scores: &mut [f32]) {
+        // SAFETY: passed on from the caller.
+        unsafe { crate::attention_avx2::block_scores_f32(q, d, keys, scores, BLOCK) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn context_avx2(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[f32]]) {
+        // SAFETY: passed on from the caller.
+        unsafe { crate::attention_avx2::block_context_f32(acc, d, p, rows, BLOCK) }
+    }
+}
+
+impl KvElem for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn scores_avx2(q: &[f32], d: usize, keys: &[&[f16]], scores: &mut [f32]) {
+        // SAFETY: passed on from the caller.
+        unsafe { crate::attention_avx2::block_scores_f16(q, d, keys, scores, BLOCK) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn context_avx2(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[f16]]) {
+        // SAFETY: passed on from the caller.
+        unsafe { crate::attention_avx2::block_context_f16(acc, d, p, rows, BLOCK) }
+    }
+}
+
 /// The inputs of one call: `q` [tokens, heads, head_dim]; `k_new`, `v_new` [tokens, kv_heads,
-/// head_dim]; `past_k`, `past_v` [kv_heads, capacity, head_dim].
-pub struct AttentionInput<'a> {
+/// head_dim]; `past_k`, `past_v` [kv_heads, capacity, head_dim]. The new rows have the cache's
+/// element type: they are what the cache will hold, so a token sees the same values now as later.
+pub struct AttentionInput<'a, E: KvElem = f32> {
     pub q: &'a [f32],
-    pub k_new: &'a [f32],
-    pub v_new: &'a [f32],
-    pub past_k: &'a [f32],
-    pub past_v: &'a [f32],
+    pub k_new: &'a [E],
+    pub v_new: &'a [E],
+    pub past_k: &'a [E],
+    pub past_v: &'a [E],
 }
 
 /// `out` [tokens, heads, head_dim]: for query token `t`, softmax(scale * q . K^T) . V over the
 /// `past` cached rows and the new rows `0..=t`.
-pub fn attention(
+pub fn attention<E: KvElem>(
     s: &AttentionShape,
-    x: &AttentionInput<'_>,
+    x: &AttentionInput<'_, E>,
     out: &mut [f32],
     par: &dyn Parallel,
 ) -> Result<(), KernelError> {
@@ -119,38 +183,42 @@ fn fma_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        *FMA.get_or_init(|| {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
 
 /// The context rows of the query heads of KV head `j` for token `t`, [groups * head_dim].
-fn head_group(
+fn head_group<E: KvElem>(
     s: &AttentionShape,
-    x: &AttentionInput<'_>,
+    x: &AttentionInput<'_, E>,
     t: usize,
     j: usize,
     fma: bool,
 ) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if fma {
-        // SAFETY: the CPU has AVX2 and FMA (checked by `fma_available`).
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked by `fma_available`).
         return unsafe { head_group_avx2(s, x, t, j) };
     }
     let _ = fma;
-    head_group_body::<Plain>(s, x, t, j)
+    head_group_body::<Plain, E>(s, x, t, j)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn head_group_avx2(
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn head_group_avx2<E: KvElem>(
     s: &AttentionShape,
-    x: &AttentionInput<'_>,
+    x: &AttentionInput<'_, E>,
     t: usize,
     j: usize,
 ) -> Vec<f32> {
-    head_group_body::<Fused>(s, x, t, j)
+    head_group_body::<Fused, E>(s, x, t, j)
 }
 
 /// How `a * b + c` is computed: fused where the code is compiled for FMA, plain elsewhere (a
@@ -159,16 +227,16 @@ trait MulAdd: Sized {
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
 
     /// acc_g += sum_b p[g * BLOCK + b] * rows[b] for every row g of `acc` ([groups, d]).
-    fn block_context(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[f32]]) {
-        portable_context::<Self>(acc, d, p, rows);
+    fn block_context<E: KvElem>(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[E]]) {
+        portable_context::<Self, E>(acc, d, p, rows);
     }
 
-    /// A hint that `floats` will be read soon.
-    fn prefetch(_floats: &[f32]) {}
+    /// A hint that `rows` will be read soon.
+    fn prefetch<E>(_rows: &[E]) {}
 
     /// scores[g * BLOCK + b] = q_g . keys[b] for every query row g of `q` ([groups, d]).
-    fn block_scores(q: &[f32], d: usize, keys: &[&[f32]], scores: &mut [f32]) {
-        portable_scores::<Self>(q, d, keys, scores);
+    fn block_scores<E: KvElem>(q: &[f32], d: usize, keys: &[&[E]], scores: &mut [f32]) {
+        portable_scores::<Self, E>(q, d, keys, scores);
     }
 }
 struct Plain;
@@ -187,14 +255,14 @@ impl MulAdd for Fused {
         a.mul_add(b, c)
     }
 
-    fn prefetch(floats: &[f32]) {
+    fn prefetch<E>(rows: &[E]) {
         #[cfg(target_arch = "x86_64")]
-        crate::attention_avx2::prefetch(floats);
+        crate::attention_avx2::prefetch(rows);
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = floats;
+        let _ = rows;
     }
 
-    fn block_context(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[f32]]) {
+    fn block_context<E: KvElem>(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[E]]) {
         #[cfg(target_arch = "x86_64")]
         if d > 0
             && d.is_multiple_of(32)
@@ -202,29 +270,29 @@ impl MulAdd for Fused {
             && p.len() >= acc.len() / d * BLOCK
         {
             // SAFETY: as in `block_scores`; rows are `d` long, `p` holds every group's stride.
-            unsafe { crate::attention_avx2::block_context(acc, d, p, rows, BLOCK) };
+            unsafe { E::context_avx2(acc, d, p, rows) };
             return;
         }
-        portable_context::<Self>(acc, d, p, rows);
+        portable_context::<Self, E>(acc, d, p, rows);
     }
 
-    fn block_scores(q: &[f32], d: usize, keys: &[&[f32]], scores: &mut [f32]) {
+    fn block_scores<E: KvElem>(q: &[f32], d: usize, keys: &[&[E]], scores: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if d > 0 && d.is_multiple_of(8) && keys.iter().all(|k| k.len() == d) {
-            // SAFETY: `Fused` only runs inside `head_group_avx2`, on a CPU with AVX2 and FMA; every
-            // row read is `d` floats long (checked here and by the chunking of `q`).
-            unsafe { crate::attention_avx2::block_scores(q, d, keys, scores, BLOCK) };
+            // SAFETY: `Fused` only runs inside `head_group_avx2`, on a CPU with AVX2, FMA and
+            // F16C; every row read is `d` values long (checked here and by the chunking of `q`).
+            unsafe { E::scores_avx2(q, d, keys, scores) };
             return;
         }
-        portable_scores::<Self>(q, d, keys, scores);
+        portable_scores::<Self, E>(q, d, keys, scores);
     }
 }
 
 /// Online softmax over every key row the token sees, in blocks of [`BLOCK`] rows.
 #[inline(always)]
-fn head_group_body<M: MulAdd>(
+fn head_group_body<M: MulAdd, E: KvElem>(
     s: &AttentionShape,
-    x: &AttentionInput<'_>,
+    x: &AttentionInput<'_, E>,
     t: usize,
     j: usize,
 ) -> Vec<f32> {
@@ -258,7 +326,7 @@ fn head_group_body<M: MulAdd>(
                 &x.v_new[((r - s.past) * s.kv_heads + j) * d..][..d]
             }
         };
-        let mut keys: [&[f32]; BLOCK] = [&[]; BLOCK];
+        let mut keys: [&[E]; BLOCK] = [&[]; BLOCK];
         for (b, row) in keys.iter_mut().enumerate().take(n) {
             *row = key(start + b);
         }
@@ -285,7 +353,7 @@ fn head_group_body<M: MulAdd>(
                 acc[g * d..][..d].iter_mut().for_each(|a| *a *= rescale);
             }
         }
-        let mut rows: [&[f32]; BLOCK] = [&[]; BLOCK];
+        let mut rows: [&[E]; BLOCK] = [&[]; BLOCK];
         for (b, row) in rows.iter_mut().enumerate().take(n) {
             *row = value(start + b);
         }
@@ -303,26 +371,26 @@ fn head_group_body<M: MulAdd>(
 
 /// [`MulAdd::block_scores`] without intrinsics.
 #[inline(always)]
-fn portable_scores<M: MulAdd>(q: &[f32], d: usize, keys: &[&[f32]], scores: &mut [f32]) {
+fn portable_scores<M: MulAdd, E: KvElem>(q: &[f32], d: usize, keys: &[&[E]], scores: &mut [f32]) {
     for (b, k) in keys.iter().enumerate() {
         for (g, qg) in q.chunks_exact(d.max(1)).enumerate() {
-            scores[g * BLOCK + b] = dot::<M>(qg, k);
+            scores[g * BLOCK + b] = dot::<M, E>(qg, k);
         }
     }
 }
 
 /// [`MulAdd::block_context`] without intrinsics.
 #[inline(always)]
-fn portable_context<M: MulAdd>(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[f32]]) {
+fn portable_context<M: MulAdd, E: KvElem>(acc: &mut [f32], d: usize, p: &[f32], rows: &[&[E]]) {
     for (g, acc_g) in acc.chunks_exact_mut(d.max(1)).enumerate() {
-        accumulate::<M>(acc_g, &p[g * BLOCK..][..rows.len()], rows);
+        accumulate::<M, E>(acc_g, &p[g * BLOCK..][..rows.len()], rows);
     }
 }
 
 /// acc += sum_b p[b] * rows[b], a slice of `ACC` floats at a time held in registers across the
 /// block's rows (rather than loading and storing `acc` once per row).
 #[inline(always)]
-fn accumulate<M: MulAdd>(acc: &mut [f32], p: &[f32], rows: &[&[f32]]) {
+fn accumulate<M: MulAdd, E: KvElem>(acc: &mut [f32], p: &[f32], rows: &[&[E]]) {
     const ACC: usize = 32;
     let (chunks, _) = acc.as_chunks_mut::<ACC>();
     let full = chunks.len() * ACC;
@@ -333,14 +401,14 @@ fn accumulate<M: MulAdd>(acc: &mut [f32], p: &[f32], rows: &[&[f32]]) {
                 continue;
             };
             for i in 0..ACC {
-                a[i] = M::mul_add(pb, v[i], a[i]);
+                a[i] = M::mul_add(pb, v[i].to_f32(), a[i]);
             }
         }
         *chunk = a;
     }
     for (&pb, row) in p.iter().zip(rows) {
         for (a, &v) in acc[full..].iter_mut().zip(row.get(full..).unwrap_or(&[])) {
-            *a = M::mul_add(pb, v, *a);
+            *a = M::mul_add(pb, v.to_f32(), *a);
         }
     }
 }
@@ -363,13 +431,13 @@ fn lanes(row: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
 
 /// a . b, in 16 independent lanes summed pairwise, so the compiler can vectorize both.
 #[inline(always)]
-fn dot<M: MulAdd>(a: &[f32], b: &[f32]) -> f32 {
+fn dot<M: MulAdd, E: KvElem>(a: &[f32], b: &[E]) -> f32 {
     let mut l = [0.0f32; 16];
     let ((ac, ar), (bc, br)) = (a.as_chunks::<16>(), b.as_chunks::<16>());
-    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y.to_f32()).sum();
     for (x, y) in ac.iter().zip(bc) {
         for i in 0..16 {
-            l[i] = M::mul_add(x[i], y[i], l[i]);
+            l[i] = M::mul_add(x[i], y[i].to_f32(), l[i]);
         }
     }
     let mut h = [0.0f32; 8];

@@ -20,8 +20,10 @@ mod scalar;
 #[cfg(test)]
 mod tests;
 
-pub use attention::{AttentionInput, AttentionShape, attention};
+pub use attention::{AttentionInput, AttentionShape, KvElem, attention};
 pub use driver::{Parallel, Serial, matmul, matmul_path};
+/// The half-precision type an f16 KV cache holds.
+pub use half::f16;
 pub use input::QuantizedInput;
 pub use matrix::QMatrix;
 

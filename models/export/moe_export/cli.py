@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from moe_export.errors import ExportError
-from moe_export.quant import PRECISIONS, PackageQuant, QuantConfig, package_quant
+from moe_export.quant import CACHE_DTYPES, PRECISIONS, PackageQuant, QuantConfig, package_quant
 
 
 def block_size(text: str) -> int:
@@ -43,11 +43,16 @@ def quant_args(parser: argparse.ArgumentParser, default: str) -> None:
                         help="int8/int4: quantization block over the input dimension (default 32)")
     parser.add_argument("--accuracy-level", type=accuracy_level, default=4,
                         help="int8/int4: MatMulNBits accuracy_level; 4 = int8 compute, fastest on CPU (default 4)")
+    parser.add_argument("--kv-cache", choices=CACHE_DTYPES, default="float32",
+                        help="what MHA/GQA attention caches: float16 streams half the bytes per cached token "
+                        "(as llama.cpp's default f16 cache), rounding keys, values and queries to half; "
+                        "MLA (DeepSeek) caches stay float32 (default float32)")
 
 
 def package_quant_from_args(args: argparse.Namespace) -> PackageQuant:
     qc = QuantConfig(args.quant, args.block_size, args.accuracy_level, args.symmetric)
-    return package_quant(qc, dense=args.dense_quant, head=args.head_quant, embed=args.embed_quant)
+    return package_quant(qc, dense=args.dense_quant, head=args.head_quant, embed=args.embed_quant,
+                         cache=args.kv_cache)
 
 
 def fusion_args(parser: argparse.ArgumentParser) -> None:

@@ -143,6 +143,11 @@ def model_section(spec: ModelSpec, name: str, pq: PackageQuant, cache: list[dict
     # FORMAT.md "KV cache layouts": MHA graphs read the engine's head-major buffer in place.
     layout = "head_major" if isinstance(a, MhaSpec) else "token_major"
     attention = {"kind": a.kind, "num_heads": a.num_heads, "cache": cache, "cache_layout": layout}
+    # FORMAT.md "KV cache types": a float16 cache is a format 3 key; other packages stay format 2,
+    # which older moed reads.
+    half = isinstance(a, MhaSpec) and pq.cache == "float16"
+    if half:
+        attention["cache_dtype"] = "float16"
     if isinstance(a, MhaSpec):
         attention.update(num_kv_heads=a.num_kv_heads, head_dim=a.head_dim)
     else:
@@ -151,7 +156,7 @@ def model_section(spec: ModelSpec, name: str, pq: PackageQuant, cache: list[dict
     r = spec.routing
     return {
         "format": "moed-package",
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if half else 2,
         "name": name,
         "architecture": spec.architecture,
         "source": {"architectures": list(spec.architectures), "model_type": spec.architecture},

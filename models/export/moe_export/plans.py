@@ -36,9 +36,11 @@ def cache_layout(spec: ModelSpec) -> list[dict]:
     return attention_mla.cache_layout(spec.attention)
 
 
-def _attn_builder(spec: ModelSpec, qc: QuantConfig):
-    module = attention_mha if isinstance(spec.attention, MhaSpec) else attention_mla
-    return lambda g, w: module.build(g, spec.attention, spec.rope, spec.rms_norm_eps, w, qc)
+def _attn_builder(spec: ModelSpec, qc: QuantConfig, cache: str = "float32"):
+    if isinstance(spec.attention, MhaSpec):
+        return lambda g, w: attention_mha.build(g, spec.attention, spec.rope, spec.rms_norm_eps, w, qc,
+                                                cache_dtype=cache)
+    return lambda g, w: attention_mla.build(g, spec.attention, spec.rope, spec.rms_norm_eps, w, qc)
 
 
 def as_package_quant(q: QuantConfig | PackageQuant) -> PackageQuant:
@@ -46,9 +48,9 @@ def as_package_quant(q: QuantConfig | PackageQuant) -> PackageQuant:
     return q if isinstance(q, PackageQuant) else package_quant(q)
 
 
-def _attn_router_builder(spec: ModelSpec, qc: QuantConfig):
+def _attn_router_builder(spec: ModelSpec, qc: QuantConfig, cache: str = "float32"):
     """Attention with the router appended: one graph run fewer per MoE layer and token."""
-    attn = _attn_builder(spec, qc)
+    attn = _attn_builder(spec, qc, cache)
 
     def build(g: GraphWriter, w: dict[str, np.ndarray]) -> None:
         attn(g, {k: v for k, v in w.items() if not k.startswith(_ROUTER_PREFIX)})
@@ -71,8 +73,8 @@ def make_plans(spec: ModelSpec, src: names.HasTensors, q: QuantConfig | PackageQ
     dense_build = partial(_swiglu, qc=pq.kind("mlp"))
     shared_build = partial(_swiglu, qc=pq.kind("shared"))
     plans = [GraphPlan("embed", names.embed_refs(spec), partial(_embed, qc=pq.kind("embed")))]
-    attn = _attn_builder(spec, pq.kind("attn"))
-    attn_router = _attn_router_builder(spec, pq.kind("attn"))
+    attn = _attn_builder(spec, pq.kind("attn"), pq.cache)
+    attn_router = _attn_router_builder(spec, pq.kind("attn"), pq.cache)
     for layer, kind in enumerate(spec.layer_kinds):
         if kind == "moe" and fuse_router:
             refs = names.attn_refs(spec, layer)

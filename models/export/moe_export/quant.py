@@ -63,14 +63,19 @@ class PackageQuant:
     dense: QuantConfig  # attention projections, shared experts, dense MLPs
     head: QuantConfig
     embed: QuantConfig
+    # FORMAT.md "KV cache types": what an MHA/GQA graph's past inputs hold (MLA keeps float32).
+    cache: str = "float32"
 
     def kind(self, kind: str) -> QuantConfig:
         return {"embed": self.embed, "attn": self.dense, "router": FP32, "expert": self.experts,
                 "shared": self.dense, "mlp": self.dense, "head": self.head}[kind]
 
 
+CACHE_DTYPES = ("float32", "float16")
+
+
 def package_quant(qc: QuantConfig, dense: str | None = None, head: str | None = None,
-                  embed: str | None = None) -> PackageQuant:
+                  embed: str | None = None, cache: str = "float32") -> PackageQuant:
     """`qc` for the routed experts; the other kinds at `qc` unless named, except that an int4 package
     keeps attention, shared experts, dense MLPs, head and embedding at int8 (DEFAULT_INT4_*, chosen by
     the drift measurements in models/export/README.md)."""
@@ -80,7 +85,9 @@ def package_quant(qc: QuantConfig, dense: str | None = None, head: str | None = 
         head = DEFAULT_INT4_HEAD if qc.precision == "int4" else qc.precision
     if embed is None:
         embed = DEFAULT_INT4_EMBED if qc.precision == "int4" else qc.precision
-    return PackageQuant(experts=qc, dense=qc.at(dense), head=qc.at(head), embed=qc.at(embed))
+    if cache not in CACHE_DTYPES:
+        raise ValueError(f"KV cache type must be one of {', '.join(CACHE_DTYPES)}, got {cache!r}")
+    return PackageQuant(experts=qc, dense=qc.at(dense), head=qc.at(head), embed=qc.at(embed), cache=cache)
 
 
 def _pack(codes: np.ndarray, bits: int) -> np.ndarray:

@@ -53,7 +53,8 @@ class Package:
     def __init__(self, path: Path, threads: int = 1):
         self.root = Path(path)
         self.manifest = json.loads((self.root / "manifest.json").read_text(encoding="utf-8"))
-        if self.manifest.get("format_version") not in (1, 2):  # 2 only adds precision.graphs
+        # 2 adds precision.graphs, 3 attention.cache_dtype
+        if self.manifest.get("format_version") not in (1, 2, 3):
             raise ValueError(f"unknown format_version {self.manifest.get('format_version')}")
         self._opts = ort.SessionOptions()
         self._opts.intra_op_num_threads = threads
@@ -94,10 +95,13 @@ class Package:
         names = [c["name"] for c in self.manifest["attention"]["cache"]]
         p = next(iter(cache[0].values())).shape[0]
         head_major = self.manifest["attention"].get("cache_layout", "token_major") == "head_major"
+        # FORMAT.md "KV cache types": the cache holds the new rows rounded to its type.
+        dtype = np.float16 if self.manifest["attention"].get("cache_dtype") == "float16" else np.float32
         (hidden,) = self._run(self.manifest["embed"], {"input_ids": np.asarray(ids, np.int64)})
         positions = np.arange(p, p + len(ids), dtype=np.int64)
         for layer, kv in zip(self.manifest["layers"], cache):
-            past = {n: _head_major(kv[n], len(ids) + self.spare_rows) if head_major else kv[n] for n in names}
+            past = {n: _head_major(kv[n], len(ids) + self.spare_rows).astype(dtype) if head_major else kv[n]
+                    for n in names}
             feeds = {"hidden": hidden, "positions": positions, **{f"past_{n}": past[n] for n in names}}
             outs = self._run(layer["attn"], feeds)
             sess = self._sessions[layer["attn"]]

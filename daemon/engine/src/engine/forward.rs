@@ -8,7 +8,7 @@ use ort::AsPointer;
 use ort::sys::OrtValue;
 
 use super::graph::Graph;
-use super::kv::{KvCache, Scratch, Sequence};
+use super::kv::{KvCache, PastData, Scratch, Sequence};
 use super::routing::{Gate, RouterInput};
 use super::{Engine, EngineError, ExecMode, Layer, Logits};
 
@@ -155,7 +155,10 @@ fn attention(
     let mut new_out = Vec::with_capacity(engine.cache_io.len());
     for (i, (io, buf)) in engine.cache_io.iter().zip(s.kv_new.iter_mut()).enumerate() {
         let (shape, data) = kv.past(layer, i, io, past);
-        past_in.push(attn.input(&shape, data)?);
+        past_in.push(match data {
+            PastData::F32(d) => PastRef::F32(attn.input(&shape, d)?),
+            PastData::F16(d) => PastRef::F16(attn.input(&shape, d)?),
+        });
         buf.resize(t * io.per_token, 0.0);
         let mut shape = Vec::with_capacity(1 + io.shape.len());
         shape.push(t as i64);
@@ -173,11 +176,7 @@ fn attention(
         let hidden_out = attn.output(&rows, &mut s.next)?;
         let ffn_in = attn.output(&rows, &mut s.ffn_in)?;
         let mut inputs: Vec<&dyn AsPointer<Sys = OrtValue>> = vec![&*hidden, &*positions];
-        inputs.extend(
-            past_in
-                .iter()
-                .map(|v| &**v as &dyn AsPointer<Sys = OrtValue>),
-        );
+        inputs.extend(past_in.iter().map(PastRef::value));
         let mut outputs: Vec<&dyn AsPointer<Sys = OrtValue>> = vec![&*hidden_out, &*ffn_in];
         outputs.extend(
             new_out
@@ -358,4 +357,19 @@ fn add_ffn(
         *d += v;
     }
     Ok(())
+}
+
+/// A `past_<name>` input over the cache in its type.
+enum PastRef<'a> {
+    F32(ort::value::TensorRef<'a, f32>),
+    F16(ort::value::TensorRef<'a, moed_kernels::f16>),
+}
+
+impl PastRef<'_> {
+    fn value(&self) -> &dyn AsPointer<Sys = OrtValue> {
+        match self {
+            PastRef::F32(v) => &**v,
+            PastRef::F16(v) => &**v,
+        }
+    }
 }

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use moed_kernels::f16;
+
 use super::CacheIo;
 use super::routing::{Gate, Routing};
-use crate::package::CacheLayout;
+use crate::package::{CacheDtype, CacheLayout};
 
 /// Head-major buffers grow by this many rows, so a decode step rarely re-lays the cache out and
 /// the graph reads fewer than this many spare (masked) rows.
@@ -15,7 +17,7 @@ const CAPACITY_STEP: usize = 256;
 /// (FORMAT.md "KV cache layouts").
 pub(crate) struct KvCache {
     layout: CacheLayout,
-    bufs: Vec<Vec<Vec<f32>>>,
+    bufs: Store,
     /// Per tensor: heads (the first per-token dimension; 1 when token-major) and floats per head row.
     heads: Vec<usize>,
     row: Vec<usize>,
@@ -26,9 +28,41 @@ pub(crate) struct KvCache {
     context_length: usize,
 }
 
+/// The buffers `[layer][tensor]`, of the package's cache type (FORMAT.md "KV cache types").
+enum Store {
+    F32(Vec<Vec<Vec<f32>>>),
+    F16(Vec<Vec<Vec<f16>>>),
+}
+
+/// A `past_<name>` input's data, in the cache's type.
+pub(crate) enum PastData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+/// One cache element type's zero and conversion from the graph's f32 rows.
+trait Elem: Copy {
+    const ZERO: Self;
+    fn from_f32(v: f32) -> Self;
+}
+impl Elem for f32 {
+    const ZERO: f32 = 0.0;
+    fn from_f32(v: f32) -> f32 {
+        v
+    }
+}
+impl Elem for f16 {
+    const ZERO: f16 = f16::ZERO;
+    fn from_f32(v: f32) -> f16 {
+        // Round to nearest even, as the graph's Cast to float16 does for the rows it attends to.
+        f16::from_f32(v)
+    }
+}
+
 impl KvCache {
     pub(crate) fn new(
         layout: CacheLayout,
+        dtype: CacheDtype,
         layers: usize,
         io: &[CacheIo],
         context_length: usize,
@@ -42,9 +76,10 @@ impl KvCache {
             .collect();
         KvCache {
             layout,
-            bufs: (0..layers)
-                .map(|_| io.iter().map(|_| Vec::new()).collect())
-                .collect(),
+            bufs: match dtype {
+                CacheDtype::Float32 => Store::F32(empty(layers, io.len())),
+                CacheDtype::Float16 => Store::F16(empty(layers, io.len())),
+            },
             row: io
                 .iter()
                 .zip(&heads)
@@ -69,16 +104,10 @@ impl KvCache {
             .min(self.context_length)
             .max(rows);
         let keep = len.min(self.capacity);
-        for layer in &mut self.bufs {
-            for (i, buf) in layer.iter_mut().enumerate() {
-                let (heads, row) = (self.heads[i], self.row[i]);
-                let mut grown = vec![0.0f32; heads * cap * row];
-                for h in 0..heads {
-                    let src = &buf[h * self.capacity * row..][..keep * row];
-                    grown[h * cap * row..][..keep * row].copy_from_slice(src);
-                }
-                *buf = grown;
-            }
+        let dims = (&self.heads[..], &self.row[..], self.capacity, cap, keep);
+        match &mut self.bufs {
+            Store::F32(b) => relayout(b, dims),
+            Store::F16(b) => relayout(b, dims),
         }
         self.capacity = cap;
         self.written = keep;
@@ -91,40 +120,41 @@ impl KvCache {
         i: usize,
         io: &CacheIo,
         past: usize,
-    ) -> (Vec<i64>, &[f32]) {
-        let buf = &self.bufs[layer][i];
-        match self.layout {
+    ) -> (Vec<i64>, PastData<'_>) {
+        let mut shape = Vec::with_capacity(1 + io.shape.len());
+        let len = match self.layout {
             CacheLayout::TokenMajor => {
-                let mut shape = Vec::with_capacity(1 + io.shape.len());
                 shape.push(past as i64);
                 shape.extend_from_slice(&io.shape);
-                (shape, &buf[..past * io.per_token])
+                past * io.per_token
             }
             CacheLayout::HeadMajor => {
-                let mut shape = Vec::with_capacity(1 + io.shape.len());
                 shape.push(self.heads[i] as i64);
                 shape.push(self.capacity as i64);
                 shape.extend_from_slice(io.shape.get(1..).unwrap_or(&[]));
-                (shape, &buf[..])
+                usize::MAX
             }
-        }
+        };
+        let data = match &self.bufs {
+            Store::F32(b) => PastData::F32(upto(&b[layer][i], len)),
+            Store::F16(b) => PastData::F16(upto(&b[layer][i], len)),
+        };
+        (shape, data)
     }
 
     /// Stores `new`, the `new_<name>` output `[t, ..shape]` of `layer`'s tensor `i`, as rows
     /// `past..past + t` (after [`KvCache::reserve`] for `past + t`).
     pub(crate) fn append(&mut self, layer: usize, i: usize, new: &[f32], past: usize, t: usize) {
-        let buf = &mut self.bufs[layer][i];
-        match self.layout {
-            CacheLayout::TokenMajor => buf.extend_from_slice(new),
-            CacheLayout::HeadMajor => {
-                let (heads, row, cap) = (self.heads[i], self.row[i], self.capacity);
-                for (tok, src) in new.chunks_exact(heads * row).take(t).enumerate() {
-                    for (h, head_row) in src.chunks_exact(row).enumerate() {
-                        buf[(h * cap + past + tok) * row..][..row].copy_from_slice(head_row);
-                    }
-                }
-                self.written = self.written.max(past + t);
-            }
+        let at = match self.layout {
+            CacheLayout::TokenMajor => None,
+            CacheLayout::HeadMajor => Some((self.heads[i], self.row[i], self.capacity)),
+        };
+        match &mut self.bufs {
+            Store::F32(b) => store(&mut b[layer][i], new, at, past, t),
+            Store::F16(b) => store(&mut b[layer][i], new, at, past, t),
+        }
+        if at.is_some() {
+            self.written = self.written.max(past + t);
         }
     }
 
@@ -133,27 +163,26 @@ impl KvCache {
     pub(crate) fn truncate(&mut self, n: usize) {
         match self.layout {
             CacheLayout::TokenMajor => {
-                for layer in &mut self.bufs {
-                    for (buf, (&heads, &row)) in
-                        layer.iter_mut().zip(self.heads.iter().zip(&self.row))
-                    {
-                        buf.truncate(n * heads * row);
-                    }
+                let dims = (&self.heads[..], &self.row[..], n);
+                match &mut self.bufs {
+                    Store::F32(b) => cut(b, dims),
+                    Store::F16(b) => cut(b, dims),
                 }
             }
             CacheLayout::HeadMajor => {
                 if n >= self.written {
                     return;
                 }
-                let cap = self.capacity;
-                for layer in &mut self.bufs {
-                    for (buf, (&heads, &row)) in
-                        layer.iter_mut().zip(self.heads.iter().zip(&self.row))
-                    {
-                        for h in 0..heads {
-                            buf[(h * cap + n) * row..(h * cap + self.written) * row].fill(0.0);
-                        }
-                    }
+                let dims = (
+                    &self.heads[..],
+                    &self.row[..],
+                    self.capacity,
+                    n,
+                    self.written,
+                );
+                match &mut self.bufs {
+                    Store::F32(b) => zero_rows(b, dims),
+                    Store::F16(b) => zero_rows(b, dims),
                 }
                 self.written = n;
             }
@@ -162,7 +191,92 @@ impl KvCache {
 
     /// Bytes held by the buffers (head-major: including spare capacity).
     pub(crate) fn bytes(&self) -> usize {
-        self.bufs.iter().flatten().map(|b| b.len() * 4).sum()
+        fn sum<E>(b: &[Vec<Vec<E>>]) -> usize {
+            b.iter()
+                .flatten()
+                .map(|v| std::mem::size_of_val(&v[..]))
+                .sum()
+        }
+        match &self.bufs {
+            Store::F32(b) => sum(b),
+            Store::F16(b) => sum(b),
+        }
+    }
+}
+
+fn empty<E>(layers: usize, tensors: usize) -> Vec<Vec<Vec<E>>> {
+    (0..layers)
+        .map(|_| (0..tensors).map(|_| Vec::new()).collect())
+        .collect()
+}
+
+/// The first `len` elements of `buf` (all of it when shorter).
+fn upto<E>(buf: &[E], len: usize) -> &[E] {
+    &buf[..len.min(buf.len())]
+}
+
+/// Head-major buffers re-laid out from capacity `old` to `cap` rows per head, keeping `keep` rows.
+fn relayout<E: Elem>(
+    bufs: &mut [Vec<Vec<E>>],
+    (heads, row, old, cap, keep): (&[usize], &[usize], usize, usize, usize),
+) {
+    for layer in bufs {
+        for (i, buf) in layer.iter_mut().enumerate() {
+            let (heads, row) = (heads[i], row[i]);
+            let mut grown = vec![E::ZERO; heads * cap * row];
+            for h in 0..heads {
+                let src = &buf[h * old * row..][..keep * row];
+                grown[h * cap * row..][..keep * row].copy_from_slice(src);
+            }
+            *buf = grown;
+        }
+    }
+}
+
+/// Stores the graph's new rows `[t, heads, row]` after `past`: appended (token-major, `at`
+/// `None`) or into row `past + tok` of every head (head-major, `at` = heads, row, capacity).
+fn store<E: Elem>(
+    buf: &mut Vec<E>,
+    new: &[f32],
+    at: Option<(usize, usize, usize)>,
+    past: usize,
+    t: usize,
+) {
+    let Some((heads, row, cap)) = at else {
+        buf.extend(new.iter().map(|&v| E::from_f32(v)));
+        return;
+    };
+    for (tok, src) in new.chunks_exact(heads * row).take(t).enumerate() {
+        for (h, head_row) in src.chunks_exact(row).enumerate() {
+            let dst = &mut buf[(h * cap + past + tok) * row..][..row];
+            for (d, &v) in dst.iter_mut().zip(head_row) {
+                *d = E::from_f32(v);
+            }
+        }
+    }
+}
+
+/// Token-major buffers cut to `n` tokens.
+fn cut<E>(bufs: &mut [Vec<Vec<E>>], (heads, row, n): (&[usize], &[usize], usize)) {
+    for layer in bufs {
+        for (i, buf) in layer.iter_mut().enumerate() {
+            buf.truncate(n * heads[i] * row[i]);
+        }
+    }
+}
+
+/// Head-major rows `n..written` of every head zeroed.
+fn zero_rows<E: Elem>(
+    bufs: &mut [Vec<Vec<E>>],
+    (heads, row, cap, n, written): (&[usize], &[usize], usize, usize, usize),
+) {
+    for layer in bufs {
+        for (i, buf) in layer.iter_mut().enumerate() {
+            let (heads, row) = (heads[i], row[i]);
+            for h in 0..heads {
+                buf[(h * cap + n) * row..(h * cap + written) * row].fill(E::ZERO);
+            }
+        }
     }
 }
 

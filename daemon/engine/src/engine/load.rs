@@ -15,7 +15,8 @@ use super::{
     NoMoeGate, Provider,
 };
 use crate::ort_env::{self, OrtSettings};
-use crate::package::{CacheLayout, LayerSpec, Package};
+use crate::package::{CacheDtype, CacheLayout, LayerSpec, Package};
+use ort::value::TensorElementType;
 
 pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineError> {
     let package = Package::open(dir)?;
@@ -121,7 +122,14 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
             // [heads, C, ..]: the buffer's capacity C takes the dynamic dimension's place.
             past.swap(0, 1);
         }
-        attn_in.push(TensorSpec::f32(format!("past_{}", c.name), past));
+        attn_in.push(TensorSpec {
+            name: format!("past_{}", c.name),
+            elem: match m.attention.cache_dtype {
+                CacheDtype::Float32 => TensorElementType::Float32,
+                CacheDtype::Float16 => TensorElementType::Float16,
+            },
+            dims: past,
+        });
         attn_out.push(TensorSpec::f32(format!("new_{}", c.name), cache_dims(c)));
     }
     let attn_iface = Interface {

@@ -224,6 +224,7 @@ impl Engine {
     pub fn new_sequence(&self) -> Sequence {
         let kv = KvCache::new(
             self.package.manifest().attention.cache_layout,
+            self.package.manifest().attention.cache_dtype,
             self.layers.len(),
             &self.cache_io,
             self.package.context_length(),

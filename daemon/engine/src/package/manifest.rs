@@ -1,4 +1,4 @@
-//! The serde form of manifest.json, field for field as models/FORMAT.md defines it (versions 1 and 2).
+//! The serde form of manifest.json, field for field as models/FORMAT.md defines it (versions 1 to 3).
 
 use std::collections::BTreeMap;
 
@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 pub const FORMAT_NAME: &str = "moed-package";
 /// The version moe_export writes; [`READ_VERSIONS`] are the ones this moed reads.
-pub const FORMAT_VERSION: u64 = 2;
-pub const READ_VERSIONS: &[u64] = &[1, 2];
+pub const FORMAT_VERSION: u64 = 3;
+pub const READ_VERSIONS: &[u64] = &[1, 2, 3];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -86,6 +86,25 @@ pub struct Attention {
     /// How the `past_<name>` inputs are laid out; absent in packages written before it existed.
     #[serde(default)]
     pub cache_layout: CacheLayout,
+    /// What the `past_<name>` inputs hold (format 3); absent: float32.
+    #[serde(default, skip_serializing_if = "CacheDtype::is_default")]
+    pub cache_dtype: CacheDtype,
+}
+
+/// FORMAT.md "KV cache types": the element type of the `past_<name>` inputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheDtype {
+    #[default]
+    Float32,
+    /// Half the bytes streamed per cached token; the graph rounds new rows to f16 as it attends.
+    Float16,
+}
+
+impl CacheDtype {
+    fn is_default(&self) -> bool {
+        *self == CacheDtype::Float32
+    }
 }
 
 /// FORMAT.md "KV cache layouts".

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::PackageError;
 pub use manifest::{
-    Attention, CacheLayout, CacheTensor, Dims, FORMAT_NAME, FORMAT_VERSION, FileEntry,
+    Attention, CacheDtype, CacheLayout, CacheTensor, Dims, FORMAT_NAME, FORMAT_VERSION, FileEntry,
     GenerationDefaults, GraphPrecision, GroupLimit, GroupScore, LayerSpec, Manifest, MaskedChoice,
     Precision, READ_VERSIONS, RoutingConfig, Scoring, SpecialToken, SpecialTokens, Thinking,
     TokenizerSpec,
@@ -182,7 +182,7 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, PackageError> {
                     },
                     |v| v.to_string(),
                 ),
-                supported: "1 or 2",
+                supported: "1, 2 or 3",
             });
         }
     }

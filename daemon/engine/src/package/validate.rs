@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::{Component, Path};
 
 use super::PackageError;
-use super::manifest::{CacheLayout, GroupScore, LayerSpec, Manifest};
+use super::manifest::{CacheDtype, CacheLayout, GroupScore, LayerSpec, Manifest};
 
 const ARCHITECTURES: &[&str] = &[
     "deepseek_v3",
@@ -174,6 +174,12 @@ fn check_attention(m: &Manifest) -> Result<(), String> {
                 c.name, c.shape
             ));
         }
+    }
+    if a.cache_dtype != CacheDtype::Float32 && m.format_version < 3 {
+        return Err(format!(
+            "attention.cache_dtype is a format 3 key but format_version is {} (set format_version 3)",
+            m.format_version
+        ));
     }
     Ok(())
 }

@@ -1,11 +1,14 @@
 //! The ONNX Runtime custom operator `ai.moed.GroupQueryAttention`: GroupQueryAttention's inputs,
 //! attributes and meaning for the graphs moed exports (rotary applied before it, batch 1, the
 //! head-major cache as the past), computed by `moed_kernels::attention` from the cache in place.
-//! The present outputs are not written: the engine appends the new rows itself.
+//! The present outputs are not written: the engine appends the new rows itself. It is registered
+//! once per cache type (f32, f16: FORMAT.md "KV cache types"); ONNX Runtime picks by the node's.
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use moed_kernels::{AttentionInput, AttentionShape, KernelError};
+use moed_kernels::{AttentionInput, AttentionShape, KernelError, KvElem, f16};
 use ort::operator::{
     ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput,
 };
@@ -18,27 +21,74 @@ pub(crate) const OP_NAME: &str = "GroupQueryAttention";
 /// Calls of the kernel since the process started (what shows that it, not ONNX Runtime's, ran).
 pub(crate) static CALLS: AtomicU64 = AtomicU64::new(0);
 
-/// The operator; `threads` is the size of the intra-op pool its tasks run on.
-pub(crate) struct MoedGqa {
-    pub threads: usize,
+/// The element types the operator runs on: every float input and output is `E`.
+pub(crate) trait GqaElem:
+    KvElem + ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone
+{
+    const TYPE: TensorElementType;
+    fn from_f32(v: f32) -> Self;
+    /// The values as f32: borrowed when they are.
+    fn widen(v: &[Self]) -> Cow<'_, [f32]>;
+    /// The slice as f32 where it is, so the kernel writes the output in place.
+    fn as_f32_mut(v: &mut [Self]) -> Option<&mut [f32]>;
+}
+impl GqaElem for f32 {
+    const TYPE: TensorElementType = TensorElementType::Float32;
+    fn from_f32(v: f32) -> f32 {
+        v
+    }
+    fn widen(v: &[f32]) -> Cow<'_, [f32]> {
+        Cow::Borrowed(v)
+    }
+    fn as_f32_mut(v: &mut [f32]) -> Option<&mut [f32]> {
+        Some(v)
+    }
+}
+impl GqaElem for f16 {
+    const TYPE: TensorElementType = TensorElementType::Float16;
+    fn from_f32(v: f32) -> f16 {
+        f16::from_f32(v)
+    }
+    fn widen(v: &[f16]) -> Cow<'_, [f32]> {
+        Cow::Owned(v.iter().map(|x| x.to_f32()).collect())
+    }
+    fn as_f32_mut(_: &mut [f16]) -> Option<&mut [f32]> {
+        None
+    }
 }
 
-pub(crate) struct GqaKernel {
+/// The operator for element type `E`; `threads` is the size of the intra-op pool its tasks run on.
+pub(crate) struct MoedGqa<E> {
+    pub threads: usize,
+    pub elem: PhantomData<E>,
+}
+
+impl<E> MoedGqa<E> {
+    pub(crate) fn new(threads: usize) -> MoedGqa<E> {
+        MoedGqa {
+            threads,
+            elem: PhantomData,
+        }
+    }
+}
+
+pub(crate) struct GqaKernel<E> {
     heads: usize,
     kv_heads: usize,
     scale: Option<f32>,
     threads: usize,
+    elem: PhantomData<E>,
 }
 
-impl Operator for MoedGqa {
-    type Kernel<'attr> = GqaKernel;
+impl<E: GqaElem> Operator for MoedGqa<E> {
+    type Kernel<'attr> = GqaKernel<E>;
 
     fn name(&self) -> &str {
         OP_NAME
     }
 
     fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
-        let f = TensorElementType::Float32;
+        let f = E::TYPE;
         let i = TensorElementType::Int32;
         [
             OperatorInput::required(f),
@@ -52,7 +102,7 @@ impl Operator for MoedGqa {
     }
 
     fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
-        let f = TensorElementType::Float32;
+        let f = E::TYPE;
         [
             OperatorOutput::required(f),
             OperatorOutput::optional(f),
@@ -60,7 +110,7 @@ impl Operator for MoedGqa {
         ]
     }
 
-    fn create_kernel<'attr>(&self, info: &KernelContext<'attr>) -> ort::Result<GqaKernel> {
+    fn create_kernel<'attr>(&self, info: &KernelContext<'attr>) -> ort::Result<GqaKernel<E>> {
         let count = |name: &str| -> ort::Result<usize> {
             let v: i64 = info
                 .get(name)
@@ -82,6 +132,7 @@ impl Operator for MoedGqa {
             kv_heads,
             scale: scale.filter(|s| *s != 0.0),
             threads: self.threads.max(1),
+            elem: PhantomData,
         })
     }
 }
@@ -102,7 +153,7 @@ fn dim(shape: &[i64], i: usize, what: &str) -> ort::Result<usize> {
         .ok_or_else(|| err(format!("{what} has shape {shape:?}")))
 }
 
-impl Kernel for GqaKernel {
+impl<E: GqaElem> Kernel for GqaKernel<E> {
     // ONNX Runtime may call one kernel from concurrent runs of its session; `compute` only reads
     // `self`.
     fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
@@ -114,11 +165,11 @@ impl Kernel for GqaKernel {
         let (q, k, v) = (input(0, "query")?, input(1, "key")?, input(2, "value")?);
         let (pk, pv) = (input(3, "past_key")?, input(4, "past_value")?);
         let total = input(6, "total_sequence_length")?;
-        let (q_shape, q) = q.try_extract_tensor::<f32>()?;
-        let (k_shape, k) = k.try_extract_tensor::<f32>()?;
-        let (_, v) = v.try_extract_tensor::<f32>()?;
-        let (past_shape, past_k) = pk.try_extract_tensor::<f32>()?;
-        let (_, past_v) = pv.try_extract_tensor::<f32>()?;
+        let (q_shape, q) = q.try_extract_tensor::<E>()?;
+        let (k_shape, k) = k.try_extract_tensor::<E>()?;
+        let (_, v) = v.try_extract_tensor::<E>()?;
+        let (past_shape, past_k) = pk.try_extract_tensor::<E>()?;
+        let (_, past_v) = pv.try_extract_tensor::<E>()?;
         let (_, total) = total.try_extract_tensor::<i32>()?;
         // Batch 1 only: moed runs one sequence per call.
         if dim(q_shape, 0, "query")? != 1 || dim(past_shape, 0, "past_key")? != 1 {
@@ -156,10 +207,22 @@ impl Kernel for GqaKernel {
             capacity,
             scale: self.scale.unwrap_or(1.0 / (head_dim.max(1) as f32).sqrt()),
         };
-        let mut out = ctx
+        let mut out_value = ctx
             .output(0, q_shape.to_vec())?
             .ok_or_else(|| err("no output"))?;
-        let (_, out) = out.try_extract_tensor_mut::<f32>()?;
+        let (_, out) = out_value.try_extract_tensor_mut::<E>()?;
+        // The kernel computes in f32: an f16 query is widened (a few KB per token) and the
+        // context narrowed back on the way out.
+        let q = E::widen(q);
+        let q = &*q;
+        let mut out_wide = Vec::new();
+        let out_f32: &mut [f32] = match E::as_f32_mut(out) {
+            Some(o) => o,
+            None => {
+                out_wide.resize(q.len(), 0.0);
+                &mut out_wide
+            }
+        };
         let failed = AtomicBool::new(false);
         let pool = OrtPool {
             ctx,
@@ -173,9 +236,15 @@ impl Kernel for GqaKernel {
             past_k,
             past_v,
         };
-        moed_kernels::attention(&shape, &x, out, &pool).map_err(kernel_err)?;
+        moed_kernels::attention(&shape, &x, out_f32, &pool).map_err(kernel_err)?;
         if failed.into_inner() {
             return Err(err("the intra-op pool refused the work"));
+        }
+        if !out_wide.is_empty() {
+            let (_, out) = out_value.try_extract_tensor_mut::<E>()?;
+            for (o, v) in out.iter_mut().zip(&out_wide) {
+                *o = E::from_f32(*v);
+            }
         }
         Ok(())
     }

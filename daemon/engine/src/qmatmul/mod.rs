@@ -126,6 +126,9 @@ fn supported_gqa(node: &onnx_edit::GqaNode) -> bool {
         && node.scale.is_finite()
 }
 
+/// Serializes the creation of sessions that register moed's operator domain.
+static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Creates the session for the graph file `path` with moed's kernels on every supported node
 /// (MatMulNBits ones only when `matmul`), and how many they took; `Ok(None)` when the graph has
 /// none (or is too large to edit), so the caller loads the file as it is.
@@ -151,16 +154,24 @@ pub(crate) fn commit_with_moed_kernel(
     let dir = path.parent().unwrap_or(Path::new("."));
     let domain = OperatorDomain::new(DOMAIN)
         .and_then(|d| d.add(op::MoedMatMulNBits { threads }))
-        .and_then(|d| d.add(attention_op::MoedGqa { threads }))
+        .and_then(|d| d.add(attention_op::MoedGqa::<f32>::new(threads)))
+        .and_then(|d| d.add(attention_op::MoedGqa::<moed_kernels::f16>::new(threads)))
         .map_err(|e| e.to_string())?;
     let mut builder = builder
         .with_operators(domain)
         .map_err(|e| e.to_string())?
         .with_config_entry(EXTERNAL_DATA_DIR, dir.to_string_lossy())
         .map_err(|e| e.to_string())?;
-    let session = builder
-        .commit_from_memory(&edited)
-        .map_err(|e| e.to_string())?;
+    // ONNX Runtime adds a custom domain's schemas to a process-wide registry without a lock:
+    // two sessions committed at once (two requests loading experts) can fail with "Trying to add
+    // a domain to DomainToVersion map, but the domain is already exist". One at a time, then.
+    let session = {
+        let _one = COMMIT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        builder.commit_from_memory(&edited)
+    }
+    .map_err(|e| e.to_string())?;
     log::debug!("{}: {moved} node(s) on moed's kernels", path.display());
     Ok(Some((session, moved)))
 }

@@ -3,7 +3,7 @@
 use super::Rng;
 use super::parallel::Threads;
 use crate::attention::exp;
-use crate::{AttentionInput, AttentionShape, KernelError, Serial, attention};
+use crate::{AttentionInput, AttentionShape, KernelError, Serial, attention, f16};
 
 struct Case {
     s: AttentionShape,
@@ -135,6 +135,53 @@ fn decode_and_prefill_equal_the_exact_softmax() {
     {
         let c = Case::random(h, kv, d, t, p, spare, 100 + i as u64);
         let err = max_error(&c, &Serial);
+        assert!(err < 2e-5, "case {i}: max error {err}");
+    }
+}
+
+/// Rounds every cached and new key and value to f16, so one case can run with either cache type.
+fn halves(c: &mut Case) -> [Vec<f16>; 4] {
+    let out = [&mut c.k_new, &mut c.v_new, &mut c.past_k, &mut c.past_v].map(|v| {
+        let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+        for (x, y) in v.iter_mut().zip(&h) {
+            *x = y.to_f32();
+        }
+        h
+    });
+    // Spare rows of 1e6 overflow f16 to infinity: still visible if read.
+    out
+}
+
+#[test]
+fn an_f16_cache_gives_the_f32_output_of_its_rounded_values() {
+    for (i, &(h, kv, d, t, p, spare)) in [
+        (8, 2, 128, 1, 200, 56),
+        (6, 2, 64, 5, 70, 9),
+        (4, 4, 20, 6, 0, 6),
+        (2, 1, 8, 40, 31, 40),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut c = Case::random(h, kv, d, t, p, spare, 300 + i as u64);
+        let [k_new, v_new, past_k, past_v] = halves(&mut c);
+        let x = AttentionInput {
+            q: &c.q,
+            k_new: &k_new,
+            v_new: &v_new,
+            past_k: &past_k,
+            past_v: &past_v,
+        };
+        let mut half = vec![f32::NAN; c.q.len()];
+        assert!(attention(&c.s, &x, &mut half, &Threads(2)).is_ok());
+        let mut full = vec![f32::NAN; c.q.len()];
+        assert!(attention(&c.s, &c.input(), &mut full, &Serial).is_ok());
+        assert_eq!(half, full, "case {i}");
+        let err = half
+            .iter()
+            .zip(c.exact())
+            .map(|(a, b)| (f64::from(*a) - b).abs())
+            .fold(0.0, f64::max);
         assert!(err < 2e-5, "case {i}: max error {err}");
     }
 }

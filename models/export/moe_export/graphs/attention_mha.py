@@ -6,7 +6,7 @@ import numpy as np
 
 from moe_export.config import MhaSpec
 from moe_export.graphs import ops
-from moe_export.graphs.builder import FLOAT, INT32, INT64, MS_DOMAIN, GraphWriter
+from moe_export.graphs.builder import FLOAT, FLOAT16, INT32, INT64, MS_DOMAIN, GraphWriter
 from moe_export.quant import FP32, QuantConfig
 from moe_export.rope import RopeSpec
 
@@ -26,15 +26,18 @@ def cache_layout(a: MhaSpec) -> list[dict]:
 
 
 def build(g: GraphWriter, a: MhaSpec, rope: RopeSpec, eps: float, w: dict[str, np.ndarray],
-          qc: QuantConfig = FP32, layout: str = HEAD_MAJOR) -> None:
+          qc: QuantConfig = FP32, layout: str = HEAD_MAJOR, cache_dtype: str = "float32") -> None:
+    half = cache_dtype == "float16"
+    if half and layout != HEAD_MAJOR:
+        raise ValueError("a float16 KV cache needs the head_major layout")
     nh, kvh, hd = a.num_heads, a.num_kv_heads, a.head_dim
     groups = nh // kvh
     h = w["input_norm"].shape[0]
     hidden = g.input("hidden", FLOAT, ["T", h])
     positions = g.input("positions", INT64, ["T"])
     past_shape = ["P", kvh, hd] if layout == TOKEN_MAJOR else [kvh, "C", hd]
-    past_k = g.input("past_key", FLOAT, past_shape)
-    past_v = g.input("past_value", FLOAT, past_shape)
+    past_k = g.input("past_key", FLOAT16 if half else FLOAT, past_shape)
+    past_v = g.input("past_value", FLOAT16 if half else FLOAT, past_shape)
 
     x = ops.rms_norm(g, hidden, w["input_norm"], eps)
     q = ops.linear(g, x, w["q"], w.get("q_bias"), qc)
@@ -59,7 +62,7 @@ def build(g: GraphWriter, a: MhaSpec, rope: RopeSpec, eps: float, w: dict[str, n
     if layout == TOKEN_MAJOR:
         ctx = _attend_concat(g, a, q, k, v, past_k, past_v, hidden)
     else:
-        ctx = _attend_head_major(g, a, q, k, v, past_k, past_v, positions)
+        ctx = _attend_head_major(g, a, q, k, v, past_k, past_v, positions, half)
     ctx = g.op("Reshape", ctx, g.const([0, nh * hd]))
     out = g.op("Add", hidden, ops.linear(g, ctx, w["o"], w.get("o_bias"), qc))
     g.output(out, "hidden_out", FLOAT, ["T", h])
@@ -85,13 +88,18 @@ def _attend_concat(g: GraphWriter, a: MhaSpec, q: str, k: str, v: str, past_k: s
 
 
 def _attend_head_major(g: GraphWriter, a: MhaSpec, q: str, k: str, v: str, past_k: str, past_v: str,
-                       positions: str) -> str:
+                       positions: str, half: bool = False) -> str:
     """Attention reading the head-major cache [kvh, C, hd] in place; returns ctx [T, nh, hd].
 
     One `com.microsoft.GroupQueryAttention` node (rotary already applied, so `do_rotary` stays 0):
     the cache is its BNSH past with batch 1 and capacity C, of which the first P rows are valid
     (P is the first position). The present outputs are left unused: the engine appends the new
     rows itself. moed runs this node with its own kernel (FORMAT.md "KV cache layouts").
+
+    With a float16 cache (`half`) the node runs in float16 (GroupQueryAttention has one type for all
+    its inputs): query, key and value are cast to it, so the new rows a token attends to are the
+    values the engine caches (it rounds the f32 `new_` outputs the same way), and the context is
+    cast back.
     """
     nh, kvh, hd = a.num_heads, a.num_kv_heads, a.head_dim
     t = ops.dim(g, q, 0)
@@ -100,10 +108,14 @@ def _attend_head_major(g: GraphWriter, a: MhaSpec, q: str, k: str, v: str, past_
     seqlens = g.op("Cast", g.op("Sub", total, g.const([1])), to=INT32)
     total = g.op("Cast", g.op("Squeeze", total, g.const([0])), to=INT32)
     batch = g.const([0])
+    if half:
+        q, k, v = (g.op("Cast", x, to=FLOAT16) for x in (q, k, v))
     ctx, _, _ = g.op("GroupQueryAttention",
                      g.op("Reshape", q, g.const([1, -1, nh * hd])),
                      g.op("Reshape", k, g.const([1, -1, kvh * hd])),
                      g.op("Reshape", v, g.const([1, -1, kvh * hd])),
                      g.op("Unsqueeze", past_k, batch), g.op("Unsqueeze", past_v, batch), seqlens, total,
                      outputs=3, domain=MS_DOMAIN, num_heads=nh, kv_num_heads=kvh, scale=float(a.scaling))
+    if half:
+        ctx = g.op("Cast", ctx, to=FLOAT)
     return g.op("Reshape", ctx, g.const([-1, nh, hd]))

@@ -32,6 +32,7 @@ _NP_TO_ONNX = {
 }
 
 FLOAT = TensorProto.FLOAT
+FLOAT16 = TensorProto.FLOAT16
 INT64 = TensorProto.INT64
 INT32 = TensorProto.INT32
 

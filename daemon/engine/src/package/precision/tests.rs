@@ -179,10 +179,10 @@ fn bad_values_name_their_key() {
 }
 
 #[test]
-fn versions_other_than_1_and_2_are_refused_naming_both() {
+fn versions_other_than_1_to_3_are_refused_naming_them() {
     let mut v = format2();
-    v["format_version"] = 3.into();
+    v["format_version"] = 4.into();
     let msg = error(&v);
-    assert!(msg.contains("format_version 3 is not supported"), "{msg}");
-    assert!(msg.contains("format_version 1 or 2"), "{msg}");
+    assert!(msg.contains("format_version 4 is not supported"), "{msg}");
+    assert!(msg.contains("format_version 1, 2 or 3"), "{msg}");
 }
