@@ -27,10 +27,12 @@ GGUF_TYPES = {"int4": "Q4_0", "int4-dense4": "Q4_0", "int8": "Q8_0"}
 # shared experts, head and embedding at 8 bits); `int4-dense4` puts attention and dense MLPs at 4
 # bits too, as llama.cpp's Q4_0 does (its head is Q6_K, ours stays int8).
 EXPORT_ARGS = {"int4-dense4": ["--quant", "int4", "--dense-quant", "int4"]}
+# Both engines cache keys and values in f16, as llama-bench does by default (MLA caches stay f32).
+CACHE_ARGS = ["--kv-cache", "float16"]
 
 
 def export_args(quant: str) -> list[str]:
-    return EXPORT_ARGS.get(quant, ["--quant", quant])
+    return [*EXPORT_ARGS.get(quant, ["--quant", quant]), *CACHE_ARGS]
 
 
 def _tree_hash(paths: list[Path]) -> str:
