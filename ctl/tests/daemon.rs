@@ -110,11 +110,19 @@ fn verbs_against_a_running_daemon() {
         .args(["generate", "Hi", "--top-p", "2"])
         .run()
         .fails_with(2, "'--top-p <P>'");
-    // A model that is not loaded: exit 6 with advice.
-    ctl()
+    // A model that is not loaded: exit 6 with advice, given once, in moectl's words (no D-Bus
+    // member such as Models.Load).
+    let run = ctl()
         .args(["generate", "Hi", "--model", SECOND])
         .run()
         .fails_with(6, "moectl models load");
+    assert_eq!(run.stderr.matches("hint:").count(), 1, "{run:?}");
+    assert_eq!(
+        run.stderr.matches("moectl models load").count(),
+        1,
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("Models."), "{run:?}");
 
     // A generated U+0000 (the fixture's byte-level token 196) used to make the bus drop moed's
     // connection mid-request (D-Bus strings cannot hold NUL): moectl then waited forever.

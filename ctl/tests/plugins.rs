@@ -135,23 +135,61 @@ fn plugins_verbs_against_a_running_daemon() {
         .ok()
         .json();
     assert_eq!(gated["completion_tokens"], 2, "{gated}");
+    // A parameter the plugin refuses is the caller's error: exit 5 with the key named, no
+    // answer, rather than an answer routed without it and a gate.fallback warning.
+    for value in ["expert_budget.k=99", "expert_budget.k=abc"] {
+        let run = ctl()
+            .args([
+                "generate",
+                "--plugin",
+                "expert-budget",
+                "--plugin-param",
+                value,
+            ])
+            .args(["--max-tokens", "1", "It is"])
+            .run()
+            .fails_with(5, "'plugin_params.expert_budget.k'");
+        assert!(run.stdout.is_empty(), "{run:?}");
+        assert!(!run.stderr.contains("gate.fallback"), "{run:?}");
+    }
+    let run = ctl()
+        .args([
+            "--json",
+            "generate",
+            "--plugin",
+            "expert-budget",
+            "--max-tokens",
+            "1",
+        ])
+        .args(["--plugin-param", "expert_budget.masked=[9999]", "It is"])
+        .run();
+    let error: serde_json::Value = serde_json::from_str(run.stderr.trim()).expect("JSON error");
+    assert_eq!(error["error"]["exit_status"], 5, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expert_budget.masked")),
+        "{error}"
+    );
+    assert_eq!(run.code, 5);
+    // A gate failing for its own reasons (its configuration pins an expert the model lacks)
+    // is routed natively: the request answers, with a gate.fallback alert.
     ctl()
+        .args(["plugins", "config", "expert-budget", "pinned=[9999]"])
+        .run()
+        .ok();
+    let run = ctl()
         .args([
             "generate",
             "--plugin",
             "expert-budget",
-            "--plugin-param",
-            "expert_budget.k=99",
             "--max-tokens",
             "1",
             "It is",
         ])
         .run()
-        .ok()
-        .stderr
-        .contains("gate.fallback")
-        .then_some(())
-        .expect("a gate answer the host refuses falls back to native routing with an alert");
+        .ok();
+    assert!(run.stderr.contains("gate.fallback"), "{run:?}");
     ctl()
         .args(["generate", "--plugin", "no-such-plugin", "It is"])
         .run()

@@ -404,6 +404,63 @@ async fn a_switch_to_a_path_survives_a_restart() {
     }
 }
 
+/// A package loaded by path from outside the model directories goes by the name its manifest
+/// gives it, not by its folder's (where no other package answers to that name), and, switched
+/// to by root, is active again under that name after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_loaded_by_path_goes_by_its_manifest_name() {
+    const RENAMED: &str = "renamed-by-manifest";
+    let bus = TestBus::start();
+    let mut setup = DaemonSetup::with_models(&[MODEL, SECOND]);
+    setup.extra_config = admin_config();
+    // The second fixture with another name in its manifest, in a folder of an unrelated name.
+    let path = setup.work.path().join("elsewhere").join("export-out");
+    std::fs::create_dir_all(&path).expect("mkdir");
+    let source = setup.models.join(SECOND);
+    for entry in std::fs::read_dir(&source).expect("read package") {
+        let entry = entry.expect("entry");
+        let target = path.join(entry.file_name());
+        if entry.file_name() == "manifest.json" {
+            let mut manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(entry.path()).expect("manifest"))
+                    .expect("manifest JSON");
+            manifest["name"] = RENAMED.into();
+            std::fs::write(&target, manifest.to_string()).expect("write manifest");
+        } else {
+            std::os::unix::fs::symlink(entry.path(), &target).expect("symlink");
+        }
+    }
+    let path = path.to_string_lossy().into_owned();
+
+    let mut daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    let models = models(&conn).await;
+    assert_eq!(
+        models.info(&path).await.expect("Info by path").name,
+        RENAMED
+    );
+    models.switch(&path).await.expect("Switch by path");
+    assert_eq!(engine_model(&conn).await, RENAMED);
+    let listed = models.list().await.expect("List");
+    assert!(
+        listed
+            .iter()
+            .any(|m| m.name == RENAMED && m.active && m.path == path),
+        "{listed:?}"
+    );
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(30));
+    drop(daemon);
+
+    let _daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    if is_root() {
+        assert_eq!(engine_model(&conn).await, RENAMED, "active again");
+    } else {
+        assert_eq!(engine_model(&conn).await, MODEL, "the default model");
+    }
+}
+
 /// With `engine.preload_experts`, every expert's session exists once the model has loaded: the
 /// first request finds them all resident (no cache miss).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

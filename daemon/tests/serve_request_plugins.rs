@@ -138,11 +138,45 @@ async fn a_gate_per_request_routes_score_and_generation() {
     let tokens = u64::from(info.prompt_tokens) + 3;
     assert_eq!(routed(&after) - routed(&before), tokens * moe_layers);
 
-    // A parameter the plugin rejects: routed natively, the request still answers, and a
-    // gate.fallback alert reaches the client and the audit log.
+    // A parameter the plugin refuses is the client's error: the request fails naming the key
+    // (it is not answered with the gate quietly left out), for Complete and for Score.
+    for value in ["99", "\"abc\""] {
+        let mut opts = greedy(2);
+        opts.plugins = vec!["expert-budget".into()];
+        opts.plugin_params = params(&[("expert_budget.k", value)]);
+        let err = engine
+            .complete("Hello there", opts.to_dict())
+            .await
+            .expect_err("a refused parameter fails the request");
+        assert!(matches!(err, MoedError::InvalidArgument(_)), "{err:?}");
+        assert!(
+            err.message()
+                .contains("option 'plugin_params.expert_budget.k'"),
+            "{err:?}"
+        );
+    }
+    let err = score(ScoreOptions {
+        plugins: vec!["expert-budget".into()],
+        plugin_params: params(&[("expert_budget.pinned", "[9999]")]),
+        ..ScoreOptions::default()
+    })
+    .await
+    .expect_err("a refused parameter fails Score");
+    assert!(
+        matches!(&err, MoedError::InvalidArgument(m) if m.contains("expert_budget.pinned")),
+        "{err:?}"
+    );
+
+    // A gate failing for its own reasons (its configuration pins an expert the model lacks):
+    // routed natively, the request still answers, and a gate.fallback alert reaches the client
+    // and the audit log.
+    plugins(&conn)
+        .await
+        .configure("expert-budget", "{\"pinned\": [9999]}")
+        .await
+        .expect("Configure");
     let mut opts = greedy(2);
     opts.plugins = vec!["expert-budget".into()];
-    opts.plugin_params = params(&[("expert_budget.k", "99")]);
     let (_, info) = engine
         .complete("Hello there", opts.to_dict())
         .await
@@ -152,7 +186,7 @@ async fn a_gate_per_request_routes_score_and_generation() {
         alerts.iter().any(|(sev, code, msg, src)| sev == "warning"
             && code == "gate.fallback"
             && src == "expert-budget"
-            && msg.contains("expert_budget.k")),
+            && msg.contains("pinned expert 9999")),
         "{alerts:?}"
     );
     let log = plugins(&conn)

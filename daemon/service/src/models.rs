@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::ServiceError;
 use crate::client_files::Identity;
 use crate::engine::{Engine, EngineOptions, EngineStats};
-use crate::model_access::caller_may_read;
+use crate::model_access::{self, caller_may_read};
 use crate::package::Package;
 use crate::state::{PersistedStats, StateStore};
 use crate::text::model::TextModel;
@@ -176,6 +176,32 @@ impl Registry {
         }
     }
 
+    /// The name of the package at `path`, named by path: the name it is loaded under if it
+    /// is; its folder's when the folder lies in a model directory (the name `models list`
+    /// shows); else its manifest's `name` when no other package answers to that name (in the
+    /// model directories, or loaded from elsewhere); else its folder's.
+    fn name_by_path(&self, path: &Path, manifest: Option<String>, folder: String) -> String {
+        let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = loaded.values().find(|m| m.dir == path) {
+            return m.name.clone();
+        }
+        let dirs = self.dirs();
+        if dirs.iter().any(|d| d.join(&folder) == path) {
+            return folder;
+        }
+        let Some(name) = manifest else {
+            return folder;
+        };
+        let in_dirs = dirs
+            .iter()
+            .any(|d| d.join(&name).join("manifest.json").is_file());
+        if in_dirs || loaded.contains_key(&name) {
+            folder
+        } else {
+            name
+        }
+    }
+
     /// Finds a package: an absolute path, or a directory name inside a model directory. A path
     /// from a caller other than root (`who`) must lead, with the caller's permissions, to a
     /// package whose files the caller may read (see [`caller_may_read`]).
@@ -196,18 +222,20 @@ impl Registry {
                     "'{name}': a model path must be absolute"
                 )));
             }
-            if let Some(id) = who {
+            let manifest_name = if let Some(id) = who {
                 caller_may_read(id, path).map_err(|e| {
                     ServiceError::NotFound(format!(
                         "no model package readable by the caller at {}: {e}",
                         moed_wire::quote(name)
                     ))
-                })?;
+                })?
             } else if !path.join("manifest.json").is_file() {
                 return Err(ServiceError::NotFound(format!(
                     "{name}: no model package there (no manifest.json)"
                 )));
-            }
+            } else {
+                model_access::manifest_name(path)
+            };
             let base = path
                 .file_name()
                 .map(|n| n.to_string_lossy().to_string())
@@ -215,7 +243,10 @@ impl Registry {
                 .ok_or_else(|| {
                     ServiceError::InvalidArgument(format!("'{name}': no directory name"))
                 })?;
-            return Ok((base, path.to_path_buf()));
+            return Ok((
+                self.name_by_path(path, manifest_name, base),
+                path.to_path_buf(),
+            ));
         }
         if name == "." || name == ".." {
             return Err(ServiceError::InvalidArgument(format!(
@@ -404,3 +435,7 @@ impl Registry {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "models_tests.rs"]
+mod tests;

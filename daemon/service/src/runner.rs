@@ -162,6 +162,9 @@ pub fn generate(
         cancel,
         &mut handle,
     );
+    if let Some(message) = refused_param(plugins) {
+        return Err(ServiceError::InvalidArgument(message));
+    }
     if let Some(a) = gate_fallback_alert(plugins) {
         raise(a, alerts, on_event);
     }
@@ -247,6 +250,12 @@ fn add_documents(
     Ok(out)
 }
 
+/// The request's error when its gate plugin refused one of the request's parameters (the
+/// generation stopped there: running on without the parameter would hide the client's mistake).
+pub fn refused_param(plugins: &RequestPlugins) -> Option<String> {
+    plugins.gate.as_ref()?.param_error()
+}
+
 /// An alert when the request's gate plugin failed and layers were routed natively.
 pub fn gate_fallback_alert(plugins: &RequestPlugins) -> Option<Alert> {
     let gate = plugins.gate.as_ref()?;
@@ -289,7 +298,10 @@ pub fn score(
     let logprobs = score_tokens_until(&model.engine, &ids, plugins.engine_gate(), &mut || {
         cancel.load(Ordering::Relaxed)
     })
-    .map_err(|e| ServiceError::Failed(e.to_string()))?
+    .map_err(|e| match refused_param(plugins) {
+        Some(message) => ServiceError::InvalidArgument(message),
+        None => ServiceError::Failed(e.to_string()),
+    })?
     .ok_or_else(|| ServiceError::Cancelled("the request was cancelled".into()))?;
     let tokenizer = model.text.tokenizer();
     Ok(ids

@@ -30,6 +30,16 @@ thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
 }
 
+/// `"KEY: "` when the value at fault came from the request's parameter KEY, so moed can tell
+/// the client's mistake (the request fails, naming the key) from the plugin's configuration.
+fn from_request(given: bool, key: &str) -> String {
+    if given {
+        format!("{key}: ")
+    } else {
+        String::new()
+    }
+}
+
 /// The budget for one call: configuration overridden by the request.
 struct Budget {
     k: usize,
@@ -50,30 +60,39 @@ fn budget(st: &State, req: &RouteRequest) -> Result<Budget, String> {
     let mut masked = vec![false; e];
     let req_masked = param_json::<Vec<u32>>(&req.params, "expert_budget.masked")?;
     let layer_masked = st.config.masked_by_layer.get(&req.layer.to_string());
-    for &x in req_masked
-        .as_deref()
-        .unwrap_or(&st.config.masked)
-        .iter()
-        .chain(layer_masked.into_iter().flatten())
-    {
-        *masked
-            .get_mut(x as usize)
-            .ok_or_else(|| format!("masked expert {x} does not exist (the model has {e})"))? = true;
+    let listed = req_masked.as_deref().unwrap_or(&st.config.masked).iter();
+    let listed = listed.map(|&x| (x, req_masked.is_some()));
+    for (x, by_request) in listed.chain(layer_masked.into_iter().flatten().map(|&x| (x, false))) {
+        *masked.get_mut(x as usize).ok_or_else(|| {
+            format!(
+                "{}masked expert {x} does not exist (the model has {e})",
+                from_request(by_request, "expert_budget.masked")
+            )
+        })? = true;
     }
-    let pinned = param_json::<Vec<u32>>(&req.params, "expert_budget.pinned")?
-        .unwrap_or_else(|| st.config.pinned.clone());
+    let req_pinned = param_json::<Vec<u32>>(&req.params, "expert_budget.pinned")?;
+    let by_request = req_pinned.is_some();
+    let pinned_named = || from_request(by_request, "expert_budget.pinned");
+    let pinned = req_pinned.unwrap_or_else(|| st.config.pinned.clone());
     for &x in &pinned {
         if x as usize >= e {
             return Err(format!(
-                "pinned expert {x} does not exist (the model has {e})"
+                "{}pinned expert {x} does not exist (the model has {e})",
+                pinned_named()
             ));
         }
         if masked[x as usize] {
-            return Err(format!("expert {x} is both pinned and masked"));
+            return Err(format!(
+                "{}expert {x} is both pinned and masked",
+                pinned_named()
+            ));
         }
     }
     if masked.iter().filter(|m| !**m).count() < k {
-        return Err(format!("the masks leave fewer than {k} experts"));
+        return Err(format!(
+            "{}the masks leave fewer than {k} experts",
+            from_request(req_masked.is_some(), "expert_budget.masked")
+        ));
     }
     Ok(Budget { k, masked, pinned })
 }

@@ -59,6 +59,10 @@ impl CallFailure {
             CallFailure::Trap(m) => CallFailure::Trap(detail(&m)),
             CallFailure::Memory(m) => CallFailure::Memory(detail(&m)),
             CallFailure::Plugin(m) => CallFailure::Plugin(detail(&m)),
+            CallFailure::Param { key, message } => CallFailure::Param {
+                key: line(&key, 256),
+                message: detail(&message),
+            },
             CallFailure::BadAnswer(m) => CallFailure::BadAnswer(detail(&m)),
             CallFailure::Start(m) => CallFailure::Start(detail(&m)),
             CallFailure::Interface(m) => CallFailure::Interface(detail(&m)),

@@ -52,6 +52,10 @@ pub enum CallFailure {
     Memory(String),
     #[error("the plugin reported an error: {0}")]
     Plugin(String),
+    /// The plugin's error names one of the request's parameters (`crate::named_param`): the
+    /// caller's mistake, which does not count towards disabling the plugin.
+    #[error("the plugin refused the request's parameter '{key}': {message}")]
+    Param { key: String, message: String },
     #[error("the plugin's answer is invalid: {0}")]
     BadAnswer(String),
     #[error("the plugin could not be started: {0}")]
@@ -65,6 +69,14 @@ pub enum CallFailure {
 impl CallFailure {
     /// Whether the instance that failed may be used again (its state is intact).
     pub(crate) fn instance_reusable(&self) -> bool {
-        matches!(self, CallFailure::Plugin(_) | CallFailure::BadAnswer(_))
+        matches!(
+            self,
+            CallFailure::Plugin(_) | CallFailure::BadAnswer(_) | CallFailure::Param { .. }
+        )
+    }
+
+    /// Whether the caller is at fault (a parameter the plugin refused), not the plugin.
+    pub fn is_callers(&self) -> bool {
+        matches!(self, CallFailure::Param { .. })
     }
 }

@@ -226,7 +226,7 @@ impl GatePlugin {
             };
             let answer = match api.call_route(&mut *store, &request) {
                 Ok(Ok(a)) => a,
-                Ok(Err(m)) => return Err(CallFailure::Plugin(m)),
+                Ok(Err(m)) => return Err(crate::params::plugin_error(m, call.params)),
                 Err(e) => return Err(classify(store.data_mut(), e, time)),
             };
             validate(

@@ -18,6 +18,7 @@ pub mod gate;
 pub mod kv;
 mod loaded;
 pub mod manifest;
+mod params;
 mod plugin;
 pub mod retrieval;
 mod runtime;
@@ -34,6 +35,7 @@ pub use gate::{
     GateAnswer, GateCall, GatePlugin, GroupLimit, GroupScore, MaskedChoice, ModelRouting, Scoring,
 };
 pub use manifest::{Kind, Manifest, ManifestError};
+pub use params::named_param;
 pub use plugin::{Plugin, PluginHost, PluginSpec, PluginStatus};
 pub use retrieval::{RetrievalPlugin, Retrieved};
 pub use runtime::{HostOptions, KindLimits, Services};

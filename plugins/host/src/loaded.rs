@@ -191,7 +191,9 @@ impl Loaded {
         let h = &self.health;
         h.calls.fetch_add(1, Relaxed);
         h.nanos.fetch_add(took.as_nanos() as u64, Relaxed);
-        let Some(f) = failure else {
+        // A parameter the plugin refused is the caller's mistake: the plugin answered as it
+        // should, and one client's bad requests must not disable it for everyone.
+        let Some(f) = failure.filter(|f| !f.is_callers()) else {
             h.consecutive.store(0, Relaxed);
             return;
         };

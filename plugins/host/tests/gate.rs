@@ -3,7 +3,7 @@
 
 mod util;
 
-use moed_plugins::{GateAnswer, GateCall, GatePlugin, Grant};
+use moed_plugins::{CallFailure, GateAnswer, GateCall, GatePlugin, Grant};
 use util::*;
 
 fn call<'a>(
@@ -160,13 +160,42 @@ fn expert_budget_spends_fewer_experts_when_granted() {
     for row in out.experts.chunks(3) {
         assert_eq!(row[0], 5);
     }
-    // A bad parameter is the plugin's error, not a crash.
-    let bad = vec![("expert_budget.k".to_owned(), "9".to_owned())];
+    // A bad parameter is the plugin's error naming it, not a crash: the caller's mistake, which
+    // does not disable the plugin however often it comes (the limit is 5 in a row).
+    for bad in [
+        ("expert_budget.k", "9"),
+        ("expert_budget.k", "\"abc\""),
+        ("expert_budget.masked", "[99]"),
+    ] {
+        let bad = vec![(bad.0.to_owned(), bad.1.to_owned())];
+        for _ in 0..6 {
+            let err = gate
+                .route(&call(0, t, e, k, &logits, &bad), &mut out)
+                .unwrap_err();
+            assert!(err.is_callers(), "{err:?}");
+            assert!(
+                matches!(&err, CallFailure::Param { key, .. } if *key == bad[0].0),
+                "{err:?}"
+            );
+        }
+    }
     let err = gate
-        .route(&call(0, t, e, k, &logits, &bad), &mut out)
+        .route(
+            &call(
+                0,
+                t,
+                e,
+                k,
+                &logits,
+                &[("expert_budget.k".to_owned(), "9".to_owned())],
+            ),
+            &mut out,
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("more than the model's top-4"), "{err}");
+    gate.route(&call(0, t, e, k, &logits, &params), &mut out)
+        .expect("still enabled after its callers' mistakes");
 
     // Without the fewer_experts grant the same answer is refused by the host.
     let mut ungranted = budget.clone();

@@ -74,7 +74,9 @@ pub fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Per-request parameter `key` deserialized from its JSON text; `Ok(None)` when absent.
+/// Per-request parameter `key` deserialized from its JSON text; `Ok(None)` when absent. The
+/// error names the key (`parameter 'KEY': ...`): a gate returning it makes moed fail the request
+/// as the client's mistake instead of routing natively (CONTRACT.md, "A gate plugin").
 pub fn param_json<T: DeserializeOwned>(
     params: &[(String, String)],
     key: &str,

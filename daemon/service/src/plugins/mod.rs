@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use moed_plugins::{
-    GateAnswer, GateCall, GatePlugin, GroupLimit, GroupScore, LoadError, Manifest, MaskedChoice,
-    ModelRouting, Plugin, PluginHost, PluginSpec, Scoring,
+    CallFailure, GateAnswer, GateCall, GatePlugin, GroupLimit, GroupScore, LoadError, Manifest,
+    MaskedChoice, ModelRouting, Plugin, PluginHost, PluginSpec, Scoring,
 };
 
 use crate::engine::{Gate, GateError, NativeGate, RouterInput, Routing};
@@ -78,13 +78,17 @@ pub fn model_routing(m: &package::Manifest) -> Result<(ModelRouting, NativeGate)
 
 /// A gate plugin as the engine's routing rule. Any failure of the plugin (trap, timeout, invalid
 /// answer, disabled) routes that layer natively instead, counted and logged once per kind of
-/// failure; the engine then validates whatever answer it gets.
+/// failure; the engine then validates whatever answer it gets. The exception is an error that
+/// names one of the request's parameters (`moed_plugins::named_param`): that is the client's
+/// mistake, so the request fails instead of quietly running without the parameter.
 pub struct WasmGate {
     plugin: GatePlugin,
     native: NativeGate,
     params: Vec<(String, String)>,
     fallbacks: AtomicU64,
     last_failure: Mutex<Option<String>>,
+    /// The client's parameter the plugin refused, as the request's error message.
+    param_error: Mutex<Option<String>>,
     /// One request's gate: after its first failure the plugin is not asked again for that
     /// request (one bad request counts once towards disabling the plugin for everyone).
     per_request: bool,
@@ -105,6 +109,7 @@ impl WasmGate {
             params,
             fallbacks: AtomicU64::new(0),
             last_failure: Mutex::new(None),
+            param_error: Mutex::new(None),
             per_request: false,
             given_up: AtomicBool::new(false),
         })
@@ -120,6 +125,7 @@ impl WasmGate {
             params,
             fallbacks: AtomicU64::new(0),
             last_failure: Mutex::new(None),
+            param_error: Mutex::new(None),
             per_request: true,
             given_up: AtomicBool::new(false),
         }
@@ -139,6 +145,26 @@ impl WasmGate {
 
     pub fn plugin(&self) -> &Plugin {
         self.plugin.plugin()
+    }
+
+    /// Why the request failed when the plugin refused one of its parameters: an
+    /// `InvalidArgument` message naming the key (`option 'plugin_params.KEY': ...`).
+    pub fn param_error(&self) -> Option<String> {
+        self.param_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The request's error when the plugin refused one of the request's parameters.
+    fn refused_param(&self, failure: &CallFailure) -> Option<String> {
+        let CallFailure::Param { key, message } = failure else {
+            return None;
+        };
+        Some(format!(
+            "option 'plugin_params.{key}': gate plugin '{}' refused it: {message}",
+            self.plugin.plugin().name()
+        ))
     }
 }
 
@@ -170,6 +196,11 @@ impl Gate for WasmGate {
                 Ok(())
             }
             Err(failure) => {
+                if let Some(message) = self.refused_param(&failure) {
+                    *self.param_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(message.clone());
+                    return Err(GateError(message));
+                }
                 self.fallbacks.fetch_add(1, Relaxed);
                 if self.per_request {
                     self.given_up.store(true, Relaxed);
