@@ -32,6 +32,11 @@ pub const PLUGINS_INTERFACE: &str = "org.moed.Moed1.Plugins";
 pub const KNOWLEDGE_INTERFACE: &str = "org.moed.Moed1.Knowledge";
 pub const REQUEST_INTERFACE: &str = "org.moed.Moed1.Request";
 
+/// The request option (type `h`) by which a bridge such as `moed-http` passes the client
+/// connection it serves: the daemon reads the socket's peer credentials itself and serves the
+/// request as that user (CONTRACT.md, *Requests on behalf of a socket's peer*).
+pub const CLIENT_SOCKET_OPTION: &str = "client_socket";
+
 /// The prefix of every error name the daemon replies with.
 pub const ERROR_PREFIX: &str = "org.moed.Moed1.Error";
 

@@ -34,7 +34,7 @@ impl EngineIface {
         input: PromptInput,
         options: &OptionDict,
     ) -> Result<(Caller, Admitted), MoedError> {
-        let caller = self.daemon.user(header).await?;
+        let caller = self.daemon.user_for(header, options).await?;
         let service = &self.daemon.service;
         service.check_input(&input).map_err(wire_error)?;
         let options = GenerateOptions::from_dict(options)?;
