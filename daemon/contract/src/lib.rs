@@ -15,8 +15,8 @@ pub use error::MoedError;
 pub use options::{GenerateOptions, ScoreOptions};
 pub use plugins::{AlertRecord, InstallOptions, PluginInfo};
 pub use types::{
-    ChatMessage, EngineState, ExpertStatistics, GenerationInfo, LayerActivations, ModelInfo,
-    ModelSummary, ScoredToken,
+    ChatMessage, EngineMetrics, EngineState, ExpertStatistics, GenerationInfo, LayerActivations,
+    ModelInfo, ModelSummary, ScoredToken,
 };
 
 /// The well-known bus name the daemon owns.

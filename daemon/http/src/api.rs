@@ -37,6 +37,7 @@ pub fn router(app: App, max_body: usize) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/metrics", get(crate::metrics::metrics))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; moed-http serves /v1/models, /v1/completions and /v1/chat/completions".into())
         })
@@ -55,7 +56,7 @@ pub fn router(app: App, max_body: usize) -> Router {
 type Client = ConnectInfo<crate::listen::PeerAddr>;
 
 /// The connection's peer, once a TCP client showed a configured token.
-fn admit(app: &App, client: &Client, headers: &HeaderMap) -> Result<Peer, ApiError> {
+pub fn admit(app: &App, client: &Client, headers: &HeaderMap) -> Result<Peer, ApiError> {
     let Some(peer) = client.0.0.clone() else {
         return Err(ApiError::from(moed_dbus::MoedError::Failed(
             "the connection could not be identified".into(),

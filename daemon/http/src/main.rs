@@ -5,6 +5,7 @@
 mod api;
 mod error;
 mod listen;
+mod metrics;
 mod openai;
 mod run;
 

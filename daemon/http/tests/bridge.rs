@@ -359,3 +359,69 @@ async fn tcp_clients_need_a_configured_token() {
     assert_eq!(ok.status, 200, "{ok:?}");
     assert_eq!(ok.json()["object"], "chat.completion");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_openmetrics_and_count_requests() {
+    let bus = TestBus::start();
+    let _daemon = Daemon::start(&bus, "").await;
+    let bridge = Bridge::start(&bus, &[]);
+    let body = chat_body(json!({"max_tokens": 3, "ignore_eos": true}));
+    for _ in 0..2 {
+        let r = Curl::new(&bridge.socket)
+            .post("/v1/chat/completions", &body)
+            .run();
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    // Refused at admission: no such model.
+    Curl::new(&bridge.socket)
+        .post(
+            "/v1/chat/completions",
+            &chat_body(json!({"model": "nonexistent"})),
+        )
+        .run()
+        .error(404);
+
+    let venv = std::env::var_os("MOE_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| moed_test_harness::repo_root().join(".venv"));
+    let script = moed_test_harness::repo_root().join("daemon/http/tests/metrics_client.py");
+    let out = std::process::Command::new(venv.join("bin/python3"))
+        .arg(&script)
+        .arg(&bridge.socket)
+        .output()
+        .expect("python3 of $MOE_VENV");
+    assert!(
+        out.status.success(),
+        "metrics_client.py failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let types = &parsed["types"];
+    assert_eq!(types["moed_requests"], "counter", "{parsed}");
+    assert_eq!(
+        types["moed_time_to_first_token_seconds"], "histogram",
+        "{parsed}"
+    );
+    assert_eq!(types["moed_active_requests"], "gauge", "{parsed}");
+    let s = &parsed["samples"];
+    let value = |key: &str| {
+        s[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no sample {key}: {parsed}"))
+    };
+    assert_eq!(value("moed_requests_total{outcome=length}"), 2.0);
+    assert_eq!(value("moed_requests_total{outcome=rejected}"), 1.0);
+    assert_eq!(value("moed_requests_total{outcome=stop}"), 0.0);
+    assert_eq!(value("moed_requests_total{outcome=cancelled}"), 0.0);
+    assert_eq!(value("moed_completion_tokens_total{}"), 6.0);
+    assert!(value("moed_prompt_tokens_total{}") >= 2.0);
+    assert_eq!(value("moed_time_to_first_token_seconds_count{}"), 2.0);
+    assert_eq!(
+        value("moed_time_to_first_token_seconds_bucket{le=+Inf}"),
+        2.0
+    );
+    assert!(value("moed_time_to_first_token_seconds_sum{}") > 0.0);
+    assert_eq!(value("moed_active_requests{}"), 0.0);
+    assert_eq!(value("moed_queued_requests{}"), 0.0);
+}
