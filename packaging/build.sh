@@ -105,8 +105,8 @@ tools_bin="$("$repo/packaging/tools.sh")"
 export PATH="$tools_bin:$PATH"
 
 if ((build)); then
-  echo "== packaging: release build of moed and moectl ($triple)" >&2
-  (cd "$repo" && nice -n 10 cargo build --quiet --release --locked "${cargo_target[@]}" -p moed -p moectl) >&2
+  echo "== packaging: release build of moed, moectl and moed-http ($triple)" >&2
+  (cd "$repo" && nice -n 10 cargo build --quiet --release --locked "${cargo_target[@]}" -p moed -p moectl -p moed-http) >&2
 fi
 echo "== packaging: plugins ${shipped_plugins[*]}" >&2
 "$repo/plugins/build.sh" "${shipped_plugins[@]}" >&2
@@ -121,7 +121,7 @@ mkdir -p "$stage"/{bin,lib,plugins,man/man1,man/man8,completions,doc}
 ort_lib="$("$repo/packaging/onnxruntime/provision.sh" --arch "$arch" "$stage/ort")"
 
 # As dh_strip does: the release profile keeps line tables for backtraces, packages do not.
-for bin in moed moectl; do
+for bin in moed moectl moed-http; do
   "$strip_tool" --remove-section=.comment --remove-section=.note -o "$stage/bin/$bin" "$release/$bin"
 done
 # The pinned upstream library as extracted (already stripped); only the versioned file, which is

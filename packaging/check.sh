@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline checks of what packaging/build.sh made; each fails with the reason named:
-#   1. the unit: `systemd-analyze security --offline=true` exposure at most 2.0, and
+#   1. the units (moed.service, moed-http.service): `systemd-analyze security --offline=true`
+#      exposure at most 2.0, and
 #      `systemd-analyze verify` printing nothing, run on this machine with the .deb's files laid
 #      over it (an overlay in a private mount namespace: nothing is installed here), so the
 #      ExecStart= binary and the Documentation= man pages are checked as installed;
@@ -34,7 +35,9 @@ source "$repo/packaging/checks.sh"
 ort_version="$(sed -n 's/^ORT_VERSION=//p' "$repo/packaging/onnxruntime/provision.sh")"
 # Files both packages must hold (the rpm's zsh completion lives in site-functions instead).
 expected_common=(
-  /usr/bin/moed /usr/bin/moectl
+  /usr/bin/moed /usr/bin/moectl /usr/bin/moed-http
+  /usr/lib/systemd/system/moed-http.socket /usr/lib/systemd/system/moed-http.service
+  /usr/share/doc/moed/http.md
   "/usr/lib/moed/libonnxruntime.so.$ort_version"
   /usr/share/moed/models/moe-mini/manifest.json /usr/share/moed/models/moe-mini/tokenizer.json
   /usr/share/moed/models/moe-mini/generation_config.json /usr/share/moed/models/moe-mini/tokenizer_config.json
@@ -72,24 +75,28 @@ refuse() {
   if grep -E -- "$2" "$1" >"$work/refused"; then fail "$3: $(tr '\n' ' ' <"$work/refused")"; return 1; fi
 }
 
-echo "== unit: systemd-analyze security --offline=true"
-security="$(systemd-analyze security --offline=true "$repo/systemd/moed.service" 2>&1 | tail -n 3)"
-exposure="$(sed -n 's/.*Overall exposure level for moed.service: \([0-9.]*\).*/\1/p' <<<"$security")"
-if [[ -z "$exposure" ]]; then
-  fail "systemd-analyze security printed no exposure level: $security"
-elif awk -v e="$exposure" 'BEGIN { exit !(e <= 2.0) }'; then
-  ok "exposure $exposure (at most 2.0): $(grep -o 'Overall exposure.*' <<<"$security")"
-else
-  fail "exposure $exposure is above 2.0"
-fi
+echo "== units: systemd-analyze security --offline=true"
+for unit in moed.service moed-http.service; do
+  security="$(systemd-analyze security --offline=true "$repo/systemd/$unit" 2>&1 | tail -n 3)"
+  exposure="$(sed -n "s/.*Overall exposure level for $unit: \([0-9.]*\).*/\1/p" <<<"$security")"
+  if [[ -z "$exposure" ]]; then
+    fail "$unit: systemd-analyze security printed no exposure level: $security"
+  elif awk -v e="$exposure" 'BEGIN { exit !(e <= 2.0) }'; then
+    ok "$unit: exposure $exposure (at most 2.0): $(grep -o 'Overall exposure.*' <<<"$security")"
+  else
+    fail "$unit: exposure $exposure is above 2.0"
+  fi
+done
 
-echo "== unit: systemd-analyze verify, with the .deb's files laid over this system"
-verify_out="$(verify_unit_installed "$work" moed.service "$deb")"
-if [[ -n "$verify_out" ]]; then
-  fail "systemd-analyze verify printed: $verify_out"
-else
-  ok "systemd-analyze verify moed.service printed nothing"
-fi
+echo "== units: systemd-analyze verify, with the .deb's files laid over this system"
+for unit in moed.service moed-http.socket moed-http.service; do
+  verify_out="$(verify_unit_installed "$work" "$unit" "$deb")"
+  if [[ -n "$verify_out" ]]; then
+    fail "systemd-analyze verify $unit printed: $verify_out"
+  else
+    ok "systemd-analyze verify $unit printed nothing"
+  fi
+done
 
 echo "== binaries: no path of the build tree searched"
 # A debug build also looks for ONNX Runtime in its source tree; the packaged (release) one must not.
@@ -112,7 +119,7 @@ else
 fi
 # Every documented key switched on must be valid. Groups aside (they must exist on the machine);
 # the GPU budget is switched on with a GPU provider listed, as it must be.
-grep -v -E '^#(allowed_group|admin_group) ' "$repo/packaging/moed.toml" | sed -E 's/^#([a-z_]+ = )/\1/' |
+grep -v -E '^#(allowed_group|admin_group|bridge_group) ' "$repo/packaging/moed.toml" | sed -E 's/^#([a-z_]+ = )/\1/' |
   sed -E 's/^providers = .*/providers = ["cuda", "cpu"]/' >"$work/all-keys.toml"
 if out="$("$moed_bin" check-config --config "$work/all-keys.toml" 2>&1)"; then
   ok "every commented key of moed.toml is a valid key and value"

@@ -9,6 +9,8 @@ cd "$repo"
 
 venv="${MOE_VENV:-$repo/.venv}"
 py="$venv/bin/python3"
+# moed-http's tests (cargo test below) run the `openai` client from this virtualenv.
+export MOE_VENV="$venv"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$("$repo/packaging/onnxruntime/provision.sh")}"
 export MOE_FIXTURE_PACKAGES="${MOE_FIXTURE_PACKAGES:-$target/fixture-packages}"

@@ -3,11 +3,13 @@
 # with sudo available. Called by tests/run.sh (and so by .ci/run); safe to run by hand.
 #
 # What it provides:
-#   - Debian packages: build tools, and for the service tests dbus (dbus-daemon), systemd (busctl),
+#   - Debian packages: build tools, and for the service tests dbus (dbus-daemon), systemd (busctl;
+#     systemd-socket-activate starts moed-http in its tests), curl (moed-http's tests),
 #     libglib2.0-bin (gdbus), util-linux (setpriv); for the knowledge tests postgresql (a throwaway
 #     cluster is started by the tests themselves; Debian's own cluster is not used) and sqlite3
 #   - rustfmt/clippy components and the wasm32-wasip2 target (for plugins)
-#   - a Python virtualenv at $MOE_VENV (default <repo>/.venv) with the exporter and its test deps
+#   - a Python virtualenv at $MOE_VENV (default <repo>/.venv) with the exporter and its test deps,
+#     and the `openai` client the moed-http tests drive the bridge with
 #   - the pinned ONNX Runtime library (packaging/onnxruntime/provision.sh)
 #   - for the packages (packaging/): lintian, rpm, debootstrap, systemd-container
 #     (systemd-nspawn), and the pinned cargo-deb and cargo-generate-rpm (packaging/tools.sh,
@@ -24,7 +26,7 @@ venv="${MOE_VENV:-$repo/.venv}"
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
-for pkg in pkg-config build-essential dbus systemd libglib2.0-bin util-linux postgresql sqlite3 \
+for pkg in pkg-config build-essential dbus systemd curl libglib2.0-bin util-linux postgresql sqlite3 \
   lintian rpm debootstrap systemd-container file time \
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
@@ -47,7 +49,8 @@ if [[ ! -x "$venv/bin/python3" ]]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
-  -r "$repo/models/export/requirements-test.txt" -e "$repo/models/export" >&2
+  -r "$repo/models/export/requirements-test.txt" -e "$repo/models/export" \
+  -r "$repo/daemon/http/tests/requirements.txt" >&2
 
 "$repo/packaging/onnxruntime/provision.sh" >/dev/null
 

@@ -105,3 +105,22 @@ fn shared_crate_has_no_dependencies() {
     let names = normal_dependencies("moed-shared", &[]);
     assert_eq!(names.into_iter().collect::<Vec<_>>(), ["moed-shared"]);
 }
+
+/// The HTTP bridge is a small D-Bus client: no engine, service core, plugin host, ONNX Runtime or
+/// database in its process.
+#[test]
+fn http_bridge_links_no_engine_or_service() {
+    assert_free_of(
+        "moed-http",
+        &[
+            "moed",
+            "moed-engine",
+            "moed-service",
+            "moed-plugins",
+            "ort",
+            "wasmtime",
+            "rusqlite",
+            "tokio-postgres",
+        ],
+    );
+}

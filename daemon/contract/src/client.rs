@@ -78,6 +78,35 @@ pub async fn generate_chat(
     RequestStream::new(conn, stream, path).await
 }
 
+/// As [`generate`], with the options as a dictionary: for a caller that adds keys the typed
+/// options do not carry (a bridge's `client_socket`).
+pub async fn generate_dict(
+    conn: &Connection,
+    prompt: &str,
+    options: crate::options::OptionDict,
+) -> Result<RequestStream, MoedError> {
+    let stream = subscribe(conn, None).await?;
+    let path = EngineProxy::new(conn)
+        .await?
+        .generate(prompt, options)
+        .await?;
+    RequestStream::new(conn, stream, path).await
+}
+
+/// As [`generate_chat`], with the options as a dictionary.
+pub async fn generate_chat_dict(
+    conn: &Connection,
+    messages: &[ChatMessage],
+    options: crate::options::OptionDict,
+) -> Result<RequestStream, MoedError> {
+    let stream = subscribe(conn, None).await?;
+    let path = EngineProxy::new(conn)
+        .await?
+        .generate_chat(messages, options)
+        .await?;
+    RequestStream::new(conn, stream, path).await
+}
+
 async fn subscribe(
     conn: &Connection,
     path: Option<&OwnedObjectPath>,

@@ -15,8 +15,8 @@ pub use error::MoedError;
 pub use options::{GenerateOptions, ScoreOptions};
 pub use plugins::{AlertRecord, InstallOptions, PluginInfo};
 pub use types::{
-    ChatMessage, EngineState, ExpertStatistics, GenerationInfo, LayerActivations, ModelInfo,
-    ModelSummary, ScoredToken,
+    ChatMessage, EngineMetrics, EngineState, ExpertStatistics, GenerationInfo, LayerActivations,
+    ModelInfo, ModelSummary, ScoredToken,
 };
 
 /// The well-known bus name the daemon owns.
@@ -31,6 +31,11 @@ pub const MODELS_INTERFACE: &str = "org.moed.Moed1.Models";
 pub const PLUGINS_INTERFACE: &str = "org.moed.Moed1.Plugins";
 pub const KNOWLEDGE_INTERFACE: &str = "org.moed.Moed1.Knowledge";
 pub const REQUEST_INTERFACE: &str = "org.moed.Moed1.Request";
+
+/// The request option (type `h`) by which a bridge such as `moed-http` passes the client
+/// connection it serves: the daemon reads the socket's peer credentials itself and serves the
+/// request as that user (CONTRACT.md, *Requests on behalf of a socket's peer*).
+pub const CLIENT_SOCKET_OPTION: &str = "client_socket";
 
 /// The prefix of every error name the daemon replies with.
 pub const ERROR_PREFIX: &str = "org.moed.Moed1.Error";

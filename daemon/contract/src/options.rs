@@ -79,6 +79,7 @@ pub const GENERATE_OPTION_KEYS: &[&str] = &[
     "plugin_params",
     "retrieval",
     "sources",
+    crate::CLIENT_SOCKET_OPTION,
 ];
 
 /// The keys [`ScoreOptions`] knows.
@@ -193,6 +194,9 @@ impl GenerateOptions {
                     }
                     opts.sources = sources;
                 }
+                // The caller's identity, not a generation setting: the daemon's transport reads
+                // it before these options are parsed.
+                crate::CLIENT_SOCKET_OPTION => {}
                 _ => return Err(unknown_key(key, GENERATE_OPTION_KEYS)),
             }
         }

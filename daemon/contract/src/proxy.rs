@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use zbus::{OwnedObjectPath, OwnedVariant, proxy};
 
 use crate::{
-    ChatMessage, ExpertStatistics, GenerationInfo, ModelInfo, ModelSummary, MoedError, ScoredToken,
+    ChatMessage, EngineMetrics, ExpertStatistics, GenerationInfo, ModelInfo, ModelSummary,
+    MoedError, ScoredToken,
 };
 
 /// `org.moed.Moed1.Engine` at `/org/moed/Moed1`.
@@ -49,6 +50,9 @@ pub trait Engine {
         text: &str,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<Vec<ScoredToken>, MoedError>;
+
+    /// The daemon's counters since it started (requests by outcome, tokens, first-token times).
+    async fn metrics(&self) -> Result<EngineMetrics, MoedError>;
 
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;

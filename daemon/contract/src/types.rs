@@ -163,3 +163,25 @@ impl EngineState {
         })
     }
 }
+
+/// The daemon's counters since it started (`Engine.Metrics`, `a{sv}`): what moed-http serves as
+/// OpenMetrics at `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, SerializeDict, DeserializeDict, Type)]
+#[zbus(signature = "dict")]
+pub struct EngineMetrics {
+    /// Requests by outcome, `a{st}`: `stop` (a stop string or end of sequence), `length`
+    /// (`max_tokens` or the context's end), `cancelled`, `error` (failed while running),
+    /// `rejected` (refused by the service's admission checks: queue full, model, prompt size).
+    pub requests: std::collections::HashMap<String, u64>,
+    /// Prompt tokens of the requests that finished with an answer.
+    pub prompt_tokens: u64,
+    /// Generated tokens of the requests that finished with an answer.
+    pub completion_tokens: u64,
+    /// Time to first token, `a(dt)`: cumulative counts per upper bound in seconds, the last
+    /// bound infinite.
+    pub first_token_buckets: Vec<(f64, u64)>,
+    pub first_token_sum_seconds: f64,
+    pub first_token_count: u64,
+    pub active_requests: u32,
+    pub queued_requests: u32,
+}

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod knowledge;
+pub mod metrics;
 mod model_access;
 pub mod models;
 pub mod plugin_manager;

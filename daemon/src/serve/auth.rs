@@ -234,10 +234,15 @@ impl Authorizer for GroupAuthorizer {
     }
 }
 
+/// `access.bridge_group` when not configured and a group of this name exists (moed.sysusers
+/// creates it with the user `moed-http.service` runs as).
+pub const DEFAULT_BRIDGE_GROUP: &str = "moed-http";
+
 /// The access rules in force; replaced as a whole on SIGHUP.
 pub struct AccessPolicy {
     allowed_gid: Option<(String, u32)>,
     admin_gid: Option<(String, u32)>,
+    bridge_gid: Option<(String, u32)>,
     authorizer: Arc<dyn Authorizer>,
     subject: SubjectMode,
 }
@@ -274,6 +279,14 @@ impl AccessPolicy {
         Ok(AccessPolicy {
             allowed_gid: resolve("access.allowed_group", &config.allowed_group)?,
             admin_gid: resolve("access.admin_group", &config.admin_group)?,
+            bridge_gid: match &config.bridge_group {
+                Some(_) => resolve("access.bridge_group", &config.bridge_group)?,
+                // The packaged bridge's group, when the package created it.
+                None => nix::unistd::Group::from_name(DEFAULT_BRIDGE_GROUP)
+                    .ok()
+                    .flatten()
+                    .map(|g| (DEFAULT_BRIDGE_GROUP.to_string(), g.gid.as_raw())),
+            },
             authorizer,
             subject,
         })
@@ -295,14 +308,34 @@ impl AccessPolicy {
         let Some((name, _)) = &self.allowed_gid else {
             return Ok(());
         };
+        // A bridge relays others' requests (each then checked as its client) and reads the
+        // model list for them.
         if caller.is_root()
             || Self::in_group(caller, &self.allowed_gid)
             || Self::in_group(caller, &self.admin_gid)
+            || Self::in_group(caller, &self.bridge_gid)
         {
             return Ok(());
         }
         Err(MoedError::AccessDenied(format!(
             "using moed needs membership in group '{name}' (access.allowed_group); ask an administrator to add your user to it"
+        )))
+    }
+
+    /// Passing a client's socket to be served as its peer (option `client_socket`): root and
+    /// members of `access.bridge_group` only, so a user cannot spend a connection another user
+    /// made to a socket of theirs.
+    pub fn check_bridge(&self, caller: &Caller) -> Result<(), MoedError> {
+        if caller.is_root() || Self::in_group(caller, &self.bridge_gid) {
+            return Ok(());
+        }
+        Err(MoedError::AccessDenied(format!(
+            "option '{}' (requests on behalf of a socket's peer) is allowed only to root and members of access.bridge_group{}",
+            moed_dbus::CLIENT_SOCKET_OPTION,
+            match &self.bridge_gid {
+                Some((name, _)) => format!(" ('{name}')"),
+                None => " (not set)".to_string(),
+            }
         )))
     }
 

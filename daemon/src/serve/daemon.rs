@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, OnceLock, RwLock};
 
+use moed_dbus::options::OptionDict;
 use moed_dbus::{EngineState, MoedError};
 use zbus::Connection;
 use zbus::message::Header;
@@ -12,6 +13,7 @@ use moed_service::Service;
 use moed_service::service::ServiceStatus;
 
 use super::auth::{AccessPolicy, Action, Caller, SubjectMode};
+use super::peer;
 
 pub struct Daemon {
     pub service: Arc<Service>,
@@ -69,6 +71,31 @@ impl Daemon {
     pub async fn user(&self, header: &Header<'_>) -> Result<Caller, MoedError> {
         let caller = Caller::from_header(self.connection()?, header).await?;
         self.access().check_use(&caller)?;
+        Ok(caller)
+    }
+
+    /// The caller of an inference method, which may be the peer of a socket a bridge passed
+    /// (option `client_socket`, serve/peer.rs): the bridge must be trusted to pass sockets, and
+    /// the peer must be allowed to use moed.
+    pub async fn user_for(
+        &self,
+        header: &Header<'_>,
+        options: &OptionDict,
+    ) -> Result<Caller, MoedError> {
+        let Some(socket) = peer::client_socket(options)? else {
+            return self.user(header).await;
+        };
+        let access = self.access();
+        let bridge = Caller::from_header(self.connection()?, header).await?;
+        access.check_bridge(&bridge)?;
+        let caller = peer::delegated(&bridge, socket)?;
+        access.check_use(&caller)?;
+        log::debug!(
+            "{} speaks for uid {} (pid {:?})",
+            bridge.unique_name,
+            caller.uid,
+            caller.pid
+        );
         Ok(caller)
     }
 

@@ -5,7 +5,8 @@ use std::sync::{Arc, RwLock};
 use moed_dbus::options::OptionDict;
 use moed_dbus::wire::{self, ToWire, WireStr, limits};
 use moed_dbus::{
-    ChatMessage, GenerationInfo, MoedError, REQUEST_PATH_PREFIX, ScoreOptions, ScoredToken,
+    ChatMessage, EngineMetrics, GenerationInfo, MoedError, REQUEST_PATH_PREFIX, ScoreOptions,
+    ScoredToken,
 };
 use zbus::message::Header;
 use zbus::names::BusName;
@@ -34,7 +35,7 @@ impl EngineIface {
         input: PromptInput,
         options: &OptionDict,
     ) -> Result<(Caller, Admitted), MoedError> {
-        let caller = self.daemon.user(header).await?;
+        let caller = self.daemon.user_for(header, options).await?;
         let service = &self.daemon.service;
         service.check_input(&input).map_err(wire_error)?;
         let options = GenerateOptions::from_dict(options)?;
@@ -258,6 +259,31 @@ impl EngineIface {
             .map(request_wire::scored)
             .collect::<Vec<_>>()
             .to_wire())
+    }
+
+    /// The daemon's counters since it started (requests by outcome, tokens, first-token times).
+    #[zbus(out_args("metrics"))]
+    async fn metrics(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<EngineMetrics, MoedError> {
+        self.daemon.user(&header).await?;
+        let snap = self.daemon.service.metrics.snapshot();
+        let load = self.daemon.service.scheduler.load();
+        Ok(EngineMetrics {
+            requests: snap
+                .requests
+                .iter()
+                .map(|(outcome, n)| (outcome.to_string(), *n))
+                .collect(),
+            prompt_tokens: snap.prompt_tokens,
+            completion_tokens: snap.completion_tokens,
+            first_token_buckets: snap.first_token_buckets,
+            first_token_sum_seconds: snap.first_token_sum_s,
+            first_token_count: snap.first_token_count,
+            active_requests: load.running,
+            queued_requests: load.queued,
+        })
     }
 
     #[zbus(property)]

@@ -10,6 +10,7 @@ mod logging;
 mod model_wire;
 mod models_iface;
 mod notify;
+mod peer;
 mod plugin_wire;
 pub use moed_service::plugin_set;
 mod plugins_iface;

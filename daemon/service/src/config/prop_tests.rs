@@ -23,6 +23,7 @@ const KEYS: &[(&str, &str)] = &[
     ("access", "authorizer"),
     ("access", "allowed_group"),
     ("access", "admin_group"),
+    ("access", "bridge_group"),
     ("log", "level"),
     ("plugins", "filters"),
     ("plugins", "gate"),

@@ -97,6 +97,9 @@ impl Config {
         if let Some(g) = &self.access.admin_group {
             out.push_str(&format!("admin_group = {}\n", q(g)));
         }
+        if let Some(g) = &self.access.bridge_group {
+            out.push_str(&format!("bridge_group = {}\n", q(g)));
+        }
         out.push_str("\n[log]\n");
         out.push_str(&format!("level = {}\n", q(&self.log.level)));
         out.push_str("\n[plugins]\n");

@@ -85,6 +85,9 @@ pub struct AccessConfig {
     pub allowed_group: Option<String>,
     /// `access.admin_group`: members may manage models and plugins without polkit.
     pub admin_group: Option<String>,
+    /// `access.bridge_group`: members (the `moed-http` bridge) may pass a client's socket with a
+    /// request (option `client_socket`) and are served as that socket's peer.
+    pub bridge_group: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -159,6 +162,7 @@ pub(super) struct RawAccess {
     pub(super) authorizer: Option<String>,
     pub(super) allowed_group: Option<String>,
     pub(super) admin_group: Option<String>,
+    pub(super) bridge_group: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -149,6 +149,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         authorizer,
         allowed_group: group_name("access.allowed_group", raw.access.allowed_group)?,
         admin_group: group_name("access.admin_group", raw.access.admin_group)?,
+        bridge_group: group_name("access.bridge_group", raw.access.bridge_group)?,
     };
 
     let level = raw

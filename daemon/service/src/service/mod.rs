@@ -53,6 +53,8 @@ pub struct Service {
     engine_base: EngineOptions,
     status: RwLock<ServiceStatus>,
     events: events::Hub,
+    /// Requests, tokens and time to first token since the start.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// What a service is built from; its parts are opened by the caller, which knows where they
@@ -96,6 +98,7 @@ impl Service {
             plugins,
             engine_base,
             status: RwLock::new(ServiceStatus::Loading),
+            metrics: crate::metrics::Metrics::default(),
         });
         if let Some(failures) = plugin_failures {
             service.events.forward_failures(failures);

@@ -10,7 +10,8 @@ use moed_wire::quote;
 
 use super::Service;
 use crate::ServiceError;
-use crate::generate::{GenerateRequest, SamplingOverrides};
+use crate::generate::{FinishReason, GenerateRequest, SamplingOverrides};
+use crate::metrics::Outcome;
 use crate::models::LoadedModel;
 use crate::request_plugins::{self, RequestPlugins, Use};
 use crate::runner::{self, Generation, PromptInput, StreamEvent, TokenScore, prompt_of};
@@ -150,6 +151,15 @@ impl Service {
     /// Checks the request, picks the model and its plugins and takes a queue place (or
     /// `Busy`). Every size is checked before the work it bounds.
     pub fn admit(&self, client: &Client, params: GenerateParams) -> Result<Admitted, ServiceError> {
+        self.admit_checked(client, params)
+            .inspect_err(|_| self.metrics.outcome(Outcome::Rejected))
+    }
+
+    fn admit_checked(
+        &self,
+        client: &Client,
+        params: GenerateParams,
+    ) -> Result<Admitted, ServiceError> {
         let cap = self.max_prompt_bytes();
         let input_bytes = self.check_input(&params.input)?;
         if let PromptInput::Chat(messages) = &params.input {
@@ -205,7 +215,10 @@ impl Service {
         } = admitted;
         let request_id = ticket.id().to_string();
         let queued_at = Instant::now();
-        ticket.run_slot().await?;
+        ticket
+            .run_slot()
+            .await
+            .inspect_err(|err| self.count_failure(err))?;
         let queue_ms = queued_at.elapsed().as_secs_f64() * 1e3;
         let cancel = ticket.cancel_flag();
         let (run_model, run_service, run_id) = (model.clone(), self.clone(), request_id.clone());
@@ -234,8 +247,20 @@ impl Service {
         self.persist_stats(model.clone(), &request_id).await?;
         drop(ticket);
         let (generation, alerts) = result.inspect_err(|err| {
+            self.count_failure(err);
             log::info!(request_id = request_id.as_str(), model = model.name.as_str(); "request {request_id} failed: {err}");
         })?;
+        let stats = &generation.outcome.stats;
+        self.metrics.outcome(match stats.finish_reason {
+            FinishReason::Stop | FinishReason::Eos => Outcome::Stop,
+            FinishReason::MaxTokens | FinishReason::Length => Outcome::Length,
+            FinishReason::Cancelled => Outcome::Cancelled,
+        });
+        self.metrics.tokens(
+            stats.prompt_tokens as u64,
+            stats.generated_tokens as u64,
+            (stats.generated_tokens > 0).then_some(stats.time_to_first_token_s),
+        );
         log::info!(
             request_id = request_id.as_str(), model = model.name.as_str();
             "request {request_id} finished ({}, {} tokens)",
@@ -248,6 +273,14 @@ impl Service {
             generation,
             alerts,
         })
+    }
+
+    /// A request that ended without an answer, in the metrics.
+    fn count_failure(&self, err: &ServiceError) {
+        self.metrics.outcome(match err {
+            ServiceError::Cancelled(_) => Outcome::Cancelled,
+            _ => Outcome::Error,
+        });
     }
 
     /// The log-probability of each token of `text` given the tokens before it, through the
