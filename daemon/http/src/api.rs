@@ -113,6 +113,16 @@ fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
                 "the request body is larger than this bridge accepts (moed-http --max-body-bytes)"
                     .into(),
             )
+        } else if let Some(limit) = crate::server::timed_out(&e) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s (moed-http --body-timeout)",
+                    limit.as_secs()
+                ),
+            )
         } else {
             ApiError::invalid("body", "could not be read")
         }

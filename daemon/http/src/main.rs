@@ -8,9 +8,11 @@ mod listen;
 mod metrics;
 mod openai;
 mod run;
+mod server;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -44,6 +46,16 @@ struct Args {
     /// Most bytes of a request body (1 KiB to 256 MiB).
     #[arg(long, default_value_t = DEFAULT_MAX_BODY, value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024))]
     max_body_bytes: u64,
+    /// Seconds a client may take to send a request's headers, counted from when the connection
+    /// opens or its last response ends (so an idle keep-alive connection closes after it too).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout: u64,
+    /// Seconds a client may take to send a request's body, after its headers.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_timeout: u64,
+    /// Most connections open at once, all sockets together; more wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_connections: u64,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: LevelFilter,
@@ -144,19 +156,24 @@ async fn serve(args: Args, mut sockets: Vec<Socket>) -> anyhow::Result<()> {
         app,
         usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
     );
+    let bounds = server::Bounds {
+        header: Duration::from_secs(args.header_timeout),
+        body: Duration::from_secs(args.body_timeout),
+        connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+    };
+    // One budget of connections for all sockets: per socket, a second socket would double it.
+    let slots = Arc::new(tokio::sync::Semaphore::new(bounds.connections));
     let mut servers = tokio::task::JoinSet::new();
     for socket in sockets {
-        let service = router
-            .clone()
-            .into_make_service_with_connect_info::<listen::PeerAddr>();
+        let (router, slots) = (router.clone(), slots.clone());
         match socket {
             Socket::Unix(l) => {
                 let l = tokio::net::UnixListener::from_std(l).context("a unix socket")?;
-                servers.spawn(async move { axum::serve(UnixPeers(l), service).await });
+                servers.spawn(server::serve(UnixPeers(l), router, bounds, slots));
             }
             Socket::Tcp(l) => {
                 let l = tokio::net::TcpListener::from_std(l).context("a TCP socket")?;
-                servers.spawn(async move { axum::serve(TcpPeers(l), service).await });
+                servers.spawn(server::serve(TcpPeers(l), router, bounds, slots));
             }
         }
     }
@@ -167,7 +184,8 @@ async fn serve(args: Args, mut sockets: Vec<Socket>) -> anyhow::Result<()> {
         _ = term.recv() => log::info!("stopping (SIGTERM)"),
         _ = tokio::signal::ctrl_c() => log::info!("stopping (SIGINT)"),
         Some(done) = servers.join_next() => {
-            done.context("a listener task failed")?.context("serving")?;
+            done.context("a listener task failed")?;
+            bail!("a listening socket stopped accepting connections");
         }
     }
     Ok(())

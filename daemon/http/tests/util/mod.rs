@@ -3,7 +3,7 @@
 //! path is the one tested), curl over the unix socket, and a bus monitor that sees what the
 //! daemon told the bridge.
 
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
+#![allow(dead_code, unused_imports)] // Each test binary uses a different part of the harness.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
