@@ -321,6 +321,31 @@ async fn plugin_options_are_checked_and_name_the_problem() {
         matches!(&err, MoedError::InvalidArgument(m) if m.contains("'plugin_params'")),
         "{err:?}"
     );
+    // A filter refusing a parameter of the request: the client's error naming the key, however
+    // often it comes, and the filter stays enabled for everyone (the limit is 5 failures in a row).
+    for _ in 0..7 {
+        let mut opts = greedy(2);
+        opts.plugins = vec!["pii-redact".into()];
+        opts.plugin_params = params(&[("pii_redact.skip", "[\"bogus\"]")]);
+        let err = engine
+            .complete("mail a.b@example.org", opts.to_dict())
+            .await
+            .expect_err("a refused filter parameter");
+        assert!(
+            matches!(&err, MoedError::InvalidArgument(m)
+                if m.contains("option 'plugin_params.pii_redact.skip': filter plugin 'pii-redact' refused it")
+                    && m.contains("unknown kind 'bogus'")),
+            "{err:?}"
+        );
+    }
+    let mut opts = greedy(2);
+    opts.plugins = vec!["pii-redact".into()];
+    opts.plugin_params = params(&[("pii_redact.skip", "[\"ip\"]")]);
+    engine
+        .complete("mail a.b@example.org", opts.to_dict())
+        .await
+        .expect("pii-redact still answers after its callers' mistakes");
+
     // Two gates, a filter in Score, an unknown source label.
     let mut opts = greedy(2);
     opts.plugins = vec!["expert-budget".into(), "topk".into()];
@@ -434,6 +459,27 @@ async fn retrieval_puts_passages_into_the_prompt_and_lists_their_sources() {
     let sources = with.sources.clone().expect("sources in info");
     assert_eq!(sources[0].0, "handbook.txt", "{sources:?}");
     assert!(with.alerts.is_none(), "{:?}", with.alerts);
+
+    // A parameter the retrieval plugin refuses is the client's error, named; it does not
+    // disable retrieval for everyone however often it comes (the limit is 5 in a row).
+    for _ in 0..7 {
+        let mut bad = greedy(4);
+        bad.plugin_params = params(&[("retrieval.source", "5")]);
+        let err = engine
+            .complete(QUESTION, bad.to_dict())
+            .await
+            .expect_err("a refused retrieval parameter");
+        assert!(
+            matches!(&err, MoedError::InvalidArgument(m)
+                if m.contains("option 'plugin_params.retrieval.source': retrieval plugin 'retrieval-embedded' refused it")),
+            "{err:?}"
+        );
+    }
+    let (_, again) = engine
+        .complete(QUESTION, greedy(4).to_dict())
+        .await
+        .expect("Complete with retrieval after the bad requests");
+    assert_eq!(again.sources, with.sources);
 
     // Off for one request: no sources, a shorter prompt.
     let mut off = greedy(4);

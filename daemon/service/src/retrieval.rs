@@ -6,7 +6,7 @@
 //! first one); a raw prompt gets them in front. Retrieval fails open: a failing plugin gives an
 //! alert and the request goes on without its documents.
 
-use moed_plugins::{Alert, Document, RetrievalPlugin};
+use moed_plugins::{Alert, CallFailure, Document, RetrievalPlugin};
 
 use crate::generate::Prompt;
 use crate::text::template::ChatMessage;
@@ -69,18 +69,28 @@ fn start_sources(
 
 /// Asks every plugin for at most `limit` documents for `query`. Failures come back as alerts
 /// (and no documents from that plugin); documents of all plugins together, best first, each
-/// (source, id) once.
+/// (source, id) once. A plugin refusing one of the request's parameters is the client's
+/// mistake, not the plugin's: the `Err` is the request's error message naming the key.
 pub fn retrieve(
     plugins: &[RetrievalPlugin],
     query: &str,
     limit: usize,
     params: &[(String, String)],
-) -> (Vec<Document>, Vec<Alert>) {
+) -> Result<(Vec<Document>, Vec<Alert>), String> {
     let _started = start_sources(plugins, query, limit, params);
     let mut docs: Vec<Document> = Vec::new();
     let mut alerts = Vec::new();
     for p in plugins {
         let r = p.retrieve(query, limit, params);
+        if let Some(CallFailure::Param { key, message }) = &r.failure {
+            let plugin = p.plugin().name();
+            return Err(crate::runner::param_refused(
+                "retrieval",
+                plugin,
+                key,
+                message,
+            ));
+        }
         alerts.extend(r.alerts);
         for d in r.documents {
             if !docs.iter().any(|x| x.source == d.source && x.id == d.id) {
@@ -90,7 +100,7 @@ pub fn retrieve(
     }
     // Stable: equal scores keep the plugins' own order.
     docs.sort_by(|a, b| b.score.total_cmp(&a.score));
-    (docs, alerts)
+    Ok((docs, alerts))
 }
 
 /// The limits passages are put in under.

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use moed_plugins::{Alert, FilterError, Severity};
+use moed_plugins::{Alert, CallFailure, FilterError, Severity};
 
 use crate::ServiceError;
 use crate::config::RetrievalConfig;
@@ -90,13 +90,24 @@ fn map_error(err: GenerateError) -> ServiceError {
     }
 }
 
-/// A filter's verdict as the request's error: a rejection is the client's input, a failed
-/// filter refuses the request (filters fail closed).
+/// A filter's verdict as the request's error: a rejection, or a parameter of the request the
+/// filter refused, is the client's doing; a failed filter refuses the request (filters fail
+/// closed).
 fn filter_error(err: FilterError) -> ServiceError {
     match err {
+        FilterError::Failed {
+            plugin,
+            failure: CallFailure::Param { key, message },
+            ..
+        } => ServiceError::InvalidArgument(param_refused("filter", &plugin, &key, &message)),
         FilterError::Rejected { .. } => ServiceError::InvalidArgument(err.to_string()),
         FilterError::Failed { .. } => ServiceError::PluginFailed(err.to_string()),
     }
+}
+
+/// The request's error when a plugin refused one of its `plugin_params`.
+pub fn param_refused(kind: &str, plugin: &str, key: &str, message: &str) -> String {
+    format!("option 'plugin_params.{key}': {kind} plugin '{plugin}' refused it: {message}")
 }
 
 fn alert_event(alert: &Alert) -> StreamEvent {
@@ -217,7 +228,8 @@ fn add_documents(
         &query,
         config.max_documents as usize,
         &params,
-    );
+    )
+    .map_err(ServiceError::InvalidArgument)?;
     out.alerts = alerts;
     if docs.is_empty() {
         return Ok(out);

@@ -109,7 +109,7 @@ impl FilterPlugin {
                     }
                     Ok(v)
                 }
-                Ok(Err(m)) => Err(CallFailure::Plugin(m)),
+                Ok(Err(m)) => Err(crate::params::plugin_error(m, params.as_slice())),
                 Err(e) => Err(classify(store.data_mut(), e, time)),
             }
         });
@@ -208,7 +208,7 @@ impl OutputFilter {
                     Ok(filtering::OutputVerdict::Pass(step))
                 }
                 Ok(Ok(v)) => Ok(v),
-                Ok(Err(m)) => Err(CallFailure::Plugin(m)),
+                Ok(Err(m)) => Err(crate::params::plugin_error(m, params)),
                 Err(e) => Err(classify(store.data_mut(), e, time)),
             }
         });

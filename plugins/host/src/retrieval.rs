@@ -65,7 +65,7 @@ impl RetrievalPlugin {
                 .call_retrieve(&mut *store, query, limit as u32, &params)
             {
                 Ok(Ok(docs)) => check(&docs, limit).map(|()| docs),
-                Ok(Err(m)) => Err(CallFailure::Plugin(m)),
+                Ok(Err(m)) => Err(crate::params::plugin_error(m, &params)),
                 Err(e) => Err(classify(store.data_mut(), e, time)),
             }
         });

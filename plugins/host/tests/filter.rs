@@ -3,7 +3,7 @@
 
 mod util;
 
-use moed_plugins::{FilterError, FilterPlugin};
+use moed_plugins::{CallFailure, FilterError, FilterPlugin};
 use serde_json::json;
 use util::*;
 
@@ -136,6 +136,22 @@ fn pii_redact_can_reject_and_be_narrowed_per_request() {
         e.contains("unknown kind 'ipv4'") && e.contains("fail closed"),
         "{e}"
     );
+    // The caller's mistake, named, not the plugin's: it never disables the filter.
+    for _ in 0..7 {
+        match f.check_input("host 10.1.2.3", &skip) {
+            Err(FilterError::Failed {
+                failure: CallFailure::Param { key, .. },
+                ..
+            }) => assert_eq!(key, "pii_redact.skip"),
+            other => panic!("expected the parameter refused, got {other:?}"),
+        }
+    }
+    let status = f.plugin().status();
+    assert_eq!(
+        status.disabled_reason, None,
+        "disabled by a client's bad parameter"
+    );
+    assert_eq!(status.consecutive_failures, 0);
     let skip = vec![("pii_redact.skip".to_owned(), "[\"ip\"]".to_owned())];
     assert_eq!(
         f.check_input("host 10.1.2.3", &skip).expect("ok").redacted,

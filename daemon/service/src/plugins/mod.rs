@@ -161,9 +161,11 @@ impl WasmGate {
         let CallFailure::Param { key, message } = failure else {
             return None;
         };
-        Some(format!(
-            "option 'plugin_params.{key}': gate plugin '{}' refused it: {message}",
-            self.plugin.plugin().name()
+        Some(crate::runner::param_refused(
+            "gate",
+            self.plugin.plugin().name(),
+            key,
+            message,
         ))
     }
 }
