@@ -480,6 +480,19 @@ async fn retrieval_puts_passages_into_the_prompt_and_lists_their_sources() {
         .await
         .expect("Complete with retrieval after the bad requests");
     assert_eq!(again.sources, with.sources);
+    // Engine.Metrics: each configured source with its searches (the store the plugin is granted
+    // was searched; the other one was not).
+    let m = engine.metrics().await.expect("Metrics");
+    let of = |label: &str| {
+        m.source_searches
+            .iter()
+            .find(|s| s.0 == label)
+            .unwrap_or_else(|| panic!("no source {label}: {m:?}"))
+            .clone()
+    };
+    let docs = of("documents");
+    assert!(docs.1 >= 2 && docs.2 == 0 && docs.3 >= 0.0, "{docs:?}");
+    assert_eq!(of("archive").1, 0, "{m:?}");
 
     // Off for one request: no sources, a shorter prompt.
     let mut off = greedy(4);

@@ -182,6 +182,17 @@ pub struct EngineMetrics {
     pub first_token_buckets: Vec<(f64, u64)>,
     pub first_token_sum_seconds: f64,
     pub first_token_count: u64,
+    /// Wait for an execution slot, `a(dt)` like `first_token_buckets`.
+    pub queue_wait_buckets: Vec<(f64, u64)>,
+    pub queue_wait_sum_seconds: f64,
+    pub queue_wait_count: u64,
+    /// Time between each generated token and the next, `a(dt)` like `first_token_buckets`.
+    pub token_interval_buckets: Vec<(f64, u64)>,
+    pub token_interval_sum_seconds: f64,
+    pub token_interval_count: u64,
+    /// Per configured data source, `a(sttd)`: label, searches, failed searches, seconds the
+    /// retrieval plugins waited for it.
+    pub source_searches: Vec<(String, u64, u64, f64)>,
     pub active_requests: u32,
     pub queued_requests: u32,
 }

@@ -142,6 +142,10 @@ pub struct GenerateStats {
     pub total_s: f64,
     pub finish_reason: FinishReason,
     pub seed: u64,
+    /// Seconds between each generated token and the next (one fewer than the tokens): the
+    /// per-token latency a streaming client sees. Not in the JSON form (it grows with the answer).
+    #[serde(skip)]
+    pub token_intervals_s: Vec<f32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -230,6 +234,8 @@ pub fn generate_with_gate(
     let mut context = prompt_ids.clone();
     let mut generated: Vec<u32> = Vec::new();
     let mut first_token_at = None;
+    let mut last_token_at: Option<Instant> = None;
+    let mut intervals: Vec<f32> = Vec::new();
     let mut prefill_s = 0.0;
 
     let reason = 'decode: {
@@ -249,9 +255,12 @@ pub fn generate_with_gate(
                 }
             }
             let token = sampler.sample(&logits, &context)?;
-            if first_token_at.is_none() {
-                first_token_at = Some(Instant::now());
+            let chosen_at = Instant::now();
+            match last_token_at {
+                Some(last) => intervals.push(chosen_at.duration_since(last).as_secs_f32()),
+                None => first_token_at = Some(chosen_at),
             }
+            last_token_at = Some(chosen_at);
             generated.push(token);
             context.push(token);
             if text.is_eos(token) {
@@ -291,6 +300,7 @@ pub fn generate_with_gate(
         total_s: ended.duration_since(started).as_secs_f64(),
         finish_reason: reason,
         seed,
+        token_intervals_s: intervals,
     };
     Ok(Outcome {
         text: stream.answer,

@@ -1,13 +1,15 @@
-//! `/metrics`: moed's counters (`Engine.Metrics`) as OpenMetrics text, for Prometheus and the
-//! like.
+//! `/metrics`: moed's counters as OpenMetrics text, for Prometheus and the like: the service's
+//! (`Engine.Metrics`), each loaded model's expert cache and activations (`Models.ExpertStats`)
+//! and each plugin's calls (`Plugins.List`).
 
 use std::fmt::Write;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use moed_dbus::EngineMetrics;
-use moed_dbus::proxy::EngineProxy;
+use moed_dbus::plugins::PluginsProxy;
+use moed_dbus::proxy::{EngineProxy, ModelsProxy};
+use moed_dbus::{EngineMetrics, ExpertStatistics, MoedError, PluginInfo};
 
 use crate::api::{App, admit};
 use crate::error::ApiError;
@@ -15,6 +17,16 @@ use crate::listen::PeerAddr;
 
 /// OpenMetrics 1.0's media type.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Most models whose expert statistics are read per scrape (moed holds few at once).
+const MAX_MODELS: usize = 64;
+
+/// Everything one scrape shows.
+#[derive(Debug, Default)]
+pub struct Scrape {
+    pub engine: EngineMetrics,
+    pub experts: Vec<ExpertStatistics>,
+    pub plugins: Vec<PluginInfo>,
+}
 
 pub async fn metrics(
     State(app): State<App>,
@@ -22,12 +34,38 @@ pub async fn metrics(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     admit(&app, &client, &headers)?;
-    let m = EngineProxy::new(&app.conn)
+    let engine = EngineProxy::new(&app.conn)
         .await
-        .map_err(moed_dbus::MoedError::from)?
+        .map_err(MoedError::from)?
         .metrics()
         .await?;
-    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&m)).into_response())
+    let models = ModelsProxy::new(&app.conn).await.map_err(MoedError::from)?;
+    let mut experts = Vec::new();
+    for name in models
+        .loaded_models()
+        .await
+        .map_err(MoedError::from)?
+        .iter()
+        .take(MAX_MODELS)
+    {
+        match models.expert_stats(name).await {
+            Ok(stats) => experts.push(stats),
+            // Unloaded between the two calls: nothing to show for it.
+            Err(MoedError::ModelNotLoaded(_) | MoedError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let plugins = PluginsProxy::new(&app.conn)
+        .await
+        .map_err(MoedError::from)?
+        .list()
+        .await?;
+    let scrape = Scrape {
+        engine,
+        experts,
+        plugins,
+    };
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&scrape)).into_response())
 }
 
 /// A number as OpenMetrics writes it (`+Inf` for the last bucket).
@@ -39,26 +77,70 @@ fn number(v: f64) -> String {
     }
 }
 
-pub fn render(m: &EngineMetrics) -> String {
+/// A label value as OpenMetrics quotes it: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn render(m: &Scrape) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = write_all(&mut out, m);
     out
 }
 
-fn write_all(out: &mut String, m: &EngineMetrics) -> std::fmt::Result {
-    writeln!(out, "# TYPE moed_requests counter")?;
-    writeln!(
+fn family(out: &mut String, name: &str, kind: &str, help: &str) -> std::fmt::Result {
+    writeln!(out, "# TYPE {name} {kind}")?;
+    if name.ends_with("_seconds") {
+        writeln!(out, "# UNIT {name} seconds")?;
+    }
+    writeln!(out, "# HELP {name} {help}")
+}
+
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    buckets: &[(f64, u64)],
+    sum: f64,
+    count: u64,
+) -> std::fmt::Result {
+    family(out, name, "histogram", help)?;
+    for (bound, n) in buckets {
+        writeln!(out, "{name}_bucket{{le=\"{}\"}} {n}", number(*bound))?;
+    }
+    if buckets.last().is_none_or(|(b, _)| *b != f64::INFINITY) {
+        writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}")?;
+    }
+    writeln!(out, "{name}_sum {}", number(sum))?;
+    writeln!(out, "{name}_count {count}")
+}
+
+fn write_all(out: &mut String, s: &Scrape) -> std::fmt::Result {
+    let m = &s.engine;
+    family(
         out,
-        "# HELP moed_requests Requests since moed started, by outcome."
+        "moed_requests",
+        "counter",
+        "Requests since moed started, by outcome.",
     )?;
     let mut outcomes: Vec<(&String, &u64)> = m.requests.iter().collect();
     outcomes.sort();
     for (outcome, n) in outcomes {
-        // Outcome names are moed's fixed words; anything else would not be a valid label value.
-        if outcome.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-            writeln!(out, "moed_requests_total{{outcome=\"{outcome}\"}} {n}")?;
-        }
+        writeln!(
+            out,
+            "moed_requests_total{{outcome=\"{}\"}} {n}",
+            label(outcome)
+        )?;
     }
     for (name, help, v) in [
         (
@@ -72,8 +154,7 @@ fn write_all(out: &mut String, m: &EngineMetrics) -> std::fmt::Result {
             m.completion_tokens,
         ),
     ] {
-        writeln!(out, "# TYPE {name} counter")?;
-        writeln!(out, "# HELP {name} {help}")?;
+        family(out, name, "counter", help)?;
         writeln!(out, "{name}_total {v}")?;
     }
     for (name, help, v) in [
@@ -88,29 +169,180 @@ fn write_all(out: &mut String, m: &EngineMetrics) -> std::fmt::Result {
             m.queued_requests,
         ),
     ] {
-        writeln!(out, "# TYPE {name} gauge")?;
-        writeln!(out, "# HELP {name} {help}")?;
+        family(out, name, "gauge", help)?;
         writeln!(out, "{name} {v}")?;
     }
-    let h = "moed_time_to_first_token_seconds";
-    writeln!(out, "# TYPE {h} histogram")?;
-    writeln!(out, "# UNIT {h} seconds")?;
-    writeln!(
+    histogram(
         out,
-        "# HELP {h} From the start of execution to the first generated token."
+        "moed_time_to_first_token_seconds",
+        "From the start of execution to the first generated token.",
+        &m.first_token_buckets,
+        m.first_token_sum_seconds,
+        m.first_token_count,
     )?;
-    for (bound, n) in &m.first_token_buckets {
-        writeln!(out, "{h}_bucket{{le=\"{}\"}} {n}", number(*bound))?;
-    }
-    if m.first_token_buckets
-        .last()
-        .is_none_or(|(b, _)| *b != f64::INFINITY)
-    {
-        writeln!(out, "{h}_bucket{{le=\"+Inf\"}} {}", m.first_token_count)?;
-    }
-    writeln!(out, "{h}_sum {}", number(m.first_token_sum_seconds))?;
-    writeln!(out, "{h}_count {}", m.first_token_count)?;
+    histogram(
+        out,
+        "moed_queue_wait_seconds",
+        "How long requests waited for an execution slot.",
+        &m.queue_wait_buckets,
+        m.queue_wait_sum_seconds,
+        m.queue_wait_count,
+    )?;
+    histogram(
+        out,
+        "moed_token_interval_seconds",
+        "Time between each generated token and the next (per-token latency).",
+        &m.token_interval_buckets,
+        m.token_interval_sum_seconds,
+        m.token_interval_count,
+    )?;
+    write_sources(out, m)?;
+    write_experts(out, &s.experts)?;
+    write_plugins(out, &s.plugins)?;
     writeln!(out, "# EOF")
+}
+
+fn write_sources(out: &mut String, m: &EngineMetrics) -> std::fmt::Result {
+    family(
+        out,
+        "moed_source_searches",
+        "counter",
+        "Searches of each data source by retrieval plugins.",
+    )?;
+    for (source, n, _, _) in &m.source_searches {
+        writeln!(
+            out,
+            "moed_source_searches_total{{source=\"{}\"}} {n}",
+            label(source)
+        )?;
+    }
+    family(
+        out,
+        "moed_source_search_failures",
+        "counter",
+        "Searches of each data source that failed or came too late.",
+    )?;
+    for (source, _, n, _) in &m.source_searches {
+        writeln!(
+            out,
+            "moed_source_search_failures_total{{source=\"{}\"}} {n}",
+            label(source)
+        )?;
+    }
+    family(
+        out,
+        "moed_source_search_seconds",
+        "counter",
+        "Time retrieval plugins waited for each data source.",
+    )?;
+    for (source, _, _, secs) in &m.source_searches {
+        writeln!(
+            out,
+            "moed_source_search_seconds_total{{source=\"{}\"}} {}",
+            label(source),
+            number(*secs)
+        )?;
+    }
+    Ok(())
+}
+
+fn write_experts(out: &mut String, experts: &[ExpertStatistics]) -> std::fmt::Result {
+    for (name, help, get) in [
+        (
+            "moed_expert_cache_hits",
+            "Expert lookups answered from memory, per model.",
+            (|e: &ExpertStatistics| e.cache_hits) as fn(&ExpertStatistics) -> u64,
+        ),
+        (
+            "moed_expert_cache_misses",
+            "Expert lookups that loaded the expert, per model.",
+            |e| e.cache_misses,
+        ),
+        (
+            "moed_expert_cache_evictions",
+            "Experts dropped to stay within the expert memory budget, per model.",
+            |e| e.cache_evictions,
+        ),
+    ] {
+        family(out, name, "counter", help)?;
+        for e in experts {
+            writeln!(
+                out,
+                "{name}_total{{model=\"{}\"}} {}",
+                label(&e.model),
+                get(e)
+            )?;
+        }
+    }
+    family(
+        out,
+        "moed_expert_activations",
+        "counter",
+        "Tokens routed to each expert of each layer, per model (kept across restarts).",
+    )?;
+    for e in experts {
+        let model = label(&e.model);
+        for layer in &e.layers {
+            for (expert, n) in layer.counts.iter().enumerate() {
+                writeln!(
+                    out,
+                    "moed_expert_activations_total{{model=\"{model}\",layer=\"{}\",expert=\"{expert}\"}} {n}",
+                    layer.layer
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_plugins(out: &mut String, plugins: &[PluginInfo]) -> std::fmt::Result {
+    family(
+        out,
+        "moed_plugin_calls",
+        "counter",
+        "Calls of each loaded plugin.",
+    )?;
+    for p in plugins {
+        writeln!(
+            out,
+            "moed_plugin_calls_total{{plugin=\"{}\",kind=\"{}\"}} {}",
+            label(&p.name),
+            label(&p.kind),
+            p.calls
+        )?;
+    }
+    family(
+        out,
+        "moed_plugin_failures",
+        "counter",
+        "Failed calls of each loaded plugin (traps, timeouts, errors, invalid answers).",
+    )?;
+    for p in plugins {
+        writeln!(
+            out,
+            "moed_plugin_failures_total{{plugin=\"{}\",kind=\"{}\"}} {}",
+            label(&p.name),
+            label(&p.kind),
+            p.failures
+        )?;
+    }
+    family(
+        out,
+        "moed_plugin_call_seconds",
+        "counter",
+        "Time spent in each loaded plugin's calls.",
+    )?;
+    for p in plugins {
+        let secs = p.mean_call_us * p.calls as f64 / 1e6;
+        writeln!(
+            out,
+            "moed_plugin_call_seconds_total{{plugin=\"{}\",kind=\"{}\"}} {}",
+            label(&p.name),
+            label(&p.kind),
+            number(secs)
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -118,25 +350,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_every_family_and_ends_with_eof() {
-        let m = EngineMetrics {
-            requests: [("stop".to_string(), 2), ("bad label\"".to_string(), 1)].into(),
+    fn renders_every_family_escapes_labels_and_ends_with_eof() {
+        let engine = EngineMetrics {
+            requests: [("stop".to_string(), 2)].into(),
             prompt_tokens: 10,
             completion_tokens: 4,
             first_token_buckets: vec![(0.5, 1), (f64::INFINITY, 2)],
             first_token_sum_seconds: 1.25,
             first_token_count: 2,
+            queue_wait_buckets: vec![(0.001, 2), (f64::INFINITY, 2)],
+            queue_wait_sum_seconds: 0.0005,
+            queue_wait_count: 2,
+            token_interval_buckets: vec![(0.05, 3), (f64::INFINITY, 3)],
+            token_interval_sum_seconds: 0.09,
+            token_interval_count: 3,
+            source_searches: vec![("docs\"x\n".into(), 4, 1, 0.5)],
             active_requests: 1,
             queued_requests: 0,
         };
-        let text = render(&m);
-        assert!(
-            text.contains("moed_requests_total{outcome=\"stop\"} 2\n"),
-            "{text}"
-        );
-        assert!(!text.contains("bad label"), "{text}");
-        assert!(text.contains("moed_time_to_first_token_seconds_bucket{le=\"+Inf\"} 2\n"));
-        assert!(text.contains("moed_time_to_first_token_seconds_sum 1.25\n"));
+        let experts = vec![ExpertStatistics {
+            model: "m".into(),
+            layers: vec![moed_dbus::LayerActivations {
+                layer: 1,
+                counts: vec![5, 0],
+            }],
+            cache_hits: 7,
+            cache_misses: 2,
+            cache_evictions: 1,
+            requests: 2,
+        }];
+        let plugins = vec![PluginInfo {
+            name: "pii-redact".into(),
+            kind: "filter".into(),
+            calls: 4,
+            failures: 1,
+            mean_call_us: 250.0,
+            ..PluginInfo::default()
+        }];
+        let text = render(&Scrape {
+            engine,
+            experts,
+            plugins,
+        });
+        for line in [
+            "moed_requests_total{outcome=\"stop\"} 2\n",
+            "moed_time_to_first_token_seconds_bucket{le=\"+Inf\"} 2\n",
+            "moed_time_to_first_token_seconds_sum 1.25\n",
+            "moed_queue_wait_seconds_count 2\n",
+            "moed_token_interval_seconds_bucket{le=\"0.05\"} 3\n",
+            "moed_source_searches_total{source=\"docs\\\"x\\n\"} 4\n",
+            "moed_source_search_failures_total{source=\"docs\\\"x\\n\"} 1\n",
+            "moed_expert_cache_hits_total{model=\"m\"} 7\n",
+            "moed_expert_activations_total{model=\"m\",layer=\"1\",expert=\"0\"} 5\n",
+            "moed_plugin_calls_total{plugin=\"pii-redact\",kind=\"filter\"} 4\n",
+            "moed_plugin_call_seconds_total{plugin=\"pii-redact\",kind=\"filter\"} 0.001\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
         assert!(text.ends_with("# EOF\n"));
     }
 }

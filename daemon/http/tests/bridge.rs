@@ -424,4 +424,33 @@ async fn metrics_parse_as_openmetrics_and_count_requests() {
     assert!(value("moed_time_to_first_token_seconds_sum{}") > 0.0);
     assert_eq!(value("moed_active_requests{}"), 0.0);
     assert_eq!(value("moed_queued_requests{}"), 0.0);
+    // Two requests ran (the refused one never queued); three tokens each, so two intervals each.
+    assert_eq!(types["moed_queue_wait_seconds"], "histogram", "{parsed}");
+    assert_eq!(value("moed_queue_wait_seconds_count{}"), 2.0);
+    assert_eq!(
+        types["moed_token_interval_seconds"], "histogram",
+        "{parsed}"
+    );
+    assert_eq!(value("moed_token_interval_seconds_count{}"), 4.0);
+    assert!(value("moed_token_interval_seconds_sum{}") > 0.0);
+    // Per model: cache counters, and activations per layer and expert that add up to the
+    // tokens routed (each token to top-k experts in each MoE layer).
+    assert_eq!(types["moed_expert_cache_hits"], "counter", "{parsed}");
+    let hits = value(&format!("moed_expert_cache_hits_total{{model={MODEL}}}"));
+    let misses = value(&format!("moed_expert_cache_misses_total{{model={MODEL}}}"));
+    assert!(hits + misses > 0.0, "{parsed}");
+    let routed: f64 = s
+        .as_object()
+        .expect("samples")
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("moed_expert_activations_total{")
+                && k.ends_with(&format!("model={MODEL}}}"))
+        })
+        .filter_map(|(_, v)| v.as_f64())
+        .sum();
+    assert!(routed > 0.0, "{parsed}");
+    // Families with no member here (no data source or plugin configured) are still declared.
+    assert_eq!(types["moed_source_searches"], "counter", "{parsed}");
+    assert_eq!(types["moed_plugin_calls"], "counter", "{parsed}");
 }

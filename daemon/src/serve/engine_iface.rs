@@ -261,7 +261,8 @@ impl EngineIface {
             .to_wire())
     }
 
-    /// The daemon's counters since it started (requests by outcome, tokens, first-token times).
+    /// The daemon's counters since it started (requests by outcome, tokens, latency histograms,
+    /// data source searches).
     #[zbus(out_args("metrics"))]
     async fn metrics(
         &self,
@@ -278,9 +279,30 @@ impl EngineIface {
                 .collect(),
             prompt_tokens: snap.prompt_tokens,
             completion_tokens: snap.completion_tokens,
-            first_token_buckets: snap.first_token_buckets,
-            first_token_sum_seconds: snap.first_token_sum_s,
-            first_token_count: snap.first_token_count,
+            first_token_buckets: snap.first_token.buckets,
+            first_token_sum_seconds: snap.first_token.sum_s,
+            first_token_count: snap.first_token.count,
+            queue_wait_buckets: snap.queue_wait.buckets,
+            queue_wait_sum_seconds: snap.queue_wait.sum_s,
+            queue_wait_count: snap.queue_wait.count,
+            token_interval_buckets: snap.token_interval.buckets,
+            token_interval_sum_seconds: snap.token_interval.sum_s,
+            token_interval_count: snap.token_interval.count,
+            source_searches: self
+                .daemon
+                .service
+                .knowledge
+                .search_times()
+                .into_iter()
+                .map(|(label, t)| {
+                    (
+                        wire::owned(label, limits::NAME),
+                        t.searches,
+                        t.failures,
+                        t.seconds,
+                    )
+                })
+                .collect(),
             active_requests: load.running,
             queued_requests: load.queued,
         })

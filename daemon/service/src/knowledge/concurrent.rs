@@ -69,6 +69,7 @@ pub struct Routed {
     /// Databases are started ahead; the embedded store answers from memory at once.
     ahead: bool,
     started: Arc<Started>,
+    times: Option<Arc<super::SearchTimes>>,
 }
 
 impl Routed {
@@ -78,7 +79,14 @@ impl Routed {
             inner,
             ahead,
             started: Arc::default(),
+            times: None,
         }
+    }
+
+    /// Records each search's wait and outcome in `times`.
+    pub fn timed(mut self, times: Arc<super::SearchTimes>) -> Routed {
+        self.times = Some(times);
+        self
     }
 
     fn late(&self) -> SourceError {
@@ -119,20 +127,9 @@ impl Routed {
                 .0;
         }
     }
-}
 
-/// A row made safe to store, log and send: NUL replaced, fields clipped with a marker.
-pub fn safe_document(d: Document) -> Document {
-    Document {
-        id: wire::owned(d.id, wire::limits::DOCUMENT_ID),
-        source: wire::owned(d.source, wire::limits::DOCUMENT_TITLE),
-        text: wire::owned(d.text, wire::limits::DOCUMENT_TEXT),
-        score: if d.score.is_finite() { d.score } else { 0.0 },
-    }
-}
-
-impl DataSource for Routed {
-    fn search(&self, query: &str, limit: usize) -> Outcome {
+    /// The search, from a search started ahead when there is one.
+    fn search_now(&self, query: &str, limit: usize) -> Outcome {
         let docs = match self.find(query, limit) {
             Some(slot) => {
                 let mut docs = self.wait(&slot, Instant::now())?;
@@ -148,6 +145,27 @@ impl DataSource for Routed {
             None => self.inner.search(query, limit)?,
         };
         Ok(docs.into_iter().map(safe_document).collect())
+    }
+}
+
+/// A row made safe to store, log and send: NUL replaced, fields clipped with a marker.
+pub fn safe_document(d: Document) -> Document {
+    Document {
+        id: wire::owned(d.id, wire::limits::DOCUMENT_ID),
+        source: wire::owned(d.source, wire::limits::DOCUMENT_TITLE),
+        text: wire::owned(d.text, wire::limits::DOCUMENT_TEXT),
+        score: if d.score.is_finite() { d.score } else { 0.0 },
+    }
+}
+
+impl DataSource for Routed {
+    fn search(&self, query: &str, limit: usize) -> Outcome {
+        let since = Instant::now();
+        let result = self.search_now(query, limit);
+        if let Some(times) = &self.times {
+            times.record(&self.label, since.elapsed(), result.is_ok());
+        }
+        result
     }
 
     fn start(&self, query: &str, limit: usize) -> Option<Box<dyn std::any::Any + Send>> {
@@ -246,8 +264,11 @@ mod tests {
 
     #[test]
     fn a_hung_source_gives_up_within_its_budget_and_others_answer() {
-        let hung = Routed::new("hung", Arc::new(Slow(Duration::from_secs(30), "h")), true);
-        let fine = Routed::new("fine", Arc::new(Slow(Duration::ZERO, "f\0")), true);
+        let times = Arc::new(super::super::SearchTimes::default());
+        let hung = Routed::new("hung", Arc::new(Slow(Duration::from_secs(30), "h")), true)
+            .timed(times.clone());
+        let fine =
+            Routed::new("fine", Arc::new(Slow(Duration::ZERO, "f\0")), true).timed(times.clone());
         let _g1 = hung.start("q", 3);
         let _g2 = fine.start("q", 3);
         // It sleeps 30 s: the error is the wait ending at the budget.
@@ -259,6 +280,15 @@ mod tests {
         assert_eq!(docs[0].source, "s\u{FFFD}rc");
         assert!(docs[0].text.len() < wire::limits::DOCUMENT_TEXT + 64);
         assert_eq!(docs[0].score, 0.0);
+        // Each search's wait and outcome, per source.
+        let t = times.of(&["hung".into(), "fine".into()]);
+        assert_eq!((t[0].1.searches, t[0].1.failures), (1, 1));
+        assert!(
+            t[0].1.seconds >= source_budget().as_secs_f64() * 0.99,
+            "{t:?}"
+        );
+        assert_eq!((t[1].1.searches, t[1].1.failures), (1, 0));
+        assert!(t[1].1.seconds < t[0].1.seconds, "{t:?}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod postgres;
 mod secrets;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod timing;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -30,6 +31,7 @@ pub use postgres::PostgresSource;
 pub use secrets::{Secrets, check_private};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteSource;
+pub use timing::{SearchTimes, SourceTime};
 
 use crate::config::{KnowledgeConfig, SourceConfig, SourceSpec};
 use crate::state::StateStore;
@@ -78,9 +80,9 @@ impl Source {
     }
 
     /// What the plugin host is given: databases searched ahead and concurrently, rows made safe.
-    fn routed(&self, label: &str) -> Arc<dyn DataSource> {
+    fn routed(&self, label: &str, times: Arc<SearchTimes>) -> Arc<dyn DataSource> {
         let ahead = !matches!(self, Source::Embedded(_));
-        Arc::new(concurrent::Routed::new(label, self.data_source(), ahead))
+        Arc::new(concurrent::Routed::new(label, self.data_source(), ahead).timed(times))
     }
 
     /// Whether the source answers now (databases connect and prepare their template).
@@ -112,6 +114,7 @@ pub struct Knowledge {
     registry: Arc<Sources>,
     sources: RwLock<BTreeMap<String, Entry>>,
     max_document_bytes: RwLock<u64>,
+    times: Arc<SearchTimes>,
 }
 
 /// One source as built: its configuration, the connection string it was built with (databases
@@ -225,6 +228,7 @@ impl Knowledge {
             registry,
             sources: RwLock::new(BTreeMap::new()),
             max_document_bytes: RwLock::new(config.max_document_bytes),
+            times: Arc::default(),
         };
         k.apply(config)?;
         Ok(Arc::new(k))
@@ -263,7 +267,8 @@ impl Knowledge {
             self.registry.remove(label);
         }
         for (label, entry) in &next {
-            self.registry.register(label, entry.source.routed(label));
+            self.registry
+                .register(label, entry.source.routed(label, self.times.clone()));
         }
         *self.sources.write().unwrap_or_else(|p| p.into_inner()) = next;
         *self
@@ -278,6 +283,11 @@ impl Knowledge {
             .max_document_bytes
             .read()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Searches, failures and time of each source configured now.
+    pub fn search_times(&self) -> Vec<(String, SourceTime)> {
+        self.times.of(&self.labels())
     }
 
     pub fn labels(&self) -> Vec<String> {

@@ -219,7 +219,9 @@ impl Service {
             .run_slot()
             .await
             .inspect_err(|err| self.count_failure(err))?;
-        let queue_ms = queued_at.elapsed().as_secs_f64() * 1e3;
+        let queue_s = queued_at.elapsed().as_secs_f64();
+        self.metrics.queue_wait(queue_s);
+        let queue_ms = queue_s * 1e3;
         let cancel = ticket.cancel_flag();
         let (run_model, run_service, run_id) = (model.clone(), self.clone(), request_id.clone());
         log::info!(
@@ -260,6 +262,7 @@ impl Service {
             stats.prompt_tokens as u64,
             stats.generated_tokens as u64,
             (stats.generated_tokens > 0).then_some(stats.time_to_first_token_s),
+            &stats.token_intervals_s,
         );
         log::info!(
             request_id = request_id.as_str(), model = model.name.as_str();
