@@ -3,7 +3,7 @@
 //! (postgres.rs).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 pub mod postgres;
 
@@ -163,4 +163,40 @@ pub fn models_dir(work: &Path, archs: &[&str]) -> PathBuf {
         );
     }
     dir
+}
+
+/// A `moed serve` for client-side tests (moectl, moed-http): `moed.toml` in `work` serving the
+/// fixture packages `archs` (the first one the default) with its state under `work/state` and
+/// the group authorizer; `access` holds extra lines of the `[access]` table. Returns the config
+/// path and the child, which the caller waits on for readiness in its own way.
+pub fn spawn_fixture_daemon(
+    moed: &Path,
+    bus: &TestBus,
+    work: &Path,
+    archs: &[&str],
+    access: &str,
+) -> (PathBuf, Child) {
+    set_mode(work, 0o755);
+    let models = models_dir(work, archs);
+    let config = work.join("moed.toml");
+    let default = archs.first().copied().unwrap_or_default();
+    std::fs::write(
+        &config,
+        format!(
+            "[models]\ndirs = [\"{}\"]\ndefault = \"{default}\"\n\n[engine]\nort_library = \"{}\"\n\n[service]\nstate_directory = \"{}\"\n\n[access]\nauthorizer = \"group\"\n{access}\n",
+            models.display(),
+            ort_library().display(),
+            work.join("state").display(),
+        ),
+    )
+    .expect("write moed.toml");
+    let child = Command::new(moed)
+        .args(["serve", "--address", &bus.address, "--config"])
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn moed serve");
+    (config, child)
 }

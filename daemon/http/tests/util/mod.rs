@@ -50,27 +50,13 @@ impl Daemon {
     /// `access` holds extra lines of the `[access]` table.
     pub async fn start(bus: &TestBus, access: &str) -> Daemon {
         let work = tempfile::tempdir().expect("tempdir");
-        set_mode(work.path(), 0o755);
-        let models = models_dir(work.path(), &[MODEL, SECOND]);
-        let config = work.path().join("moed.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[models]\ndirs = [\"{}\"]\ndefault = \"{MODEL}\"\n\n[engine]\nort_library = \"{}\"\n\n[service]\nstate_directory = \"{}\"\n\n[access]\nauthorizer = \"group\"\n{access}\n",
-                models.display(),
-                ort_library().display(),
-                work.path().join("state").display(),
-            ),
-        )
-        .expect("write moed.toml");
-        let child = Command::new(moed_bin())
-            .args(["serve", "--address", &bus.address, "--config"])
-            .arg(&config)
-            .env_remove("NOTIFY_SOCKET")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn moed serve");
+        let (_, child) = moed_test_harness::spawn_fixture_daemon(
+            &moed_bin(),
+            bus,
+            work.path(),
+            &[MODEL, SECOND],
+            access,
+        );
         let daemon = Daemon { child, work };
         let conn = connect(bus).await;
         let engine = moed_dbus::proxy::EngineProxy::builder(&conn)
