@@ -70,7 +70,13 @@ impl AttentionShape {
 
 /// What a KV cache holds: f32, or f16 (half the bytes to stream per token, widened as read).
 pub trait KvElem: Copy + Send + Sync + 'static + sealed::Sealed {
+    const ZERO: Self;
+
     fn to_f32(self) -> f32;
+
+    /// Round to nearest even for f16, as ONNX's Cast to float16 does: rows the engine stores
+    /// then equal those the attention graph attends to.
+    fn from_f32(v: f32) -> Self;
 
     /// [`crate::attention_avx2`]'s score loop for this element.
     ///
@@ -96,9 +102,14 @@ mod sealed {
 }
 
 impl KvElem for f32 {
+    const ZERO: f32 = 0.0;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> f32 {
+        v
     }
     #[cfg(target_arch = "x86_64")]
     unsafe fn scores_avx2(q: &[f32], d: usize, keys: &[&[f32]], scores: &mut [f32]) {
@@ -113,9 +124,14 @@ impl KvElem for f32 {
 }
 
 impl KvElem for f16 {
+    const ZERO: f16 = f16::ZERO;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> f16 {
+        f16::from_f32(v)
     }
     #[cfg(target_arch = "x86_64")]
     unsafe fn scores_avx2(q: &[f32], d: usize, keys: &[&[f16]], scores: &mut [f32]) {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use moed_kernels::f16;
+use moed_kernels::{KvElem, f16};
 
 use super::CacheIo;
 use super::routing::{Gate, Routing};
@@ -41,24 +41,6 @@ pub(crate) enum PastData<'a> {
 }
 
 /// One cache element type's zero and conversion from the graph's f32 rows.
-trait Elem: Copy {
-    const ZERO: Self;
-    fn from_f32(v: f32) -> Self;
-}
-impl Elem for f32 {
-    const ZERO: f32 = 0.0;
-    fn from_f32(v: f32) -> f32 {
-        v
-    }
-}
-impl Elem for f16 {
-    const ZERO: f16 = f16::ZERO;
-    fn from_f32(v: f32) -> f16 {
-        // Round to nearest even, as the graph's Cast to float16 does for the rows it attends to.
-        f16::from_f32(v)
-    }
-}
-
 impl KvCache {
     pub(crate) fn new(
         layout: CacheLayout,
@@ -126,13 +108,14 @@ impl KvCache {
             CacheLayout::TokenMajor => {
                 shape.push(past as i64);
                 shape.extend_from_slice(&io.shape);
-                past * io.per_token
+                Some(past * io.per_token)
             }
             CacheLayout::HeadMajor => {
                 shape.push(self.heads[i] as i64);
                 shape.push(self.capacity as i64);
                 shape.extend_from_slice(io.shape.get(1..).unwrap_or(&[]));
-                usize::MAX
+                // The whole buffer: the graph reads `past` rows of each head's `capacity`.
+                None
             }
         };
         let data = match &self.bufs {
@@ -211,12 +194,16 @@ fn empty<E>(layers: usize, tensors: usize) -> Vec<Vec<Vec<E>>> {
 }
 
 /// The first `len` elements of `buf` (all of it when shorter).
-fn upto<E>(buf: &[E], len: usize) -> &[E] {
-    &buf[..len.min(buf.len())]
+/// The first `len` elements of `buf` (all of it for `None`), never past its end.
+fn upto<E>(buf: &[E], len: Option<usize>) -> &[E] {
+    match len {
+        Some(len) => &buf[..len.min(buf.len())],
+        None => buf,
+    }
 }
 
 /// Head-major buffers re-laid out from capacity `old` to `cap` rows per head, keeping `keep` rows.
-fn relayout<E: Elem>(
+fn relayout<E: KvElem>(
     bufs: &mut [Vec<Vec<E>>],
     (heads, row, old, cap, keep): (&[usize], &[usize], usize, usize, usize),
 ) {
@@ -235,7 +222,7 @@ fn relayout<E: Elem>(
 
 /// Stores the graph's new rows `[t, heads, row]` after `past`: appended (token-major, `at`
 /// `None`) or into row `past + tok` of every head (head-major, `at` = heads, row, capacity).
-fn store<E: Elem>(
+fn store<E: KvElem>(
     buf: &mut Vec<E>,
     new: &[f32],
     at: Option<(usize, usize, usize)>,
@@ -266,7 +253,7 @@ fn cut<E>(bufs: &mut [Vec<Vec<E>>], (heads, row, n): (&[usize], &[usize], usize)
 }
 
 /// Head-major rows `n..written` of every head zeroed.
-fn zero_rows<E: Elem>(
+fn zero_rows<E: KvElem>(
     bufs: &mut [Vec<Vec<E>>],
     (heads, row, cap, n, written): (&[usize], &[usize], usize, usize, usize),
 ) {

@@ -26,7 +26,6 @@ pub(crate) trait GqaElem:
     KvElem + ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone
 {
     const TYPE: TensorElementType;
-    fn from_f32(v: f32) -> Self;
     /// The values as f32: borrowed when they are.
     fn widen(v: &[Self]) -> Cow<'_, [f32]>;
     /// The slice as f32 where it is, so the kernel writes the output in place.
@@ -34,9 +33,6 @@ pub(crate) trait GqaElem:
 }
 impl GqaElem for f32 {
     const TYPE: TensorElementType = TensorElementType::Float32;
-    fn from_f32(v: f32) -> f32 {
-        v
-    }
     fn widen(v: &[f32]) -> Cow<'_, [f32]> {
         Cow::Borrowed(v)
     }
@@ -46,9 +42,6 @@ impl GqaElem for f32 {
 }
 impl GqaElem for f16 {
     const TYPE: TensorElementType = TensorElementType::Float16;
-    fn from_f32(v: f32) -> f16 {
-        f16::from_f32(v)
-    }
     fn widen(v: &[f16]) -> Cow<'_, [f32]> {
         Cow::Owned(v.iter().map(|x| x.to_f32()).collect())
     }
