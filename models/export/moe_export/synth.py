@@ -1,7 +1,7 @@
 """Synthetic benchmark packages: random weights at realistic shapes, no checkpoint needed.
 
 `python3 -m moe_export.synth OUT_DIR [--layers 4] [--hidden 2048] [--ffn 768] [--experts 64]
-[--top-k 8] [--quant int4] [--vocab 4096] ...` writes a Qwen3-MoE-like package (grouped-query
+[--top-k 8] [--quant int4] [--vocab 4096] [--router-zipf S] ...` writes a Qwen3-MoE-like package (grouped-query
 attention with q/k norm, softmax top-k routing) and a byte-level tokenizer.json. Tensors are generated
 when their graph is written and dropped after it, so memory stays at about one graph's weights.
 """
@@ -23,6 +23,7 @@ from moe_export.errors import ExportError
 from moe_export.export import prepare_out_dir, write_graphs
 from moe_export.plans import cache_layout, graph_kinds, layer_entries, make_plans
 from moe_export.reader import TensorRef
+from moe_export import names, skew
 
 SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 CHAT_TEMPLATE = (
@@ -96,6 +97,30 @@ def synth_config(a: argparse.Namespace) -> dict:
     }
 
 
+def router_skew(spec, source: RandomSource, a: argparse.Namespace) -> tuple[dict[int, list[float]], dict]:
+    """Per MoE layer, the correction bias that makes its routing Zipf-skewed (moe_export.skew), and the
+    share of selections calibration sent to each layer's hottest half of the experts (target and reached).
+    No bias without `--router-zipf`."""
+    if a.router_zipf is None:
+        return {}, {}
+    e, k = spec.routing.num_experts, spec.routing.top_k
+    bias, target_share, reached_share = {}, [], []
+    for layer, kind in enumerate(spec.layer_kinds):
+        if kind != "moe":
+            continue
+        rng = np.random.default_rng([a.seed, 7919, layer])
+        target = skew.zipf_targets(e, k, a.router_zipf, rng)
+        router = source.load(names.router_refs(spec, layer)["gate"])
+        b = skew.calibrate(router, k, target, rng)
+        check = skew.simulated_scores(router, np.random.default_rng([a.seed, 104729, layer]))
+        reached = skew.selection_frequency(check, b.astype(np.float64), k)
+        bias[layer] = [float(v) for v in b]
+        target_share.append(skew.hot_share(target, target))
+        reached_share.append(skew.hot_share(reached, target))
+    return bias, {"hot_half_share_target": round(float(np.mean(target_share)), 4),
+                  "hot_half_share_calibrated": round(float(np.mean(reached_share)), 4)}
+
+
 def synthesize(a: argparse.Namespace) -> dict:
     if a.vocab < 256 + len(SPECIAL_TOKENS):
         raise ExportError(f"--vocab must be at least {256 + len(SPECIAL_TOKENS)} (bytes + special tokens)")
@@ -113,7 +138,10 @@ def synthesize(a: argparse.Namespace) -> dict:
     (out / "generation_config.json").write_text(json.dumps({"temperature": 0.7, "top_p": 0.9}), encoding="utf-8")
     manifest = mf.model_section(spec, a.name, pq, cache_layout(spec), graph_kinds(spec))
     manifest["source"]["synthetic"] = {"seed": a.seed}
-    manifest["layers"] = layer_entries(spec, {}, not a.unfused_router)
+    bias, achieved = router_skew(spec, source, a)
+    if a.router_zipf is not None:
+        manifest["source"]["synthetic"]["router_zipf"] = {"exponent": a.router_zipf, **achieved}
+    manifest["layers"] = layer_entries(spec, bias, not a.unfused_router)
     manifest["embed"] = "graphs/embed.onnx"
     manifest["head"] = "graphs/head.onnx"
     manifest.update(mf.tokenizer_section(out, cfg))
@@ -138,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="synthetic-qwen3-moe")
+    p.add_argument("--router-zipf", type=float, default=None, metavar="S",
+                   help="skew routing so experts are chosen with Zipf exponent S (1.0 is typical of real MoE "
+                        "routers; 0 is uniform): a per-layer correction_bias calibrated on the router weights")
     p.add_argument("--force", action="store_true")
     p.add_argument("--quiet", action="store_true")
     quant_args(p, "int4")
