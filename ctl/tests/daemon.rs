@@ -31,12 +31,31 @@ fn verbs_against_a_running_daemon() {
     assert_eq!(status["state"], "ready");
     assert_eq!(status["model"], MODEL);
     assert_eq!(status["execution_provider"], "cpu");
+    // Every provider in preference order; one that cannot run says what it lacks.
+    let providers = status["providers"].as_array().expect("providers");
+    let names: Vec<&str> = providers
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["tensorrt", "cuda", "cpu"], "{status}");
+    assert_eq!(providers[2]["usable"], true, "{status}");
+    assert!(providers[2]["lacks"].is_null(), "{status}");
+    for p in &providers[..2] {
+        assert!(
+            p["usable"] == true || p["lacks"].as_str().is_some_and(|l| !l.is_empty()),
+            "{p}"
+        );
+    }
     assert_eq!(status["loaded_models"][0], MODEL);
     // `bus` is what `--bus` takes, so a script can pass it back.
     assert_eq!(status["bus"], bus.address.as_str());
     let text = ctl().args(["status"]).run().ok().stdout;
     assert!(text.contains("state:") && text.contains(MODEL), "{text}");
     assert!(text.contains("0 queued (limits: "), "{text}");
+    assert!(
+        text.contains("providers:") && text.contains("cpu: in use"),
+        "{text}"
+    );
     assert!(!text.contains('\x1b'), "colour on a pipe: {text:?}");
     // On a terminal (script(1) provides one) there is colour, unless NO_COLOR is set.
     let on_tty = |no_colour: bool| {

@@ -22,6 +22,7 @@ pub async fn run(app: &App) -> Result<(), CtlError> {
     let state = engine.state().await.map_err(fail)?;
     let model = engine.model().await.map_err(fail)?;
     let provider = engine.execution_provider().await.map_err(fail)?;
+    let providers = engine.providers().await.map_err(fail)?;
     let active = engine.active_requests().await.map_err(fail)?;
     let queued = engine.queued_requests().await.map_err(fail)?;
     let max_concurrent = engine.max_concurrent().await.map_err(fail)?;
@@ -37,6 +38,14 @@ pub async fn run(app: &App) -> Result<(), CtlError> {
             "state": state,
             "model": model,
             "execution_provider": provider,
+            "providers": providers
+                .iter()
+                .map(|(name, usable, lacks)| json!({
+                    "name": name,
+                    "usable": usable,
+                    "lacks": (!usable).then_some(lacks),
+                }))
+                .collect::<Vec<_>>(),
             "active_requests": active,
             "queued_requests": queued,
             "max_concurrent": max_concurrent,
@@ -72,8 +81,36 @@ pub async fn run(app: &App) -> Result<(), CtlError> {
             "  requests:           {active} running, {queued} queued (limits: {max_concurrent} running at once, {queue_depth} in the queue)"
         ),
         format!("  model directories:  {}", list_or_none(&dirs)),
+        provider_lines(&providers, &provider),
     ];
     outln(&lines.join("\n"))
+}
+
+/// One line per execution provider: in use, usable, or what it lacks.
+fn provider_lines(providers: &[(String, bool, String)], in_use: &str) -> String {
+    if providers.is_empty() {
+        return "  providers:          unknown (moed found no ONNX Runtime library)".into();
+    }
+    providers
+        .iter()
+        .enumerate()
+        .map(|(i, (name, usable, lacks))| {
+            let label = if i == 0 {
+                "  providers:          "
+            } else {
+                "                      "
+            };
+            let verdict = if name == in_use {
+                "in use".to_string()
+            } else if *usable {
+                "usable (its libraries are here; a GPU is still needed)".to_string()
+            } else {
+                format!("unusable: {}", terminal(lacks))
+            };
+            format!("{label}{}: {verdict}", terminal(name))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn list_or_none(items: &[String]) -> String {

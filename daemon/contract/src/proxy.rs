@@ -60,6 +60,9 @@ pub trait Engine {
     fn model(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn execution_provider(&self) -> zbus::Result<String>;
+    /// (provider, usable, what it lacks) in preference order; see CONTRACT.md.
+    #[zbus(property)]
+    fn providers(&self) -> zbus::Result<Vec<(String, bool, String)>>;
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
     #[zbus(property)]

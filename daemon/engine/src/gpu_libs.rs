@@ -68,6 +68,34 @@ pub fn check(ort_library: &Path, loader: &dyn Loader) -> Vec<ProviderCheck> {
     ]
 }
 
+/// Every provider in preference order (TensorRT, CUDA, CPU), each usable or the first thing it
+/// lacks: when `build_checked`, whether the ONNX Runtime build has it (the runtime must be
+/// started), then [`check`]'s libraries and driver. What the daemon's `Providers` property shows.
+pub fn report(ort_library: &Path, build_checked: bool, loader: &dyn Loader) -> Vec<ProviderCheck> {
+    let mut libs = check(ort_library, loader);
+    let mut out = Vec::with_capacity(3);
+    for provider in [Provider::TensorRt, Provider::Cuda] {
+        let built = if build_checked {
+            crate::ort_env::provider_unavailable_reason(provider)
+        } else {
+            None
+        };
+        let libraries = libs
+            .iter_mut()
+            .find(|c| c.provider == provider)
+            .and_then(|c| c.missing.take());
+        out.push(ProviderCheck {
+            provider,
+            missing: built.or(libraries),
+        });
+    }
+    out.push(ProviderCheck {
+        provider: Provider::Cpu,
+        missing: None,
+    });
+    out
+}
+
 fn check_cuda(dir: &Path, loader: &dyn Loader) -> Option<String> {
     if let Some(why) = provider_library(dir, "shared", loader) {
         return Some(why);
@@ -191,6 +219,26 @@ mod tests {
 
     fn reasons(checks: &[ProviderCheck]) -> (Option<String>, Option<String>) {
         (checks[0].missing.clone(), checks[1].missing.clone())
+    }
+
+    #[test]
+    fn the_report_lists_every_provider_in_preference_order() {
+        let (_d, ort, fake) = machine(&[], &[], Ok(12040));
+        let got = report(&ort, false, &fake);
+        let order: Vec<Provider> = got.iter().map(|c| c.provider).collect();
+        assert_eq!(order, [Provider::TensorRt, Provider::Cuda, Provider::Cpu]);
+        assert_eq!(got[2].missing, None);
+        assert!(
+            got[1]
+                .missing
+                .as_deref()
+                .is_some_and(|r| r.contains("CPU-only build")),
+            "{got:?}"
+        );
+        let (_d, ort, fake) = machine(&["shared", "cuda"], CUDA_LIBS, Ok(12040));
+        let got = report(&ort, false, &fake);
+        assert_eq!(got[1].missing, None, "{got:?}");
+        assert!(got[0].missing.is_some(), "{got:?}");
     }
 
     #[test]

@@ -167,6 +167,11 @@ impl OrtRuntime {
 static RUNTIME: OnceLock<OrtRuntime> = OnceLock::new();
 static INIT: Mutex<()> = Mutex::new(());
 
+/// The process's ONNX Runtime if it was initialised (a model was loaded), without starting it.
+pub fn started() -> Option<&'static OrtRuntime> {
+    RUNTIME.get()
+}
+
 /// The process's ONNX Runtime, initialised on first call with `settings`.
 pub fn runtime(settings: &OrtSettings) -> Result<&'static OrtRuntime, OrtEnvError> {
     if let Some(rt) = RUNTIME.get() {

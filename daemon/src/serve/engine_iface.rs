@@ -340,6 +340,35 @@ impl EngineIface {
         wire::owned(provider, limits::NAME)
     }
 
+    /// Every execution provider in preference order (`tensorrt`, `cuda`, `cpu`): whether it can
+    /// run here and, if not, the first thing it lacks; `[]` when no ONNX Runtime library is found.
+    #[zbus(property)]
+    async fn providers(&self) -> Vec<(String, bool, String)> {
+        let service = self.daemon.service.clone();
+        // dlopen of the GPU libraries: off the bus's executor.
+        let checks = tokio::task::spawn_blocking(move || service.providers())
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match checks {
+            Ok(checks) => checks
+                .into_iter()
+                .map(|c| {
+                    let usable = c.missing.is_none();
+                    let detail = c.missing.unwrap_or_default();
+                    (
+                        c.provider.to_string(),
+                        usable,
+                        wire::owned(detail, limits::ERROR_MESSAGE),
+                    )
+                })
+                .collect(),
+            Err(e) => {
+                log::warn!("Providers: {e}");
+                Vec::new()
+            }
+        }
+    }
+
     /// `loading`, `ready`, `no-model` or `draining`.
     #[zbus(property)]
     fn state(&self) -> String {

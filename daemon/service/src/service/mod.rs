@@ -4,6 +4,7 @@
 
 mod events;
 mod model_ops;
+mod providers;
 pub mod requests;
 
 use std::sync::{Arc, RwLock};
@@ -55,6 +56,8 @@ pub struct Service {
     events: events::Hub,
     /// Requests, tokens and time to first token since the start.
     pub metrics: crate::metrics::Metrics,
+    /// [`Service::providers`], once ONNX Runtime is started.
+    providers: std::sync::OnceLock<Vec<moed_engine::gpu_libs::ProviderCheck>>,
 }
 
 /// What a service is built from; its parts are opened by the caller, which knows where they
@@ -99,6 +102,7 @@ impl Service {
             engine_base,
             status: RwLock::new(ServiceStatus::Loading),
             metrics: crate::metrics::Metrics::default(),
+            providers: std::sync::OnceLock::new(),
         });
         if let Some(failures) = plugin_failures {
             service.events.forward_failures(failures);
