@@ -12,6 +12,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::engine::{Engine, EngineError, Gate, Logits};
+use crate::text::constraint::{Constraint, ConstraintError, ConstraintSpec};
 use crate::text::detok::StreamDecoder;
 use crate::text::model::{TextModel, TextModelError};
 use crate::text::sampler::{Sampler, SamplerError};
@@ -47,6 +48,8 @@ pub enum GenerateError {
     ZeroMaxTokens,
     #[error("stop strings must not be empty")]
     EmptyStop,
+    #[error(transparent)]
+    Constraint(#[from] ConstraintError),
 }
 
 /// What the model is given.
@@ -73,6 +76,11 @@ pub struct GenerateRequest {
     /// End-of-sequence tokens cannot be chosen, so generation runs to `max_tokens` or the context
     /// limit (llama.cpp's `--ignore-eos`; transformers' `min_new_tokens`). For tests and benchmarks.
     pub ignore_eos: bool,
+    /// What the answer must match (JSON schema, regular expression, any JSON object): tokens
+    /// outside it are never sampled, and generation ends with [`FinishReason::Stop`] when the
+    /// answer is complete. A thinking section the prompt opens is not constrained; the answer
+    /// after it is.
+    pub constraint: Option<ConstraintSpec>,
 }
 
 impl GenerateRequest {
@@ -84,6 +92,7 @@ impl GenerateRequest {
             stop: Vec::new(),
             seed: None,
             ignore_eos: false,
+            constraint: None,
         }
     }
 }
@@ -92,7 +101,7 @@ impl GenerateRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
-    /// A stop string appeared.
+    /// A stop string appeared, or the request's constraint was complete.
     Stop,
     /// The model produced an end-of-sequence token.
     Eos,
@@ -191,6 +200,12 @@ pub fn generate_with_gate(
     let params = text.sampling_params(&req.sampling)?;
     let seed = req.seed.unwrap_or_else(rand::random);
     let mut sampler = Sampler::new(params, seed)?;
+    // Compiled before any model work: a bad schema costs no prefill.
+    let mut constraint: Option<Constraint> = req
+        .constraint
+        .as_ref()
+        .map(|spec| text.constraint(spec))
+        .transpose()?;
 
     let (prompt_text, prompt_ids) = match &req.prompt {
         Prompt::Raw(raw) => (raw.clone(), text.encode_raw(raw)?),
@@ -248,6 +263,12 @@ pub fn generate_with_gate(
                     }
                 }
             }
+            // The constraint starts where the answer does (after a thinking section the prompt
+            // opened).
+            let mut constrained = constraint.as_mut().filter(|_| !stream.thinking.is_inside());
+            if let Some(c) = constrained.as_deref_mut() {
+                c.mask(&mut logits)?;
+            }
             let token = sampler.sample(&logits, &context)?;
             if first_token_at.is_none() {
                 first_token_at = Some(Instant::now());
@@ -257,8 +278,15 @@ pub fn generate_with_gate(
             if text.is_eos(token) {
                 break 'decode FinishReason::Eos;
             }
+            let complete = match constrained {
+                Some(c) => {
+                    c.commit(token)?;
+                    c.is_complete()
+                }
+                None => false,
+            };
             let delta = stream.decoder.push(token)?;
-            if stream.feed(&delta, on_event) {
+            if stream.feed(&delta, on_event) || complete {
                 break 'decode FinishReason::Stop;
             }
             if max_tokens.is_some_and(|m| generated.len() >= m) {
@@ -341,15 +369,16 @@ impl TextStream<'_> {
         false
     }
 
-    /// Flushes what the detokenizer, stop matcher and splitter still hold. Text completed only now
-    /// can still contain a stop string, which then becomes the reason.
+    /// Flushes what the detokenizer, stop matcher and splitter still hold (unless a stop string
+    /// ended generation: what follows it is dropped). Text completed only now can still contain a
+    /// stop string, which then becomes the reason.
     fn finish(
         &mut self,
         reason: FinishReason,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<FinishReason, GenerateError> {
-        if reason == FinishReason::Stop {
-            return Ok(reason);
+        if self.matched.is_some() {
+            return Ok(FinishReason::Stop);
         }
         let tail = self.decoder.finish()?;
         if self.feed(&tail, on_event) {
