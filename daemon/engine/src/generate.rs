@@ -246,6 +246,7 @@ pub fn generate_with_gate(
     let mut generated: Vec<u32> = Vec::new();
     let mut first_token_at = None;
     let mut prefill_s = 0.0;
+    let mut constraint_started = false;
 
     let reason = 'decode: {
         if cancel.load(Ordering::Relaxed) {
@@ -264,8 +265,17 @@ pub fn generate_with_gate(
                 }
             }
             // The constraint starts where the answer does (after a thinking section the prompt
-            // opened).
-            let mut constrained = constraint.as_mut().filter(|_| !stream.thinking.is_inside());
+            // opened); from then on it holds for every token.
+            let mut constrained = match constraint.as_mut() {
+                Some(c) if constraint_started || !stream.thinking.is_inside() => {
+                    if !constraint_started {
+                        constraint_started = true;
+                        stream.answer_only(on_event);
+                    }
+                    Some(c)
+                }
+                _ => None,
+            };
             if let Some(c) = constrained.as_deref_mut() {
                 c.mask(&mut logits)?;
             }
@@ -391,6 +401,14 @@ impl TextStream<'_> {
         Ok(reason)
     }
 
+    /// From here on all text is answer: a constrained answer may hold the thinking markers as
+    /// text (inside a JSON string), which must neither end it nor turn its constraint off.
+    fn answer_only(&mut self, on_event: &mut dyn FnMut(Event)) {
+        let rest = self.thinking.finish();
+        self.report(rest, on_event);
+        self.thinking = ThinkingSplitter::new(None, false);
+    }
+
     fn report(&mut self, segments: Vec<Segment>, on_event: &mut dyn FnMut(Event)) {
         for segment in segments {
             match segment {
@@ -475,6 +493,41 @@ mod tests {
         let (_, reason, thought, answer) = pipeline("<think>x</think>done ST", &["STOP"], false);
         assert_eq!(reason, FinishReason::MaxTokens);
         assert_eq!((thought.as_str(), answer.as_str()), ("x", "done ST"));
+    }
+
+    #[test]
+    fn an_answer_only_stream_keeps_thinking_markers_as_text() {
+        let tok = TextTokenizer::new(byte_tokenizer(), None, false).expect("tokenizer");
+        let markers = ThinkingMarkers {
+            start: "<think>".into(),
+            end: "</think>".into(),
+        };
+        let mut stream = TextStream {
+            decoder: StreamDecoder::new(&tok, &[], tok.special_ids()),
+            stop: StopMatcher::new(Vec::new()),
+            thinking: ThinkingSplitter::new(Some(markers), true),
+            answer: String::new(),
+            thought: String::new(),
+            matched: None,
+        };
+        let mut events = Vec::new();
+        let feed = |stream: &mut TextStream, text: &str, events: &mut Vec<Event>| {
+            for id in tok.encode_plain(text).expect("encode") {
+                let delta = stream.decoder.push(id).expect("push");
+                stream.feed(&delta, &mut |e| events.push(e));
+            }
+        };
+        feed(&mut stream, "plan</think>\n", &mut events);
+        assert!(!stream.thinking.is_inside());
+        stream.answer_only(&mut |e| events.push(e));
+        let json = r#"{"a":"<think>x</think>"}"#;
+        feed(&mut stream, json, &mut events);
+        let reason = stream
+            .finish(FinishReason::Stop, &mut |e| events.push(e))
+            .expect("finish");
+        assert_eq!(reason, FinishReason::Stop);
+        assert_eq!(stream.thought, "plan");
+        assert_eq!(stream.answer, json);
     }
 
     #[test]
