@@ -173,6 +173,16 @@ pub struct SamplingArgs {
     /// Keep generating past end-of-sequence tokens, up to --max-tokens (benchmarks, tests)
     #[arg(long, requires = "max_tokens")]
     pub ignore_eos: bool,
+    /// The answer must be JSON valid under the JSON schema in FILE (`-`: standard input)
+    #[arg(long, value_name = "FILE", value_parser = schema_flag,
+          conflicts_with_all = ["regex", "json_object"])]
+    pub json_schema: Option<String>,
+    /// The answer must match this regular expression (Rust regex syntax) as a whole
+    #[arg(long, value_name = "RE", conflicts_with = "json_object")]
+    pub regex: Option<String>,
+    /// The answer must be a JSON object
+    #[arg(long)]
+    pub json_object: bool,
     /// Do not show the model's thinking section (it is shown dimmed on stderr otherwise)
     #[arg(long)]
     pub no_thinking: bool,
@@ -197,6 +207,27 @@ pub struct SamplingArgs {
 
 /// A sampling flag's number, checked by the same rule the daemon applies to the option, so a bad
 /// value is reported with the flag's name (clap adds it) before anything is sent.
+/// The schema text of `--json-schema FILE` (`-`: standard input), read no further than the
+/// daemon's limit allows.
+fn schema_flag(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let max = options::MAX_JSON_SCHEMA_BYTES;
+    let reader: Box<dyn Read> = if path == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?)
+    };
+    let mut text = String::new();
+    reader
+        .take(max as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{path}: {e}"))?;
+    if text.len() > max {
+        return Err(format!("{path}: a schema may have at most {max} bytes"));
+    }
+    Ok(text)
+}
+
 fn float_flag(text: &str, rule: &options::FloatRule) -> Result<f64, String> {
     let v: f64 = text
         .trim()

@@ -117,6 +117,33 @@ fn verbs_against_a_running_daemon() {
         .ok()
         .json();
     assert_eq!(piped["text"], json["text"]);
+    // Constrained decoding: a schema from stdin makes the random fixture answer valid JSON.
+    let schema = r#"{"type":"object","properties":{"n":{"type":"integer","minimum":0,"maximum":9}},"required":["n"],"additionalProperties":false}"#;
+    let structured = ctl()
+        .args([
+            "--json",
+            "generate",
+            "Hi",
+            "--json-schema",
+            "-",
+            "--max-tokens",
+            "50",
+        ])
+        .stdin(schema)
+        .run()
+        .ok()
+        .json();
+    assert_eq!(structured["finish_reason"], "stop", "{structured}");
+    let value: serde_json::Value =
+        serde_json::from_str(structured["text"].as_str().expect("text")).expect("JSON answer");
+    assert!(
+        value["n"].as_i64().is_some_and(|n| (0..=9).contains(&n)),
+        "{value}"
+    );
+    ctl()
+        .args(["generate", "Hi", "--regex", "a+", "--json-object"])
+        .run()
+        .fails_with(2, "--json-object");
     let stats = ctl()
         .args(["generate", "Hi", "--stats"])
         .args(GEN)

@@ -3,7 +3,7 @@
 
 use futures_util::StreamExt;
 use moed_dbus::client::{RequestEvent, RequestStream};
-use moed_dbus::{GenerateOptions, GenerationInfo, MoedError};
+use moed_dbus::{GenerateOptions, GenerationInfo, MoedError, OutputConstraint};
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -44,6 +44,13 @@ pub fn options(sampling: &SamplingArgs) -> GenerateOptions {
         plugin_params: sampling.plugin_params.clone(),
         retrieval: sampling.no_retrieval.then_some(false),
         sources: sampling.sources.clone(),
+        constraint: if let Some(schema) = &sampling.json_schema {
+            Some(OutputConstraint::JsonSchema(schema.clone()))
+        } else if let Some(rx) = &sampling.regex {
+            Some(OutputConstraint::Regex(rx.clone()))
+        } else {
+            sampling.json_object.then_some(OutputConstraint::JsonObject)
+        },
         ..GenerateOptions::default()
     }
 }

@@ -12,7 +12,7 @@ pub mod types;
 pub mod wire;
 
 pub use error::MoedError;
-pub use options::{GenerateOptions, ScoreOptions};
+pub use options::{GenerateOptions, OutputConstraint, ScoreOptions};
 pub use plugins::{AlertRecord, InstallOptions, PluginInfo};
 pub use types::{
     ChatMessage, EngineMetrics, EngineState, ExpertStatistics, GenerationInfo, LayerActivations,

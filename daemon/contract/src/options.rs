@@ -59,6 +59,21 @@ pub struct GenerateOptions {
     pub retrieval: Option<bool>,
     /// `sources` (as): retrieval searches only these data source labels.
     pub sources: Vec<String>,
+    /// `json_schema` (s), `regex` (s) or `json_object` (b, true): what the answer must match; at
+    /// most one of them.
+    pub constraint: Option<OutputConstraint>,
+}
+
+/// A request's constrained decoding: the answer's tokens are chosen only among those that keep
+/// it inside this language, and generation ends (`stop`) when it is complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputConstraint {
+    /// `json_schema`: a JSON value valid under this JSON schema (its text: an object or a boolean).
+    JsonSchema(String),
+    /// `regex`: text matching this regular expression (Rust `regex` syntax), whole.
+    Regex(String),
+    /// `json_object`: any JSON object.
+    JsonObject,
 }
 
 /// The keys [`GenerateOptions`] knows, for error messages and documentation.
@@ -79,6 +94,9 @@ pub const GENERATE_OPTION_KEYS: &[&str] = &[
     "plugin_params",
     "retrieval",
     "sources",
+    "json_schema",
+    "regex",
+    "json_object",
     crate::CLIENT_SOCKET_OPTION,
 ];
 
@@ -93,6 +111,12 @@ pub const MAX_STOP_STRINGS: usize = 16;
 
 /// Most bytes of one stop string.
 pub const MAX_STOP_BYTES: usize = 1024;
+
+/// Most bytes of `json_schema`.
+pub const MAX_JSON_SCHEMA_BYTES: usize = 64 * 1024;
+
+/// Most bytes of `regex`.
+pub const MAX_REGEX_BYTES: usize = 4 * 1024;
 
 /// Most plugin names in `plugins`. Every collection's count is checked before any per-item work,
 /// so a caller that sends 100,000 names costs one comparison, not a pass over them.
@@ -194,6 +218,27 @@ impl GenerateOptions {
                     }
                     opts.sources = sources;
                 }
+                "json_schema" => {
+                    let text = bounded_string(key, value, MAX_JSON_SCHEMA_BYTES)?;
+                    check_schema_text(key, &text)?;
+                    set_constraint(&mut opts, key, OutputConstraint::JsonSchema(text))?;
+                }
+                "regex" => {
+                    let text = bounded_string(key, value, MAX_REGEX_BYTES)?;
+                    if text.is_empty() {
+                        return Err(invalid(key, "the expression must not be empty"));
+                    }
+                    set_constraint(&mut opts, key, OutputConstraint::Regex(text))?;
+                }
+                "json_object" => {
+                    if !boolean(key, value)? {
+                        return Err(invalid(
+                            key,
+                            "only true is meaningful (leave it out instead)",
+                        ));
+                    }
+                    set_constraint(&mut opts, key, OutputConstraint::JsonObject)?;
+                }
                 // The caller's identity, not a generation setting: the daemon's transport reads
                 // it before these options are parsed.
                 crate::CLIENT_SOCKET_OPTION => {}
@@ -252,6 +297,18 @@ impl GenerateOptions {
         if !self.sources.is_empty() {
             dict.insert("sources".into(), string_array(&self.sources));
         }
+        match &self.constraint {
+            Some(OutputConstraint::JsonSchema(text)) => {
+                dict.insert("json_schema".into(), Str::from(text.clone()).into());
+            }
+            Some(OutputConstraint::Regex(text)) => {
+                dict.insert("regex".into(), Str::from(text.clone()).into());
+            }
+            Some(OutputConstraint::JsonObject) => {
+                dict.insert("json_object".into(), true.into());
+            }
+            None => {}
+        }
         dict
     }
 
@@ -299,6 +356,45 @@ impl ScoreOptions {
             dict.insert("plugin_params".into(), params_dict(&self.plugin_params));
         }
         dict
+    }
+}
+
+/// At most one of `json_schema`, `regex` and `json_object`.
+fn set_constraint(
+    opts: &mut GenerateOptions,
+    key: &str,
+    constraint: OutputConstraint,
+) -> Result<(), MoedError> {
+    if opts.constraint.is_some() {
+        return Err(invalid(
+            key,
+            "json_schema, regex and json_object exclude one another",
+        ));
+    }
+    opts.constraint = Some(constraint);
+    Ok(())
+}
+
+/// A schema must be JSON, an object or a boolean, without NUL; its depth, patterns and meaning
+/// are the engine's to check when it compiles it for the model's vocabulary.
+fn check_schema_text(key: &str, text: &str) -> Result<(), MoedError> {
+    if text.contains('\0') {
+        return Err(invalid(key, "the schema contains a NUL character"));
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) if v.is_object() || v.is_boolean() => Ok(()),
+        Ok(_) => Err(invalid(
+            key,
+            &format!(
+                "{} is not a schema (an object or a boolean)",
+                wire::quote(text)
+            ),
+        )),
+        Err(e) => Err(invalid(
+            key,
+            // serde_json's messages name a position, never the text.
+            &format!("{} is not JSON: {e}", wire::quote(text)),
+        )),
     }
 }
 

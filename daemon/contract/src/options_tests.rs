@@ -48,11 +48,63 @@ fn integers_of_any_width_and_round_trip() {
         ],
         retrieval: Some(false),
         sources: vec!["handbook".into()],
+        constraint: Some(OutputConstraint::JsonSchema(r#"{"type":"object"}"#.into())),
     };
     assert_eq!(
         GenerateOptions::from_dict(&full.to_dict()).expect("round trip"),
         full
     );
+    for constraint in [
+        OutputConstraint::Regex("[a-z]+".into()),
+        OutputConstraint::JsonObject,
+    ] {
+        let opts = GenerateOptions {
+            constraint: Some(constraint),
+            ..GenerateOptions::default()
+        };
+        assert_eq!(
+            GenerateOptions::from_dict(&opts.to_dict()).expect("round trip"),
+            opts
+        );
+    }
+}
+
+#[test]
+fn output_constraints_are_checked_and_exclusive() {
+    let s = |v: &str| OwnedVariant::from(Str::from(v.to_string()));
+    let msg = err_of(vec![("json_schema", s("{}")), ("regex", s("a+"))]);
+    assert!(msg.contains("exclude one another"), "{msg}");
+    let msg = err_of(vec![
+        ("json_object", OwnedVariant::from(true)),
+        ("regex", s("a")),
+    ]);
+    assert!(msg.contains("exclude one another"), "{msg}");
+    let msg = err_of(vec![("json_object", OwnedVariant::from(false))]);
+    assert!(msg.starts_with("option 'json_object'"), "{msg}");
+    let msg = err_of(vec![("regex", s(""))]);
+    assert!(msg.starts_with("option 'regex'"), "{msg}");
+    let msg = err_of(vec![("regex", s(&"a".repeat(5000)))]);
+    assert!(msg.contains("at most 4096 bytes"), "{msg}");
+    // Not JSON, and not a schema: named, quoting at most 64 bytes of the text.
+    let garbage = format!("{{\"type\": {}", "x".repeat(10_000));
+    let msg = err_of(vec![("json_schema", s(&garbage))]);
+    assert!(msg.starts_with("option 'json_schema': "), "{msg}");
+    assert!(msg.contains("is not JSON") && msg.len() < 300, "{msg}");
+    let msg = err_of(vec![("json_schema", s("[1, 2]"))]);
+    assert!(msg.contains("not a schema"), "{msg}");
+    // 100 MB: refused by its length before it is copied or parsed.
+    let huge = format!("{{\"description\": \"{}\"}}", "a".repeat(100 * 1024 * 1024));
+    let msg = err_of(vec![("json_schema", s(&huge))]);
+    assert!(
+        msg.contains("at most 65536 bytes") && msg.len() < 300,
+        "{msg}"
+    );
+    // 10,000 levels in 20 KB: serde_json's recursion limit refuses it at once.
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let msg = err_of(vec![("json_schema", s(&deep))]);
+    assert!(msg.contains("recursion limit"), "{msg}");
+    let msg = err_of(vec![("json_schema", s("{\"const\": \"a\0\"}"))]);
+    assert!(msg.contains("NUL"), "{msg}");
 }
 
 #[test]

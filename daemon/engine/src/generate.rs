@@ -12,6 +12,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::engine::{Engine, EngineError, Gate, Logits};
+use crate::text::constraint::{Constraint, ConstraintError, ConstraintSpec};
 use crate::text::detok::StreamDecoder;
 use crate::text::model::{TextModel, TextModelError};
 use crate::text::sampler::{Sampler, SamplerError};
@@ -47,6 +48,8 @@ pub enum GenerateError {
     ZeroMaxTokens,
     #[error("stop strings must not be empty")]
     EmptyStop,
+    #[error(transparent)]
+    Constraint(#[from] ConstraintError),
 }
 
 /// What the model is given.
@@ -73,6 +76,11 @@ pub struct GenerateRequest {
     /// End-of-sequence tokens cannot be chosen, so generation runs to `max_tokens` or the context
     /// limit (llama.cpp's `--ignore-eos`; transformers' `min_new_tokens`). For tests and benchmarks.
     pub ignore_eos: bool,
+    /// What the answer must match (JSON schema, regular expression, any JSON object): tokens
+    /// outside it are never sampled, and generation ends with [`FinishReason::Stop`] when the
+    /// answer is complete. A thinking section the prompt opens is not constrained; the answer
+    /// after it is.
+    pub constraint: Option<ConstraintSpec>,
 }
 
 impl GenerateRequest {
@@ -84,6 +92,7 @@ impl GenerateRequest {
             stop: Vec::new(),
             seed: None,
             ignore_eos: false,
+            constraint: None,
         }
     }
 }
@@ -92,7 +101,7 @@ impl GenerateRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
-    /// A stop string appeared.
+    /// A stop string appeared, or the request's constraint was complete.
     Stop,
     /// The model produced an end-of-sequence token.
     Eos,
@@ -195,6 +204,12 @@ pub fn generate_with_gate(
     let params = text.sampling_params(&req.sampling)?;
     let seed = req.seed.unwrap_or_else(rand::random);
     let mut sampler = Sampler::new(params, seed)?;
+    // Compiled before any model work: a bad schema costs no prefill.
+    let mut constraint: Option<Constraint> = req
+        .constraint
+        .as_ref()
+        .map(|spec| text.constraint(spec))
+        .transpose()?;
 
     let (prompt_text, prompt_ids) = match &req.prompt {
         Prompt::Raw(raw) => (raw.clone(), text.encode_raw(raw)?),
@@ -237,6 +252,7 @@ pub fn generate_with_gate(
     let mut last_token_at: Option<Instant> = None;
     let mut intervals: Vec<f32> = Vec::new();
     let mut prefill_s = 0.0;
+    let mut constraint_started = false;
 
     let reason = 'decode: {
         if cancel.load(Ordering::Relaxed) {
@@ -254,6 +270,21 @@ pub fn generate_with_gate(
                     }
                 }
             }
+            // The constraint starts where the answer does (after a thinking section the prompt
+            // opened); from then on it holds for every token.
+            let mut constrained = match constraint.as_mut() {
+                Some(c) if constraint_started || !stream.thinking.is_inside() => {
+                    if !constraint_started {
+                        constraint_started = true;
+                        stream.answer_only(on_event);
+                    }
+                    Some(c)
+                }
+                _ => None,
+            };
+            if let Some(c) = constrained.as_deref_mut() {
+                c.mask(&mut logits)?;
+            }
             let token = sampler.sample(&logits, &context)?;
             let chosen_at = Instant::now();
             match last_token_at {
@@ -266,8 +297,15 @@ pub fn generate_with_gate(
             if text.is_eos(token) {
                 break 'decode FinishReason::Eos;
             }
+            let complete = match constrained {
+                Some(c) => {
+                    c.commit(token)?;
+                    c.is_complete()
+                }
+                None => false,
+            };
             let delta = stream.decoder.push(token)?;
-            if stream.feed(&delta, on_event) {
+            if stream.feed(&delta, on_event) || complete {
                 break 'decode FinishReason::Stop;
             }
             if max_tokens.is_some_and(|m| generated.len() >= m) {
@@ -351,15 +389,16 @@ impl TextStream<'_> {
         false
     }
 
-    /// Flushes what the detokenizer, stop matcher and splitter still hold. Text completed only now
-    /// can still contain a stop string, which then becomes the reason.
+    /// Flushes what the detokenizer, stop matcher and splitter still hold (unless a stop string
+    /// ended generation: what follows it is dropped). Text completed only now can still contain a
+    /// stop string, which then becomes the reason.
     fn finish(
         &mut self,
         reason: FinishReason,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<FinishReason, GenerateError> {
-        if reason == FinishReason::Stop {
-            return Ok(reason);
+        if self.matched.is_some() {
+            return Ok(FinishReason::Stop);
         }
         let tail = self.decoder.finish()?;
         if self.feed(&tail, on_event) {
@@ -370,6 +409,14 @@ impl TextStream<'_> {
         segments.extend(self.thinking.finish());
         self.report(segments, on_event);
         Ok(reason)
+    }
+
+    /// From here on all text is answer: a constrained answer may hold the thinking markers as
+    /// text (inside a JSON string), which must neither end it nor turn its constraint off.
+    fn answer_only(&mut self, on_event: &mut dyn FnMut(Event)) {
+        let rest = self.thinking.finish();
+        self.report(rest, on_event);
+        self.thinking = ThinkingSplitter::new(None, false);
     }
 
     fn report(&mut self, segments: Vec<Segment>, on_event: &mut dyn FnMut(Event)) {
@@ -456,6 +503,41 @@ mod tests {
         let (_, reason, thought, answer) = pipeline("<think>x</think>done ST", &["STOP"], false);
         assert_eq!(reason, FinishReason::MaxTokens);
         assert_eq!((thought.as_str(), answer.as_str()), ("x", "done ST"));
+    }
+
+    #[test]
+    fn an_answer_only_stream_keeps_thinking_markers_as_text() {
+        let tok = TextTokenizer::new(byte_tokenizer(), None, false).expect("tokenizer");
+        let markers = ThinkingMarkers {
+            start: "<think>".into(),
+            end: "</think>".into(),
+        };
+        let mut stream = TextStream {
+            decoder: StreamDecoder::new(&tok, &[], tok.special_ids()),
+            stop: StopMatcher::new(Vec::new()),
+            thinking: ThinkingSplitter::new(Some(markers), true),
+            answer: String::new(),
+            thought: String::new(),
+            matched: None,
+        };
+        let mut events = Vec::new();
+        let feed = |stream: &mut TextStream, text: &str, events: &mut Vec<Event>| {
+            for id in tok.encode_plain(text).expect("encode") {
+                let delta = stream.decoder.push(id).expect("push");
+                stream.feed(&delta, &mut |e| events.push(e));
+            }
+        };
+        feed(&mut stream, "plan</think>\n", &mut events);
+        assert!(!stream.thinking.is_inside());
+        stream.answer_only(&mut |e| events.push(e));
+        let json = r#"{"a":"<think>x</think>"}"#;
+        feed(&mut stream, json, &mut events);
+        let reason = stream
+            .finish(FinishReason::Stop, &mut |e| events.push(e))
+            .expect("finish");
+        assert_eq!(reason, FinishReason::Stop);
+        assert_eq!(stream.thought, "plan");
+        assert_eq!(stream.answer, json);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod error;
 mod listen;
 mod metrics;
 mod openai;
+mod response_format;
 mod run;
 mod server;
 

@@ -132,16 +132,6 @@ pub fn chat(body: &Value) -> Result<Prepared, ApiError> {
             }
         }
     }
-    match obj.get("response_format") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(f)) if f.get("type") == Some(&Value::from("text")) => {}
-        Some(_) => {
-            return Err(ApiError::unsupported(
-                "response_format",
-                "only {\"type\": \"text\"} is supported; constrained output is not available yet",
-            ));
-        }
-    }
     if !matches!(
         obj.get("logprobs"),
         None | Some(Value::Null | Value::Bool(false))
@@ -160,9 +150,11 @@ pub fn chat(body: &Value) -> Result<Prepared, ApiError> {
     } else {
         "max_tokens"
     };
+    let mut options = common(obj, key)?;
+    options.constraint = crate::response_format::constraint(obj)?;
     Ok(Prepared {
         input: Input::Chat(messages),
-        options: common(obj, key)?,
+        options,
         stream: stream(obj)?,
         include_usage: include_usage(obj)?,
     })

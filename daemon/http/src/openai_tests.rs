@@ -144,9 +144,24 @@ fn chat_refusals() {
             "not supported",
         ),
         (
-            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}),
-            "response_format",
-            "not available",
+            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "grammar"}}),
+            "response_format.type",
+            "not supported",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}}),
+            "response_format.json_schema",
+            "is required",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}}}),
+            "response_format.json_schema.schema",
+            "must be a JSON schema",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"description": "a".repeat(70_000)}}}}),
+            "response_format.json_schema.schema",
+            "at most 65536",
         ),
     ];
     for (body, param, needle) in cases {
@@ -154,4 +169,29 @@ fn chat_refusals() {
         assert_eq!(err.param.as_deref(), Some(param), "{body}");
         assert!(err.message.contains(needle), "{}", err.message);
     }
+}
+
+#[test]
+fn response_format_becomes_the_output_constraint() {
+    use moed_dbus::OutputConstraint;
+    let with = |format: Value| {
+        chat(&json!({"messages": [{"role": "user", "content": "x"}], "response_format": format}))
+            .expect("accepted")
+            .options
+            .constraint
+    };
+    assert_eq!(with(json!({"type": "text"})), None);
+    assert_eq!(with(Value::Null), None);
+    assert_eq!(
+        with(json!({"type": "json_object"})),
+        Some(OutputConstraint::JsonObject)
+    );
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    let Some(OutputConstraint::JsonSchema(text)) = with(json!({
+        "type": "json_schema",
+        "json_schema": {"name": "thing", "schema": schema, "strict": true}
+    })) else {
+        panic!("expected a json_schema constraint");
+    };
+    assert_eq!(serde_json::from_str::<Value>(&text).expect("JSON"), schema);
 }

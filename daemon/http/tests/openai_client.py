@@ -2,10 +2,21 @@
 socket: models, completions and chat completions whole and streamed, and refusals as the client
 library's exception types. Run by daemon/http/tests/bridge.rs: openai_client.py SOCKET MODEL."""
 
+import json
 import sys
+from typing import Literal
 
 import httpx
 import openai
+from pydantic import BaseModel, Field
+
+
+class Person(BaseModel):
+    """The structured-output check's schema: every field bounded, so any complete answer is short."""
+
+    name: str = Field(max_length=6)
+    age: int = Field(ge=0, le=99)
+    color: Literal["red", "green", "blue"]
 
 
 def main(socket: str, model: str) -> None:
@@ -76,6 +87,34 @@ def main(socket: str, model: str) -> None:
     assert "".join(content) == whole.choices[0].message.content, (content, whole)
     assert finish == "length", finish
     assert usage is not None and usage.completion_tokens == 5, usage
+
+    # Structured output: the library's own parse() sends response_format json_schema (strict) from
+    # the pydantic model and validates the answer with it; the fixture's weights are random, so
+    # only moed's constrained decoding can make it parse.
+    for temperature in (0, 1):
+        parsed = client.chat.completions.parse(
+            model=model, messages=[{"role": "user", "content": "Describe a person."}],
+            response_format=Person, max_tokens=200, temperature=temperature, seed=3,
+        )
+        choice = parsed.choices[0]
+        assert choice.finish_reason == "stop", choice
+        assert isinstance(choice.message.parsed, Person), choice.message
+    anything = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "x"}], max_tokens=300, temperature=0,
+        response_format={"type": "json_object"},
+    )
+    if anything.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(anything.choices[0].message.content), dict), anything
+    else:
+        assert anything.choices[0].message.content.startswith("{"), anything
+    try:
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "x"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "bad", "schema": {"type": 5}}},
+        )
+        raise AssertionError("a schema of type 5 was accepted")
+    except openai.BadRequestError as e:
+        assert e.body["code"] == "invalid_argument" and "json_schema" in e.body["message"], e.body
 
     # Refusals arrive as the library's exception types, with OpenAI's error object.
     try:

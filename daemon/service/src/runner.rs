@@ -14,6 +14,7 @@ use crate::models::LoadedModel;
 use crate::plugins::{FilteredEvents, RequestFilters};
 use crate::request_plugins::RequestPlugins;
 use crate::retrieval;
+use crate::text::constraint::ConstraintError;
 use crate::text::model::TextModelError;
 use crate::text::template::ChatMessage;
 
@@ -83,9 +84,10 @@ fn map_error(err: GenerateError) -> ServiceError {
         | GenerateError::EmptyStop
         | GenerateError::Text(TextModelError::NoChatTemplate)
         | GenerateError::Text(TextModelError::Sampling(_))
-        | GenerateError::Engine(EngineError::ContextOverflow { .. }) => {
-            ServiceError::InvalidArgument(err.to_string())
-        }
+        | GenerateError::Engine(EngineError::ContextOverflow { .. })
+        | GenerateError::Constraint(
+            ConstraintError::Invalid { .. } | ConstraintError::Unsupported(_),
+        ) => ServiceError::InvalidArgument(err.to_string()),
         other => ServiceError::Failed(other.to_string()),
     }
 }

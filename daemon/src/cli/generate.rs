@@ -127,6 +127,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         plugin_params: Vec::new(),
         retrieval: true,
         sources: Vec::new(),
+        constraint: None,
     };
     // Nothing cancels a command-line run but the user's Ctrl-C, which ends the process.
     local::runtime()?.block_on(async {

@@ -1,11 +1,14 @@
 //! The D-Bus shapes of a request: its options and input as the service's request, and the
 //! service's results as `GenerationInfo` and `ScoredToken`s.
 
-use moed_dbus::{ChatMessage, GenerateOptions, GenerationInfo, ScoreOptions, ScoredToken};
+use moed_dbus::{
+    ChatMessage, GenerateOptions, GenerationInfo, OutputConstraint, ScoreOptions, ScoredToken,
+};
 use moed_service::runner::{PromptInput, TokenScore};
 use moed_service::service::{Finished, GenerateParams, ScoreParams};
 
 use crate::generate::SamplingOverrides;
+use crate::text::constraint::ConstraintSpec;
 use crate::text::template;
 
 /// A conversation as the service takes it.
@@ -44,6 +47,11 @@ pub fn params(input: PromptInput, options: GenerateOptions) -> GenerateParams {
         plugins: options.plugins,
         plugin_params: options.plugin_params,
         sources: options.sources,
+        constraint: options.constraint.map(|c| match c {
+            OutputConstraint::JsonSchema(text) => ConstraintSpec::JsonSchema(text),
+            OutputConstraint::Regex(text) => ConstraintSpec::Regex(text),
+            OutputConstraint::JsonObject => ConstraintSpec::JsonObject,
+        }),
     }
 }
 

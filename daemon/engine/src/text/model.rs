@@ -2,9 +2,11 @@
 //! template, thinking markers, end-of-sequence ids and sampling defaults.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 use crate::package::{GenerationDefaults, Package};
 
+use super::constraint::{Constraint, ConstraintCompiler, ConstraintError, ConstraintSpec};
 use super::sampler::{SamplerError, SamplingParams};
 use super::template::{ChatMessage, ChatTemplate, SpecialTokenTexts, TemplateError};
 use super::thinking::ThinkingMarkers;
@@ -50,6 +52,9 @@ pub struct TextModel {
     hidden_ids: HashSet<u32>,
     defaults: GenerationDefaults,
     context_length: usize,
+    /// Built by the first constrained request (the vocabulary's trie costs time and memory that
+    /// models never asked for structured output should not pay).
+    constraints: OnceLock<Result<ConstraintCompiler, ConstraintError>>,
 }
 
 impl TextModel {
@@ -113,7 +118,17 @@ impl TextModel {
             hidden_ids,
             defaults,
             context_length,
+            constraints: OnceLock::new(),
         }
+    }
+
+    /// Compiles a request's output constraint for this model's vocabulary.
+    pub fn constraint(&self, spec: &ConstraintSpec) -> Result<Constraint, ConstraintError> {
+        self.constraints
+            .get_or_init(|| ConstraintCompiler::new(&self.tokenizer, &self.eos_ids))
+            .as_ref()
+            .map_err(Clone::clone)?
+            .compile(spec)
     }
 
     pub fn tokenizer(&self) -> &TextTokenizer {

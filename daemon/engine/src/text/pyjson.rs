@@ -50,8 +50,10 @@ pub struct JsonStyle {
 /// Serializes `value` as Python's `json.dumps` would with these options.
 pub fn dumps<T: Serialize>(value: &T, style: JsonStyle) -> Result<String, serde_json::Error> {
     let out = if style.sort_keys {
-        // serde_json's own map type is ordered by key (no `preserve_order` feature).
-        let sorted = serde_json::to_value(value)?;
+        // serde_json keeps maps in insertion order (`preserve_order`, which llguidance turns
+        // on), as Python's dicts are; sort_keys sorts them.
+        let mut sorted = serde_json::to_value(value)?;
+        sorted.sort_all_objects();
         write(&sorted, style.indent)?
     } else {
         write(value, style.indent)?
@@ -113,6 +115,11 @@ mod tests {
         assert_eq!(
             dumps(&v, style).expect("json"),
             r#"{"args": [1, 2.5, null, true], "d": "<b>é</b>", "name": "get_weather"}"#
+        );
+        // Python: json.dumps(v, ensure_ascii=False): insertion order.
+        assert_eq!(
+            dumps(&v, JsonStyle::default()).expect("json"),
+            r#"{"name": "get_weather", "args": [1, 2.5, null, true], "d": "<b>é</b>"}"#
         );
         // Python: json.dumps(v, ensure_ascii=True, sort_keys=True, indent=2)
         let style = JsonStyle {

@@ -349,7 +349,7 @@ impl PluginManager {
         inner.entries.insert(
             name.clone(),
             Entry {
-                origin: Origin::Installed(record),
+                origin: Origin::Installed(Box::new(record)),
                 manifest: Some(manifest),
                 plugin: Some(plugin),
                 load_error: None,

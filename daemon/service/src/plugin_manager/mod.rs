@@ -54,8 +54,9 @@ pub enum ManagerError {
 
 #[derive(Clone)]
 pub(crate) enum Origin {
-    /// Installed by an administrator; its record as stored.
-    Installed(PluginRecord),
+    /// Installed by an administrator; its record as stored (boxed: with serde_json's
+    /// `preserve_order`, which llguidance turns on, its config map makes it the largest variant).
+    Installed(Box<PluginRecord>),
     /// `plugins.filters[rank]`; `enabled` is the administrator's switch until the next start.
     Configured {
         path: PathBuf,
@@ -244,7 +245,10 @@ impl PluginManager {
                 );
                 continue;
             }
-            let entry = self.load_entry(Origin::Installed(record), inner.settings.get(&name));
+            let entry = self.load_entry(
+                Origin::Installed(Box::new(record)),
+                inner.settings.get(&name),
+            );
             match &entry.load_error {
                 Some(e) => log::error!("installed plugin '{name}' is not loaded: {e}"),
                 None => log::info!(

@@ -16,6 +16,7 @@ use crate::models::LoadedModel;
 use crate::request_plugins::{self, RequestPlugins, Use};
 use crate::runner::{self, Generation, PromptInput, StreamEvent, TokenScore, prompt_of};
 use crate::scheduler::Ticket;
+use crate::text::constraint::ConstraintSpec;
 use crate::text::template::ChatMessage;
 
 /// Who asks: the key its requests are cancelled by when it leaves (a bus name), and its uid
@@ -49,6 +50,8 @@ pub struct GenerateParams {
     pub retrieval: bool,
     /// Retrieval searches only these data source labels (empty: all).
     pub sources: Vec<String>,
+    /// What the answer must match (constrained decoding).
+    pub constraint: Option<ConstraintSpec>,
 }
 
 /// A scoring request.
@@ -373,6 +376,7 @@ fn engine_request(params: &GenerateParams) -> GenerateRequest {
     req.stop = params.stop.clone();
     req.seed = params.seed;
     req.ignore_eos = params.ignore_eos;
+    req.constraint = params.constraint.clone();
     req
 }
 
