@@ -39,7 +39,7 @@ pub fn run(args: &ImportArgs, json: bool) -> Result<(), CtlError> {
         bar.set_message(graph.to_string());
     });
     bar.finish_and_clear();
-    result?;
+    result.map_err(|e| with_default_dir_advice(e, args.out.is_none()))?;
     let (files, bytes) = package_size(&plan.out)?;
     let load = format!("moectl models load {}", plan.out.display());
     if json {
@@ -61,6 +61,19 @@ pub fn run(args: &ImportArgs, json: bool) -> Result<(), CtlError> {
         bytes as f64 / 1e6,
         s.bold(&load)
     ))
+}
+
+/// A user who is not root cannot write the default output folder: say what to do instead.
+fn with_default_dir_advice(err: CtlError, defaulted: bool) -> CtlError {
+    match err {
+        CtlError::Invalid(m) if defaulted && m.contains("Permission denied") => {
+            CtlError::Invalid(format!(
+                "{m}; {} needs root: run it with sudo or choose --out DIR",
+                paths::MODELS_DIR
+            ))
+        }
+        other => other,
+    }
 }
 
 fn progress_bar(json: bool) -> ProgressBar {
@@ -97,4 +110,28 @@ fn package_size(out: &Path) -> Result<(usize, u64), CtlError> {
         .ok_or_else(|| broken("no files table".into()))?;
     let bytes = files.values().filter_map(|f| f["bytes"].as_u64()).sum();
     Ok((files.len(), bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_denied_on_the_default_folder_says_what_to_do() {
+        let denied =
+            || CtlError::Invalid("[Errno 13] Permission denied: '/var/lib/moed/models'".into());
+        let advised = with_default_dir_advice(denied(), true).to_string();
+        assert!(
+            advised
+                .ends_with("/var/lib/moed/models needs root: run it with sudo or choose --out DIR")
+        );
+        assert!(
+            !with_default_dir_advice(denied(), false)
+                .to_string()
+                .contains("sudo")
+        );
+        let other =
+            with_default_dir_advice(CtlError::Invalid("tensor 'x' is missing".into()), true);
+        assert_eq!(other.to_string(), "tensor 'x' is missing");
+    }
 }
