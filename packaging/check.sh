@@ -109,6 +109,15 @@ if grep -qF "../../target/onnxruntime" "$work/pkg/usr/bin/moed"; then
 else
   ok "/usr/bin/moed does not search its build tree for ONNX Runtime"
 fi
+# Likewise a debug moectl looks for the exporter in its source tree's models/export; the packaged one
+# must know only /usr/lib/moed/export (and MOED_EXPORTER_DIR).
+if grep -qF "../models/export" "$work/pkg/usr/bin/moectl"; then
+  fail "/usr/bin/moectl searches its build tree's models/export for the exporter"
+elif grep -qF "/usr/lib/moed/export" "$work/pkg/usr/bin/moectl"; then
+  ok "/usr/bin/moectl looks for the exporter in /usr/lib/moed/export, not in its build tree"
+else
+  fail "/usr/bin/moectl does not name /usr/lib/moed/export"
+fi
 
 echo "== config: packaging/moed.toml"
 # The package's own moed, run here; another architecture's through qemu-user with its cross libc.
