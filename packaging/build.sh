@@ -31,7 +31,12 @@
 #                passing such a package on
 # --tensorrt     with --gpu: --cuda-libs and TensorRT 10's libraries
 #
-# TARGET is $CARGO_TARGET_DIR, else <repo>/target. Prints the package paths on stdout, one a line.
+# Beside moed's packages it always writes the companion moed-import (the variant "import" of
+# daemon/Cargo.toml: the exporter in /usr/lib/moed/export for `moectl models import`):
+# moed-import_<ver>-N_<arch>.deb and moed-import-<ver>-N.noarch.rpm, named on stderr only;
+# packaging/check.sh finds them next to moed's.
+#
+# TARGET is $CARGO_TARGET_DIR, else <repo>/target. Prints moed's package paths on stdout, one a line.
 # Idempotent; on a warm cache it only restages and repackages.
 set -euo pipefail
 
@@ -176,8 +181,12 @@ if ((fast)); then deb_flags=(--fast); rpm_flags=(--payload-compress gzip); fi
 # cargo-deb deletes the package's other versions from $TARGET/debian whatever --output says: keep
 # them when writing elsewhere (the lifecycle test's upgrade must not delete the package it upgrades).
 kept="$(mktemp -d)"
-if [[ -n "$out" ]]; then find "$target/debian" -maxdepth 1 -name 'moed_*.deb' -exec cp -p {} "$kept/" \; 2>/dev/null || true; fi
+if [[ -n "$out" ]]; then find "$target/debian" -maxdepth 1 \( -name 'moed_*.deb' -o -name 'moed-import_*.deb' \) -exec cp -p {} "$kept/" \; 2>/dev/null || true; fi
 deb="$(cd "$repo" && cargo deb --quiet -p moed --no-build --no-strip "${cargo_target[@]}" "${deb_flags[@]}" --deb-revision "$revision" --output "$deb_out")"
+# The companion moed-import (variant "import"): the exporter's Python files, nothing compiled.
+echo "== packaging: cargo deb --variant import (moed-import, revision $revision)" >&2
+import_deb="$(cd "$repo" && cargo deb --quiet -p moed --variant import --no-build --no-strip "${cargo_target[@]}" "${deb_flags[@]}" --deb-revision "$revision" --output "$deb_out")"
+echo "== packaging: moed-import: $import_deb" >&2
 for f in "$kept"/*.deb; do [[ -e "$f" && ! -e "$target/debian/${f##*/}" ]] && mv "$f" "$target/debian/"; done
 rm -rf "$kept"
 echo "$deb"
@@ -185,6 +194,9 @@ if ((rpm)); then
   echo "== packaging: cargo generate-rpm (release $revision)" >&2
   (cd "$repo" && cargo generate-rpm -p daemon --target-dir "$target" "${cargo_target[@]}" "${rpm_flags[@]}" \
     --set-metadata "release = \"$revision\"" --output "$rpm_out") >&2
-  # moed-[0-9]: not the companion moed-cuda-<ver>, which may lie in the same folder.
+  echo "== packaging: cargo generate-rpm --variant import (moed-import, noarch, release $revision)" >&2
+  (cd "$repo" && cargo generate-rpm -p daemon --variant import --arch noarch --target-dir "$target" "${rpm_flags[@]}" \
+    --set-metadata "release = \"$revision\"" --output "$rpm_out") >&2
+  # moed-[0-9]: not the companions moed-cuda-<ver> and moed-import-<ver>, which may lie in the same folder.
   ls -t "$rpm_out"/moed-[0-9]*-"$revision"."$machine".rpm | head -n 1
 fi

@@ -8,9 +8,13 @@
 #   2. packaging/moed.toml passes `moed check-config`, also with every commented key switched on;
 #   3. lintian reports no errors on the .deb (its whole output is printed);
 #   4. the .deb's and .rpm's contents, conffiles/config files, maintainer scripts/scriptlets and
-#      requirements (`dpkg-deb`, `rpm -qp --list/--configfiles/--scripts/--requires`).
+#      requirements (`dpkg-deb`, `rpm -qp --list/--configfiles/--scripts/--requires`);
+#   5. the companion moed-import (packaging/import-checks.sh): the exporter's files and nothing else,
+#      dependencies from the distribution (python3-numpy, python3-onnx, python3-tqdm), no service
+#      scriptlets, lintian without errors, and the packaged exporter run by this machine's python3.
 #
-#   packaging/check.sh [DEB RPM]     (default: the amd64 packages of this version in $TARGET)
+#   packaging/check.sh [DEB RPM [IMPORT_DEB IMPORT_RPM]]
+#     (default: the amd64 packages of this version in $TARGET; moed-import's next to moed's)
 #
 # The packages may be of another architecture than this machine's (packaging/build.sh --arch
 # arm64): the same checks apply, moed check-config then runs under qemu-aarch64-static.
@@ -105,6 +109,15 @@ if grep -qF "../../target/onnxruntime" "$work/pkg/usr/bin/moed"; then
 else
   ok "/usr/bin/moed does not search its build tree for ONNX Runtime"
 fi
+# Likewise a debug moectl looks for the exporter in its source tree's models/export; the packaged one
+# must know only /usr/lib/moed/export (and MOED_EXPORTER_DIR).
+if grep -qF "../models/export" "$work/pkg/usr/bin/moectl"; then
+  fail "/usr/bin/moectl searches its build tree's models/export for the exporter"
+elif grep -qF "/usr/lib/moed/export" "$work/pkg/usr/bin/moectl"; then
+  ok "/usr/bin/moectl looks for the exporter in /usr/lib/moed/export, not in its build tree"
+else
+  fail "/usr/bin/moectl does not name /usr/lib/moed/export"
+fi
 
 echo "== config: packaging/moed.toml"
 # The package's own moed, run here; another architecture's through qemu-user with its cross libc.
@@ -192,6 +205,13 @@ for r in systemd dbus polkit /bin/sh /usr/bin/kill 'libc.so.6()(64bit)' 'libstdc
   grep -qE "^$(sed 's/[.()+]/\\&/g' <<<"$r")( |$)" "$work/rpm.requires" || fail "Requires lacks $r"
 done
 ok "Requires ($(wc -l <"$work/rpm.requires") entries, versions left out here): $(sed -E 's/\(.*//; s/ .*//' "$work/rpm.requires" | sort -u | tr '\n' ' ')"
+
+# shellcheck source=packaging/import-checks.sh
+source "$repo/packaging/import-checks.sh"
+deb_revision="$(dpkg-deb -f "$deb" Version)" && deb_revision="${deb_revision##*-}"
+rpm_release="$(rpm -qp --qf '%{RELEASE}' "$rpm_file" 2>/dev/null)"
+check_import_packages "${3:-$(dirname "$deb")/moed-import_${version}-${deb_revision}_${deb_arch}.deb}" \
+  "${4:-$(dirname "$rpm_file")/moed-import-${version}-${rpm_release}.noarch.rpm}"
 
 checks_done check.sh
 echo "check.sh: all package checks passed"

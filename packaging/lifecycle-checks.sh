@@ -4,10 +4,10 @@
 # check appends "ok: ..." or "FAIL: ..." to RESULTS; the last line is "RESULT: pass" or
 # "RESULT: fail".
 #
-#   lifecycle-checks.sh DEB UPGRADE_DEB RESULTS
+#   lifecycle-checks.sh DEB UPGRADE_DEB RESULTS IMPORT_DEB HF_DIR
 set -uo pipefail
 
-deb="$1" upgrade="$2" results="$3"
+deb="$1" upgrade="$2" results="$3" import_deb="$4" hf="$5"
 : >"$results"
 failures=0
 log() { echo "$*" | tee -a "$results"; }
@@ -133,6 +133,26 @@ rm -rf /etc/systemd/system/moed.service.d /etc/moed/moed.toml.d
 systemctl daemon-reload
 systemctl reset-failed moed.service 2>/dev/null
 check "moed runs again without the drop-ins" systemctl restart moed.service
+
+log "== moed-import: moectl models import with Debian's python3, no virtualenv ($(elapsed))"
+if DEBIAN_FRONTEND=noninteractive dpkg -i "$import_deb" >/tmp/import.out 2>&1; then ok "dpkg -i moed-import $(dpkg-deb -f "$import_deb" Version)"; else fail "dpkg -i moed-import: $(tail -c 800 /tmp/import.out)"; fi
+check "python3 has onnx $(python3 -c 'import onnx; print(onnx.__version__)' 2>&1) and no safetensors or ml_dtypes" \
+  python3 -c 'import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ("safetensors", "ml_dtypes")))'
+pkg="/var/lib/moed/models/$(basename "$hf")"
+if out="$(moectl models import "$hf" --quant int4 2>&1)" && [[ "$out" == *"load it with: moectl models load $pkg"* ]]; then
+  ok "moectl models import $hf --quant int4: $(tr '\n' ' ' <<<"$out")"
+else
+  fail "moectl models import: $out"
+fi
+check "the import left no bytecode in /usr/lib/moed/export" test -z "$(find /usr/lib/moed/export -name __pycache__)"
+check "moectl models load $pkg" moectl models load "$pkg"
+if out="$(runuser -u alice -- moectl generate --model "$(basename "$hf")" --max-tokens 8 --seed 7 "$prompt" 2>&1)" && [[ -n "${out//[[:space:]]/}" ]]; then
+  ok "moectl generate --model $(basename "$hf") as alice: $(tr '\n' ' ' <<<"$out" | cut -c1-120)"
+else
+  fail "generate with the imported model: $out"
+fi
+check "moectl models unload $(basename "$hf")" moectl models unload "$(basename "$hf")"
+if dpkg -r moed-import >/tmp/import-rm.out 2>&1 && test ! -e /usr/lib/moed/export; then ok "dpkg -r moed-import removes /usr/lib/moed/export"; else fail "dpkg -r moed-import: $(tail -c 400 /tmp/import-rm.out); $(ls -R /usr/lib/moed/export 2>&1 | head -n 5)"; fi
 
 log "== upgrade ($(elapsed))"
 before="$(systemctl show -P InvocationID moed.service)"

@@ -3,11 +3,14 @@
 # systemd-nspawn; a oneshot unit inside (packaging/lifecycle-checks.sh) installs, uses, upgrades,
 # removes and purges the package, writes its results and powers the container off.
 #
-#   packaging/lifecycle.sh [DEB [UPGRADE_DEB]]
+#   packaging/lifecycle.sh [DEB [UPGRADE_DEB [IMPORT_DEB]]]
 #
 # DEB defaults to the revision-1 .deb of this version in $TARGET/debian (packaging/build.sh makes
 # it); UPGRADE_DEB to the same binaries packaged as revision 2, built here with
-# `packaging/build.sh --no-build --deb-only --fast --revision 2`.
+# `packaging/build.sh --no-build --deb-only --fast --revision 2`; IMPORT_DEB to the companion
+# moed-import next to DEB (packaging/build.sh makes both): inside the container, with Debian's own
+# python3-numpy, python3-onnx and python3-tqdm and no virtualenv, `moectl models import` converts a
+# fixture checkpoint, which moed then loads and answers with.
 #
 # Before booting, the package is also installed and purged in the plain chroot (no systemd running,
 # /run/systemd/system absent): the maintainer scripts must cope with that.
@@ -25,8 +28,9 @@ deb="${1:-$target/debian/moed_${version}-1_amd64.deb}"
 upgrade="${2:-}"
 # What the base holds besides minbase: systemd as PID 1, the system bus, polkit (so the daemon's
 # real polkit path is exercised; it needs a logind, libpam-systemd), and everything the package
-# Depends on, so that installing it needs no network (dpkg refuses it if a dependency is missing).
-base_packages="systemd,systemd-sysv,libpam-systemd,dbus,polkitd,libstdc++6,libgcc-s1,passwd,procps"
+# Depends on, so that installing it needs no network (dpkg refuses it if a dependency is missing);
+# moed-import's Python dependencies too, from the archive.
+base_packages="systemd,systemd-sysv,libpam-systemd,dbus,polkitd,libstdc++6,libgcc-s1,passwd,procps,python3,python3-numpy,python3-onnx,python3-tqdm"
 started=$SECONDS
 
 [[ $(id -u) -eq 0 ]] || { echo "lifecycle.sh: needs root (debootstrap, chroot, systemd-nspawn)" >&2; exit 1; }
@@ -34,6 +38,8 @@ for tool in debootstrap systemd-nspawn; do
   command -v "$tool" >/dev/null || { echo "lifecycle.sh: $tool is missing; run tests/setup.sh" >&2; exit 1; }
 done
 [[ -f "$deb" ]] || { echo "lifecycle.sh: $deb does not exist; run packaging/build.sh" >&2; exit 1; }
+import_deb="${3:-$(dirname "$deb")/moed-import_${version}-$(dpkg-deb -f "$deb" Version | sed 's/.*-//')_amd64.deb}"
+[[ -f "$import_deb" ]] || { echo "lifecycle.sh: $import_deb does not exist; packaging/build.sh builds it beside moed's" >&2; exit 1; }
 
 work="$(mktemp -d /var/tmp/moed-lifecycle.XXXXXX)"
 root="$work/root"
@@ -77,6 +83,9 @@ echo "ok: chroot install (user created, unit and bus alias enabled, nothing star
 
 step "booting the container"
 install -m 0755 "$repo/packaging/lifecycle-checks.sh" "$root/root/lifecycle-checks.sh"
+cp "$import_deb" "$root/root/moed-import.deb"
+mkdir -p "$root/root/hf"
+cp -r "$repo/models/fixtures/qwen3_moe" "$root/root/hf/"
 cat >"$root/etc/systemd/system/moed-lifecycle.service" <<'EOF'
 [Unit]
 Description=moed package lifecycle checks
@@ -85,7 +94,7 @@ After=multi-user.target dbus.service polkit.service
 Type=oneshot
 StandardOutput=journal+console
 StandardError=journal+console
-ExecStart=/root/lifecycle-checks.sh /root/moed-1.deb /root/moed-2.deb /root/lifecycle-results
+ExecStart=/root/lifecycle-checks.sh /root/moed-1.deb /root/moed-2.deb /root/lifecycle-results /root/moed-import.deb /root/hf/qwen3_moe
 ExecStopPost=/bin/systemctl poweroff --no-block
 TimeoutStartSec=600
 [Install]

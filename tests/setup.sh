@@ -3,7 +3,9 @@
 # with sudo available. Called by tests/run.sh (and so by .ci/run); safe to run by hand.
 #
 # What it provides:
-#   - Debian packages: build tools, and for the service tests dbus (dbus-daemon), systemd (busctl;
+#   - Debian packages: build tools; python3-numpy, python3-onnx, python3-tqdm (and python3-venv), the system Python
+#     that `moectl models import` and its test (ctl/tests/import.rs) run the exporter with, no
+#     virtualenv; for the service tests dbus (dbus-daemon), systemd (busctl;
 #     systemd-socket-activate starts moed-http in its tests), curl (moed-http's tests),
 #     libglib2.0-bin (gdbus), util-linux (setpriv); for the knowledge tests postgresql (a throwaway
 #     cluster is started by the tests themselves; Debian's own cluster is not used) and sqlite3
@@ -27,7 +29,7 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
 for pkg in pkg-config build-essential dbus systemd curl libglib2.0-bin util-linux postgresql sqlite3 \
-  lintian rpm debootstrap systemd-container file time \
+  lintian rpm debootstrap systemd-container file time python3-numpy python3-onnx python3-tqdm python3-venv \
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done

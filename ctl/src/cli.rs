@@ -68,7 +68,7 @@ pub enum Command {
     Chat(ChatArgs),
     /// Print the log-probability of each token of a text
     Score(ScoreArgs),
-    /// List, inspect, load, unload and switch models
+    /// List, inspect, load, unload and switch models; import Hugging Face checkpoints
     #[command(subcommand)]
     Models(ModelsCommand),
     /// Show per-layer expert activation as a heatmap, and the expert cache hit rate
@@ -313,6 +313,43 @@ pub enum ModelsCommand {
         #[arg(add = ArgValueCompleter::new(crate::complete::models))]
         name: String,
     },
+    /// Convert a Hugging Face checkpoint folder into a model package, on this machine (no daemon)
+    #[command(long_about = IMPORT_LONG_ABOUT)]
+    Import(ImportArgs),
+}
+
+const IMPORT_LONG_ABOUT: &str = "\
+Convert a Hugging Face Mixture-of-Experts checkpoint (config.json, *.safetensors, tokenizer.json)
+into a moed model package, on this machine: moed is not involved. This runs the exporter of the
+package moed-import (/usr/lib/moed/export) with the system's python3 and its numpy, onnx and tqdm
+(Debian: python3-numpy python3-onnx python3-tqdm); no virtualenv is needed. MOED_EXPORTER_DIR
+names another exporter folder and MOED_PYTHON another interpreter. Afterwards it prints the
+command that loads the package.";
+
+/// Storage of the package's weights, as the exporter names it (`none` is fp32).
+const QUANTS: [&str; 4] = ["fp32", "fp16", "int8", "int4"];
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The checkpoint folder (config.json, *.safetensors, tokenizer files)
+    #[arg(value_name = "HF_DIR")]
+    pub src: PathBuf,
+    /// Storage of the weights (`none` is fp32); with int4 the attention, shared experts, dense
+    /// MLPs, head and embedding are int8, and the router always stays fp32
+    #[arg(long, value_name = "Q", default_value = "fp32",
+          value_parser = clap::builder::PossibleValuesParser::new(
+              QUANTS.map(|q| { let v = clap::builder::PossibleValue::new(q); if q == "fp32" { v.alias("none") } else { v } })))]
+    pub quant: String,
+    /// The package folder to write (default: /var/lib/moed/models/NAME, where moed finds it)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The package's name (default: HF_DIR's folder name)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Replace the package already in the output folder (otherwise a folder that is not empty
+    /// is refused)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

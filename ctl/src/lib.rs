@@ -70,6 +70,9 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Completions { shell } => return cmd::assets::completions(*shell),
         Command::GenerateAssets { dir } => return cmd::assets::generate(dir),
         Command::Config(command) => return cmd::config::run(command, cli.json),
+        Command::Models(cli::ModelsCommand::Import(args)) => {
+            return cmd::import::run(args, cli.json);
+        }
         _ => {}
     }
     // Started before connecting, so it is registered before moed asks polkit; stopped on return.

@@ -33,6 +33,7 @@ fn help_texts_match_their_snapshots() {
         ("score", &["score", "--help"]),
         ("models", &["models", "--help"]),
         ("models-load", &["models", "load", "--help"]),
+        ("models-import", &["models", "import", "--help"]),
         ("experts", &["experts", "--help"]),
         ("config-show", &["config", "show", "--help"]),
         ("alerts", &["alerts", "--help"]),

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod config;
 pub mod experts;
 pub mod generate;
+pub mod import;
 pub mod knowledge;
 pub mod models;
 pub mod plugins;

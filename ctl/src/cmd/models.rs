@@ -23,6 +23,8 @@ pub async fn run(app: &App, command: ModelsCommand) -> Result<(), CtlError> {
         ModelsCommand::Load { name } => manage(app, &models, "Load", &name).await,
         ModelsCommand::Unload { name } => manage(app, &models, "Unload", &name).await,
         ModelsCommand::Switch { name } => manage(app, &models, "Switch", &name).await,
+        // Run by lib.rs before any bus connection: it needs no daemon.
+        ModelsCommand::Import(_) => Ok(()),
     }
 }
 

@@ -60,6 +60,10 @@ def fusion_args(parser: argparse.ArgumentParser) -> None:
                         help="a router graph per MoE layer instead of router logits from the attention graph")
 
 
+def progress_line(done: int, total: int, name: str) -> None:
+    print(f"graph {done}/{total} {name}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="moe_export", description="Export a Hugging Face MoE checkpoint "
                                      "to a moed model package (models/FORMAT.md).")
@@ -70,12 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="package name for the manifest (default: SRC_DIR's name)")
     parser.add_argument("--force", action="store_true", help="replace the package already in OUT_DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--progress-lines", action="store_true",
+                        help="instead of a progress bar, print 'graph I/N NAME' on stdout as each graph starts "
+                        "(what `moectl models import` reads)")
     args = parser.parse_args(argv)
     from moe_export.export import export  # after parsing, so --help stays fast
 
+    progress = progress_line if args.progress_lines else not args.quiet
     try:
         manifest = export(args.src, args.out, package_quant_from_args(args),
-                          name=args.name, force=args.force, progress=not args.quiet,
+                          name=args.name, force=args.force, progress=progress,
                           fuse_router=not args.unfused_router)
     except ExportError as err:
         print(f"moe_export: error: {err}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -30,11 +31,16 @@ def prepare_out_dir(out: Path, force: bool) -> None:
     (out / "graphs").mkdir(parents=True, exist_ok=True)
 
 
-def write_graphs(plans: list[GraphPlan], load, graphs_dir: Path, progress: bool) -> None:
-    """Build each plan with tensors from `load(ref)`; only one graph's weights are alive at a time."""
-    bar = tqdm(plans, desc="exporting", unit="graph", disable=not progress, dynamic_ncols=True)
-    for plan in bar:
+def write_graphs(plans: list[GraphPlan], load, graphs_dir: Path, progress: bool | Callable) -> None:
+    """Build each plan with tensors from `load(ref)`; only one graph's weights are alive at a time.
+
+    `progress`: a tqdm bar when True; a callable is told (graphs started, total, name) instead.
+    """
+    bar = tqdm(plans, desc="exporting", unit="graph", disable=progress is not True, dynamic_ncols=True)
+    for i, plan in enumerate(bar):
         bar.set_postfix_str(plan.name, refresh=False)
+        if callable(progress):
+            progress(i + 1, len(plans), plan.name)
         weights = {role: load(ref) for role, ref in plan.refs.items()}
         g = GraphWriter(graphs_dir, plan.name)
         plan.build(g, weights)
@@ -53,7 +59,7 @@ def _correction_biases(spec: ModelSpec, ckpt: Checkpoint) -> dict[int, list[floa
 
 
 def export(src: Path, out: Path, qc: QuantConfig | PackageQuant, name: str | None = None, force: bool = False,
-           progress: bool = True, fuse_router: bool = True) -> dict:
+           progress: bool | Callable = True, fuse_router: bool = True) -> dict:
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise ExportError(f"source directory {src} does not exist")

@@ -11,11 +11,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy for safetensors)
 import numpy as np
-from safetensors import SafetensorError, safe_open
 
+from moe_export import stnumpy
 from moe_export.errors import ExportError
+
+try:  # the fast reader; Debian 12 packages neither module, so stnumpy stands in (same results)
+    import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy for safetensors)
+    from safetensors import SafetensorError, safe_open
+except ImportError:
+    safe_open = None
 
 INDEX_FILE = "model.safetensors.index.json"
 _FLOAT_DTYPES = ("F32", "F16", "BF16")
@@ -43,8 +48,11 @@ class _Entry:
 class Checkpoint:
     """The tensors of SRC_DIR, indexed by name; reads are lazy."""
 
-    def __init__(self, src_dir: Path):
+    def __init__(self, src_dir: Path, use_safetensors: bool | None = None):
         self.src = Path(src_dir)
+        # None: the safetensors module when installed; False forces stnumpy (tests compare the two).
+        self._fast = safe_open is not None if use_safetensors is None else use_safetensors
+        self._raw: dict[str, stnumpy.Entry] = {}  # stnumpy's byte ranges, when it is the reader
         self._listed: dict[str, str] = {}  # index.json: name -> shard
         self._entries: dict[str, _Entry] = {}
         index_path = self.src / INDEX_FILE
@@ -79,6 +87,9 @@ class Checkpoint:
         return sorted(by_shard)
 
     def _scan(self, shard: str) -> None:
+        if not self._fast:
+            self._scan_numpy(shard)
+            return
         path = self.src / shard
         try:
             with safe_open(str(path), framework="np") as f:
@@ -94,6 +105,21 @@ class Checkpoint:
             raise ExportError(f"truncated or corrupt safetensors file '{shard}' ({size} bytes): {err}") from None
         except OSError as err:
             raise ExportError(f"cannot read safetensors file '{shard}': {err}") from None
+
+    def _scan_numpy(self, shard: str) -> None:
+        path = self.src / shard
+        try:
+            entries = stnumpy.read_header(path)
+        except stnumpy.FormatError as err:
+            size = path.stat().st_size
+            raise ExportError(f"truncated or corrupt safetensors file '{shard}' ({size} bytes): {err}") from None
+        except OSError as err:
+            raise ExportError(f"cannot read safetensors file '{shard}': {err}") from None
+        for name, raw in entries.items():
+            if name in self._entries:
+                raise ExportError(f"tensor '{name}' appears in both '{self._entries[name].shard}' and '{shard}'")
+            self._entries[name] = _Entry(shard, raw.shape, raw.dtype)
+            self._raw[name] = raw
 
     def has(self, name: str) -> bool:
         return name in self._entries
@@ -133,6 +159,12 @@ class Checkpoint:
         """Read one tensor (or one slice of it) as a fresh float32 array."""
         self.check(ref)
         entry = self._entries[ref.name]
+        if not self._fast:
+            try:
+                array = stnumpy.read(self.src / entry.shard, self._raw[ref.name], ref.index)
+            except (stnumpy.FormatError, OSError) as err:
+                raise ExportError(f"cannot read tensor '{ref.name}' from '{entry.shard}': {err}") from None
+            return array.reshape(ref.shape)  # already a fresh float32 array
         try:
             with safe_open(str(self.src / entry.shard), framework="np") as f:
                 if ref.index is None:

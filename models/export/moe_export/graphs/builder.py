@@ -148,12 +148,28 @@ class GraphWriter:
             opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
         model = helper.make_model(graph, opset_imports=opsets, producer_name="moe_export",
                                   ir_version=IR_VERSION)
+        check(self.path, model)
         self.path.write_bytes(model.SerializeToString())
-        try:
-            onnx.checker.check_model(str(self.path), full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-            raise ExportError(f"internal error: graph {self.path.name} fails onnx.checker: {err}") from None
         files = [self.path]
         if self._offset:
             files.append(self.data_path)
         return files
+
+
+def check(path: Path, model: onnx.ModelProto) -> None:
+    """Run onnx's full checker on `model`, written at `path` so its external data resolves.
+
+    An onnx older than IR_VERSION (Debian 12 ships 1.12, IR 8) refuses the model outright; nothing in
+    these graphs needs IR 9/10 (float8, int4 tensor types), so it checks a copy that says IR 8. The
+    caller then overwrites `path` with the real bytes, so the package is the same with either onnx.
+    """
+    checked = model
+    if onnx.IR_VERSION < model.ir_version:
+        checked = onnx.ModelProto()
+        checked.CopyFrom(model)
+        checked.ir_version = onnx.IR_VERSION
+    path.write_bytes(checked.SerializeToString())
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise ExportError(f"internal error: graph {path.name} fails onnx.checker: {err}") from None
