@@ -332,6 +332,40 @@ fn verbs_against_a_running_daemon() {
             .args(["models", "load", "no-such-model"])
             .run()
             .fails_with(5, "no-such-model");
+
+        // A package loaded by path: moectl says the name it goes by (its manifest's name is
+        // taken by the fixture, so its folder's), and that name is what --model takes.
+        let copy = tempfile::tempdir().expect("tempdir");
+        set_mode(copy.path(), 0o755);
+        let pkg = copy.path().join("copy-of-q3");
+        let src = models_dir(copy.path(), &[SECOND]).join(SECOND);
+        let cp = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(&src)
+            .arg(&pkg)
+            .status()
+            .expect("cp");
+        assert!(cp.success());
+        let path = pkg.to_string_lossy().into_owned();
+        let loaded = ctl().args(["models", "load", &path]).run().ok();
+        assert!(
+            loaded
+                .stdout
+                .starts_with(&format!("loaded {path} as copy-of-q3 (")),
+            "{loaded:?}"
+        );
+        assert!(loaded.stdout.contains("--model copy-of-q3"), "{loaded:?}");
+        ctl()
+            .args(["generate", "Hi", "--model", "copy-of-q3"])
+            .args(GEN)
+            .run()
+            .ok();
+        let json = ctl()
+            .args(["--json", "models", "unload", "copy-of-q3"])
+            .run()
+            .ok()
+            .json();
+        assert_eq!(json["name"], "copy-of-q3");
     }
 
     // experts: the statistics of the requests above, as JSON, text heatmap and SVG.

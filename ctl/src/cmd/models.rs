@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use moed_dbus::actions::MANAGE_MODELS;
 use moed_dbus::proxy::ModelsProxy;
-use moed_dbus::wire::ToWire;
+use moed_dbus::wire::{ToWire, terminal};
 use serde_json::json;
 use zbus::proxy::MethodFlags;
 
@@ -185,10 +185,15 @@ async fn manage(
     bar.finish_and_clear();
     result.map_err(|e| app.fail(e.into(), Some(MANAGE_MODELS)))?;
     let seconds = started.elapsed().as_secs_f64();
+    let known_as = match method {
+        "Unload" => None,
+        _ => name_of_path(models, name).await,
+    };
     if app.json {
         return out_json_pretty(&json!({
             "action": method.to_lowercase(),
             "model": name,
+            "name": known_as.as_deref().unwrap_or(name),
             "seconds": seconds,
         }));
     }
@@ -197,7 +202,32 @@ async fn manage(
         "Unload" => "unloaded",
         _ => "switched to",
     };
-    outln(&format!("{done} {name} ({seconds:.1} s)"))
+    match known_as {
+        Some(known) => outln(&format!(
+            "{done} {name} as {} ({seconds:.1} s); name it so: --model {}",
+            terminal(&known),
+            terminal(&known)
+        )),
+        None => outln(&format!("{done} {name} ({seconds:.1} s)")),
+    }
+}
+
+/// The name a model loaded by path goes by (its manifest's name, or its folder's when that is
+/// taken), which `--model` and the other commands take: `None` for a name, or when the daemon
+/// lists no model at that path.
+async fn name_of_path(models: &ModelsProxy<'_>, arg: &str) -> Option<String> {
+    if !arg.contains('/') {
+        return None;
+    }
+    let path = std::fs::canonicalize(arg).unwrap_or_else(|_| std::path::PathBuf::from(arg));
+    let path = path.to_string_lossy();
+    models
+        .list()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|m| m.path == path && m.name != arg)
+        .map(|m| m.name)
 }
 
 pub fn human_bytes(bytes: u64) -> String {
