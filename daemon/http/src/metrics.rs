@@ -202,78 +202,81 @@ fn write_all(out: &mut String, s: &Scrape) -> std::fmt::Result {
     writeln!(out, "# EOF")
 }
 
-fn write_sources(out: &mut String, m: &EngineMetrics) -> std::fmt::Result {
-    family(
-        out,
-        "moed_source_searches",
-        "counter",
-        "Searches of each data source by retrieval plugins.",
-    )?;
-    for (source, n, _, _) in &m.source_searches {
-        writeln!(
-            out,
-            "moed_source_searches_total{{source=\"{}\"}} {n}",
-            label(source)
-        )?;
-    }
-    family(
-        out,
-        "moed_source_search_failures",
-        "counter",
-        "Searches of each data source that failed or came too late.",
-    )?;
-    for (source, _, n, _) in &m.source_searches {
-        writeln!(
-            out,
-            "moed_source_search_failures_total{{source=\"{}\"}} {n}",
-            label(source)
-        )?;
-    }
-    family(
-        out,
-        "moed_source_search_seconds",
-        "counter",
-        "Time retrieval plugins waited for each data source.",
-    )?;
-    for (source, _, _, secs) in &m.source_searches {
-        writeln!(
-            out,
-            "moed_source_search_seconds_total{{source=\"{}\"}} {}",
-            label(source),
-            number(*secs)
-        )?;
+/// A counter family: name, help, and each row's value.
+type Counter<'a, T> = (&'a str, &'a str, fn(&T) -> f64);
+
+/// Counter families over the same rows: each row's labels (already `label`-escaped and joined),
+/// and per family its name, help and value.
+fn counters<T>(
+    out: &mut String,
+    rows: &[T],
+    labels: impl Fn(&T) -> String,
+    families: &[Counter<'_, T>],
+) -> std::fmt::Result {
+    for (name, help, value) in families {
+        family(out, name, "counter", help)?;
+        for row in rows {
+            writeln!(
+                out,
+                "{name}_total{{{}}} {}",
+                labels(row),
+                number(value(row))
+            )?;
+        }
     }
     Ok(())
 }
 
+type SourceRow = (String, u64, u64, f64);
+
+fn write_sources(out: &mut String, m: &EngineMetrics) -> std::fmt::Result {
+    counters(
+        out,
+        &m.source_searches,
+        |s: &SourceRow| format!("source=\"{}\"", label(&s.0)),
+        &[
+            (
+                "moed_source_searches",
+                "Searches of each data source by retrieval plugins.",
+                |s| s.1 as f64,
+            ),
+            (
+                "moed_source_search_failures",
+                "Searches of each data source that failed or came too late.",
+                |s| s.2 as f64,
+            ),
+            (
+                "moed_source_search_seconds",
+                "Time retrieval plugins waited for each data source.",
+                |s| s.3,
+            ),
+        ],
+    )
+}
+
 fn write_experts(out: &mut String, experts: &[ExpertStatistics]) -> std::fmt::Result {
-    for (name, help, get) in [
-        (
-            "moed_expert_cache_hits",
-            "Expert lookups answered from memory, per model.",
-            (|e: &ExpertStatistics| e.cache_hits) as fn(&ExpertStatistics) -> u64,
-        ),
-        (
-            "moed_expert_cache_misses",
-            "Expert lookups that loaded the expert, per model.",
-            |e| e.cache_misses,
-        ),
-        (
-            "moed_expert_cache_evictions",
-            "Experts dropped to stay within the expert memory budget, per model.",
-            |e| e.cache_evictions,
-        ),
-    ] {
-        family(out, name, "counter", help)?;
-        for e in experts {
-            writeln!(
-                out,
-                "{name}_total{{model=\"{}\"}} {}",
-                label(&e.model),
-                get(e)
-            )?;
-        }
-    }
+    counters(
+        out,
+        experts,
+        |e: &ExpertStatistics| format!("model=\"{}\"", label(&e.model)),
+        &[
+            (
+                "moed_expert_cache_hits",
+                "Expert lookups answered from memory, per model.",
+                |e| e.cache_hits as f64,
+            ),
+            (
+                "moed_expert_cache_misses",
+                "Expert lookups that loaded the expert, per model.",
+                |e| e.cache_misses as f64,
+            ),
+            (
+                "moed_expert_cache_evictions",
+                "Experts dropped to stay within the expert memory budget, per model.",
+                |e| e.cache_evictions as f64,
+            ),
+        ],
+    )?;
     family(
         out,
         "moed_expert_activations",
@@ -296,53 +299,26 @@ fn write_experts(out: &mut String, experts: &[ExpertStatistics]) -> std::fmt::Re
 }
 
 fn write_plugins(out: &mut String, plugins: &[PluginInfo]) -> std::fmt::Result {
-    family(
+    counters(
         out,
-        "moed_plugin_calls",
-        "counter",
-        "Calls of each loaded plugin.",
-    )?;
-    for p in plugins {
-        writeln!(
-            out,
-            "moed_plugin_calls_total{{plugin=\"{}\",kind=\"{}\"}} {}",
-            label(&p.name),
-            label(&p.kind),
-            p.calls
-        )?;
-    }
-    family(
-        out,
-        "moed_plugin_failures",
-        "counter",
-        "Failed calls of each loaded plugin (traps, timeouts, errors, invalid answers).",
-    )?;
-    for p in plugins {
-        writeln!(
-            out,
-            "moed_plugin_failures_total{{plugin=\"{}\",kind=\"{}\"}} {}",
-            label(&p.name),
-            label(&p.kind),
-            p.failures
-        )?;
-    }
-    family(
-        out,
-        "moed_plugin_call_seconds",
-        "counter",
-        "Time spent in each loaded plugin's calls.",
-    )?;
-    for p in plugins {
-        let secs = p.mean_call_us * p.calls as f64 / 1e6;
-        writeln!(
-            out,
-            "moed_plugin_call_seconds_total{{plugin=\"{}\",kind=\"{}\"}} {}",
-            label(&p.name),
-            label(&p.kind),
-            number(secs)
-        )?;
-    }
-    Ok(())
+        plugins,
+        |p: &PluginInfo| format!("plugin=\"{}\",kind=\"{}\"", label(&p.name), label(&p.kind)),
+        &[
+            ("moed_plugin_calls", "Calls of each loaded plugin.", |p| {
+                p.calls as f64
+            }),
+            (
+                "moed_plugin_failures",
+                "Failed calls of each loaded plugin (traps, timeouts, errors, invalid answers).",
+                |p| p.failures as f64,
+            ),
+            (
+                "moed_plugin_call_seconds",
+                "Time spent in each loaded plugin's calls.",
+                |p| p.mean_call_us * p.calls as f64 / 1e6,
+            ),
+        ],
+    )
 }
 
 #[cfg(test)]
