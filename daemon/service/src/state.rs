@@ -119,6 +119,19 @@ impl StateStore {
         })
     }
 
+    /// Opens `dir` again after a handle in this process was dropped: sled's flusher thread keeps
+    /// the file lock for a moment after the last handle goes, so a test that reopens waits for it.
+    #[cfg(test)]
+    pub(crate) fn reopen(dir: &Path) -> StateStore {
+        for _ in 0..200 {
+            if let Ok(s) = StateStore::open(dir) {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("cannot reopen the state store in {}", dir.display());
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -217,18 +230,7 @@ mod tests {
             assert_eq!(total.activations, vec![vec![], vec![2, 4, 6]]);
             store.set_active_model(Some("m")).expect("set");
         }
-        // sled's flusher thread keeps the file lock for a moment after the last handle drops.
-        let mut attempts = 0;
-        let store = loop {
-            match StateStore::open(dir.path()) {
-                Ok(store) => break store,
-                Err(_) if attempts < 100 => {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => panic!("reopen: {e:?}"),
-            }
-        };
+        let store = StateStore::reopen(dir.path());
         let total = store.expert_stats("m").expect("read").expect("present");
         assert_eq!(total.cache_hits, 8);
         assert_eq!(total.requests, 2);

@@ -131,7 +131,7 @@ fn the_index_is_rebuilt_from_the_stored_log_after_a_restart() {
                 .expect("append");
         }
     }
-    let store = StateStore::open(dir.path()).expect("reopen");
+    let store = StateStore::reopen(dir.path());
     let flood: Vec<AlertEntry> = (0..20).map(|i| entry(&format!("f{i}"), 7)).collect();
     store.append_alerts_within(&flood, 10).expect("append");
     assert_eq!(codes_of(&store, 1000), ["a0", "a1", "a2"]);

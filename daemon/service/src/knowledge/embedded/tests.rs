@@ -11,17 +11,6 @@ fn limits() -> Limits {
     }
 }
 
-fn reopen(dir: &std::path::Path) -> StateStore {
-    // sled's flusher thread keeps the file lock for a moment after the last handle drops.
-    for _ in 0..100 {
-        if let Ok(s) = StateStore::open(dir) {
-            return s;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("cannot reopen the state store in {}", dir.display());
-}
-
 const HANDBOOK: &str = "# Handbook\n\nEvery employee has 25 vacation days per calendar year. \
     Unused vacation days expire on March 31 of the following year.";
 const IT: &str =
@@ -91,7 +80,7 @@ fn documents_are_chunked_ranked_replaced_and_kept() {
         store.flush().expect("flush");
         assert_eq!(store.counts().expect("counts"), (3, 1 + 1 + 8));
     }
-    let state = reopen(dir.path());
+    let state = StateStore::reopen(dir.path());
     let store = EmbeddedStore::open(&state, "documents", 16, 4, limits()).expect("reopen");
     assert_eq!(store.counts().expect("counts"), (3, 10));
     let hit = &store.search("holiday", 1).expect("search")[0];
