@@ -12,7 +12,7 @@ use zbus::{
 };
 
 use crate::{
-    ChatMessage, GenerateOptions, GenerationInfo, MoedError, REQUEST_INTERFACE,
+    ChatMessage, ChatTurn, GenerateOptions, GenerationInfo, MoedError, REQUEST_INTERFACE,
     REQUEST_PATH_PREFIX, proxy::EngineProxy, proxy::RequestProxy,
 };
 
@@ -103,6 +103,21 @@ pub async fn generate_chat_dict(
     let path = EngineProxy::new(conn)
         .await?
         .generate_chat(messages, options)
+        .await?;
+    RequestStream::new(conn, stream, path).await
+}
+
+/// Starts `GenerateChatTurns(messages, options)` (turns with tool calls and results) and returns
+/// its event stream; the options as a dictionary, as for [`generate_chat_dict`].
+pub async fn generate_chat_turns_dict(
+    conn: &Connection,
+    messages: &[ChatTurn],
+    options: crate::options::OptionDict,
+) -> Result<RequestStream, MoedError> {
+    let stream = subscribe(conn, None).await?;
+    let path = EngineProxy::new(conn)
+        .await?
+        .generate_chat_turns(messages, options)
         .await?;
     RequestStream::new(conn, stream, path).await
 }

@@ -12,11 +12,11 @@ pub mod types;
 pub mod wire;
 
 pub use error::MoedError;
-pub use options::{GenerateOptions, OutputConstraint, ScoreOptions};
+pub use options::{GenerateOptions, OutputConstraint, ScoreOptions, ToolChoice};
 pub use plugins::{AlertRecord, InstallOptions, PluginInfo};
 pub use types::{
-    ChatMessage, EngineMetrics, EngineState, ExpertStatistics, GenerationInfo, LayerActivations,
-    ModelInfo, ModelSummary, ScoredToken,
+    ChatMessage, ChatTurn, EngineMetrics, EngineState, ExpertStatistics, GenerationInfo,
+    LayerActivations, ModelInfo, ModelSummary, ScoredToken,
 };
 
 /// The well-known bus name the daemon owns.

@@ -62,6 +62,67 @@ pub struct GenerateOptions {
     /// `json_schema` (s), `regex` (s) or `json_object` (b, true): what the answer must match; at
     /// most one of them.
     pub constraint: Option<OutputConstraint>,
+    /// `tools` (s): JSON text of the functions the model may call, OpenAI's shape
+    /// `[{"type": "function", "function": {"name", "description", "parameters"}}]`; chat only.
+    /// Its size and NUL are checked here, its content by the engine (CONTRACT.md, *Tools*).
+    pub tools: Option<String>,
+    /// `tool_choice` (s): `auto`, `none`, `required` or one function's name.
+    pub tool_choice: Option<ToolChoice>,
+}
+
+/// Whether and which tool the answer must call (`tool_choice`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides (the default when `tools` is given).
+    Auto,
+    /// No call: the tools are still shown to the model, its answer is text.
+    None,
+    /// The answer is one call of any of the tools.
+    Required,
+    /// The answer is one call of this function.
+    Function(String),
+}
+
+impl ToolChoice {
+    /// The option's text for this choice.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ToolChoice::Auto => "auto",
+            ToolChoice::None => "none",
+            ToolChoice::Required => "required",
+            ToolChoice::Function(name) => name,
+        }
+    }
+
+    fn parse(key: &str, text: String) -> Result<Self, MoedError> {
+        Ok(match text.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            _ if is_function_name(&text) => ToolChoice::Function(text),
+            _ => {
+                return Err(invalid(
+                    key,
+                    &format!(
+                        "{} is neither auto, none, required nor a function name (letters, digits, _ . -; at most {MAX_FUNCTION_NAME} bytes)",
+                        wire::quote(&text)
+                    ),
+                ));
+            }
+        })
+    }
+}
+
+/// Most bytes of a function's name, as OpenAI allows.
+pub const MAX_FUNCTION_NAME: usize = 64;
+
+/// A function name as OpenAI allows it: `[A-Za-z0-9_.-]{1,64}`.
+pub fn is_function_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_FUNCTION_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// A request's constrained decoding: the answer's tokens are chosen only among those that keep
@@ -97,6 +158,8 @@ pub const GENERATE_OPTION_KEYS: &[&str] = &[
     "json_schema",
     "regex",
     "json_object",
+    "tools",
+    "tool_choice",
     crate::CLIENT_SOCKET_OPTION,
 ];
 
@@ -117,6 +180,9 @@ pub const MAX_JSON_SCHEMA_BYTES: usize = 64 * 1024;
 
 /// Most bytes of `regex`.
 pub const MAX_REGEX_BYTES: usize = 4 * 1024;
+
+/// Most bytes of `tools`.
+pub const MAX_TOOLS_BYTES: usize = 256 * 1024;
 
 /// Most plugin names in `plugins`. Every collection's count is checked before any per-item work,
 /// so a caller that sends 100,000 names costs one comparison, not a pass over them.
@@ -239,11 +305,39 @@ impl GenerateOptions {
                     }
                     set_constraint(&mut opts, key, OutputConstraint::JsonObject)?;
                 }
+                "tools" => {
+                    let text = bounded_string(key, value, MAX_TOOLS_BYTES)?;
+                    if text.contains('\0') {
+                        return Err(invalid(key, "the tools contain a NUL character"));
+                    }
+                    opts.tools = Some(text);
+                }
+                "tool_choice" => {
+                    let text = bounded_string(key, value, MAX_FUNCTION_NAME)?;
+                    opts.tool_choice = Some(ToolChoice::parse(key, text)?);
+                }
                 // The caller's identity, not a generation setting: the daemon's transport reads
                 // it before these options are parsed.
                 crate::CLIENT_SOCKET_OPTION => {}
                 _ => return Err(unknown_key(key, GENERATE_OPTION_KEYS)),
             }
+        }
+        if opts.tools.is_none()
+            && matches!(
+                opts.tool_choice,
+                Some(ToolChoice::Required | ToolChoice::Function(_))
+            )
+        {
+            return Err(invalid(
+                "tool_choice",
+                "a call is required but no tools are given (option tools)",
+            ));
+        }
+        if opts.tools.is_some() && opts.constraint.is_some() {
+            return Err(invalid(
+                "tools",
+                "tools exclude json_schema, regex and json_object (a tool's parameters are its schema)",
+            ));
         }
         Ok(opts)
     }
@@ -308,6 +402,15 @@ impl GenerateOptions {
                 dict.insert("json_object".into(), true.into());
             }
             None => {}
+        }
+        if let Some(tools) = &self.tools {
+            dict.insert("tools".into(), Str::from(tools.clone()).into());
+        }
+        if let Some(choice) = &self.tool_choice {
+            dict.insert(
+                "tool_choice".into(),
+                Str::from(choice.as_str().to_string()).into(),
+            );
         }
         dict
     }

@@ -49,6 +49,8 @@ fn integers_of_any_width_and_round_trip() {
         retrieval: Some(false),
         sources: vec!["handbook".into()],
         constraint: Some(OutputConstraint::JsonSchema(r#"{"type":"object"}"#.into())),
+        tools: None,
+        tool_choice: None,
     };
     assert_eq!(
         GenerateOptions::from_dict(&full.to_dict()).expect("round trip"),
@@ -253,4 +255,44 @@ fn an_unknown_key_of_any_length_is_quoted_short() {
     assert!(m.starts_with("unknown option 'kkk"), "{}", &m[..80]);
     assert!(m.contains("5000000 bytes"));
     assert_short(&m);
+}
+
+#[test]
+fn tools_and_tool_choice_round_trip_and_are_checked() {
+    let s = |v: &str| OwnedVariant::from(Str::from(v.to_string()));
+    for choice in [
+        ToolChoice::Auto,
+        ToolChoice::None,
+        ToolChoice::Required,
+        ToolChoice::Function("get_weather".into()),
+    ] {
+        let opts = GenerateOptions {
+            tools: Some(r#"[{"type":"function","function":{"name":"get_weather"}}]"#.into()),
+            tool_choice: Some(choice),
+            ..GenerateOptions::default()
+        };
+        assert_eq!(
+            GenerateOptions::from_dict(&opts.to_dict()).expect("round trip"),
+            opts
+        );
+    }
+    let msg = err_of(vec![("tool_choice", s("required"))]);
+    assert!(
+        msg.contains("'tool_choice'") && msg.contains("no tools"),
+        "{msg}"
+    );
+    let msg = err_of(vec![("tool_choice", s("get weather"))]);
+    assert!(msg.contains("neither auto"), "{msg}");
+    let msg = err_of(vec![("tool_choice", s(&"x".repeat(65)))]);
+    assert!(msg.contains("'tool_choice'"), "{msg}");
+    let msg = err_of(vec![("tools", s("[]")), ("json_object", true.into())]);
+    assert!(msg.contains("'tools'") && msg.contains("exclude"), "{msg}");
+    let msg = err_of(vec![("tools", s("[\0]"))]);
+    assert!(msg.contains("NUL"), "{msg}");
+    let msg = err_of(vec![("tools", s(&" ".repeat(MAX_TOOLS_BYTES + 1)))]);
+    assert!(msg.contains("'tools'"), "{msg}");
+    // `none` and `auto` need no tools: a client may always send its default.
+    for choice in ["none", "auto"] {
+        assert!(GenerateOptions::from_dict(&dict(vec![("tool_choice", s(choice))])).is_ok());
+    }
 }

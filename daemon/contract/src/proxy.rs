@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use zbus::{OwnedObjectPath, OwnedVariant, proxy};
 
 use crate::{
-    ChatMessage, EngineMetrics, ExpertStatistics, GenerationInfo, ModelInfo, ModelSummary,
-    MoedError, ScoredToken,
+    ChatMessage, ChatTurn, EngineMetrics, ExpertStatistics, GenerationInfo, ModelInfo,
+    ModelSummary, MoedError, ScoredToken,
 };
 
 /// `org.moed.Moed1.Engine` at `/org/moed/Moed1`.
@@ -30,6 +30,13 @@ pub trait Engine {
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(String, GenerationInfo), MoedError>;
 
+    /// As `chat`, with turns that may carry tool calls and tool results (`a(ssa{ss})`).
+    async fn chat_turns(
+        &self,
+        messages: &[ChatTurn],
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(String, GenerationInfo), MoedError>;
+
     /// Starts a streaming request for `prompt`; returns its object path.
     async fn generate(
         &self,
@@ -41,6 +48,13 @@ pub trait Engine {
     async fn generate_chat(
         &self,
         messages: &[ChatMessage],
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, MoedError>;
+
+    /// As `generate_chat`, with turns that may carry tool calls and tool results.
+    async fn generate_chat_turns(
+        &self,
+        messages: &[ChatTurn],
         options: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, MoedError>;
 

@@ -19,6 +19,41 @@ impl ChatMessage {
     }
 }
 
+/// One turn of a conversation that may carry tool calls and their results, `(ssa{ss})`: role
+/// (`system`, `user`, `assistant`, `tool`), content, and extras by key (all optional):
+/// `tool_calls` (assistant; JSON text of an array `[{"id", "type": "function", "function":
+/// {"name", "arguments"}}]`, `arguments` being JSON text as OpenAI sends it), `tool_call_id`
+/// (tool; the call this result answers) and `name` (tool; the function's name). The argument
+/// of `ChatTurns` and `GenerateChatTurns`; see CONTRACT.md, *Tools*.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ChatTurn {
+    pub role: String,
+    pub content: String,
+    pub extras: std::collections::HashMap<String, String>,
+}
+
+impl ChatTurn {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatTurn {
+            role: role.into(),
+            content: content.into(),
+            extras: Default::default(),
+        }
+    }
+
+    /// Adds an extra (`tool_calls`, `tool_call_id`, `name`).
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.extras.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+impl From<ChatMessage> for ChatTurn {
+    fn from(m: ChatMessage) -> Self {
+        ChatTurn::new(m.role, m.content)
+    }
+}
+
 /// One token of a scored text, `(usbd)`: id, its text, whether it has a logprob (the first token
 /// has none: nothing precedes it), and the logprob given all tokens before it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Type)]
@@ -65,6 +100,11 @@ pub struct GenerationInfo {
     /// Retrieved passages put into the prompt, `a(ss)`: source and document id, best first;
     /// absent when retrieval added none.
     pub sources: Option<Vec<(String, String)>>,
+    /// The tool calls the answer made, when the request offered `tools` and the model called
+    /// any: JSON text of an array `[{"id", "type": "function", "function": {"name",
+    /// "arguments"}}]` (`arguments` is JSON text); `finish_reason` is then `tool_calls` and
+    /// `text` holds only what the model wrote outside the calls.
+    pub tool_calls: Option<String>,
 }
 
 /// One entry of `Models.List` (`a{sv}`).

@@ -102,6 +102,7 @@ pub fn info(finished: Finished) -> GenerationInfo {
                 .collect()
         }),
         sources: (!generation.sources.is_empty()).then_some(generation.sources),
+        tool_calls: None,
     }
 }
 

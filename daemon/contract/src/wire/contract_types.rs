@@ -97,6 +97,7 @@ to_wire!(GenerationInfo {
     error_message: opt ERROR_MESSAGE,
     alerts: with alert_list,
     sources: with cited,
+    tool_calls: opt GENERATED_TEXT,
 });
 
 to_wire!(ScoredToken {
