@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::listen::Peer;
 use crate::openai::{self, Prepared};
 use crate::run::{self, Event, finish_reason};
+use crate::tools::{self, ToolCall};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -288,12 +289,13 @@ impl Shape {
         }
     }
 
-    /// One streamed piece: text (with `thinking` as DeepSeek's `reasoning_content`), or the end.
-    fn chunk(&self, text: Option<(&str, bool)>, finish: Option<&str>, first: bool) -> Value {
+    /// One streamed piece: text (with `thinking` as DeepSeek's `reasoning_content`), the tool
+    /// calls, or the end.
+    fn chunk(&self, piece: Piece<'_>, finish: Option<&str>, first: bool) -> Value {
         let choice = match self.kind {
             Kind::Completion => json!({
                 "index": 0,
-                "text": text.map(|(t, _)| t).unwrap_or(""),
+                "text": match piece { Piece::Text(t, _) => t, _ => "" },
                 "logprobs": null,
                 "finish_reason": finish,
             }),
@@ -302,17 +304,20 @@ impl Shape {
                 if first {
                     delta.insert("role".into(), "assistant".into());
                 }
-                match text {
-                    Some((t, true)) => {
+                match piece {
+                    Piece::Text(t, true) => {
                         delta.insert("reasoning_content".into(), t.into());
                     }
-                    Some((t, false)) => {
+                    Piece::Text(t, false) => {
                         delta.insert("content".into(), t.into());
                     }
-                    None if first => {
+                    Piece::Calls(calls) => {
+                        delta.insert("tool_calls".into(), tools::delta_calls(calls));
+                    }
+                    Piece::Nothing if first => {
                         delta.insert("content".into(), "".into());
                     }
-                    None => {}
+                    Piece::Nothing => {}
                 }
                 json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
             }
@@ -322,6 +327,14 @@ impl Shape {
             "model": self.model, "choices": [choice],
         })
     }
+}
+
+/// What one chunk carries.
+enum Piece<'a> {
+    /// Text, and whether it is the thinking section.
+    Text(&'a str, bool),
+    Calls(&'a [ToolCall]),
+    Nothing,
 }
 
 fn usage(info: &moed_dbus::GenerationInfo) -> Value {
@@ -350,6 +363,7 @@ async fn whole(
         }
     };
     let reason = finish_reason(&info.finish_reason);
+    let calls = tools::answered(info.tool_calls.as_deref())?;
     let model = if info.model.is_empty() {
         shape.model.clone()
     } else {
@@ -361,6 +375,13 @@ async fn whole(
         }
         Kind::Chat => {
             let mut message = json!({"role": "assistant", "content": info.text});
+            if !calls.is_empty() {
+                // OpenAI's shape: no content but the calls.
+                if info.text.is_empty() {
+                    message["content"] = Value::Null;
+                }
+                message["tool_calls"] = tools::message_calls(&calls);
+            }
             if !info.thinking.is_empty() {
                 message["reasoning_content"] = info.thinking.clone().into();
             }
@@ -393,18 +414,38 @@ fn stream(
             }
             let (out, finished) = match events.recv().await {
                 Some(Event::Token { text, thinking }) => {
-                    let chunk = shape.chunk(Some((&text, thinking)), None, first);
+                    let chunk = shape.chunk(Piece::Text(&text, thinking), None, first);
                     (sse(&chunk), false)
                 }
                 Some(Event::Done(info)) => {
                     let mut out = String::new();
                     if first {
-                        out.push_str(&format!("data: {}\n\n", shape.chunk(None, None, true)));
+                        out.push_str(&format!(
+                            "data: {}\n\n",
+                            shape.chunk(Piece::Nothing, None, true)
+                        ));
                     }
-                    let last = shape.chunk(None, Some(finish_reason(&info.finish_reason)), false);
+                    // moed reports the calls only at the end (CONTRACT.md, *Tools*): one chunk
+                    // carries each whole.
+                    match tools::answered(info.tool_calls.as_deref()) {
+                        Ok(calls) if calls.is_empty() => {}
+                        Ok(calls) => out.push_str(&format!(
+                            "data: {}\n\n",
+                            shape.chunk(Piece::Calls(&calls), None, false)
+                        )),
+                        Err(e) => {
+                            out.push_str(&format!("data: {}\n\n", e.body()));
+                            return Some((Ok(Bytes::from(out)), (shape, events, false, true)));
+                        }
+                    }
+                    let last = shape.chunk(
+                        Piece::Nothing,
+                        Some(finish_reason(&info.finish_reason)),
+                        false,
+                    );
                     out.push_str(&format!("data: {last}\n\n"));
                     if include_usage {
-                        let mut u = shape.chunk(None, None, false);
+                        let mut u = shape.chunk(Piece::Nothing, None, false);
                         u["choices"] = json!([]);
                         u["usage"] = usage(&info);
                         out.push_str(&format!("data: {u}\n\n"));
@@ -441,5 +482,144 @@ mod tests {
         assert!(!same(b"secret", b"secreT"));
         assert!(!same(b"secret", b"secret2"));
         assert!(!same(b"", b"x"));
+    }
+
+    fn shape() -> Shape {
+        Shape {
+            id: "chatcmpl-7".into(),
+            created: 1,
+            model: "m".into(),
+            kind: Kind::Chat,
+        }
+    }
+
+    fn called(text: &str) -> moed_dbus::GenerationInfo {
+        moed_dbus::GenerationInfo {
+            finish_reason: "tool_calls".into(),
+            text: text.into(),
+            tool_calls: Some(
+                r#"[{"id":"call_7_0","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]"#
+                    .into(),
+            ),
+            completion_tokens: 9,
+            ..Default::default()
+        }
+    }
+
+    fn events(list: Vec<Event>) -> tokio::sync::mpsc::UnboundedReceiver<Event> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for e in list {
+            tx.send(e).expect("open");
+        }
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_carries_the_calls() {
+        let answer = whole(shape(), events(vec![Event::Done(Box::new(called("")))]))
+            .await
+            .expect("answer");
+        let choice = &answer["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(
+            choice["message"],
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_7_0", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}
+            ]})
+        );
+        // Text the model wrote besides the call stays content.
+        let answer = whole(
+            shape(),
+            events(vec![Event::Done(Box::new(called("Let me look.")))]),
+        )
+        .await
+        .expect("answer");
+        assert_eq!(answer["choices"][0]["message"]["content"], "Let me look.");
+        assert_eq!(
+            answer["choices"][0]["message"]["tool_calls"][0]["id"],
+            "call_7_0"
+        );
+        // No calls: no tool_calls key, content a string even when empty.
+        let plain = moed_dbus::GenerationInfo {
+            finish_reason: "eos".into(),
+            ..Default::default()
+        };
+        let answer = whole(shape(), events(vec![Event::Done(Box::new(plain))]))
+            .await
+            .expect("answer");
+        assert_eq!(
+            answer["choices"][0]["message"],
+            json!({"role": "assistant", "content": ""})
+        );
+        assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+        // Calls moed wrote in another shape are its failure, not the client's.
+        let mut bad = called("");
+        bad.tool_calls = Some("[{\"id\": 5}]".into());
+        let err = whole(shape(), events(vec![Event::Done(Box::new(bad))]))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    async fn read_chunks(response: Response) -> Vec<Value> {
+        use http_body_util::BodyExt;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8(body.to_vec()).expect("UTF-8");
+        let events: Vec<&str> = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| e.strip_prefix("data: ").expect("a data event"))
+            .collect();
+        assert_eq!(events.last(), Some(&"[DONE]"), "{text}");
+        events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).expect("JSON"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_stream_sends_the_calls_before_the_finish() {
+        let list = vec![
+            Event::Token {
+                text: "Let me look.".into(),
+                thinking: false,
+            },
+            Event::Done(Box::new(called("Let me look."))),
+        ];
+        let chunks = read_chunks(stream(shape(), events(list), true)).await;
+        let deltas: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]["delta"]).collect();
+        assert_eq!(chunks.len(), 4, "{chunks:?}");
+        assert_eq!(
+            deltas[0],
+            &json!({"role": "assistant", "content": "Let me look."})
+        );
+        assert_eq!(
+            deltas[1],
+            &json!({"tool_calls": [{"index": 0, "id": "call_7_0", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]})
+        );
+        assert!(chunks[1]["choices"][0]["finish_reason"].is_null());
+        assert_eq!(chunks[2]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(deltas[2], &json!({}));
+        assert_eq!(chunks[3]["usage"]["completion_tokens"], 9);
+        // Only a call: the role comes first, then the call.
+        let chunks = read_chunks(stream(
+            shape(),
+            events(vec![Event::Done(Box::new(called("")))]),
+            false,
+        ))
+        .await;
+        assert_eq!(chunks.len(), 3, "{chunks:?}");
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(
+            chunks[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "get_weather"
+        );
+        assert_eq!(chunks[2]["choices"][0]["finish_reason"], "tool_calls");
     }
 }

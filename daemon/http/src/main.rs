@@ -10,6 +10,7 @@ mod openai;
 mod response_format;
 mod run;
 mod server;
+mod tools;
 
 use std::path::PathBuf;
 use std::sync::Arc;

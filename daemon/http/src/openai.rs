@@ -1,11 +1,11 @@
 //! OpenAI request bodies read into moed's request: the prompt or conversation and the
-//! `GenerateOptions` of `Generate`/`GenerateChat`. Fields are read from a parsed JSON value by
+//! `GenerateOptions` of `Generate`/`GenerateChat`/`GenerateChatTurns`. Fields are read from a parsed JSON value by
 //! hand, so every refusal names the field and quotes at most 64 bytes of it; collections are
 //! counted before their entries are looked at.
 
 use moed_dbus::options::{MAX_STOP_BYTES, MAX_STOP_STRINGS};
 use moed_dbus::wire::{self, limits};
-use moed_dbus::{ChatMessage, GenerateOptions};
+use moed_dbus::{ChatTurn, GenerateOptions};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -20,8 +20,9 @@ const MAX_PARTS: usize = 256;
 pub enum Input {
     /// `/v1/completions`: text continued as it is (moed's `raw`).
     Prompt(String),
-    /// `/v1/chat/completions`: through the model's chat template.
-    Chat(Vec<ChatMessage>),
+    /// `/v1/chat/completions`: through the model's chat template; turns may carry tool calls
+    /// and results (extras, CONTRACT.md *Tools*).
+    Chat(Vec<ChatTurn>),
 }
 
 /// A request ready for moed.
@@ -120,18 +121,7 @@ pub fn chat(body: &Value) -> Result<Prepared, ApiError> {
         .enumerate()
         .map(|(i, m)| message(i, m))
         .collect::<Result<Vec<_>, _>>()?;
-    for key in ["tools", "functions"] {
-        match obj.get(key) {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(a)) if a.is_empty() => {}
-            Some(_) => {
-                return Err(ApiError::unsupported(
-                    key,
-                    "tool calls are not supported by moed yet",
-                ));
-            }
-        }
-    }
+    let (tools, tool_choice) = crate::tools::options(obj)?;
     if !matches!(
         obj.get("logprobs"),
         None | Some(Value::Null | Value::Bool(false))
@@ -152,6 +142,8 @@ pub fn chat(body: &Value) -> Result<Prepared, ApiError> {
     };
     let mut options = common(obj, key)?;
     options.constraint = crate::response_format::constraint(obj)?;
+    options.tools = tools;
+    options.tool_choice = tool_choice;
     Ok(Prepared {
         input: Input::Chat(messages),
         options,
@@ -165,7 +157,7 @@ fn object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
         .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))
 }
 
-fn message(i: usize, value: &Value) -> Result<ChatMessage, ApiError> {
+fn message(i: usize, value: &Value) -> Result<ChatTurn, ApiError> {
     let param = |field: &str| format!("messages[{i}].{field}");
     let obj = value
         .as_object()
@@ -178,31 +170,24 @@ fn message(i: usize, value: &Value) -> Result<ChatMessage, ApiError> {
         "system" | "developer" => "system",
         "user" => "user",
         "assistant" => "assistant",
-        "tool" | "function" => {
+        "tool" => "tool",
+        "function" => {
             return Err(ApiError::unsupported(
                 &param("role"),
-                "tool results are not supported by moed yet",
+                "legacy function results are not supported; send role tool with tool_call_id",
             ));
         }
         other => {
             return Err(ApiError::invalid(
                 &param("role"),
                 format!(
-                    "{} is not a role; expected system, developer, user or assistant",
+                    "{} is not a role; expected system, developer, user, assistant or tool",
                     wire::quote(other)
                 ),
             ));
         }
     };
-    if obj
-        .get("tool_calls")
-        .is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
-    {
-        return Err(ApiError::unsupported(
-            &param("tool_calls"),
-            "tool calls are not supported by moed yet",
-        ));
-    }
+    let extras = crate::tools::extras(i, role, obj)?;
     let content = match obj.get("content") {
         Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) => String::new(),
@@ -245,7 +230,11 @@ fn message(i: usize, value: &Value) -> Result<ChatMessage, ApiError> {
         }
     };
     no_nul(&param("content"), &content)?;
-    Ok(ChatMessage::new(role, content))
+    Ok(ChatTurn {
+        role: role.to_string(),
+        content,
+        extras,
+    })
 }
 
 /// The sampling fields both endpoints share.
@@ -415,7 +404,7 @@ fn stop(obj: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
 }
 
 /// D-Bus strings cannot carry U+0000 (the bus would drop the connection): refused by name.
-fn no_nul(param: &str, s: &str) -> Result<(), ApiError> {
+pub fn no_nul(param: &str, s: &str) -> Result<(), ApiError> {
     match s.find('\0') {
         None => Ok(()),
         Some(at) => Err(ApiError::invalid(

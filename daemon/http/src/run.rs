@@ -5,7 +5,7 @@
 use std::os::fd::AsFd;
 
 use moed_dbus::client::{self, RequestEvent, RequestStream};
-use moed_dbus::{CLIENT_SOCKET_OPTION, GenerationInfo, MoedError};
+use moed_dbus::{CLIENT_SOCKET_OPTION, ChatMessage, GenerationInfo, MoedError};
 use tokio::sync::mpsc;
 use zbus::{Connection, Fd, OwnedVariant, Variant};
 
@@ -21,7 +21,7 @@ pub enum Event {
         thinking: bool,
     },
     /// The request ended (`finish_reason` is not `error`/`cancelled`).
-    Done(GenerationInfo),
+    Done(Box<GenerationInfo>),
     /// The request failed after it started.
     Failed(ApiError),
 }
@@ -56,7 +56,16 @@ pub async fn start(
     }
     let stream = match &prepared.input {
         Input::Prompt(prompt) => client::generate_dict(conn, prompt, options).await?,
-        Input::Chat(messages) => client::generate_chat_dict(conn, messages, options).await?,
+        Input::Chat(turns) if uses_tools(prepared) => {
+            client::generate_chat_turns_dict(conn, turns, options).await?
+        }
+        Input::Chat(turns) => {
+            let messages: Vec<ChatMessage> = turns
+                .iter()
+                .map(|t| ChatMessage::new(t.role.as_str(), t.content.as_str()))
+                .collect();
+            client::generate_chat_dict(conn, &messages, options).await?
+        }
     };
     let id = stream
         .path()
@@ -68,6 +77,14 @@ pub async fn start(
     let (tx, events) = mpsc::unbounded_channel();
     tokio::spawn(relay(stream, peer.clone(), tx));
     Ok(Started { id, events })
+}
+
+/// Whether the conversation needs `GenerateChatTurns`: tools offered or a turn with a call or a
+/// result. A plain conversation keeps to `GenerateChat`, which every moed has.
+fn uses_tools(prepared: &Prepared) -> bool {
+    prepared.options.tools.is_some()
+        || prepared.options.tool_choice.is_some()
+        || matches!(&prepared.input, Input::Chat(turns) if turns.iter().any(|t| !t.extras.is_empty()))
 }
 
 /// Forwards the request's events until `Finished`; cancels it when the client is gone. The
@@ -120,7 +137,7 @@ fn finished(reason: &str, info: GenerationInfo) -> Event {
                 .unwrap_or_else(|| format!("the request ended: {reason}"));
             Event::Failed(MoedError::from_parts(name, message).into())
         }
-        _ => Event::Done(info),
+        _ => Event::Done(Box::new(info)),
     }
 }
 
@@ -136,6 +153,7 @@ async fn cancel(stream: &RequestStream, why: &str) {
 pub fn finish_reason(moed: &str) -> &'static str {
     match moed {
         "max_tokens" | "length" => "length",
+        "tool_calls" => "tool_calls",
         _ => "stop",
     }
 }
