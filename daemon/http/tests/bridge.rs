@@ -177,15 +177,22 @@ async fn the_openai_package_over_the_unix_socket() {
     let bus = TestBus::start();
     let _daemon = Daemon::start(&bus, "").await;
     let bridge = Bridge::start(&bus, &[]);
+    python_client("openai_client.py", &bridge, MODEL);
+}
+
+/// Runs `daemon/http/tests/SCRIPT SOCKET MODEL` with the `openai` package of `$MOE_VENV`.
+fn python_client(script: &str, bridge: &Bridge, model: &str) {
     let venv = std::env::var_os("MOE_VENV")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| moed_test_harness::repo_root().join(".venv"));
     let python = venv.join("bin/python3");
-    let script = moed_test_harness::repo_root().join("daemon/http/tests/openai_client.py");
+    let path = moed_test_harness::repo_root()
+        .join("daemon/http/tests")
+        .join(script);
     let out = std::process::Command::new(&python)
-        .arg(&script)
+        .arg(&path)
         .arg(&bridge.socket)
-        .arg(MODEL)
+        .arg(model)
         .output()
         .unwrap_or_else(|e| {
             panic!(
@@ -195,7 +202,7 @@ async fn the_openai_package_over_the_unix_socket() {
         });
     assert!(
         out.status.success(),
-        "openai_client.py failed:\n{}{}",
+        "{script} failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
