@@ -1,7 +1,7 @@
 //! OpenAI request bodies read into moed's request: the prompt or conversation and the
-//! `GenerateOptions` of `Generate`/`GenerateChat`/`GenerateChatTurns`. Fields are read from a parsed JSON value by
-//! hand, so every refusal names the field and quotes at most 64 bytes of it; collections are
-//! counted before their entries are looked at.
+//! `GenerateOptions` of `Generate`/`GenerateChat`/`GenerateChatTurns`. Fields are read from a
+//! parsed JSON value by hand, so every refusal names the field and quotes at most 64 bytes of it;
+//! collections are counted before their entries are looked at.
 
 use moed_dbus::options::{MAX_STOP_BYTES, MAX_STOP_STRINGS};
 use moed_dbus::wire::{self, limits};
