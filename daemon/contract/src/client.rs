@@ -18,6 +18,8 @@ use crate::{
 
 /// One signal of a streaming request.
 #[derive(Debug, Clone, PartialEq)]
+// One `Finished` ends each request; boxing its info would cost every caller's pattern for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum RequestEvent {
     /// A piece of generated text; `thinking` marks the reasoning section.
     Token { text: String, thinking: bool },

@@ -281,8 +281,8 @@ fn tools_and_tool_choice_round_trip_and_are_checked() {
         msg.contains("'tool_choice'") && msg.contains("no tools"),
         "{msg}"
     );
-    let msg = err_of(vec![("tool_choice", s("get weather"))]);
-    assert!(msg.contains("neither auto"), "{msg}");
+    let msg = err_of(vec![("tool_choice", s("get\nweather"))]);
+    assert!(msg.contains("expected auto"), "{msg}");
     let msg = err_of(vec![("tool_choice", s(&"x".repeat(65)))]);
     assert!(msg.contains("'tool_choice'"), "{msg}");
     let msg = err_of(vec![("tools", s("[]")), ("json_object", true.into())]);

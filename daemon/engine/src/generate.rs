@@ -20,6 +20,7 @@ use crate::text::stop::StopMatcher;
 use crate::text::template::ChatMessage;
 use crate::text::thinking::{Segment, ThinkingSplitter, prompt_opens_thinking};
 use crate::text::tokenizer::TokenizerError;
+use crate::text::tools::{CallSplitter, ToolCall, ToolChoice, ToolError, ToolRequest, ToolSyntax};
 
 pub use crate::text::model::SamplingOverrides;
 
@@ -50,6 +51,8 @@ pub enum GenerateError {
     EmptyStop,
     #[error(transparent)]
     Constraint(#[from] ConstraintError),
+    #[error(transparent)]
+    Tools(#[from] ToolError),
 }
 
 /// What the model is given.
@@ -81,9 +84,20 @@ pub struct GenerateRequest {
     /// answer is complete. A thinking section the prompt opens is not constrained; the answer
     /// after it is.
     pub constraint: Option<ConstraintSpec>,
+    /// Functions the model may call, through its chat template (a conversation only); with
+    /// `required` or a named function the answer is constrained to one call.
+    pub tools: Option<ToolRequest>,
 }
 
 impl GenerateRequest {
+    /// The tools the template is given: none when `tool_choice` is `none`.
+    pub fn template_tools(&self) -> Option<&serde_json::Value> {
+        self.tools
+            .as_ref()
+            .filter(|t| t.choice != ToolChoice::None)
+            .map(|t| &t.tools.listed)
+    }
+
     pub fn new(prompt: Prompt) -> Self {
         GenerateRequest {
             prompt,
@@ -93,6 +107,7 @@ impl GenerateRequest {
             seed: None,
             ignore_eos: false,
             constraint: None,
+            tools: None,
         }
     }
 }
@@ -111,6 +126,8 @@ pub enum FinishReason {
     Length,
     /// The caller cancelled.
     Cancelled,
+    /// The answer called tools ([`Outcome::tool_calls`]).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -121,6 +138,7 @@ impl FinishReason {
             FinishReason::MaxTokens => "max_tokens",
             FinishReason::Length => "length",
             FinishReason::Cancelled => "cancelled",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }
@@ -168,6 +186,9 @@ pub struct Outcome {
     pub prompt_token_ids: Vec<u32>,
     /// The stop string that ended generation, if one did.
     pub stop: Option<String>,
+    /// The calls the answer made, when the request offered tools (then `text` is what the model
+    /// wrote outside them, trimmed, and the reason is [`FinishReason::ToolCalls`]).
+    pub tool_calls: Vec<ToolCall>,
     pub stats: GenerateStats,
 }
 
@@ -205,16 +226,33 @@ pub fn generate_with_gate(
     let seed = req.seed.unwrap_or_else(rand::random);
     let mut sampler = Sampler::new(params, seed)?;
     // Compiled before any model work: a bad schema costs no prefill.
+    let syntax = tool_syntax(text, req)?;
+    let tool_constraint = match (&req.tools, syntax) {
+        (
+            Some(
+                tools @ ToolRequest {
+                    choice: ToolChoice::Required | ToolChoice::Function(_),
+                    ..
+                },
+            ),
+            Some(syntax),
+        ) => Some(ConstraintSpec::Grammar {
+            option: "tools",
+            lark: syntax.grammar(&tools.callable(), &|m| text.tokenizer().token_to_id(m)),
+        }),
+        _ => None,
+    };
     let mut constraint: Option<Constraint> = req
         .constraint
         .as_ref()
+        .or(tool_constraint.as_ref())
         .map(|spec| text.constraint(spec))
         .transpose()?;
 
     let (prompt_text, prompt_ids) = match &req.prompt {
         Prompt::Raw(raw) => (raw.clone(), text.encode_raw(raw)?),
         Prompt::Chat(messages) => {
-            let rendered = text.render_chat(messages)?;
+            let rendered = text.render_chat(messages, req.template_tools())?;
             let ids = text.encode_rendered(&rendered)?;
             (rendered, ids)
         }
@@ -239,6 +277,7 @@ pub fn generate_with_gate(
         decoder: StreamDecoder::new(text.tokenizer(), &prompt_ids, text.hidden_ids().clone()),
         stop: StopMatcher::new(req.stop.clone()),
         thinking: ThinkingSplitter::new(text.thinking().cloned(), starts_thinking),
+        calls: syntax.map(CallSplitter::new),
         answer: String::new(),
         thought: String::new(),
         matched: None,
@@ -321,6 +360,7 @@ pub fn generate_with_gate(
         }
     };
     let reason = stream.finish(reason, on_event)?;
+    let (reason, tool_calls) = stream.take_calls(reason, syntax, req, on_event);
     on_event(Event::Finished(reason));
 
     let ended = Instant::now();
@@ -348,8 +388,45 @@ pub fn generate_with_gate(
         stop: stream
             .matched
             .and_then(|i| stream.stop.stops().get(i).cloned()),
+        tool_calls,
         stats,
     })
+}
+
+/// The call syntax to hold the answer back for: the template's, when the request offers tools
+/// it may call. Offered tools need a template that renders them.
+fn tool_syntax(
+    text: &TextModel,
+    req: &GenerateRequest,
+) -> Result<Option<ToolSyntax>, GenerateError> {
+    let Some(tools) = &req.tools else {
+        return Ok(None);
+    };
+    if matches!(req.prompt, Prompt::Raw(_)) {
+        return Err(ToolError {
+            at: "option 'tools'".into(),
+            message: "applies to a conversation only (chat template), not to a raw prompt".into(),
+        }
+        .into());
+    }
+    if req.constraint.is_some() {
+        return Err(ToolError {
+            at: "option 'tools'".into(),
+            message: "tools exclude json_schema, regex and json_object".into(),
+        }
+        .into());
+    }
+    if tools.choice == ToolChoice::None {
+        return Ok(None);
+    }
+    match text.tool_support() {
+        Some(syntax) => Ok(Some(syntax)),
+        None => Err(ToolError {
+            at: "option 'tools'".into(),
+            message: "the model's chat template does not render tools".into(),
+        }
+        .into()),
+    }
 }
 
 fn rate(count: usize, seconds: f64) -> f64 {
@@ -366,6 +443,8 @@ struct TextStream<'t> {
     decoder: StreamDecoder<'t>,
     stop: StopMatcher,
     thinking: ThinkingSplitter,
+    /// Holds the answer back from the opening of a tool call on (a request with tools).
+    calls: Option<CallSplitter>,
     answer: String,
     thought: String,
     matched: Option<usize>,
@@ -411,6 +490,47 @@ impl TextStream<'_> {
         Ok(reason)
     }
 
+    /// Parses what the call splitter captured: calls when the answer ended by itself and they are
+    /// well-formed, else the captured text is released as answer text after all.
+    fn take_calls(
+        &mut self,
+        reason: FinishReason,
+        syntax: Option<ToolSyntax>,
+        req: &GenerateRequest,
+        on_event: &mut dyn FnMut(Event),
+    ) -> (FinishReason, Vec<ToolCall>) {
+        let Some(mut splitter) = self.calls.take() else {
+            return (reason, Vec::new());
+        };
+        let (held, captured) = splitter.finish();
+        self.emit_answer(held, on_event);
+        let Some(captured) = captured else {
+            return (reason, Vec::new());
+        };
+        let ended_itself = matches!(reason, FinishReason::Eos | FinishReason::Stop);
+        let parsed = match (syntax, &req.tools) {
+            (Some(syntax), Some(tools)) if ended_itself => syntax.parse(&captured, &tools.tools),
+            _ => None,
+        };
+        match parsed {
+            Some(calls) => {
+                self.answer = self.answer.trim().to_string();
+                (FinishReason::ToolCalls, calls)
+            }
+            None => {
+                self.emit_answer(captured, on_event);
+                (reason, Vec::new())
+            }
+        }
+    }
+
+    fn emit_answer(&mut self, text: String, on_event: &mut dyn FnMut(Event)) {
+        if !text.is_empty() {
+            self.answer.push_str(&text);
+            on_event(Event::Text(text));
+        }
+    }
+
     /// From here on all text is answer: a constrained answer may hold the thinking markers as
     /// text (inside a JSON string), which must neither end it nor turn its constraint off.
     fn answer_only(&mut self, on_event: &mut dyn FnMut(Event)) {
@@ -423,8 +543,11 @@ impl TextStream<'_> {
         for segment in segments {
             match segment {
                 Segment::Answer(t) => {
-                    self.answer.push_str(&t);
-                    on_event(Event::Text(t));
+                    let t = match &mut self.calls {
+                        Some(splitter) => splitter.push(&t),
+                        None => t,
+                    };
+                    self.emit_answer(t, on_event);
                 }
                 Segment::Thinking(t) => {
                     self.thought.push_str(&t);
@@ -459,6 +582,7 @@ mod tests {
             decoder: StreamDecoder::new(&tok, &[], tok.special_ids()),
             stop: StopMatcher::new(stops.iter().map(|s| s.to_string()).collect()),
             thinking: ThinkingSplitter::new(Some(markers), inside),
+            calls: None,
             answer: String::new(),
             thought: String::new(),
             matched: None,
@@ -516,6 +640,7 @@ mod tests {
             decoder: StreamDecoder::new(&tok, &[], tok.special_ids()),
             stop: StopMatcher::new(Vec::new()),
             thinking: ThinkingSplitter::new(Some(markers), true),
+            calls: None,
             answer: String::new(),
             thought: String::new(),
             matched: None,

@@ -15,6 +15,8 @@ use crate::openai::{Input, Prepared};
 
 /// What the handler receives.
 #[derive(Debug)]
+// One `Done` per request; boxing its info buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     Token {
         text: String,

@@ -87,7 +87,8 @@ fn map_error(err: GenerateError) -> ServiceError {
         | GenerateError::Engine(EngineError::ContextOverflow { .. })
         | GenerateError::Constraint(
             ConstraintError::Invalid { .. } | ConstraintError::Unsupported(_),
-        ) => ServiceError::InvalidArgument(err.to_string()),
+        )
+        | GenerateError::Tools(_) => ServiceError::InvalidArgument(err.to_string()),
         other => ServiceError::Failed(other.to_string()),
     }
 }
@@ -248,10 +249,15 @@ fn add_documents(
         prompt_tokens: context.saturating_sub(reserve),
     };
     let text = &model.text;
+    // A copy: the prompt is rewritten while the count renders it with the request's tools.
+    let tools = req.template_tools().cloned();
+    let tools = tools.as_ref();
     let mut count = |p: &Prompt| -> Result<usize, GenerateError> {
         Ok(match p {
             Prompt::Raw(raw) => text.encode_raw(raw)?.len(),
-            Prompt::Chat(messages) => text.encode_rendered(&text.render_chat(messages)?)?.len(),
+            Prompt::Chat(messages) => text
+                .encode_rendered(&text.render_chat(messages, tools)?)?
+                .len(),
         })
     };
     let assembled =

@@ -128,6 +128,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         retrieval: true,
         sources: Vec::new(),
         constraint: None,
+        tools: None,
+        tool_choice: None,
     };
     // Nothing cancels a command-line run but the user's Ctrl-C, which ends the process.
     local::runtime()?.block_on(async {

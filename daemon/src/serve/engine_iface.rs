@@ -5,8 +5,8 @@ use std::sync::{Arc, RwLock};
 use moed_dbus::options::OptionDict;
 use moed_dbus::wire::{self, ToWire, WireStr, limits};
 use moed_dbus::{
-    ChatMessage, EngineMetrics, GenerationInfo, MoedError, REQUEST_PATH_PREFIX, ScoreOptions,
-    ScoredToken,
+    ChatMessage, ChatTurn, EngineMetrics, GenerationInfo, MoedError, REQUEST_PATH_PREFIX,
+    ScoreOptions, ScoredToken,
 };
 use zbus::message::Header;
 use zbus::names::BusName;
@@ -212,6 +212,18 @@ impl EngineIface {
             .await
     }
 
+    /// As `chat`, with turns that carry tool calls and results (CONTRACT.md, *Tools*).
+    #[zbus(out_args("text", "info"))]
+    async fn chat_turns(
+        &self,
+        messages: Vec<ChatTurn>,
+        options: OptionDict,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(WireStr, GenerationInfo), MoedError> {
+        self.blocking(&header, request_wire::turns(messages)?, &options)
+            .await
+    }
+
     /// Starts a streaming request for `prompt`; its object emits Token, Alert and Finished.
     #[zbus(out_args("request"))]
     async fn generate(
@@ -235,6 +247,19 @@ impl EngineIface {
         #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath, MoedError> {
         self.streaming(&header, server, request_wire::chat(messages), &options)
+            .await
+    }
+
+    /// As `generate_chat`, with turns that carry tool calls and results.
+    #[zbus(out_args("request"))]
+    async fn generate_chat_turns(
+        &self,
+        messages: Vec<ChatTurn>,
+        options: OptionDict,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<OwnedObjectPath, MoedError> {
+        self.streaming(&header, server, request_wire::turns(messages)?, &options)
             .await
     }
 

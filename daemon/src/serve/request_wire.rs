@@ -2,14 +2,17 @@
 //! service's results as `GenerationInfo` and `ScoredToken`s.
 
 use moed_dbus::{
-    ChatMessage, GenerateOptions, GenerationInfo, OutputConstraint, ScoreOptions, ScoredToken,
+    ChatMessage, ChatTurn, GenerateOptions, GenerationInfo, MoedError, OutputConstraint,
+    ScoreOptions, ScoredToken, ToolChoice,
 };
 use moed_service::runner::{PromptInput, TokenScore};
 use moed_service::service::{Finished, GenerateParams, ScoreParams};
+use moed_wire::quote;
 
 use crate::generate::SamplingOverrides;
 use crate::text::constraint::ConstraintSpec;
 use crate::text::template;
+use crate::text::tools::{self, ToolCall};
 
 /// A conversation as the service takes it.
 pub fn chat(messages: Vec<ChatMessage>) -> PromptInput {
@@ -19,9 +22,58 @@ pub fn chat(messages: Vec<ChatMessage>) -> PromptInput {
             .map(|m| template::ChatMessage {
                 role: m.role,
                 content: m.content,
+                ..Default::default()
             })
             .collect(),
     )
+}
+
+/// A conversation of turns with extras (`ChatTurns`) as the service takes it; an unknown extra
+/// is refused by name (its role and content are the service's to check).
+pub fn turns(messages: Vec<ChatTurn>) -> Result<PromptInput, MoedError> {
+    let mut out = Vec::with_capacity(messages.len().min(1024));
+    for (i, turn) in messages.into_iter().enumerate() {
+        let mut m = template::ChatMessage {
+            role: turn.role,
+            content: turn.content,
+            ..Default::default()
+        };
+        for (key, value) in turn.extras {
+            let slot = match key.as_str() {
+                "tool_calls" => &mut m.tool_calls,
+                "tool_call_id" => &mut m.tool_call_id,
+                "name" => &mut m.name,
+                _ => {
+                    return Err(MoedError::InvalidArgument(format!(
+                        "messages[{i}]: unknown extra {}; expected tool_calls, tool_call_id or name",
+                        quote(&key)
+                    )));
+                }
+            };
+            *slot = Some(value);
+        }
+        out.push(m);
+    }
+    Ok(PromptInput::Chat(out))
+}
+
+/// The answer's calls as `info.tool_calls` gives them (CONTRACT.md, *Tools*).
+fn tool_calls_json(request_id: &str, calls: &[ToolCall]) -> Option<String> {
+    if calls.is_empty() {
+        return None;
+    }
+    let list: Vec<serde_json::Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(n, c)| {
+            serde_json::json!({
+                "id": format!("call_{request_id}_{n}"),
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            })
+        })
+        .collect();
+    serde_json::to_string(&list).ok()
 }
 
 /// The service's request for `input` under the parsed options.
@@ -52,6 +104,13 @@ pub fn params(input: PromptInput, options: GenerateOptions) -> GenerateParams {
             OutputConstraint::Regex(text) => ConstraintSpec::Regex(text),
             OutputConstraint::JsonObject => ConstraintSpec::JsonObject,
         }),
+        tools: options.tools,
+        tool_choice: options.tool_choice.map(|c| match c {
+            ToolChoice::Auto => tools::ToolChoice::Auto,
+            ToolChoice::None => tools::ToolChoice::None,
+            ToolChoice::Required => tools::ToolChoice::Required,
+            ToolChoice::Function(name) => tools::ToolChoice::Function(name),
+        }),
     }
 }
 
@@ -74,6 +133,7 @@ pub fn info(finished: Finished) -> GenerationInfo {
     } = finished;
     let outcome = generation.outcome;
     let stats = &outcome.stats;
+    let tool_calls = tool_calls_json(&request_id, &outcome.tool_calls);
     GenerationInfo {
         request_id,
         model: generation.model,
@@ -102,7 +162,7 @@ pub fn info(finished: Finished) -> GenerationInfo {
                 .collect()
         }),
         sources: (!generation.sources.is_empty()).then_some(generation.sources),
-        tool_calls: None,
+        tool_calls,
     }
 }
 

@@ -15,7 +15,9 @@ use nix::unistd::Pid;
 use zbus::Connection;
 
 #[allow(unused_imports)] // Each test binary uses a different part of the harness.
-pub use moed_test_harness::{TestBus, is_root, models_dir, ort_library, repo_root, set_mode};
+pub use moed_test_harness::{
+    TestBus, is_root, models_dir, ort_library, repo_root, set_mode, tools_models_dir,
+};
 
 pub const MODEL: &str = "deepseek_v3";
 
@@ -29,6 +31,8 @@ pub struct DaemonSetup {
     pub models: PathBuf,
     pub extra_config: String,
     pub default_model: bool,
+    /// The default model's name when `default_model` (the fixture [`MODEL`] unless changed).
+    pub default_name: String,
 }
 
 impl DaemonSetup {
@@ -45,6 +49,7 @@ impl DaemonSetup {
             models,
             extra_config: String::new(),
             default_model: true,
+            default_name: MODEL.to_string(),
         }
     }
 
@@ -60,7 +65,7 @@ impl DaemonSetup {
     /// (TOML lines appended to the `[service]` table unless they open a table themselves).
     pub fn write_config(&self, service: &str) {
         let default = if self.default_model {
-            format!("default = \"{MODEL}\"\n")
+            format!("default = \"{}\"\n", self.default_name)
         } else {
             String::new()
         };

@@ -165,6 +165,45 @@ pub fn models_dir(work: &Path, archs: &[&str]) -> PathBuf {
     dir
 }
 
+/// Qwen3's published chat template, which renders `tools` and writes `<tool_call>` blocks.
+pub const QWEN3_TEMPLATE: &str =
+    include_str!("../../../daemon/engine/src/text/testdata/qwen3_chat_template.jinja");
+
+/// A models directory in `work` for tool-call tests: `qwen3_tools`, the qwen3_moe fixture package
+/// with Qwen3's chat template in its manifest and a 2048-token context, and `deepseek_v3` as it is (its template renders
+/// no tools).
+pub fn tools_models_dir(work: &Path) -> PathBuf {
+    let fixtures = models_dir(work, &["qwen3_moe", "deepseek_v3"]);
+    let dir = work.join("tool-models");
+    for (from, to) in [("qwen3_moe", "qwen3_tools"), ("deepseek_v3", "deepseek_v3")] {
+        copy_dir(&fixtures.join(from), &dir.join(to));
+    }
+    let manifest_path = dir.join("qwen3_tools/manifest.json");
+    let text = std::fs::read_to_string(&manifest_path).expect("read manifest");
+    let mut manifest: serde_json::Value = serde_json::from_str(&text).expect("manifest json");
+    manifest["chat_template"] = QWEN3_TEMPLATE.into();
+    manifest["name"] = "qwen3_tools".into();
+    // Qwen3's tools section alone is ~700 tokens of the fixture's 512-token vocabulary; rope is
+    // computed from positions in the graphs, so a longer context is only the manifest's limit.
+    manifest["dims"]["context_length"] = 2048.into();
+    std::fs::write(&manifest_path, manifest.to_string()).expect("write manifest");
+    set_mode(work, 0o755);
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
 /// A `moed serve` for client-side tests (moectl, moed-http): `moed.toml` in `work` serving the
 /// fixture packages `archs` (the first one the default) with its state under `work/state` and
 /// the group authorizer; `access` holds extra lines of the `[access]` table. Returns the config

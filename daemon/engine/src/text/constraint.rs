@@ -38,6 +38,9 @@ pub enum ConstraintSpec {
     Regex(String),
     /// Any JSON object.
     JsonObject,
+    /// A Lark grammar moed wrote itself (a required tool call, [`super::tools`]), refused under
+    /// the name of the option it was made from.
+    Grammar { option: &'static str, lark: String },
 }
 
 impl ConstraintSpec {
@@ -47,6 +50,7 @@ impl ConstraintSpec {
             ConstraintSpec::JsonSchema(_) => "json_schema",
             ConstraintSpec::Regex(_) => "regex",
             ConstraintSpec::JsonObject => "json_object",
+            ConstraintSpec::Grammar { option, .. } => option,
         }
     }
 }
@@ -130,18 +134,21 @@ pub fn parse_schema(text: &str) -> Result<Value, ConstraintError> {
             quote(text)
         )));
     }
-    if depth(&schema) > MAX_SCHEMA_DEPTH {
-        return Err(invalid(format!(
+    check_schema_value(&schema).map_err(invalid)?;
+    Ok(schema)
+}
+
+/// Checks a parsed schema: depth, NUL, patterns (the reason, without the option).
+pub fn check_schema_value(schema: &Value) -> Result<(), String> {
+    if depth(schema) > MAX_SCHEMA_DEPTH {
+        return Err(format!(
             "the schema nests deeper than {MAX_SCHEMA_DEPTH} levels"
-        )));
-    }
-    if has_nul(&schema) {
-        return Err(invalid(
-            "the schema contains a NUL character (\\u0000)".into(),
         ));
     }
-    check_patterns(&schema).map_err(invalid)?;
-    Ok(schema)
+    if has_nul(schema) {
+        return Err("the schema contains a NUL character (\\u0000)".into());
+    }
+    check_patterns(schema)
 }
 
 /// Bounds every `pattern` and `patternProperties` key. One that regex-syntax cannot read is left
@@ -252,6 +259,7 @@ impl ConstraintCompiler {
             ConstraintSpec::JsonObject => {
                 TopLevelGrammar::from_json_schema(compact(serde_json::json!({"type": "object"})))
             }
+            ConstraintSpec::Grammar { lark, .. } => TopLevelGrammar::from_lark(lark.clone()),
         };
         let parser = self
             .factory

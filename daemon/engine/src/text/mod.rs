@@ -11,3 +11,4 @@ pub mod template;
 pub mod thinking;
 mod token_trie;
 pub mod tokenizer;
+pub mod tools;

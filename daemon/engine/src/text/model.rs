@@ -11,6 +11,7 @@ use super::sampler::{SamplerError, SamplingParams};
 use super::template::{ChatMessage, ChatTemplate, SpecialTokenTexts, TemplateError};
 use super::thinking::ThinkingMarkers;
 use super::tokenizer::{TextTokenizer, TokenizerError};
+use super::tools::ToolSyntax;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TextModelError {
@@ -103,11 +104,17 @@ impl TextModel {
         // Special tokens are left out of streamed text, except the thinking markers, which the
         // splitter must see (some tokenizers mark `<think>` special).
         let mut hidden_ids = tokenizer.special_ids();
-        if let Some(m) = &thinking {
-            for marker in [&m.start, &m.end] {
-                if let Some(id) = tokenizer.token_to_id(marker) {
-                    hidden_ids.remove(&id);
-                }
+        let thinking_markers = thinking
+            .iter()
+            .flat_map(|m| [m.start.as_str(), m.end.as_str()]);
+        // The tool-call markers too: the answer's calls are parsed from the text.
+        let call_markers = template
+            .as_ref()
+            .and_then(ChatTemplate::tool_syntax)
+            .map_or(&[][..], |s| s.markers());
+        for marker in thinking_markers.chain(call_markers.iter().copied()) {
+            if let Some(id) = tokenizer.token_to_id(marker) {
+                hidden_ids.remove(&id);
             }
         }
         TextModel {
@@ -163,13 +170,23 @@ impl TextModel {
         self.defaults.max_new_tokens.map(|n| n as usize)
     }
 
-    /// The conversation rendered by the chat template, opening the assistant's turn.
-    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, TextModelError> {
+    /// The conversation rendered by the chat template, opening the assistant's turn; `tools`
+    /// (the offered functions as the request listed them) go to the template as `tools`.
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String, TextModelError> {
         let template = self
             .template
             .as_ref()
             .ok_or(TextModelError::NoChatTemplate)?;
-        Ok(template.render(messages, true)?)
+        Ok(template.render_with_tools(messages, true, tools)?)
+    }
+
+    /// The call syntax of the chat template when it renders offered tools (CONTRACT.md, *Tools*).
+    pub fn tool_support(&self) -> Option<ToolSyntax> {
+        self.template.as_ref().and_then(ChatTemplate::tool_support)
     }
 
     /// Raw text gets the manifest's BOS rule.

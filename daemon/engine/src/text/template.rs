@@ -7,6 +7,7 @@ use minijinja::{Environment, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use super::pyjson::{self, JsonStyle};
+use super::tools::ToolSyntax;
 
 const TEMPLATE_NAME: &str = "chat_template";
 
@@ -18,11 +19,23 @@ pub enum TemplateError {
     Render(String),
 }
 
-/// One chat message as templates see it (`message['role']`, `message['content']`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One chat message as templates see it (`message['role']`, `message['content']`, and where
+/// set `message['tool_calls']`, `message['tool_call_id']`, `message['name']`; an unset one is
+/// absent, so that `'tool_calls' in message` reads as templates expect).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant turn's calls: JSON text of OpenAI's array (checked with
+    /// [`super::tools::parse_turn_calls`] before it gets here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<String>,
+    /// A tool result's call id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A tool result's function name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
@@ -30,7 +43,40 @@ impl ChatMessage {
         ChatMessage {
             role: role.to_string(),
             content: content.to_string(),
+            ..Default::default()
         }
+    }
+
+    /// Bytes of the message with its extras, as the prompt's size counts them.
+    pub fn len(&self) -> usize {
+        [&self.tool_calls, &self.tool_call_id, &self.name]
+            .into_iter()
+            .flatten()
+            .map(String::len)
+            .fold(self.role.len() + self.content.len(), usize::saturating_add)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// As the template sees it: `tool_calls` parsed from its JSON text.
+    fn template_value(&self, index: usize) -> Result<Value, TemplateError> {
+        let mut map = serde_json::Map::new();
+        map.insert("role".into(), self.role.clone().into());
+        map.insert("content".into(), self.content.clone().into());
+        if let Some(calls) = &self.tool_calls {
+            let calls =
+                super::tools::parse_turn_calls(calls, &format!("messages[{index}].tool_calls"))
+                    .map_err(|e| TemplateError::Render(e.to_string()))?;
+            map.insert("tool_calls".into(), calls);
+        }
+        for (key, value) in [("tool_call_id", &self.tool_call_id), ("name", &self.name)] {
+            if let Some(v) = value {
+                map.insert(key.into(), v.clone().into());
+            }
+        }
+        Ok(Value::from_serialize(&map))
     }
 }
 
@@ -49,6 +95,10 @@ pub struct SpecialTokenTexts {
 pub struct ChatTemplate {
     env: Environment<'static>,
     special: SpecialTokenTexts,
+    /// The call syntax the template writes, if any.
+    tool_syntax: Option<ToolSyntax>,
+    /// Whether the template refers to `tools` (renders the offered functions).
+    renders_tools: bool,
 }
 
 impl ChatTemplate {
@@ -63,7 +113,26 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
             .map_err(|e| TemplateError::Syntax(describe(&e)))?;
-        Ok(ChatTemplate { env, special })
+        let renders_tools = env
+            .get_template(TEMPLATE_NAME)
+            .map(|t| t.undeclared_variables(false).contains("tools"))
+            .unwrap_or(false);
+        Ok(ChatTemplate {
+            env,
+            special,
+            tool_syntax: ToolSyntax::detect(source),
+            renders_tools,
+        })
+    }
+
+    /// The syntax of calls when the template both shows the offered tools and writes calls.
+    pub fn tool_support(&self) -> Option<ToolSyntax> {
+        self.tool_syntax.filter(|_| self.renders_tools)
+    }
+
+    /// The call syntax the template writes (turns with calls render without it too).
+    pub fn tool_syntax(&self) -> Option<ToolSyntax> {
+        self.tool_syntax
     }
 
     /// Renders the conversation; with `add_generation_prompt` the template appends the opening
@@ -73,8 +142,27 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        self.render_with_tools(messages, add_generation_prompt, None)
+    }
+
+    /// [`Self::render`] with the offered tools given to the template as `tools` (the list as the
+    /// request sent it, as transformers' `apply_chat_template(tools=...)` passes it).
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String, TemplateError> {
         let mut ctx: BTreeMap<&str, Value> = BTreeMap::new();
-        ctx.insert("messages", Value::from_serialize(messages));
+        let messages = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| m.template_value(i))
+            .collect::<Result<Vec<Value>, _>>()?;
+        ctx.insert("messages", Value::from(messages));
+        if let Some(tools) = tools {
+            ctx.insert("tools", Value::from_serialize(tools));
+        }
         ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
         for (name, text) in [
             ("bos_token", &self.special.bos),
@@ -261,5 +349,64 @@ mod tests {
         let t = ChatTemplate::new("{{ 1 | tojson(bogus=1) }}", SpecialTokenTexts::default())
             .expect("compile");
         assert!(t.render(&[], false).is_err());
+    }
+
+    /// Qwen3's published template (Qwen3-MoE's too): the offered tools go into its system turn,
+    /// an assistant turn's calls and the tool results render as transformers renders them.
+    #[test]
+    fn qwen3_renders_tools_calls_and_results() {
+        let t = ChatTemplate::new(
+            include_str!("testdata/qwen3_chat_template.jinja"),
+            SpecialTokenTexts::default(),
+        )
+        .expect("compiles");
+        assert_eq!(t.tool_support(), Some(ToolSyntax::Hermes));
+        let tools: serde_json::Value = serde_json::from_str(
+            r#"[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]"#,
+        )
+        .expect("json");
+        let mut call = ChatMessage::new("assistant", "");
+        call.tool_calls = Some(
+            r#"[{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]"#
+                .into(),
+        );
+        let mut result = ChatMessage::new("tool", "{\"temp\": 3}");
+        result.tool_call_id = Some("c1".into());
+        let messages = [ChatMessage::new("user", "Weather in Oslo?"), call, result];
+        let out = t
+            .render_with_tools(&messages, true, Some(&tools))
+            .expect("render");
+        let expected = "<|im_start|>system\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\"}}}\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWeather in Oslo?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n{\"temp\": 3}\n</tool_response><|im_end|>\n<|im_start|>assistant\n";
+        assert_eq!(out, expected);
+        // Without tools the template writes no tools section.
+        let plain = t.render(&messages[..1], true).expect("render");
+        assert!(!plain.contains("<tools>"), "{plain}");
+    }
+
+    #[test]
+    fn deepseek_r1_renders_calls_but_not_tools() {
+        let t = r1();
+        assert_eq!(t.tool_syntax(), Some(ToolSyntax::DeepSeek));
+        assert_eq!(t.tool_support(), None);
+        let mut call = ChatMessage::new("assistant", "");
+        call.tool_calls = Some(
+            r#"[{"id": "c1", "type": "function", "function": {"name": "now", "arguments": "{}"}}]"#
+                .into(),
+        );
+        let out = t
+            .render(&[ChatMessage::new("user", "Time?"), call], false)
+            .expect("render");
+        assert!(
+            out.ends_with("<｜tool▁call▁begin｜>function<｜tool▁sep｜>now\n```json\n{}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>"),
+            "{out}"
+        );
+        let mut bad = ChatMessage::new("assistant", "");
+        bad.tool_calls = Some("[{}]".into());
+        let err = t.render(&[bad], false).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("messages[0].tool_calls[0].function"),
+            "{err}"
+        );
     }
 }

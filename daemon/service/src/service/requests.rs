@@ -18,6 +18,7 @@ use crate::runner::{self, Generation, PromptInput, StreamEvent, TokenScore, prom
 use crate::scheduler::Ticket;
 use crate::text::constraint::ConstraintSpec;
 use crate::text::template::ChatMessage;
+use crate::text::tools::{self, ToolChoice, ToolRequest};
 
 /// Who asks: the key its requests are cancelled by when it leaves (a bus name), and its uid
 /// (per-user limits, the alert audit log).
@@ -52,6 +53,9 @@ pub struct GenerateParams {
     pub sources: Vec<String>,
     /// What the answer must match (constrained decoding).
     pub constraint: Option<ConstraintSpec>,
+    /// `tools` (JSON text) and `tool_choice`: checked at admission against the model.
+    pub tools: Option<String>,
+    pub tool_choice: Option<ToolChoice>,
 }
 
 /// A scoring request.
@@ -69,6 +73,8 @@ pub struct Admitted {
     params: GenerateParams,
     /// Its plugins, chosen at admission from the plugin set of that moment.
     plugins: RequestPlugins,
+    /// Its tools, parsed at admission.
+    tools: Option<ToolRequest>,
     uid: u32,
 }
 
@@ -98,7 +104,7 @@ impl<F: FnMut(StreamEvent) + Send + 'static> RequestSink for F {
     }
 }
 
-const ROLES: &[&str] = &["system", "user", "assistant"];
+const ROLES: &[&str] = &["system", "user", "assistant", "tool"];
 
 /// Most messages of one conversation.
 pub const MAX_CHAT_MESSAGES: usize = 1024;
@@ -138,7 +144,7 @@ impl Service {
                 }
                 let bytes = messages
                     .iter()
-                    .map(|m| m.role.len() + m.content.len())
+                    .map(ChatMessage::len)
                     .fold(0usize, usize::saturating_add);
                 ("messages", bytes)
             }
@@ -170,6 +176,7 @@ impl Service {
         }
         self.check_sources(&params.sources)?;
         let model = self.registry.for_request(params.model.as_deref())?;
+        let tools = check_tools(&params, &model)?;
         let system = params.system.as_ref().map_or(0, String::len);
         check_prompt_bytes("prompt", input_bytes + system, &model, cap)?;
         let plugins = request_plugins::resolve(
@@ -187,6 +194,7 @@ impl Service {
             ticket,
             params,
             plugins,
+            tools,
             uid: client.uid,
         })
     }
@@ -214,6 +222,7 @@ impl Service {
             mut ticket,
             params,
             plugins,
+            tools,
             uid,
         } = admitted;
         let request_id = ticket.id().to_string();
@@ -236,7 +245,7 @@ impl Service {
             let mut alerts = Vec::new();
             let result = runner::generate(
                 &run_model,
-                engine_request(&params),
+                engine_request(&params, tools),
                 &params.sources,
                 &plugins,
                 &retrieval,
@@ -257,7 +266,7 @@ impl Service {
         })?;
         let stats = &generation.outcome.stats;
         self.metrics.outcome(match stats.finish_reason {
-            FinishReason::Stop | FinishReason::Eos => Outcome::Stop,
+            FinishReason::Stop | FinishReason::Eos | FinishReason::ToolCalls => Outcome::Stop,
             FinishReason::MaxTokens | FinishReason::Length => Outcome::Length,
             FinishReason::Cancelled => Outcome::Cancelled,
         });
@@ -367,8 +376,31 @@ impl Service {
     }
 }
 
+/// A turn's extras belong to its role, and its calls parse (CONTRACT.md, *Tools*).
+fn check_extras(i: usize, m: &ChatMessage) -> Result<(), ServiceError> {
+    let misplaced = |key: &str, role: &str| {
+        invalid(format!(
+            "messages[{i}].{key}: only a turn of role {role} carries it, not {}",
+            quote(&m.role)
+        ))
+    };
+    if let Some(calls) = &m.tool_calls {
+        if m.role != "assistant" {
+            return Err(misplaced("tool_calls", "assistant"));
+        }
+        tools::parse_turn_calls(calls, &format!("messages[{i}].tool_calls"))
+            .map_err(|e| invalid(e.to_string()))?;
+    }
+    for (key, value) in [("tool_call_id", &m.tool_call_id), ("name", &m.name)] {
+        if value.is_some() && m.role != "tool" {
+            return Err(misplaced(key, "tool"));
+        }
+    }
+    Ok(())
+}
+
 /// The engine's generation request for a checked request.
-fn engine_request(params: &GenerateParams) -> GenerateRequest {
+fn engine_request(params: &GenerateParams, tools: Option<ToolRequest>) -> GenerateRequest {
     let prompt = prompt_of(&params.input, params.raw, params.system.as_deref());
     let mut req = GenerateRequest::new(prompt);
     req.sampling = params.sampling;
@@ -377,7 +409,40 @@ fn engine_request(params: &GenerateParams) -> GenerateRequest {
     req.seed = params.seed;
     req.ignore_eos = params.ignore_eos;
     req.constraint = params.constraint.clone();
+    req.tools = tools;
     req
+}
+
+/// A request's `tools` and `tool_choice`, parsed and checked against the model's chat template
+/// before the request takes a queue place.
+fn check_tools(
+    params: &GenerateParams,
+    model: &LoadedModel,
+) -> Result<Option<ToolRequest>, ServiceError> {
+    let choice = params.tool_choice.clone().unwrap_or(ToolChoice::Auto);
+    let Some(text) = &params.tools else {
+        if matches!(choice, ToolChoice::Required | ToolChoice::Function(_)) {
+            return Err(invalid(
+                "option 'tool_choice': a call is required but no tools are given (option tools)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if !matches!(params.input, PromptInput::Chat(_)) {
+        return Err(invalid(
+            "option 'tools' applies to Chat, GenerateChat, ChatTurns and GenerateChatTurns only"
+                .into(),
+        ));
+    }
+    let tools = ToolRequest::parse(text, choice).map_err(|e| invalid(e.to_string()))?;
+    if tools.choice != ToolChoice::None && model.text.tool_support().is_none() {
+        return Err(invalid(format!(
+            "option 'tools': the chat template of model {} does not render tools",
+            quote(&model.name)
+        )));
+    }
+    Ok(Some(tools))
 }
 
 /// The most bytes of input (prompt, conversation or scored text) for `model`: what its context
@@ -418,10 +483,11 @@ fn check_messages(messages: &[ChatMessage], params: &GenerateParams) -> Result<(
     for (i, m) in messages.iter().enumerate() {
         if !ROLES.contains(&m.role.as_str()) {
             return Err(invalid(format!(
-                "messages[{i}]: unknown role {}; expected system, user or assistant",
+                "messages[{i}]: unknown role {}; expected system, user, assistant or tool",
                 quote(&m.role)
             )));
         }
+        check_extras(i, m)?;
     }
     if params.raw {
         return Err(invalid(
