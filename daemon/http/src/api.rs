@@ -516,7 +516,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_whole_answer_carries_the_calls() {
-        let answer = whole(shape(), events(vec![Event::Done(Box::new(called("")))]))
+        let answer = whole(shape(), events(vec![Event::Done(called(""))]))
             .await
             .expect("answer");
         let choice = &answer["choices"][0];
@@ -528,12 +528,9 @@ mod tests {
             ]})
         );
         // Text the model wrote besides the call stays content.
-        let answer = whole(
-            shape(),
-            events(vec![Event::Done(Box::new(called("Let me look.")))]),
-        )
-        .await
-        .expect("answer");
+        let answer = whole(shape(), events(vec![Event::Done(called("Let me look."))]))
+            .await
+            .expect("answer");
         assert_eq!(answer["choices"][0]["message"]["content"], "Let me look.");
         assert_eq!(
             answer["choices"][0]["message"]["tool_calls"][0]["id"],
@@ -544,7 +541,7 @@ mod tests {
             finish_reason: "eos".into(),
             ..Default::default()
         };
-        let answer = whole(shape(), events(vec![Event::Done(Box::new(plain))]))
+        let answer = whole(shape(), events(vec![Event::Done(plain)]))
             .await
             .expect("answer");
         assert_eq!(
@@ -555,7 +552,7 @@ mod tests {
         // Calls moed wrote in another shape are its failure, not the client's.
         let mut bad = called("");
         bad.tool_calls = Some("[{\"id\": 5}]".into());
-        let err = whole(shape(), events(vec![Event::Done(Box::new(bad))]))
+        let err = whole(shape(), events(vec![Event::Done(bad)]))
             .await
             .expect_err("refused");
         assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -589,7 +586,7 @@ mod tests {
                 text: "Let me look.".into(),
                 thinking: false,
             },
-            Event::Done(Box::new(called("Let me look."))),
+            Event::Done(called("Let me look.")),
         ];
         let chunks = read_chunks(stream(shape(), events(list), true)).await;
         let deltas: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]["delta"]).collect();
@@ -610,7 +607,7 @@ mod tests {
         // Only a call: the role comes first, then the call.
         let chunks = read_chunks(stream(
             shape(),
-            events(vec![Event::Done(Box::new(called("")))]),
+            events(vec![Event::Done(called(""))]),
             false,
         ))
         .await;

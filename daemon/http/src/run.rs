@@ -23,7 +23,7 @@ pub enum Event {
         thinking: bool,
     },
     /// The request ended (`finish_reason` is not `error`/`cancelled`).
-    Done(Box<GenerationInfo>),
+    Done(GenerationInfo),
     /// The request failed after it started.
     Failed(ApiError),
 }
@@ -139,7 +139,7 @@ fn finished(reason: &str, info: GenerationInfo) -> Event {
                 .unwrap_or_else(|| format!("the request ended: {reason}"));
             Event::Failed(MoedError::from_parts(name, message).into())
         }
-        _ => Event::Done(Box::new(info)),
+        _ => Event::Done(info),
     }
 }
 

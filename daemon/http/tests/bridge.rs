@@ -180,6 +180,104 @@ async fn the_openai_package_over_the_unix_socket() {
     python_client("openai_client.py", &bridge, MODEL);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_whole_streamed_and_continued() {
+    let bus = TestBus::start();
+    let _daemon = Daemon::start_tools(&bus).await;
+    let bridge = Bridge::start(&bus, &[]);
+    let sock = &bridge.socket;
+    let weather = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10}},
+            "required": ["city"], "additionalProperties": false}}}]);
+    let body = |extra: serde_json::Value| {
+        let mut body = json!({
+            "model": TOOLS_MODEL, "messages": [{"role": "user", "content": "Weather in Oslo?"}],
+            "tools": weather, "tool_choice": "required", "temperature": 0, "max_tokens": 96,
+        });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        body.to_string()
+    };
+
+    // The exact JSON: no content but the call, whose arguments keep to the schema.
+    let whole = Curl::new(sock)
+        .post("/v1/chat/completions", &body(json!({})))
+        .run();
+    assert_eq!(whole.status, 200, "{whole:?}");
+    let answer = whole.json();
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{answer}");
+    assert!(choice["message"]["content"].is_null(), "{answer}");
+    let calls = choice["message"]["tool_calls"]
+        .as_array()
+        .expect("tool_calls");
+    assert_eq!(calls.len(), 1, "{answer}");
+    let call = &calls[0];
+    assert!(
+        call["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("call_")),
+        "{call}"
+    );
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: serde_json::Value = serde_json::from_str(
+        call["function"]["arguments"]
+            .as_str()
+            .expect("arguments text"),
+    )
+    .expect("arguments are JSON");
+    let city = args["city"].as_str().expect("city is a string");
+    assert!(city.chars().count() <= 10, "{args}");
+    assert_eq!(args.as_object().map(|o| o.len()), Some(1), "{args}");
+
+    // Streamed: one chunk with the whole call, then the finish chunk.
+    let streamed = Curl::new(sock)
+        .post("/v1/chat/completions", &body(json!({"stream": true})))
+        .run();
+    assert_eq!(streamed.status, 200, "{streamed:?}");
+    let chunks: Vec<serde_json::Value> = streamed
+        .body
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).expect("a JSON chunk"))
+        .collect();
+    let with_calls: Vec<&serde_json::Value> = chunks
+        .iter()
+        .filter(|c| !c["choices"][0]["delta"]["tool_calls"].is_null())
+        .collect();
+    assert_eq!(with_calls.len(), 1, "{chunks:?}");
+    let delta = &with_calls[0]["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!(delta["index"], 0, "{delta}");
+    assert_eq!(delta["function"], call["function"], "greedy: as whole");
+    let last = chunks.last().expect("chunks");
+    assert_eq!(last["choices"][0]["finish_reason"], "tool_calls", "{last}");
+
+    // A model whose template renders no tools: moed's own refusal, naming the option.
+    moed_dbus::proxy::ModelsProxy::new(&connect(&bus).await)
+        .await
+        .expect("models proxy")
+        .load(MODEL)
+        .await
+        .expect("load the second model");
+    let err = Curl::new(sock)
+        .post("/v1/chat/completions", &body(json!({"model": MODEL})))
+        .run()
+        .error(400);
+    assert_eq!(err["code"], "invalid_argument", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("tools"),
+        "{err}"
+    );
+
+    python_client("tools_client.py", &bridge, TOOLS_MODEL);
+}
+
 /// Runs `daemon/http/tests/SCRIPT SOCKET MODEL` with the `openai` package of `$MOE_VENV`.
 fn python_client(script: &str, bridge: &Bridge, model: &str) {
     let venv = std::env::var_os("MOE_VENV")

@@ -217,8 +217,22 @@ pub fn spawn_fixture_daemon(
 ) -> (PathBuf, Child) {
     set_mode(work, 0o755);
     let models = models_dir(work, archs);
-    let config = work.join("moed.toml");
     let default = archs.first().copied().unwrap_or_default();
+    spawn_daemon_serving(moed, bus, work, &models, default, access)
+}
+
+/// As [`spawn_fixture_daemon`], serving the packages in `models` (a directory such as
+/// [`tools_models_dir`] makes) with `default` the default model.
+pub fn spawn_daemon_serving(
+    moed: &Path,
+    bus: &TestBus,
+    work: &Path,
+    models: &Path,
+    default: &str,
+    access: &str,
+) -> (PathBuf, Child) {
+    set_mode(work, 0o755);
+    let config = work.join("moed.toml");
     std::fs::write(
         &config,
         format!(

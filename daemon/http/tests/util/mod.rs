@@ -17,6 +17,8 @@ pub use moed_test_harness::{TestBus, is_root, models_dir, ort_library, set_mode}
 
 pub const MODEL: &str = "deepseek_v3";
 pub const SECOND: &str = "qwen3_moe";
+/// The model of `tools_models_dir` whose chat template renders tools.
+pub const TOOLS_MODEL: &str = "qwen3_tools";
 
 pub fn bridge_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_moed-http"))
@@ -57,7 +59,26 @@ impl Daemon {
             &[MODEL, SECOND],
             access,
         );
-        let daemon = Daemon { child, work };
+        Daemon { child, work }.ready(bus).await
+    }
+
+    /// Serving [`TOOLS_MODEL`] (a fixture with Qwen3's chat template, which renders tools; the
+    /// default) and [`MODEL`] (whose template renders none).
+    pub async fn start_tools(bus: &TestBus) -> Daemon {
+        let work = tempfile::tempdir().expect("tempdir");
+        let models = moed_test_harness::tools_models_dir(work.path());
+        let (_, child) = moed_test_harness::spawn_daemon_serving(
+            &moed_bin(),
+            bus,
+            work.path(),
+            &models,
+            TOOLS_MODEL,
+            "",
+        );
+        Daemon { child, work }.ready(bus).await
+    }
+
+    async fn ready(self, bus: &TestBus) -> Daemon {
         let conn = connect(bus).await;
         let engine = moed_dbus::proxy::EngineProxy::builder(&conn)
             .cache_properties(zbus::proxy::CacheProperties::No)
@@ -69,7 +90,7 @@ impl Daemon {
             assert!(Instant::now() < deadline, "moed did not become ready");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        daemon
+        self
     }
 }
 
