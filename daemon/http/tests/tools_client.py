@@ -114,6 +114,13 @@ def main(socket: str, model: str) -> None:
     )
     grown = answer.usage.prompt_tokens - plain.usage.prompt_tokens
     assert grown > 8, (answer.usage, plain.usage)
+    # ... the call itself too: the same turns without it make a shorter prompt.
+    uncalled = client.chat.completions.create(
+        model=model, messages=follow[:1] + [{"role": "assistant", "content": ""}] + follow[2:],
+        tools=TOOLS, tool_choice="none", temperature=0, max_tokens=1,
+    )
+    called = answer.usage.prompt_tokens - uncalled.usage.prompt_tokens
+    assert called >= len(call.function.arguments) // 4, (answer.usage, uncalled.usage)
     # Whole and streamed alike: a streamed follow-up is answered.
     stream = client.chat.completions.create(
         model=model, messages=follow, tools=TOOLS, temperature=0, max_tokens=4, stream=True,
