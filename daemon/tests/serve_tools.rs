@@ -182,6 +182,17 @@ async fn a_required_call_comes_back_parsed_and_its_result_renders() {
         ),
         (
             user.to_vec(),
+            GenerateOptions {
+                tools: Some(
+                    r##"[{"type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": "g", "parameters": {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}}}]"##
+                        .into(),
+                ),
+                ..options(ToolChoice::Required, 1)
+            },
+            "option 'tools': tools[1].function.parameters",
+        ),
+        (
+            user.to_vec(),
             options(ToolChoice::Function("send_mail".into()), 1),
             "option 'tool_choice': 'send_mail' is not among the tools",
         ),

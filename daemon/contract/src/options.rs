@@ -114,7 +114,7 @@ impl ToolChoice {
 }
 
 /// Most bytes of `tool_choice` (a function's name is at most 64, as OpenAI allows).
-pub const MAX_FUNCTION_NAME: usize = 64;
+pub const MAX_FUNCTION_NAME: usize = wire::limits::FUNCTION_NAME;
 
 /// A request's constrained decoding: the answer's tokens are chosen only among those that keep
 /// it inside this language, and generation ends (`stop`) when it is complete.

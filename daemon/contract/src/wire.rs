@@ -14,7 +14,9 @@ use serde::{Serialize, Serializer};
 use zbus::{Signature, Type};
 
 // The string rules themselves know no D-Bus: they live in moed-wire, shared with the engine.
-pub use moed_wire::{NUL_REPLACEMENT, limits, log_line, owned, quote, strings, terminal, text};
+pub use moed_wire::{
+    NUL_REPLACEMENT, is_function_name, limits, log_line, owned, quote, strings, terminal, text,
+};
 
 mod contract_types;
 pub use contract_types::source_failures;

@@ -242,12 +242,14 @@ pub fn generate_with_gate(
         }),
         _ => None,
     };
-    let mut constraint: Option<Constraint> = req
-        .constraint
-        .as_ref()
-        .or(tool_constraint.as_ref())
-        .map(|spec| text.constraint(spec))
-        .transpose()?;
+    let mut constraint: Option<Constraint> =
+        match req.constraint.as_ref().or(tool_constraint.as_ref()) {
+            Some(spec) => Some(
+                text.constraint(spec)
+                    .map_err(|e| blame_tool(text, req, e))?,
+            ),
+            None => None,
+        };
 
     let (prompt_text, prompt_ids) = match &req.prompt {
         Prompt::Raw(raw) => (raw.clone(), text.encode_raw(raw)?),
@@ -391,6 +393,31 @@ pub fn generate_with_gate(
         tool_calls,
         stats,
     })
+}
+
+/// A required call's grammar that does not compile is some function's `parameters`: named by
+/// compiling each alone (only on this error path).
+fn blame_tool(text: &TextModel, req: &GenerateRequest, err: ConstraintError) -> GenerateError {
+    let (
+        ConstraintError::Invalid {
+            option: "tools", ..
+        },
+        Some(tools),
+    ) = (&err, &req.tools)
+    else {
+        return err.into();
+    };
+    for (i, def) in tools.tools.defs.iter().enumerate() {
+        let alone = ConstraintSpec::JsonSchema(def.parameters.to_string());
+        if let Err(ConstraintError::Invalid { message, .. }) = text.constraint(&alone) {
+            return ToolError {
+                at: format!("option 'tools': tools[{i}].function.parameters"),
+                message,
+            }
+            .into();
+        }
+    }
+    err.into()
 }
 
 /// The call syntax to hold the answer back for: the template's, when the request offers tools

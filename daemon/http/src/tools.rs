@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use moed_dbus::options::{MAX_FUNCTION_NAME, MAX_TOOLS_BYTES};
+use moed_dbus::wire::is_function_name;
 use moed_dbus::{ToolChoice, wire};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -203,16 +204,6 @@ fn name<'a>(function: &'a Map<String, Value>, param: &str) -> Result<&'a str, Ap
         None | Some(Value::Null) => Err(ApiError::invalid(param, "is required")),
         Some(_) => Err(ApiError::invalid(param, "must be a string")),
     }
-}
-
-/// A function name as OpenAI allows it, `[A-Za-z0-9_.-]{1,64}`: the engine's rule (CONTRACT.md,
-/// *Tools*), checked here too so that the refusal names the entry before anything is sent.
-fn is_function_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_FUNCTION_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// `tool_choice`: `"auto"`, `"none"`, `"required"` or `{"type": "function", "function":

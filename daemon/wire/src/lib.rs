@@ -12,6 +12,16 @@
 
 use std::borrow::Cow;
 
+/// A tool's function name as OpenAI allows it, `[A-Za-z0-9_.-]{1,64}`: one rule for the engine,
+/// which checks a request's `tools`, and the bridges, which refuse a bad name by its field.
+pub fn is_function_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= limits::FUNCTION_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 /// What replaces a NUL byte: U+FFFD REPLACEMENT CHARACTER.
 pub const NUL_REPLACEMENT: char = '\u{FFFD}';
 
@@ -25,6 +35,8 @@ pub mod limits {
     pub const NAME: usize = 256;
     /// An alert code.
     pub const ALERT_CODE: usize = 128;
+    /// A tool's function name (OpenAI's limit; CONTRACT.md, *Tools*).
+    pub const FUNCTION_NAME: usize = 64;
     /// An alert message, a plugin's failure message or reject reason.
     pub const ALERT_MESSAGE: usize = 2 * 1024;
     /// A document id (retrieval, `Knowledge.Search`, the audit log).

@@ -2,7 +2,7 @@
 //! for the template, the call syntax the template writes found in its text, calls parsed back
 //! out of an answer, and the grammar that makes a required call well-formed.
 
-use moed_wire::quote;
+use moed_wire::{is_function_name, quote};
 use serde_json::{Map, Value};
 
 use super::constraint::check_schema_value;
@@ -13,7 +13,7 @@ pub const MAX_TOOLS: usize = 128;
 /// Most calls in one answer or one turn's `tool_calls`.
 pub const MAX_CALLS: usize = 128;
 /// Most bytes of a function's name (OpenAI's limit).
-pub const MAX_NAME: usize = 64;
+pub const MAX_NAME: usize = moed_wire::limits::FUNCTION_NAME;
 
 /// A request's tools or a turn's calls that cannot be used; `at` names the option or field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,15 +86,6 @@ impl ToolRequest {
             _ => self.tools.defs.iter().collect(),
         }
     }
-}
-
-/// A function name as OpenAI allows it: `[A-Za-z0-9_.-]{1,64}`.
-pub fn is_function_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 fn parse_tools(text: &str) -> Result<Tools, ToolError> {
