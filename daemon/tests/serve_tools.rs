@@ -219,6 +219,13 @@ async fn a_required_call_comes_back_parsed_and_its_result_renders() {
             .await,
     );
     assert!(msg.contains("option 'tools' applies to Chat"), "{msg}");
+
+    // Refusals are the client's: counted as rejected, never as errors, also the grammar that
+    // failed only once the request was running.
+    let metrics = engine.metrics().await.expect("Metrics");
+    let count = |outcome: &str| metrics.requests.get(outcome).copied().unwrap_or(0);
+    assert_eq!(count("error"), 0, "{:?}", metrics.requests);
+    assert!(count("rejected") >= 6, "{:?}", metrics.requests);
 }
 
 /// The default fixture's template renders no tools: offering them is refused by name.

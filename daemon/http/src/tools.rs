@@ -16,9 +16,9 @@ use crate::error::ApiError;
 use crate::openai::no_nul;
 
 /// Most entries of `tools` (moed's own limit, checked before the entries are looked at).
-pub const MAX_TOOLS: usize = 128;
+pub const MAX_TOOLS: usize = wire::limits::TOOLS;
 /// Most calls in one assistant message's `tool_calls`.
-pub const MAX_TOOL_CALLS: usize = 128;
+pub const MAX_TOOL_CALLS: usize = wire::limits::TOOL_CALLS;
 /// Most bytes of a call's `id` (OpenAI's are about 30, moed's `call_<request>_<n>`).
 pub const MAX_CALL_ID: usize = 256;
 
@@ -133,41 +133,33 @@ fn tool(i: usize, item: &Value) -> Result<(&str, Value), ApiError> {
     let name = name(function, &param(".function.name"))?;
     let mut out = Map::new();
     out.insert("name".into(), name.into());
-    match function.get("description") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(d)) => {
-            no_nul(&param(".function.description"), d)?;
-            out.insert("description".into(), d.as_str().into());
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                &param(".function.description"),
-                "must be a string",
-            ));
-        }
+    if let Some(Value::String(d)) = function.get("description") {
+        no_nul(&param(".function.description"), d)?;
     }
-    match function.get("parameters") {
-        None | Some(Value::Null) => {}
-        Some(p @ Value::Object(_)) => {
-            out.insert("parameters".into(), p.clone());
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                &param(".function.parameters"),
-                "must be a JSON schema (an object)",
-            ));
-        }
-    }
-    match function.get("strict") {
-        None | Some(Value::Null) => {}
-        Some(s @ Value::Bool(_)) => {
-            out.insert("strict".into(), s.clone());
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                &param(".function.strict"),
-                "must be true or false",
-            ));
+    for (key, expected, ok) in [
+        (
+            "description",
+            "must be a string",
+            Value::is_string as fn(&Value) -> bool,
+        ),
+        (
+            "parameters",
+            "must be a JSON schema (an object)",
+            Value::is_object,
+        ),
+        ("strict", "must be true or false", Value::is_boolean),
+    ] {
+        match function.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v) if ok(v) => {
+                out.insert(key.into(), v.clone());
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    &param(&format!(".function.{key}")),
+                    expected,
+                ));
+            }
         }
     }
     Ok((name, json!({"type": "function", "function": out})))

@@ -6,9 +6,10 @@ import json
 import sys
 from typing import Literal
 
-import httpx
 import openai
 from pydantic import BaseModel, Field
+
+import unix_client
 
 
 class Person(BaseModel):
@@ -20,12 +21,7 @@ class Person(BaseModel):
 
 
 def main(socket: str, model: str) -> None:
-    client = openai.OpenAI(
-        base_url="http://localhost/v1",
-        api_key="unused-on-the-unix-socket",
-        http_client=httpx.Client(transport=httpx.HTTPTransport(uds=socket)),
-        max_retries=0,
-    )
+    client = unix_client.client(socket)
 
     ids = [m.id for m in client.models.list()]
     assert model in ids, ids

@@ -8,9 +8,10 @@ decoding), so every call here is `tool_choice` required or named."""
 import json
 import sys
 
-import httpx
 import openai
 from pydantic import BaseModel, Field
+
+import unix_client
 
 
 class GetWeather(BaseModel):
@@ -32,12 +33,7 @@ NAMED = {"type": "function", "function": {"name": "GetWeather"}}
 
 
 def main(socket: str, model: str) -> None:
-    client = openai.OpenAI(
-        base_url="http://localhost/v1",
-        api_key="unused-on-the-unix-socket",
-        http_client=httpx.Client(transport=httpx.HTTPTransport(uds=socket)),
-        max_retries=0,
-    )
+    client = unix_client.client(socket)
     # The library's strict schema from the pydantic model: additionalProperties false, the
     # property required, the length bounded (so any complete call is short).
     assert TOOLS[0]["function"]["parameters"]["required"] == ["city"], TOOLS[0]

@@ -37,6 +37,10 @@ pub mod limits {
     pub const ALERT_CODE: usize = 128;
     /// A tool's function name (OpenAI's limit; CONTRACT.md, *Tools*).
     pub const FUNCTION_NAME: usize = 64;
+    /// Functions in one request's `tools`.
+    pub const TOOLS: usize = 128;
+    /// Calls in one answer or one turn's `tool_calls`.
+    pub const TOOL_CALLS: usize = 128;
     /// An alert message, a plugin's failure message or reject reason.
     pub const ALERT_MESSAGE: usize = 2 * 1024;
     /// A document id (retrieval, `Knowledge.Search`, the audit log).

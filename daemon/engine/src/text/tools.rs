@@ -9,9 +9,9 @@ use super::constraint::check_schema_value;
 use super::stop::partial_suffix_len;
 
 /// Most functions in `tools`.
-pub const MAX_TOOLS: usize = 128;
+pub const MAX_TOOLS: usize = moed_wire::limits::TOOLS;
 /// Most calls in one answer or one turn's `tool_calls`.
-pub const MAX_CALLS: usize = 128;
+pub const MAX_CALLS: usize = moed_wire::limits::TOOL_CALLS;
 /// Most bytes of a function's name (OpenAI's limit).
 pub const MAX_NAME: usize = moed_wire::limits::FUNCTION_NAME;
 

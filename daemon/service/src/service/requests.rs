@@ -291,9 +291,12 @@ impl Service {
     }
 
     /// A request that ended without an answer, in the metrics.
+    /// A request that fails once admitted: refused by what it asked for (a schema or tools that
+    /// do not compile, a parameter a plugin refused) counts as rejected, as at admission.
     fn count_failure(&self, err: &ServiceError) {
         self.metrics.outcome(match err {
             ServiceError::Cancelled(_) => Outcome::Cancelled,
+            ServiceError::InvalidArgument(_) => Outcome::Rejected,
             _ => Outcome::Error,
         });
     }
