@@ -40,6 +40,9 @@ fn quantized(name: &str) -> PathBuf {
 fn load(dir: &Path, kernel: MatmulKernel) -> Engine {
     let opts = EngineOptions {
         quantized_matmul: kernel,
+        // Two threads whatever the CPU count (every test here asks the same, and the first load
+        // sets it for the process), so decode steps can run their experts side by side.
+        intra_threads: Some(2),
         ..EngineOptions::default()
     };
     Engine::load(dir, opts).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
@@ -112,6 +115,29 @@ fn moed_kernel_matches_onnxruntime_kernel() {
             "{name}: logits differ by {worst} (max |logit| {scale})"
         );
         assert_eq!(ta, tb, "{name}: the greedy picks differ");
+    }
+}
+
+/// Decode steps with the routed experts side by side (each expert's matmuls on its own thread)
+/// give the same logits, bit for bit, as one after another (each matmul split across the pool):
+/// the outputs are summed in expert order either way.
+#[test]
+fn experts_side_by_side_give_the_logits_of_one_at_a_time_bit_for_bit() {
+    for name in PACKAGES {
+        let engine = load(&quantized(name), MatmulKernel::Moed);
+        assert_eq!(engine.intra_threads(), 2, "{name}");
+        let vocab = engine.package().vocab_size() as u32;
+        let prompt: Vec<u32> = (0..7).map(|i| (i * 53 + 11) % vocab).collect();
+        let feed: Vec<u32> = (0..8).map(|i| (i * 29 + 3) % vocab).collect();
+        engine.set_experts_side_by_side(false);
+        assert!(!engine.experts_side_by_side());
+        let (one, picks_one) = run(&engine, &prompt, &feed);
+        engine.set_experts_side_by_side(true);
+        assert!(engine.experts_side_by_side(), "{name}: CPU, no spinning");
+        let (side, picks_side) = run(&engine, &prompt, &feed);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&one) == bits(&side), "{name}: the logits differ");
+        assert_eq!(picks_one, picks_side, "{name}");
     }
 }
 

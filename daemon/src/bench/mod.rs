@@ -11,6 +11,7 @@ pub mod measure;
 mod memory;
 pub mod plugins;
 pub mod serve;
+mod side_by_side;
 mod soak;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ pub use serve::{
     LoadBenchError, LoadBenchOptions, Row as LoadBenchRow, run as run_load_bench,
     table as load_bench_table,
 };
+pub use side_by_side::SideBySideResult;
 pub use soak::{SoakReport, run as run_soak};
 
 use crate::engine::{Engine, EngineError, EngineStats, ExecMode, PlacementSummary, WeightBytes};
@@ -143,6 +145,11 @@ pub struct BenchReport {
     pub ideal_ratio_all_bytes: f64,
     /// Dense / sparse time inside routed-expert graphs per decoded token.
     pub expert_time_ratio: f64,
+    /// Sparse decode with the experts of a step side by side on the threads against one after
+    /// another (paired runs, same prompts); absent with one thread, a spinning pool or a GPU
+    /// provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub side_by_side: Option<SideBySideResult>,
     /// Sparse decode speed by context length (`--contexts`), shortest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub contexts: Vec<ContextResult>,
@@ -341,6 +348,13 @@ pub fn run(
         }
     }
     let bandwidth = median(&bandwidths);
+    let side_by_side = side_by_side::run(
+        engine,
+        cfg.prompt_tokens,
+        cfg.decode_tokens,
+        cfg.repeat,
+        cfg.seed,
+    )?;
     let contexts = if cfg.contexts.is_empty() {
         Vec::new()
     } else {
@@ -391,6 +405,7 @@ pub fn run(
         dense,
         load,
         memory,
+        side_by_side,
         contexts,
     })
 }

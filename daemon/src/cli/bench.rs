@@ -257,6 +257,17 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
             mb(m.kv_cache as f64)
         ));
     }
+    if let Some(sbs) = &r.side_by_side {
+        line(format!(
+            "experts of a decode step side by side on {} threads (one expert each) vs one after another (each matmul split): {:.2} vs {:.2} tok/s = {:.2}x (sparse decode, medians of {} turns each, arms alternating); same tokens and logits: {}",
+            r.threads,
+            sbs.side_by_side_tok_s,
+            sbs.one_at_a_time_tok_s,
+            sbs.ratio,
+            sbs.runs_side_by_side_tok_s.len(),
+            if sbs.identical { "yes" } else { "NO" }
+        ));
+    }
     if !r.contexts.is_empty() {
         line(String::new());
         line(format!(

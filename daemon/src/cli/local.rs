@@ -63,6 +63,10 @@ impl LocalService {
         if engine.ort_library.is_some() {
             config.engine.ort_library = engine.ort_library;
         }
+        // `--experts-one-at-a-time` turns it off whatever the configuration says.
+        if !engine.base.experts_side_by_side {
+            config.engine.experts_side_by_side = false;
+        }
         let (dir, scratch) = match &args.state_dir {
             Some(dir) => (dir.clone(), None),
             None => {

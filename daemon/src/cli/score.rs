@@ -47,6 +47,11 @@ pub struct EngineArgs {
     /// on the CPU; default: the first provider that works runs every graph.
     #[arg(long, value_parser = parse_bytes)]
     pub gpu_memory_budget: Option<u64>,
+    /// Run the routed experts of a decode step one after another, each matmul split across the
+    /// threads, instead of side by side, one expert per thread (as `engine.experts_side_by_side
+    /// = false` in moed.toml).
+    #[arg(long)]
+    pub experts_one_at_a_time: bool,
 }
 
 impl EngineArgs {
@@ -68,6 +73,7 @@ impl EngineArgs {
             gpu_memory_budget: self.gpu_memory_budget,
             activations: Vec::new(),
             tensorrt_cache_dir: None,
+            experts_side_by_side: !self.experts_one_at_a_time,
         })
     }
 }

@@ -11,7 +11,7 @@
 //!
 //! Sessions are created outside the cache lock: creating one is CPU-bound (ONNX Runtime parses the
 //! graph and prepacks its weights), so several threads can create different experts at once
-//! ([`load_parallel`]); a thread asking for an expert another thread is creating waits for it.
+//! ([`run_parallel`]); a thread asking for an expert another thread is creating waits for it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
@@ -216,15 +216,30 @@ fn publish(st: &State, counters: &Counters) {
         .store(st.resident.len() as u64, Relaxed);
 }
 
-/// Runs `load(i)` for every `i` in `0..n` on up to `threads` threads (the calling one included),
-/// and returns the error of the lowest failing index, as a sequential loop would. Used to create many expert sessions at once.
-pub(crate) fn load_parallel<F>(n: usize, threads: usize, load: F) -> Result<(), EngineError>
+/// Runs `run(i)` for every `i` in `0..n` on up to `threads` threads (the calling one included, the
+/// others created for the call), and returns the error of the lowest failing index, as a
+/// sequential loop would. Used to create many expert sessions at once.
+pub(crate) fn run_parallel<F>(n: usize, threads: usize, run: F) -> Result<(), EngineError>
+where
+    F: Fn(usize) -> Result<(), EngineError> + Sync,
+{
+    run_parallel_on(None, n, threads, run)
+}
+
+/// [`run_parallel`] with the threads besides the calling one taken from `pool` when given (kept
+/// threads: a step's routed experts run side by side, `side_by_side`), else created for the call.
+pub(crate) fn run_parallel_on<F>(
+    pool: Option<&rayon_core::ThreadPool>,
+    n: usize,
+    threads: usize,
+    run: F,
+) -> Result<(), EngineError>
 where
     F: Fn(usize) -> Result<(), EngineError> + Sync,
 {
     let threads = threads.clamp(1, n.max(1));
     if threads == 1 {
-        return (0..n).try_for_each(&load);
+        return (0..n).try_for_each(&run);
     }
     let next = AtomicUsize::new(0);
     let failed = Mutex::new(None);
@@ -234,7 +249,7 @@ where
             if i >= n {
                 break;
             }
-            if let Err(e) = load(i) {
+            if let Err(e) = run(i) {
                 // Stop handing out work. Every lower index was handed out before this one and
                 // finishes, so keeping the lowest failure makes the error the sequential one.
                 next.store(n, Relaxed);
@@ -246,12 +261,21 @@ where
             }
         }
     };
-    std::thread::scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(work);
-        }
-        work();
-    });
+    match pool {
+        // Jobs that start after the others took every index find nothing left and return.
+        Some(pool) => pool.in_place_scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(|_| work());
+            }
+            work();
+        }),
+        None => std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(work);
+            }
+            work();
+        }),
+    }
     match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some((_, e)) => Err(e),
         None => Ok(()),
@@ -273,9 +297,9 @@ mod tests {
     }
 
     #[test]
-    fn parallel_loading_runs_every_index_once() {
+    fn parallel_runs_run_every_index_once() {
         let seen: Vec<AtomicU64> = (0..50).map(|_| AtomicU64::new(0)).collect();
-        load_parallel(seen.len(), 4, |i| {
+        run_parallel(seen.len(), 4, |i| {
             seen[i].fetch_add(1, Relaxed);
             Ok(())
         })
@@ -284,9 +308,9 @@ mod tests {
     }
 
     #[test]
-    fn parallel_loading_reports_the_lowest_failure_like_a_loop() {
+    fn parallel_runs_report_the_lowest_failure_like_a_loop() {
         for _ in 0..20 {
-            let err = load_parallel(40, 4, |i| {
+            let err = run_parallel(40, 4, |i| {
                 if i >= 5 {
                     Err(EngineError::Options(format!("index {i} failed")))
                 } else {
@@ -299,8 +323,8 @@ mod tests {
     }
 
     #[test]
-    fn parallel_loading_reports_a_failure() {
-        let err = load_parallel(20, 3, |i| {
+    fn parallel_runs_report_a_failure() {
+        let err = run_parallel(20, 3, |i| {
             if i == 7 {
                 Err(EngineError::Options(format!("index {i} failed")))
             } else {
@@ -309,5 +333,31 @@ mod tests {
         })
         .expect_err("index 7 fails");
         assert!(err.to_string().contains("index 7 failed"), "{err}");
+    }
+
+    #[test]
+    fn parallel_runs_on_kept_threads_run_every_index_once_and_report_the_lowest_failure() {
+        let pool = rayon_core::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a thread");
+        for _ in 0..20 {
+            let seen: Vec<AtomicU64> = (0..30).map(|_| AtomicU64::new(0)).collect();
+            run_parallel_on(Some(&pool), seen.len(), 2, |i| {
+                seen[i].fetch_add(1, Relaxed);
+                Ok(())
+            })
+            .expect("no index fails");
+            assert!(seen.iter().all(|s| s.load(Relaxed) == 1));
+            let err = run_parallel_on(Some(&pool), 30, 2, |i| {
+                if i >= 4 {
+                    Err(EngineError::Options(format!("index {i} failed")))
+                } else {
+                    Ok(())
+                }
+            })
+            .expect_err("indices from 4 fail");
+            assert!(err.to_string().contains("index 4 failed"), "{err}");
+        }
     }
 }

@@ -10,6 +10,7 @@ use ort::sys::OrtValue;
 use super::graph::Graph;
 use super::kv::{KvCache, PastData, Scratch, Sequence};
 use super::routing::{Gate, RouterInput};
+use super::side_by_side;
 use super::{Engine, EngineError, ExecMode, Layer, Logits};
 
 fn count_expert_run(engine: &Engine, nanos: u64) {
@@ -266,6 +267,40 @@ fn moe(
     engine.prefetch_experts(layer, |x| {
         mode == ExecMode::Dense || !s.assigned[x].is_empty()
     })?;
+    let chosen = s.assigned.iter().filter(|l| !l.is_empty()).count();
+    let threads = side_by_side::threads(
+        engine.experts_side_by_side(),
+        engine.intra_threads(),
+        t,
+        chosen,
+    );
+    if mode == ExecMode::Sparse && threads > 1 {
+        side_by_side::run(engine, layer, s, t, threads)?;
+    } else {
+        one_at_a_time(engine, layer, s, t, mode)?;
+    }
+
+    if let Some(sh) = shared {
+        add_ffn(engine, sh, rows, &s.ffn_in, &mut s.y, &mut s.acc)?;
+    }
+    for (a, &b) in s.hidden.iter_mut().zip(&s.acc) {
+        *a += b;
+    }
+    Ok(())
+}
+
+/// Runs the experts of `layer` one after another (every one in dense mode, the routed ones in
+/// sparse mode), each on the whole intra-op pool, and adds their weighted outputs to `s.acc`.
+fn one_at_a_time(
+    engine: &Engine,
+    layer: usize,
+    s: &mut Scratch,
+    t: usize,
+    mode: ExecMode,
+) -> Result<(), EngineError> {
+    let h = engine.hidden;
+    let e = engine.num_experts;
+    let rows = [t as i64, h as i64];
     // Experts run in index order, as transformers sums them.
     for x in 0..e {
         let list = &s.assigned[x];
@@ -295,12 +330,7 @@ fn moe(
                     &engine.counters,
                 )?;
                 count_expert_run(engine, nanos);
-                for (&(tok, w), row) in list.iter().zip(s.y.chunks_exact(h)) {
-                    let dst = &mut s.acc[tok as usize * h..(tok as usize + 1) * h];
-                    for (d, &v) in dst.iter_mut().zip(row) {
-                        *d += w * v;
-                    }
-                }
+                side_by_side::add_weighted(list, &s.y, &mut s.acc, h);
             }
             ExecMode::Dense => {
                 let graph = engine.expert(layer, x)?;
@@ -327,13 +357,6 @@ fn moe(
                 }
             }
         }
-    }
-
-    if let Some(sh) = shared {
-        add_ffn(engine, sh, rows, &s.ffn_in, &mut s.y, &mut s.acc)?;
-    }
-    for (a, &b) in s.hidden.iter_mut().zip(&s.acc) {
-        *a += b;
     }
     Ok(())
 }

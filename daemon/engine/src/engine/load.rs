@@ -2,6 +2,7 @@
 //! non-expert graph created and checked against the interface FORMAT.md gives its kind.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
@@ -200,7 +201,7 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
     };
     report(1);
     let slots: Vec<Mutex<Option<Graph>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
-    experts::load_parallel(jobs.len(), rt.intra_threads(), |i| {
+    experts::run_parallel(jobs.len(), rt.intra_threads(), |i| {
         let (rel, iface, slot) = jobs[i];
         let (graph, _) = placed.load(slot, rel, |p| {
             Graph::load(rt, p, opts.quantized_matmul, &package, rel, iface)
@@ -285,6 +286,8 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         vocab,
         num_experts,
         top_k,
+        side_by_side: AtomicBool::new(opts.experts_side_by_side),
+        helpers: std::sync::OnceLock::new(),
         package,
     };
     engine.release_mapped_weights();

@@ -15,12 +15,13 @@ mod placed;
 mod probe;
 mod routing;
 mod score;
+mod side_by_side;
 mod stats;
 mod weights;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use error::EngineError;
 pub use kv::Sequence;
@@ -86,6 +87,10 @@ pub struct EngineOptions {
     pub activations: Vec<Vec<u64>>,
     /// Where the TensorRT provider caches its engines (default: [`crate::tensorrt_cache::default_dir`]).
     pub tensorrt_cache_dir: Option<PathBuf>,
+    /// Run the routed experts of a decode step side by side on the intra-op threads, each on one
+    /// thread, instead of one after another with each matmul split across the threads (CPU
+    /// provider without spinning only: [`Engine::experts_side_by_side`]).
+    pub experts_side_by_side: bool,
 }
 
 /// Called while a package loads with (graphs loaded, graphs to load). Experts load lazily, on
@@ -113,6 +118,7 @@ impl Default for EngineOptions {
             gpu_memory_budget: None,
             activations: Vec::new(),
             tensorrt_cache_dir: None,
+            experts_side_by_side: true,
         }
     }
 }
@@ -161,6 +167,10 @@ pub struct Engine {
     vocab: usize,
     num_experts: usize,
     top_k: usize,
+    /// [`EngineOptions::experts_side_by_side`], switchable for the bench's comparison.
+    side_by_side: AtomicBool,
+    /// The threads besides the caller's that run experts side by side, started on first use.
+    helpers: std::sync::OnceLock<Option<rayon_core::ThreadPool>>,
 }
 
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
@@ -212,6 +222,23 @@ impl Engine {
 
     pub fn mode(&self) -> ExecMode {
         self.mode
+    }
+
+    /// Whether decode steps run their routed experts side by side on the intra-op threads: as
+    /// configured, and only where every graph runs on the CPU provider (a GPU provider serializes
+    /// the runs of a session anyway) and the pool's threads do not spin (a spinning pool thread
+    /// takes the core the second expert needs: 0.69x measured, 2 cores).
+    pub fn experts_side_by_side(&self) -> bool {
+        self.side_by_side.load(Ordering::Relaxed)
+            && !self.rt.spinning()
+            && self.provider == Provider::Cpu
+            && self.placed.uses_gpu().is_none()
+    }
+
+    /// Turns [`Engine::experts_side_by_side`] on or off for the steps that start from now on (the
+    /// bench compares both on one engine).
+    pub fn set_experts_side_by_side(&self, on: bool) {
+        self.side_by_side.store(on, Ordering::Relaxed);
     }
 
     /// Replaces the routing rule of every sequence that has none of its own (a request's gate:
@@ -302,7 +329,7 @@ impl Engine {
             self.rt.intra_threads()
         };
         let done = std::sync::atomic::AtomicUsize::new(0);
-        let loaded = experts::load_parallel(all.len(), threads, |i| {
+        let loaded = experts::run_parallel(all.len(), threads, |i| {
             self.expert(all[i].0, all[i].1).map(drop)?;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if let Some(progress) = progress {
@@ -331,7 +358,7 @@ impl Engine {
         if missing.is_empty() {
             return Ok(());
         }
-        let loaded = experts::load_parallel(missing.len(), self.rt.intra_threads(), |i| {
+        let loaded = experts::run_parallel(missing.len(), self.rt.intra_threads(), |i| {
             self.expert(layer, missing[i]).map(drop)
         });
         // Walking the mappings costs more than creating a tiny expert's session: only once

@@ -7,6 +7,8 @@ mod attention_op;
 mod onnx_edit;
 mod op;
 
+pub(crate) use op::on_this_thread;
+
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;

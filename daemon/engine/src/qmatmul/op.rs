@@ -2,7 +2,7 @@
 //! meaning, computed by `moed_kernels` straight from ONNX Runtime's initializer buffers (no
 //! prepacked copy of the weights).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use moed_kernels::{KernelError, Parallel, QMatrix, QuantizedInput};
@@ -34,6 +34,9 @@ pub(crate) static CALLS: AtomicU64 = AtomicU64::new(0);
 const KEEP_SCRATCH: usize = 1 << 20;
 
 thread_local! {
+    // Set while this thread runs graphs side by side with other threads (`on_this_thread`): the
+    // cores are taken, so moed's kernels keep their work instead of handing it to the pool.
+    static OWN_THREAD: Cell<bool> = const { Cell::new(false) };
     // The quantized activations of the calling thread's current run, kept between calls so a
     // decode step allocates nothing.
     static INPUT: RefCell<QuantizedInput> = RefCell::new(QuantizedInput::default());
@@ -79,7 +82,27 @@ impl Operator for MoedMatMulNBits {
     }
 }
 
-/// Runs the kernel's tasks on ONNX Runtime's intra-op pool, through the compute context.
+/// Runs `f` with moed's kernels computing on the calling thread alone (no tasks handed to the
+/// intra-op pool), for graphs run side by side on several threads; restored afterwards, panic or
+/// not.
+pub(crate) fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OWN_THREAD.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(OWN_THREAD.with(|c| c.replace(true)));
+    f()
+}
+
+/// Whether moed's kernels on this thread keep their work (inside [`on_this_thread`]).
+pub(crate) fn own_thread_only() -> bool {
+    OWN_THREAD.with(Cell::get)
+}
+
+/// Runs the kernel's tasks on ONNX Runtime's intra-op pool, through the compute context; a single
+/// thread inside [`on_this_thread`].
 pub(super) struct OrtPool<'a> {
     pub(super) ctx: &'a ComputeContext,
     pub(super) threads: usize,
@@ -88,10 +111,10 @@ pub(super) struct OrtPool<'a> {
 
 impl Parallel for OrtPool<'_> {
     fn threads(&self) -> usize {
-        self.threads
+        if own_thread_only() { 1 } else { self.threads }
     }
     fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-        if tasks <= 1 || self.threads <= 1 {
+        if tasks <= 1 || self.threads() <= 1 {
             (0..tasks).for_each(f);
             return;
         }
@@ -185,5 +208,29 @@ impl Kernel for NbitsKernel {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_thread_holds_inside_the_call_only_and_per_thread() {
+        assert!(!own_thread_only());
+        let inside = on_this_thread(|| {
+            let nested = on_this_thread(own_thread_only);
+            let other = std::thread::scope(|s| s.spawn(own_thread_only).join());
+            (own_thread_only(), nested, other.ok())
+        });
+        assert_eq!(inside, (true, true, Some(false)));
+        assert!(!own_thread_only(), "restored after the call");
+    }
+
+    #[test]
+    fn own_thread_is_restored_after_a_panic() {
+        let caught = std::panic::catch_unwind(|| on_this_thread(|| panic!("inside")));
+        assert!(caught.is_err());
+        assert!(!own_thread_only());
     }
 }

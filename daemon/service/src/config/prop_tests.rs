@@ -15,6 +15,7 @@ const KEYS: &[(&str, &str)] = &[
     ("engine", "quantized_matmul"),
     ("engine", "gpu_memory_budget"),
     ("engine", "tensorrt_cache_dir"),
+    ("engine", "experts_side_by_side"),
     ("engine", "threads"),
     ("service", "max_concurrent"),
     ("service", "queue_depth"),

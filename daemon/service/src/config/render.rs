@@ -58,6 +58,10 @@ impl Config {
                 q(&d.display().to_string())
             ));
         }
+        out.push_str(&format!(
+            "experts_side_by_side = {}\n",
+            self.engine.experts_side_by_side
+        ));
         out.push_str("\n[service]\n");
         out.push_str(&format!(
             "max_concurrent = {}\n",

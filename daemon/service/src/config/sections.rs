@@ -45,6 +45,10 @@ pub struct EngineConfig {
     /// `engine.tensorrt_cache_dir`: where the TensorRT provider keeps the engines it builds;
     /// none: `$CACHE_DIRECTORY/tensorrt`, else `/var/cache/moed/tensorrt`.
     pub tensorrt_cache_dir: Option<PathBuf>,
+    /// `engine.experts_side_by_side`: run the routed experts of a decode step side by side on the
+    /// intra-op threads, one expert per thread, instead of one after another with each matmul
+    /// split across the threads (CPU provider, pool threads not spinning).
+    pub experts_side_by_side: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -143,6 +147,7 @@ pub(super) struct RawEngine {
     pub(super) quantized_matmul: Option<String>,
     pub(super) gpu_memory_budget: Option<RawByteSize>,
     pub(super) tensorrt_cache_dir: Option<String>,
+    pub(super) experts_side_by_side: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

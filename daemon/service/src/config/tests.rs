@@ -289,6 +289,17 @@ fn quantized_matmul_is_moed_unless_set_and_names_its_key() {
 }
 
 #[test]
+fn experts_side_by_side_is_on_unless_set_off() {
+    assert!(load("", &[]).expect("defaults").engine.experts_side_by_side);
+    let off = load("[engine]\nexperts_side_by_side = false\n", &[]).expect("off");
+    assert!(!off.engine.experts_side_by_side);
+    assert!(off.to_toml().contains("experts_side_by_side = false"));
+    let err =
+        load("[engine]\nexperts_side_by_side = \"sometimes\"\n", &[]).expect_err("not a bool");
+    assert!(err.to_string().contains("experts_side_by_side"), "{err}");
+}
+
+#[test]
 fn preload_experts_is_off_unless_set() {
     assert!(!load("", &[]).expect("defaults").engine.preload_experts);
     let on = load("[engine]\npreload_experts = true\n", &[]).expect("on");

@@ -207,6 +207,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             quantized_matmul,
             gpu_memory_budget,
             tensorrt_cache_dir,
+            experts_side_by_side: raw.engine.experts_side_by_side.unwrap_or(true),
         },
         service,
         access,

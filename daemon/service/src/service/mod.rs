@@ -176,6 +176,7 @@ impl Service {
             quantized_matmul: config.engine.quantized_matmul,
             gpu_memory_budget: config.engine.gpu_memory_budget,
             tensorrt_cache_dir: config.engine.tensorrt_cache_dir.clone(),
+            experts_side_by_side: config.engine.experts_side_by_side,
             ..self.engine_base.clone()
         }
     }
