@@ -114,6 +114,21 @@ fn tools(obj: &Map<String, Value>) -> Result<(Option<String>, HashMap<&str, usiz
     Ok((Some(text), names))
 }
 
+/// An entry's `function` object; `shape` shows what it holds in the refusal.
+fn function_object<'a>(
+    obj: &'a Map<String, Value>,
+    param: &str,
+    shape: &str,
+) -> Result<&'a Map<String, Value>, ApiError> {
+    match obj.get("function") {
+        Some(Value::Object(f)) => Ok(f),
+        _ => Err(ApiError::invalid(
+            param,
+            format!("must be an object: {shape}"),
+        )),
+    }
+}
+
 /// One `{"type": "function", "function": {"name", "description", "parameters", "strict"}}`.
 fn tool(i: usize, item: &Value) -> Result<(&str, Value), ApiError> {
     let param = |field: &str| format!("tools[{i}]{field}");
@@ -121,15 +136,11 @@ fn tool(i: usize, item: &Value) -> Result<(&str, Value), ApiError> {
         .as_object()
         .ok_or_else(|| ApiError::invalid(&param(""), "must be an object"))?;
     function_type(obj, &param(".type"))?;
-    let function = match obj.get("function") {
-        Some(Value::Object(f)) => f,
-        _ => {
-            return Err(ApiError::invalid(
-                &param(".function"),
-                "must be an object: {\"name\": ..., \"description\": ..., \"parameters\": {...}}",
-            ));
-        }
-    };
+    let function = function_object(
+        obj,
+        &param(".function"),
+        "{\"name\": ..., \"description\": ..., \"parameters\": {...}}",
+    )?;
     let name = name(function, &param(".function.name"))?;
     let mut out = Map::new();
     out.insert("name".into(), name.into());
@@ -359,15 +370,11 @@ fn tool_calls(i: usize, calls: &[Value]) -> Result<String, ApiError> {
         };
         call_id(&param(".id"), id)?;
         function_type(obj, &param(".type"))?;
-        let function = match obj.get("function") {
-            Some(Value::Object(f)) => f,
-            _ => {
-                return Err(ApiError::invalid(
-                    &param(".function"),
-                    "must be an object: {\"name\": ..., \"arguments\": ...}",
-                ));
-            }
-        };
+        let function = function_object(
+            obj,
+            &param(".function"),
+            "{\"name\": ..., \"arguments\": ...}",
+        )?;
         let name = name(function, &param(".function.name"))?;
         let arguments = match function.get("arguments") {
             Some(Value::String(a)) => a.clone(),
