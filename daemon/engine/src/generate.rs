@@ -287,6 +287,8 @@ pub fn generate_with_gate(
 
     let mut seq = engine.new_sequence();
     seq.set_gate(gate);
+    // Concurrent generations on this engine share their forward steps.
+    let member = engine.batch_member();
     let mut context = prompt_ids.clone();
     let mut generated: Vec<u32> = Vec::new();
     let mut first_token_at = None;
@@ -300,7 +302,7 @@ pub fn generate_with_gate(
             break 'decode FinishReason::Cancelled;
         }
         let prefill_start = Instant::now();
-        let mut logits = engine.forward(&mut seq, &prompt_ids, Logits::Last)?;
+        let mut logits = member.forward(engine, &mut seq, &prompt_ids, Logits::Last)?;
         prefill_s = prefill_start.elapsed().as_secs_f64();
         loop {
             if req.ignore_eos {
@@ -358,9 +360,11 @@ pub fn generate_with_gate(
             if cancel.load(Ordering::Relaxed) {
                 break 'decode FinishReason::Cancelled;
             }
-            logits = engine.forward(&mut seq, &[token], Logits::Last)?;
+            logits = member.forward(engine, &mut seq, &[token], Logits::Last)?;
         }
     };
+    // Steps of the others no longer wait for this one.
+    drop(member);
     let reason = stream.finish(reason, on_event)?;
     let (reason, tool_calls) = stream.take_calls(reason, syntax, req, on_event);
     on_event(Event::Finished(reason));

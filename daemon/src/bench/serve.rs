@@ -1,5 +1,7 @@
-//! `moed bench-serve`: N concurrent D-Bus clients against one daemon next to a single client and
-//! the offline generation loop, all in one run on a private bus.
+//! `moed bench-serve`: N concurrent streaming D-Bus clients against one daemon next to a single
+//! client and the offline generation loop, all in one run on a private bus; the ratios of N
+//! clients to one (aggregate tokens/s, p99 gap between a request's tokens) are what continuous
+//! batching is judged by.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -7,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use moed_dbus::GenerateOptions;
+use moed_dbus::client::RequestEvent;
 use moed_dbus::proxy::EngineProxy;
 
 use crate::engine::{Engine, EngineOptions};
@@ -48,11 +51,19 @@ pub struct Row {
     pub tokens: u64,
     pub seconds: f64,
     pub latencies_ms: Vec<f64>,
+    /// Gaps between consecutive `Token` signals of one request (streamed rows only).
+    pub token_gaps_ms: Vec<f64>,
 }
 
 impl Row {
     fn percentile(&self, p: f64) -> f64 {
         crate::bench::measure::percentile(&self.latencies_ms, p / 100.0)
+    }
+    fn gap_percentile(&self, p: f64) -> f64 {
+        crate::bench::measure::percentile(&self.token_gaps_ms, p / 100.0)
+    }
+    fn tokens_per_s(&self) -> f64 {
+        self.tokens as f64 / self.seconds.max(1e-9)
     }
     fn ms_per_token(&self) -> f64 {
         if self.tokens == 0 {
@@ -131,6 +142,7 @@ fn offline(opts: &LoadBenchOptions) -> Result<Row, LoadBenchError> {
         tokens: 0,
         seconds: 0.0,
         latencies_ms: vec![],
+        token_gaps_ms: vec![],
     };
     let start = Instant::now();
     for _ in 0..opts.requests {
@@ -157,20 +169,33 @@ async fn clients(
     for _ in 0..clients {
         let address = address.to_string();
         let prompt = opts.prompt.clone();
-        let dict = options(opts.max_tokens).to_dict();
+        let max_tokens = opts.max_tokens;
         tasks.push(tokio::spawn(async move {
-            let (_conn, engine) = connect(&address).await?;
+            let (conn, _engine) = connect(&address).await?;
+            let options = options(max_tokens);
             let mut out = Vec::new();
             for _ in 0..requests {
                 let t = Instant::now();
-                let (_, info) = engine
-                    .complete(&prompt, dict.clone())
+                let mut stream = moed_dbus::client::generate(&conn, &prompt, &options)
                     .await
-                    .map_err(|e| fail("Complete", e))?;
-                out.push((
-                    t.elapsed().as_secs_f64() * 1e3,
-                    info.completion_tokens as u64,
-                ));
+                    .map_err(|e| fail("Generate", e))?;
+                let (mut gaps, mut last, mut tokens) = (Vec::new(), None::<Instant>, 0u64);
+                while let Some(event) = stream.next().await {
+                    match event.map_err(|e| fail("the request's signals", e))? {
+                        RequestEvent::Token { .. } => {
+                            let now = Instant::now();
+                            if let Some(l) = last {
+                                gaps.push(now.duration_since(l).as_secs_f64() * 1e3);
+                            }
+                            last = Some(now);
+                        }
+                        RequestEvent::Finished { info, .. } => {
+                            tokens = info.completion_tokens as u64;
+                        }
+                        _ => {}
+                    }
+                }
+                out.push((t.elapsed().as_secs_f64() * 1e3, tokens, gaps));
             }
             Ok::<_, LoadBenchError>(out)
         }));
@@ -181,10 +206,12 @@ async fn clients(
         tokens: 0,
         seconds: 0.0,
         latencies_ms: vec![],
+        token_gaps_ms: vec![],
     };
     for task in tasks {
-        for (ms, tokens) in task.await.map_err(|e| fail("client task", e))?? {
+        for (ms, tokens, gaps) in task.await.map_err(|e| fail("client task", e))?? {
             row.latencies_ms.push(ms);
+            row.token_gaps_ms.extend(gaps);
             row.tokens += tokens;
             row.requests += 1;
         }
@@ -311,20 +338,42 @@ pub fn run(opts: &LoadBenchOptions) -> Result<Vec<Row>, LoadBenchError> {
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<30} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
-        "configuration", "requests", "tokens", "req/s", "tok/s", "p50 ms", "p99 ms", "ms/token"
+        "{:<30} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}\n",
+        "configuration",
+        "requests",
+        "tokens",
+        "req/s",
+        "tok/s",
+        "p50 ms",
+        "p99 ms",
+        "ms/token",
+        "p99 gap ms"
     ));
     for r in rows {
+        let gap = if r.token_gaps_ms.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.2}", r.gap_percentile(99.0))
+        };
         out.push_str(&format!(
-            "{:<30} {:>8} {:>8} {:>10.2} {:>10.1} {:>10.2} {:>10.2} {:>10.3}\n",
+            "{:<30} {:>8} {:>8} {:>10.2} {:>10.1} {:>10.2} {:>10.2} {:>10.3} {:>12}\n",
             r.name,
             r.requests,
             r.tokens,
             r.requests as f64 / r.seconds.max(1e-9),
-            r.tokens as f64 / r.seconds.max(1e-9),
+            r.tokens_per_s(),
             r.percentile(50.0),
             r.percentile(99.0),
-            r.ms_per_token()
+            r.ms_per_token(),
+            gap
+        ));
+    }
+    if let (Some(single), Some(many)) = (rows.get(1), rows.get(2)) {
+        out.push_str(&format!(
+            "{} vs 1 client (same run): aggregate tok/s {:.2}x, p99 gap between tokens {:.2}x\n",
+            many.name.trim_start_matches("D-Bus, "),
+            many.tokens_per_s() / single.tokens_per_s().max(1e-9),
+            many.gap_percentile(99.0) / single.gap_percentile(99.0).max(1e-9)
         ));
     }
     if let (Some(offline), Some(single)) = (rows.first(), rows.get(1)) {

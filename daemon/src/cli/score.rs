@@ -74,6 +74,7 @@ impl EngineArgs {
             activations: Vec::new(),
             tensorrt_cache_dir: None,
             experts_side_by_side: !self.experts_one_at_a_time,
+            batch: Default::default(),
         })
     }
 }

@@ -42,6 +42,8 @@ pub enum EngineError {
     InvalidRouting { layer: usize, message: String },
     #[error("this sequence was made by an engine with a different cache layout")]
     ForeignSequence,
+    #[error("a batched step this request shared failed: {0}")]
+    SharedStep(String),
     #[error("invalid engine option: {0}")]
     Options(String),
 }

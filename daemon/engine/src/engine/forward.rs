@@ -1,14 +1,15 @@
-//! One forward pass: embed, then per layer attention (appending to the KV cache) and the FFN (dense
-//! MLP, or router -> gate -> the chosen experts grouped by expert -> weighted sum + shared expert),
-//! the residual add, and the head.
+//! One forward pass over the new tokens of one or several sequences (a batched step): embed, then
+//! per layer attention (appending to each KV cache) and the FFN (dense MLP, or router -> each
+//! sequence's gate -> the chosen experts grouped by expert over all rows -> weighted sum + shared
+//! expert), the residual add, and the head.
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use ort::AsPointer;
-use ort::sys::OrtValue;
+use std::ops::Range;
 
+use super::attention::{self, Part};
 use super::graph::Graph;
-use super::kv::{KvCache, PastData, Scratch, Sequence};
+use super::kv::{Scratch, Sequence};
 use super::routing::{Gate, RouterInput};
 use super::side_by_side;
 use super::{Engine, EngineError, ExecMode, Layer, Logits};
@@ -18,6 +19,13 @@ fn count_expert_run(engine: &Engine, nanos: u64) {
     engine.counters.expert_runs.fetch_add(1, Relaxed);
 }
 
+/// One sequence's part of a forward step: `tokens` after its cache, and which logits it wants.
+pub struct Step<'a> {
+    pub seq: &'a mut Sequence,
+    pub tokens: &'a [u32],
+    pub which: Logits,
+}
+
 pub(super) fn forward(
     engine: &Engine,
     seq: &mut Sequence,
@@ -25,6 +33,66 @@ pub(super) fn forward(
     which: Logits,
     mode: ExecMode,
 ) -> Result<Vec<f32>, EngineError> {
+    let mut steps = [Step { seq, tokens, which }];
+    let mut out = forward_batch(engine, &mut steps, mode)?;
+    out.pop().ok_or(EngineError::NoTokens)?
+}
+
+/// Runs every step's tokens in one pass: the embedding, router, experts, shared expert and head
+/// once over the rows of all of them (an expert chosen by several sequences runs once on all its
+/// rows), attention per sequence or batched (see `attention`). The outer error is a failure of
+/// the pass itself (every step's cache is then as before); a step's own error (a bad token, its
+/// gate) fails that step only.
+pub(super) fn forward_batch(
+    engine: &Engine,
+    steps: &mut [Step<'_>],
+    mode: ExecMode,
+) -> Result<Vec<Result<Vec<f32>, EngineError>>, EngineError> {
+    let mut out: Vec<Result<Vec<f32>, EngineError>> = steps
+        .iter()
+        .map(|st| check(engine, st).map(|()| Vec::new()))
+        .collect();
+    let live: Vec<usize> = (0..steps.len()).filter(|&i| out[i].is_ok()).collect();
+    let Some(&first) = live.first() else {
+        return Ok(out);
+    };
+    let pasts: Vec<usize> = steps.iter().map(|st| st.seq.len).collect();
+    // The first live sequence's scratch serves the whole step.
+    let mut s = std::mem::take(&mut steps[first].seq.scratch);
+    let ran = run(engine, steps, &live, mode, &mut s, &mut out);
+    steps[first].seq.scratch = s;
+    if let Err(e) = ran {
+        // Layers before the failure appended to their caches; keep the sequences consistent.
+        for &i in &live {
+            steps[i].seq.truncate_caches(pasts[i]);
+        }
+        return Err(e);
+    }
+    if live.len() > 1 {
+        engine.counters.batch_steps.fetch_add(1, Relaxed);
+        engine
+            .counters
+            .batch_sequences
+            .fetch_add(live.len() as u64, Relaxed);
+    }
+    for &i in &live {
+        let st = &mut steps[i];
+        if out[i].is_err() {
+            st.seq.truncate_caches(pasts[i]);
+            continue;
+        }
+        st.seq.len = pasts[i] + st.tokens.len();
+        engine.counters.forward_calls.fetch_add(1, Relaxed);
+        engine
+            .counters
+            .forward_tokens
+            .fetch_add(st.tokens.len() as u64, Relaxed);
+    }
+    Ok(out)
+}
+
+fn check(engine: &Engine, st: &Step<'_>) -> Result<(), EngineError> {
+    let (seq, tokens) = (&*st.seq, st.tokens);
     if seq.engine_id != engine.id {
         return Err(EngineError::ForeignSequence);
     }
@@ -45,53 +113,41 @@ pub(super) fn forward(
             vocab: engine.vocab,
         });
     }
-    let past = seq.len;
-    match run(engine, seq, tokens, which, mode) {
-        Ok(logits) => {
-            seq.len = past + tokens.len();
-            engine.counters.forward_calls.fetch_add(1, Relaxed);
-            engine
-                .counters
-                .forward_tokens
-                .fetch_add(tokens.len() as u64, Relaxed);
-            Ok(logits)
-        }
-        Err(e) => {
-            // Layers before the failure appended to their caches; keep the sequence consistent.
-            seq.truncate_caches(past);
-            Err(e)
-        }
-    }
+    Ok(())
 }
 
+/// The pass over the `live` steps, with `s` as the step's scratch; a step whose gate fails gets
+/// its error in `out` and no experts from then on.
 fn run(
     engine: &Engine,
-    seq: &mut Sequence,
-    tokens: &[u32],
-    which: Logits,
+    steps: &mut [Step<'_>],
+    live: &[usize],
     mode: ExecMode,
-) -> Result<Vec<f32>, EngineError> {
-    let t = tokens.len();
+    s: &mut Scratch,
+    out: &mut [Result<Vec<f32>, EngineError>],
+) -> Result<(), EngineError> {
     let h = engine.hidden;
-    let past = seq.len;
-    let Sequence {
-        kv, scratch, gate, ..
-    } = seq;
-    kv.reserve(past + t, past);
-    let s = scratch;
-    let gate: &dyn Gate = gate.as_deref().unwrap_or(&*engine.gate);
-
     s.ids.clear();
-    s.ids.extend(tokens.iter().map(|&x| i64::from(x)));
     s.positions.clear();
-    s.positions.extend((past..past + t).map(|p| p as i64));
+    let mut rows = Vec::with_capacity(live.len());
+    for &i in live {
+        let st = &mut steps[i];
+        let past = st.seq.len;
+        let t = st.tokens.len();
+        st.seq.kv.reserve(past + t, past);
+        let at = s.ids.len();
+        rows.push(at..at + t);
+        s.ids.extend(st.tokens.iter().map(|&x| i64::from(x)));
+        s.positions.extend((past..past + t).map(|p| p as i64));
+    }
+    let t = s.ids.len();
 
     let embed = &engine.embed;
-    let rows = [t as i64, h as i64];
+    let shape = [t as i64, h as i64];
     s.hidden.resize(t * h, 0.0);
     embed.run(
         &[&*embed.input(&[t as i64], &s.ids)?],
-        &[&*embed.output(&rows, &mut s.hidden)?],
+        &[&*embed.output(&shape, &mut s.hidden)?],
         &engine.counters,
     )?;
 
@@ -100,120 +156,134 @@ fn run(
             Layer::Dense { attn, .. } => (attn, false),
             Layer::Moe { attn, router, .. } => (attn, router.is_none()),
         };
-        attention(engine, attn, fused_router, kv, l, s, t, past)?;
+        {
+            let mut parts: Vec<Part<'_>> = Vec::with_capacity(live.len());
+            for (st, r) in live_steps(steps, live).zip(&rows) {
+                parts.push(Part {
+                    past: st.seq.len,
+                    kv: &mut st.seq.kv,
+                    rows: r.clone(),
+                });
+            }
+            attention::run(engine, attn, fused_router, l, s, &mut parts)?;
+        }
+        std::mem::swap(&mut s.hidden, &mut s.next);
         // s.hidden now holds hidden_out, s.ffn_in the FFN input.
         match layer {
             Layer::Dense { mlp, .. } => {
-                add_ffn(engine, mlp, rows, &s.ffn_in, &mut s.y, &mut s.hidden)?;
+                add_ffn(engine, mlp, shape, &s.ffn_in, &mut s.y, &mut s.hidden)?;
             }
             Layer::Moe { router, shared, .. } => {
-                moe(
-                    engine,
-                    gate,
-                    l,
-                    router.as_ref(),
-                    shared.as_ref(),
-                    s,
-                    t,
-                    mode,
-                )?;
+                let mut gates = Vec::with_capacity(live.len());
+                for ((&i, st), r) in live.iter().zip(live_steps(steps, live)).zip(&rows) {
+                    let gate: &dyn Gate = st.seq.gate.as_deref().unwrap_or(&*engine.gate);
+                    let ok = out[i].is_ok();
+                    gates.push((gate, r.clone(), i, ok));
+                }
+                let layer_in = MoeIn {
+                    router: router.as_ref(),
+                    shared: shared.as_ref(),
+                    gates: &gates,
+                };
+                moe(engine, l, &layer_in, s, t, mode, out)?;
             }
         }
     }
 
-    let head = &engine.head;
-    let v = engine.vocab;
-    let (rows, start) = match which {
-        Logits::Last => (1, (t - 1) * h),
-        Logits::All => (t, 0),
-    };
-    let mut logits = vec![0.0; rows * v];
-    head.run(
-        &[&*head.input(&[rows as i64, h as i64], &s.hidden[start..])?],
-        &[&*head.output(&[rows as i64, v as i64], &mut logits)?],
-        &engine.counters,
-    )?;
-    Ok(logits)
+    head(engine, steps, live, &rows, s, out)
 }
 
-/// Runs `attn`; with `fused_router` its extra output, the router logits, lands in `s.logits`.
-#[allow(clippy::too_many_arguments)]
-fn attention(
+/// The live steps, in `live`'s order.
+fn live_steps<'s, 'a>(
+    steps: &'s mut [Step<'a>],
+    live: &'s [usize],
+) -> impl Iterator<Item = &'s mut Step<'a>> {
+    steps
+        .iter_mut()
+        .enumerate()
+        .filter(move |(i, _)| live.binary_search(i).is_ok())
+        .map(|(_, st)| st)
+}
+
+/// The head over each step's wanted rows, one run for the whole step.
+fn head(
     engine: &Engine,
-    attn: &Graph,
-    fused_router: bool,
-    kv: &mut KvCache,
-    layer: usize,
+    steps: &[Step<'_>],
+    live: &[usize],
+    rows: &[Range<usize>],
     s: &mut Scratch,
-    t: usize,
-    past: usize,
+    out: &mut [Result<Vec<f32>, EngineError>],
 ) -> Result<(), EngineError> {
-    let rows = [t as i64, engine.hidden as i64];
-    // The graph reads the cache where it is (its layout, FORMAT.md "KV cache layouts") and writes
-    // the new rows to scratch buffers, which the cache then takes.
-    s.kv_new.resize_with(engine.cache_io.len(), Vec::new);
-    let mut past_in = Vec::with_capacity(engine.cache_io.len());
-    let mut new_out = Vec::with_capacity(engine.cache_io.len());
-    for (i, (io, buf)) in engine.cache_io.iter().zip(s.kv_new.iter_mut()).enumerate() {
-        let (shape, data) = kv.past(layer, i, io, past);
-        past_in.push(match data {
-            PastData::F32(d) => PastRef::F32(attn.input(&shape, d)?),
-            PastData::F16(d) => PastRef::F16(attn.input(&shape, d)?),
-        });
-        buf.resize(t * io.per_token, 0.0);
-        let mut shape = Vec::with_capacity(1 + io.shape.len());
-        shape.push(t as i64);
-        shape.extend_from_slice(&io.shape);
-        new_out.push(attn.output(&shape, buf)?);
+    let (h, v) = (engine.hidden, engine.vocab);
+    let wanted = |st: &Step<'_>, r: &Range<usize>| match st.which {
+        Logits::Last => r.end - 1..r.end,
+        Logits::All => r.clone(),
+    };
+    let head = &engine.head;
+    if let ([i], [r]) = (live, rows) {
+        // One sequence: its rows are already contiguous.
+        let want = wanted(&steps[*i], r);
+        let mut logits = vec![0.0; want.len() * v];
+        head.run(
+            &[&*head.input(
+                &[want.len() as i64, h as i64],
+                &s.hidden[want.start * h..want.end * h],
+            )?],
+            &[&*head.output(&[want.len() as i64, v as i64], &mut logits)?],
+            &engine.counters,
+        )?;
+        if out[*i].is_ok() {
+            out[*i] = Ok(logits);
+        }
+        return Ok(());
     }
-    s.next.resize(s.hidden.len(), 0.0);
-    s.ffn_in.resize(s.hidden.len(), 0.0);
-    if fused_router {
-        s.logits.resize(t * engine.num_experts, 0.0);
-    }
-    {
-        let hidden = attn.input(&rows, &s.hidden)?;
-        let positions = attn.input(&[t as i64], &s.positions)?;
-        let hidden_out = attn.output(&rows, &mut s.next)?;
-        let ffn_in = attn.output(&rows, &mut s.ffn_in)?;
-        let mut inputs: Vec<&dyn AsPointer<Sys = OrtValue>> = vec![&*hidden, &*positions];
-        inputs.extend(past_in.iter().map(PastRef::value));
-        let mut outputs: Vec<&dyn AsPointer<Sys = OrtValue>> = vec![&*hidden_out, &*ffn_in];
-        outputs.extend(
-            new_out
-                .iter()
-                .map(|v| &**v as &dyn AsPointer<Sys = OrtValue>),
-        );
-        let logits = if fused_router {
-            Some(attn.output(&[t as i64, engine.num_experts as i64], &mut s.logits)?)
+    s.gather.clear();
+    let mut counts = Vec::with_capacity(live.len());
+    for (&i, r) in live.iter().zip(rows) {
+        let want = if out[i].is_ok() {
+            wanted(&steps[i], r)
         } else {
-            None
+            0..0
         };
-        outputs.extend(
-            logits
-                .as_deref()
-                .map(|v| v as &dyn AsPointer<Sys = OrtValue>),
-        );
-        attn.run(&inputs, &outputs, &engine.counters)?;
+        s.gather
+            .extend_from_slice(&s.hidden[want.start * h..want.end * h]);
+        counts.push(want.len());
     }
-    drop((past_in, new_out));
-    for (i, (io, new)) in engine.cache_io.iter().zip(&s.kv_new).enumerate() {
-        kv.append(layer, i, &new[..t * io.per_token], past, t);
+    let n: usize = counts.iter().sum();
+    if n == 0 {
+        return Ok(());
     }
-    std::mem::swap(&mut s.hidden, &mut s.next);
+    let mut logits = vec![0.0; n * v];
+    head.run(
+        &[&*head.input(&[n as i64, h as i64], &s.gather)?],
+        &[&*head.output(&[n as i64, v as i64], &mut logits)?],
+        &engine.counters,
+    )?;
+    let mut at = 0;
+    for (&i, &c) in live.iter().zip(&counts) {
+        if c > 0 {
+            out[i] = Ok(logits[at * v..(at + c) * v].to_vec());
+            at += c;
+        }
+    }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A MoE layer's graphs and, per live step, its gate, rows, index and whether it is still live.
+struct MoeIn<'g> {
+    router: Option<&'g Graph>,
+    shared: Option<&'g Graph>,
+    gates: &'g [(&'g dyn Gate, Range<usize>, usize, bool)],
+}
+
 fn moe(
     engine: &Engine,
-    gate: &dyn Gate,
     layer: usize,
-    router: Option<&Graph>,
-    shared: Option<&Graph>,
+    m: &MoeIn<'_>,
     s: &mut Scratch,
     t: usize,
     mode: ExecMode,
+    out: &mut [Result<Vec<f32>, EngineError>],
 ) -> Result<(), EngineError> {
     let h = engine.hidden;
     let e = engine.num_experts;
@@ -221,7 +291,7 @@ fn moe(
     let rows = [t as i64, h as i64];
 
     // Without a router graph, attention left the logits in s.logits.
-    if let Some(router) = router {
+    if let Some(router) = m.router {
         s.logits.resize(t * e, 0.0);
         router.run(
             &[&*router.input(&rows, &s.ffn_in)?],
@@ -229,29 +299,41 @@ fn moe(
             &engine.counters,
         )?;
     }
-    let input = RouterInput {
-        logits: &s.logits,
-        num_tokens: t,
-        num_experts: e,
-        top_k: k,
-    };
-    s.routing.reset(k);
-    gate.route(layer, &input, &mut s.routing)
-        .map_err(|g| EngineError::Gate {
-            layer,
-            message: g.to_string(),
-        })?;
-    s.routing
-        .validate(&input)
-        .map_err(|message| EngineError::InvalidRouting { layer, message })?;
-
     for list in s.assigned.iter_mut() {
         list.clear();
     }
-    for tok in 0..t {
-        let (ex, w) = s.routing.token(tok);
-        for (&x, &wt) in ex.iter().zip(w) {
-            s.assigned[x as usize].push((tok as u32, wt));
+    // Each sequence's gate routes its own rows (a request's gate plugin sees only its tokens).
+    for (gate, r, i, live) in m.gates {
+        if !*live || out[*i].is_err() {
+            continue;
+        }
+        let input = RouterInput {
+            logits: &s.logits[r.start * e..r.end * e],
+            num_tokens: r.len(),
+            num_experts: e,
+            top_k: k,
+        };
+        s.routing.reset(k);
+        let routed = gate
+            .route(layer, &input, &mut s.routing)
+            .map_err(|g| EngineError::Gate {
+                layer,
+                message: g.to_string(),
+            })
+            .and_then(|()| {
+                s.routing
+                    .validate(&input)
+                    .map_err(|message| EngineError::InvalidRouting { layer, message })
+            });
+        if let Err(err) = routed {
+            out[*i] = Err(err);
+            continue;
+        }
+        for tok in 0..r.len() {
+            let (ex, w) = s.routing.token(tok);
+            for (&x, &wt) in ex.iter().zip(w) {
+                s.assigned[x as usize].push(((r.start + tok) as u32, wt));
+            }
         }
     }
     let counts = &engine.counters.activations[layer];
@@ -280,7 +362,7 @@ fn moe(
         one_at_a_time(engine, layer, s, t, mode)?;
     }
 
-    if let Some(sh) = shared {
+    if let Some(sh) = m.shared {
         add_ffn(engine, sh, rows, &s.ffn_in, &mut s.y, &mut s.acc)?;
     }
     for (a, &b) in s.hidden.iter_mut().zip(&s.acc) {
@@ -380,19 +462,4 @@ fn add_ffn(
         *d += v;
     }
     Ok(())
-}
-
-/// A `past_<name>` input over the cache in its type.
-enum PastRef<'a> {
-    F32(ort::value::TensorRef<'a, f32>),
-    F16(ort::value::TensorRef<'a, moed_kernels::f16>),
-}
-
-impl PastRef<'_> {
-    fn value(&self) -> &dyn AsPointer<Sys = OrtValue> {
-        match self {
-            PastRef::F32(v) => &**v,
-            PastRef::F16(v) => &**v,
-        }
-    }
 }

@@ -72,6 +72,8 @@ pub(crate) struct Graph {
     /// Held around `Run` where the provider's kernels must not run concurrently; `None` on the CPU
     /// provider, whose runs of one session may overlap (see [`Graph::run`]).
     serial: Option<Mutex<()>>,
+    /// Its attention runs moed's kernel, which attends several sequences in one run.
+    pub segmented_attention: bool,
 }
 
 impl Graph {
@@ -102,8 +104,10 @@ impl Graph {
                 file: rel.to_string(),
                 message,
             })?;
-            if let Some((session, _moved)) = edited {
-                return Graph::new(rel, session, provider, iface);
+            if let Some(e) = edited {
+                let mut graph = Graph::new(rel, e.session, provider, iface)?;
+                graph.segmented_attention = e.segmented_attention;
+                return Ok(graph);
             }
         }
         let mut builder = builder;
@@ -151,6 +155,7 @@ impl Graph {
             input_names: c_names(&iface.inputs)?,
             output_names: c_names(&iface.outputs)?,
             serial: (provider != Provider::Cpu).then(|| Mutex::new(())),
+            segmented_attention: false,
             session,
         })
     }

@@ -292,6 +292,17 @@ impl Sequence {
     /// Routes this sequence's MoE layers with `gate` instead of the engine's rule (`None`: the
     /// engine's again), so that concurrent requests on one engine can route differently. The
     /// engine validates every answer as it does the engine's own gate's.
+    /// A stand-in of no engine, left in a sequence's place while a shared step holds it.
+    pub(crate) fn detached() -> Sequence {
+        Sequence {
+            engine_id: 0,
+            len: 0,
+            kv: KvCache::new(CacheLayout::TokenMajor, CacheDtype::Float32, 0, &[], 0),
+            scratch: Scratch::default(),
+            gate: None,
+        }
+    }
+
     pub fn set_gate(&mut self, gate: Option<Arc<dyn Gate>>) {
         self.gate = gate;
     }

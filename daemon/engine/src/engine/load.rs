@@ -288,6 +288,7 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         top_k,
         side_by_side: AtomicBool::new(opts.experts_side_by_side),
         helpers: std::sync::OnceLock::new(),
+        batcher: Arc::new(super::batcher::Batcher::new(opts.batch)),
         package,
     };
     engine.release_mapped_weights();

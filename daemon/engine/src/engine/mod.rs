@@ -4,6 +4,8 @@
 //! loads every non-expert graph (experts load lazily, see `experts`). [`Engine::forward`] runs
 //! tokens after a [`Sequence`]'s cache and returns logits.
 
+mod attention;
+mod batcher;
 mod error;
 mod experts;
 mod forward;
@@ -23,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+pub use batcher::{BatchLimits, BatchMember};
 pub use error::EngineError;
+pub use forward::Step;
 pub use kv::Sequence;
 pub use placed::MAX_MOVES_PER_REVISIT;
 pub use routing::{Gate, GateError, MAX_WEIGHT, NativeGate, RouterInput, Routing};
@@ -91,6 +95,8 @@ pub struct EngineOptions {
     /// thread, instead of one after another with each matmul split across the threads (CPU
     /// provider without spinning only: [`Engine::experts_side_by_side`]).
     pub experts_side_by_side: bool,
+    /// What one shared step of concurrent generations may hold ([`Engine::batch_member`]).
+    pub batch: BatchLimits,
 }
 
 /// Called while a package loads with (graphs loaded, graphs to load). Experts load lazily, on
@@ -119,6 +125,7 @@ impl Default for EngineOptions {
             activations: Vec::new(),
             tensorrt_cache_dir: None,
             experts_side_by_side: true,
+            batch: BatchLimits::default(),
         }
     }
 }
@@ -171,6 +178,8 @@ pub struct Engine {
     side_by_side: AtomicBool,
     /// The threads besides the caller's that run experts side by side, started on first use.
     helpers: std::sync::OnceLock<Option<rayon_core::ThreadPool>>,
+    /// The shared steps of concurrent generations.
+    batcher: Arc<batcher::Batcher>,
 }
 
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
@@ -279,6 +288,33 @@ impl Engine {
         mode: ExecMode,
     ) -> Result<Vec<f32>, EngineError> {
         forward::forward(self, seq, tokens, which, mode)
+    }
+
+    /// Runs several sequences' tokens as one step (continuous batching's unit): the weights of
+    /// every graph but attention are read once for all of them, and an expert chosen by several
+    /// sequences runs once on all its rows. Each step's answer is what [`Engine::forward`] would
+    /// give it alone. The outer error is a failure of the whole pass (no cache changed); a step's
+    /// own error (a bad token, its gate) fails only that step.
+    pub fn forward_batch(
+        &self,
+        steps: &mut [Step<'_>],
+    ) -> Result<Vec<Result<Vec<f32>, EngineError>>, EngineError> {
+        forward::forward_batch(self, steps, self.mode)
+    }
+
+    /// Joins the engine's continuous batching for one generation: its steps
+    /// ([`BatchMember::forward`]) run together with those of the other members.
+    pub fn batch_member(&self) -> BatchMember {
+        self.batcher.join()
+    }
+
+    pub fn batch_limits(&self) -> BatchLimits {
+        self.batcher.limits()
+    }
+
+    /// Takes effect from the next step.
+    pub fn set_batch_limits(&self, limits: BatchLimits) {
+        self.batcher.set_limits(limits);
     }
 
     /// ONNX Runtime sessions alive: every graph but the experts, and the resident experts.

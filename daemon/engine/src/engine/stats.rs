@@ -19,6 +19,9 @@ pub(crate) struct Counters {
     pub expert_nanos: AtomicU64,
     pub forward_calls: AtomicU64,
     pub forward_tokens: AtomicU64,
+    pub batch_steps: AtomicU64,
+    pub batch_sequences: AtomicU64,
+    pub batched_attention_runs: AtomicU64,
 }
 
 impl Counters {
@@ -39,6 +42,9 @@ impl Counters {
             expert_nanos: AtomicU64::new(0),
             forward_calls: AtomicU64::new(0),
             forward_tokens: AtomicU64::new(0),
+            batch_steps: AtomicU64::new(0),
+            batch_sequences: AtomicU64::new(0),
+            batched_attention_runs: AtomicU64::new(0),
         }
     }
 
@@ -60,6 +66,9 @@ impl Counters {
             expert_nanos: self.expert_nanos.load(Relaxed),
             forward_calls: self.forward_calls.load(Relaxed),
             forward_tokens: self.forward_tokens.load(Relaxed),
+            batch_steps: self.batch_steps.load(Relaxed),
+            batch_sequences: self.batch_sequences.load(Relaxed),
+            batched_attention_runs: self.batched_attention_runs.load(Relaxed),
         }
     }
 }
@@ -86,6 +95,12 @@ pub struct EngineStats {
     pub expert_nanos: u64,
     pub forward_calls: u64,
     pub forward_tokens: u64,
+    /// Forward passes that ran more than one sequence ([`super::Engine::forward_batch`]), and
+    /// the sequences they ran.
+    pub batch_steps: u64,
+    pub batch_sequences: u64,
+    /// Attention graph runs that served several sequences at once.
+    pub batched_attention_runs: u64,
 }
 
 impl EngineStats {
@@ -119,6 +134,11 @@ impl EngineStats {
             expert_nanos: self.expert_nanos.saturating_sub(earlier.expert_nanos),
             forward_calls: self.forward_calls.saturating_sub(earlier.forward_calls),
             forward_tokens: self.forward_tokens.saturating_sub(earlier.forward_tokens),
+            batch_steps: self.batch_steps.saturating_sub(earlier.batch_steps),
+            batch_sequences: self.batch_sequences.saturating_sub(earlier.batch_sequences),
+            batched_attention_runs: self
+                .batched_attention_runs
+                .saturating_sub(earlier.batched_attention_runs),
         }
     }
 }

@@ -3,8 +3,13 @@
 //! head-major cache as the past), computed by `moed_kernels::attention` from the cache in place.
 //! The present outputs are not written: the engine appends the new rows itself. It is registered
 //! once per cache type (f32, f16: FORMAT.md "KV cache types"); ONNX Runtime picks by the node's.
+//!
+//! A batched step runs one attention graph over the rows of several sequences: the engine then
+//! names each sequence's rows and cache with [`with_segments`] around the run, and the kernel
+//! attends each segment over its own cache instead of the (one) past the graph's inputs carry.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
@@ -30,6 +35,8 @@ pub(crate) trait GqaElem:
     fn widen(v: &[Self]) -> Cow<'_, [f32]>;
     /// The slice as f32 where it is, so the kernel writes the output in place.
     fn as_f32_mut(v: &mut [Self]) -> Option<&mut [f32]>;
+    /// A segment's cache buffer when it is of this type.
+    fn cache<'a>(c: &SegmentCache<'a>) -> Option<&'a [Self]>;
 }
 impl GqaElem for f32 {
     const TYPE: TensorElementType = TensorElementType::Float32;
@@ -38,6 +45,12 @@ impl GqaElem for f32 {
     }
     fn as_f32_mut(v: &mut [f32]) -> Option<&mut [f32]> {
         Some(v)
+    }
+    fn cache<'a>(c: &SegmentCache<'a>) -> Option<&'a [f32]> {
+        match c {
+            SegmentCache::F32(d) => Some(d),
+            SegmentCache::F16(_) => None,
+        }
     }
 }
 impl GqaElem for f16 {
@@ -48,6 +61,84 @@ impl GqaElem for f16 {
     fn as_f32_mut(_: &mut [f16]) -> Option<&mut [f32]> {
         None
     }
+    fn cache<'a>(c: &SegmentCache<'a>) -> Option<&'a [f16]> {
+        match c {
+            SegmentCache::F16(d) => Some(d),
+            SegmentCache::F32(_) => None,
+        }
+    }
+}
+
+/// A head-major cache buffer `[kv_heads, capacity, head_dim]` in its type.
+#[derive(Clone, Copy)]
+pub(crate) enum SegmentCache<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+/// One sequence of a batched run: the next `rows` rows of the graph's tokens, after `past` rows
+/// of its cache, whose buffers hold `capacity` rows per head.
+#[derive(Clone, Copy)]
+pub(crate) struct Segment<'a> {
+    pub rows: usize,
+    pub past: usize,
+    pub capacity: usize,
+    pub key: SegmentCache<'a>,
+    pub value: SegmentCache<'a>,
+}
+
+/// The segments of the run in progress on this thread, lifetimes erased (see [`with_segments`]),
+/// and how many attention nodes computed with them.
+struct Installed {
+    segments: Vec<Segment<'static>>,
+    uses: usize,
+}
+
+thread_local! {
+    static SEGMENTS: RefCell<Option<Installed>> = const { RefCell::new(None) };
+}
+
+/// Clears the installed segments however the run ends.
+struct Uninstall;
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        SEGMENTS.with(|s| s.borrow_mut().take());
+    }
+}
+
+/// Runs `run` (one session run, on this thread) with `segments` as the sequences of every moed
+/// attention node it computes; returns its result and how many nodes used them (0 means the
+/// kernel did not run on this thread, so the output is not the batched one).
+pub(crate) fn with_segments<R>(segments: &[Segment<'_>], run: impl FnOnce() -> R) -> (R, usize) {
+    // SAFETY: the erased borrows are read only by the kernel during `run`, on this thread (ONNX
+    // Runtime's sequential executor computes nodes on the calling thread), and `Uninstall`
+    // removes them before this function returns, while `segments`' borrows are still alive.
+    let erased: Vec<Segment<'static>> = segments
+        .iter()
+        .map(|s| unsafe { std::mem::transmute::<Segment<'_>, Segment<'static>>(*s) })
+        .collect();
+    SEGMENTS.with(|s| {
+        *s.borrow_mut() = Some(Installed {
+            segments: erased,
+            uses: 0,
+        })
+    });
+    let guard = Uninstall;
+    let out = run();
+    let uses = SEGMENTS.with(|s| s.borrow().as_ref().map_or(0, |i| i.uses));
+    drop(guard);
+    (out, uses)
+}
+
+/// The installed segments, counted as used, when a batched run is in progress on this thread.
+fn installed() -> Option<Vec<Segment<'static>>> {
+    SEGMENTS.with(|s| {
+        s.borrow_mut().as_mut().map(|i| {
+            i.uses += 1;
+            i.segments.clone()
+        })
+    })
 }
 
 /// The operator for element type `E`; `threads` is the size of the intra-op pool its tasks run on.
@@ -222,14 +313,22 @@ impl<E: GqaElem> Kernel for GqaKernel<E> {
             threads: self.threads,
             failed: &failed,
         };
-        let x = AttentionInput {
-            q,
-            k_new: k,
-            v_new: v,
-            past_k,
-            past_v,
-        };
-        moed_kernels::attention(&shape, &x, out_f32, &pool).map_err(kernel_err)?;
+        match installed() {
+            None => {
+                let x = AttentionInput {
+                    q,
+                    k_new: k,
+                    v_new: v,
+                    past_k,
+                    past_v,
+                };
+                moed_kernels::attention(&shape, &x, out_f32, &pool).map_err(kernel_err)?;
+            }
+            Some(segments) => {
+                let widths = (self.heads * head_dim, self.kv_heads * head_dim);
+                attend_segments::<E>(&segments, &shape, widths, (q, k, v), out_f32, &pool)?;
+            }
+        }
         if failed.into_inner() {
             return Err(err("the intra-op pool refused the work"));
         }
@@ -241,4 +340,54 @@ impl<E: GqaElem> Kernel for GqaKernel<E> {
         }
         Ok(())
     }
+}
+
+/// The batched form: each segment's rows of `q`, `k`, `v` (widths `q_width`, `kv_width` per row)
+/// attend over that segment's cache, into its rows of `out`.
+fn attend_segments<E: GqaElem>(
+    segments: &[Segment<'_>],
+    shape: &AttentionShape,
+    (q_width, kv_width): (usize, usize),
+    (q, k, v): (&[f32], &[E], &[E]),
+    out: &mut [f32],
+    pool: &OrtPool<'_>,
+) -> ort::Result<()> {
+    let total: usize = segments.iter().map(|s| s.rows).sum();
+    if total != shape.tokens {
+        return Err(err(format!(
+            "the batch's segments hold {total} rows, the query {}",
+            shape.tokens
+        )));
+    }
+    let mut row = 0;
+    for seg in segments {
+        let (Some(past_k), Some(past_v)) = (E::cache(&seg.key), E::cache(&seg.value)) else {
+            return Err(err("a segment's cache is not of the node's type"));
+        };
+        let per_head = shape.kv_heads * shape.head_dim;
+        if seg.past > seg.capacity
+            || past_k.len() < seg.capacity * per_head
+            || past_v.len() < seg.capacity * per_head
+        {
+            return Err(err("a segment's cache is smaller than its capacity"));
+        }
+        let s = AttentionShape {
+            tokens: seg.rows,
+            past: seg.past,
+            capacity: seg.capacity,
+            ..*shape
+        };
+        let rows = row..row + seg.rows;
+        let x = AttentionInput {
+            q: &q[rows.start * q_width..rows.end * q_width],
+            k_new: &k[rows.start * kv_width..rows.end * kv_width],
+            v_new: &v[rows.start * kv_width..rows.end * kv_width],
+            past_k,
+            past_v,
+        };
+        let o = &mut out[rows.start * q_width..rows.end * q_width];
+        moed_kernels::attention(&s, &x, o, pool).map_err(kernel_err)?;
+        row = rows.end;
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ mod attention_op;
 mod onnx_edit;
 mod op;
 
+pub(crate) use attention_op::{Segment, SegmentCache, with_segments};
 pub(crate) use op::on_this_thread;
 
 use std::fmt;
@@ -131,23 +132,37 @@ fn supported_gqa(node: &onnx_edit::GqaNode) -> bool {
 /// Serializes the creation of sessions that register moed's operator domain.
 static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A session with moed's kernels on some of its nodes.
+pub(crate) struct Edited {
+    pub session: Session,
+    /// The graph has attention nodes and every one runs moed's kernel, which can attend several
+    /// sequences in one run ([`with_segments`]).
+    pub segmented_attention: bool,
+}
+
 /// Creates the session for the graph file `path` with moed's kernels on every supported node
-/// (MatMulNBits ones only when `matmul`), and how many they took; `Ok(None)` when the graph has
-/// none (or is too large to edit), so the caller loads the file as it is.
+/// (MatMulNBits ones only when `matmul`); `Ok(None)` when the graph has none (or is too large
+/// to edit), so the caller loads the file as it is.
 pub(crate) fn commit_with_moed_kernel(
     builder: SessionBuilder,
     path: &Path,
     threads: usize,
     matmul: bool,
-) -> Result<Option<(Session, usize)>, String> {
+) -> Result<Option<Edited>, String> {
     let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
     if size > MAX_EDITED_GRAPH {
         return Ok(None);
     }
     let model = std::fs::read(path).map_err(|e| e.to_string())?;
+    let (gqa_seen, gqa_taken) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
     let Some((edited, moved)) = onnx_edit::redirect(&model, DOMAIN, |node| match node {
         onnx_edit::Candidate::Nbits(n) => matmul && supported_nbits(n),
-        onnx_edit::Candidate::Gqa(g) => supported_gqa(g),
+        onnx_edit::Candidate::Gqa(g) => {
+            let ok = supported_gqa(g);
+            gqa_seen.set(gqa_seen.get() + 1);
+            gqa_taken.set(gqa_taken.get() + usize::from(ok));
+            ok
+        }
     })
     .map_err(|e| e.to_string())?
     else {
@@ -175,5 +190,8 @@ pub(crate) fn commit_with_moed_kernel(
     }
     .map_err(|e| e.to_string())?;
     log::debug!("{}: {moved} node(s) on moed's kernels", path.display());
-    Ok(Some((session, moved)))
+    Ok(Some(Edited {
+        session,
+        segmented_attention: gqa_seen.get() > 0 && gqa_seen.get() == gqa_taken.get(),
+    }))
 }

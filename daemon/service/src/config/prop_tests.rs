@@ -19,6 +19,8 @@ const KEYS: &[(&str, &str)] = &[
     ("engine", "threads"),
     ("service", "max_concurrent"),
     ("service", "queue_depth"),
+    ("service", "max_batch"),
+    ("service", "max_batch_tokens"),
     ("service", "drain_timeout_secs"),
     ("service", "state_directory"),
     ("access", "authorizer"),

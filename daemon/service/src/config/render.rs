@@ -68,6 +68,11 @@ impl Config {
             self.service.max_concurrent
         ));
         out.push_str(&format!("queue_depth = {}\n", self.service.queue_depth));
+        out.push_str(&format!("max_batch = {}\n", self.service.max_batch));
+        out.push_str(&format!(
+            "max_batch_tokens = {}\n",
+            self.service.max_batch_tokens
+        ));
         out.push_str(&format!(
             "drain_timeout_secs = {}\n",
             self.service.drain_timeout_secs

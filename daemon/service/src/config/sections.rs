@@ -57,6 +57,11 @@ pub struct ServiceConfig {
     pub max_concurrent: u32,
     /// `service.queue_depth`: requests waiting for a slot; past it callers get `Busy`.
     pub queue_depth: u32,
+    /// `service.max_batch`: executing generations one forward step runs together (continuous
+    /// batching); more wait for the next step.
+    pub max_batch: u32,
+    /// `service.max_batch_tokens`: new tokens in one step; a longer prompt runs in chunks of it.
+    pub max_batch_tokens: u32,
     /// `service.drain_timeout_secs`: how long SIGTERM waits for in-flight requests.
     pub drain_timeout_secs: u64,
     /// `service.state_directory`: overrides `$STATE_DIRECTORY` and the default.
@@ -70,6 +75,14 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// `max_batch` and `max_batch_tokens` as the engine takes them.
+    pub fn batch_limits(&self) -> moed_engine::engine::BatchLimits {
+        moed_engine::engine::BatchLimits {
+            max_sequences: self.max_batch as usize,
+            max_tokens: self.max_batch_tokens as usize,
+        }
+    }
+
     /// [`ServiceConfig::max_requests_per_user`] with its default applied.
     pub fn requests_per_user(&self) -> u32 {
         self.max_requests_per_user.unwrap_or_else(|| {
@@ -155,6 +168,8 @@ pub(super) struct RawEngine {
 pub(super) struct RawService {
     pub(super) max_concurrent: Option<i64>,
     pub(super) queue_depth: Option<i64>,
+    pub(super) max_batch: Option<i64>,
+    pub(super) max_batch_tokens: Option<i64>,
     pub(super) drain_timeout_secs: Option<i64>,
     pub(super) state_directory: Option<String>,
     pub(super) max_prompt_bytes: Option<i64>,

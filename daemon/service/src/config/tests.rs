@@ -42,7 +42,9 @@ fn defaults_without_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config::load_with_env(None, env(&[])).expect("defaults");
     let _ = dir;
-    assert_eq!(config.service.max_concurrent, 2);
+    assert_eq!(config.service.max_concurrent, 8);
+    assert_eq!(config.service.max_batch, 8);
+    assert_eq!(config.service.max_batch_tokens, 512);
     assert_eq!(config.service.queue_depth, 16);
     assert_eq!(config.engine.providers, vec![Provider::Cpu]);
     assert_eq!(config.access.authorizer, AuthorizerKind::Polkit);

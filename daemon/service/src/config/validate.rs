@@ -109,11 +109,19 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_concurrent: int_in(
             "service.max_concurrent",
             raw.service.max_concurrent,
-            2,
+            8,
             1,
             1024,
         )? as u32,
         queue_depth: int_in("service.queue_depth", raw.service.queue_depth, 16, 0, 65536)? as u32,
+        max_batch: int_in("service.max_batch", raw.service.max_batch, 8, 1, 1024)? as u32,
+        max_batch_tokens: int_in(
+            "service.max_batch_tokens",
+            raw.service.max_batch_tokens,
+            512,
+            16,
+            65536,
+        )? as u32,
         drain_timeout_secs: int_in(
             "service.drain_timeout_secs",
             raw.service.drain_timeout_secs,

@@ -153,6 +153,11 @@ impl Service {
         self.scheduler
             .set_limits(new.service.max_concurrent, new.service.queue_depth);
         self.scheduler.set_per_user(new.service.requests_per_user());
+        for name in self.registry.loaded_names() {
+            if let Some(model) = self.registry.get(&name) {
+                model.engine.set_batch_limits(new.service.batch_limits());
+            }
+        }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = new;
         self.announce().await;
         pending
@@ -177,6 +182,7 @@ impl Service {
             gpu_memory_budget: config.engine.gpu_memory_budget,
             tensorrt_cache_dir: config.engine.tensorrt_cache_dir.clone(),
             experts_side_by_side: config.engine.experts_side_by_side,
+            batch: config.service.batch_limits(),
             ..self.engine_base.clone()
         }
     }
