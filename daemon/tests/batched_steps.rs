@@ -258,3 +258,27 @@ fn concurrent_generations_share_steps_and_get_their_own_tokens() {
         }
     }
 }
+
+/// `moed bench --batch`: both arms measured, attention batched where the kernel allows it.
+#[test]
+fn the_batch_bench_measures_both_arms() {
+    for (arch, batched) in [("qwen3_moe", true), ("deepseek_v3", false)] {
+        let engine = Engine::load(&package(arch), EngineOptions::default()).expect("load");
+        let cfg = moed::bench::BenchConfig {
+            prompt_tokens: 4,
+            decode_tokens: 2,
+            repeat: 1,
+            bandwidth_bytes: 1 << 20,
+            batch: 3,
+            ..moed::bench::BenchConfig::default()
+        };
+        let report = moed::bench::run(&engine, &cfg, None).expect("bench");
+        let b = report.batch.expect("the batch comparison ran");
+        assert_eq!(b.sequences, 3);
+        assert!(
+            b.alone_tok_s > 0.0 && b.batched_tok_s > 0.0,
+            "{arch}: {b:?}"
+        );
+        assert_eq!(b.attention_batched, batched, "{arch}");
+    }
+}

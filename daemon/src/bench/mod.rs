@@ -4,6 +4,7 @@
 //! (which one goes first alternates too), so both see the same machine state; medians are
 //! reported. The memory bandwidth is measured in the same run with the engine's thread count.
 
+mod batch;
 mod context;
 pub mod gate;
 pub mod knowledge;
@@ -20,6 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+pub use batch::BatchResult;
 pub use context::ContextResult;
 pub use measure::{BandwidthProbe, read_bandwidth};
 pub use memory::{LoadReport, LoadStart, MemoryReport};
@@ -47,6 +49,8 @@ pub struct BenchConfig {
     pub load_start: Option<LoadStart>,
     /// Context lengths to measure sparse decode speed at (none: skipped).
     pub contexts: Vec<usize>,
+    /// Sequences stepping together in the batched-decode comparison (below 2: skipped).
+    pub batch: usize,
 }
 
 impl Default for BenchConfig {
@@ -59,6 +63,7 @@ impl Default for BenchConfig {
             bandwidth_bytes: 1 << 30,
             load_start: None,
             contexts: Vec::new(),
+            batch: 0,
         }
     }
 }
@@ -150,6 +155,8 @@ pub struct BenchReport {
     /// provider.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub side_by_side: Option<SideBySideResult>,
+    /// Batched decode against one sequence alone (`--batch`).
+    pub batch: Option<BatchResult>,
     /// Sparse decode speed by context length (`--contexts`), shortest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub contexts: Vec<ContextResult>,
@@ -355,6 +362,14 @@ pub fn run(
         cfg.repeat,
         cfg.seed,
     )?;
+    let batch = batch::run(
+        engine,
+        cfg.batch,
+        cfg.prompt_tokens,
+        cfg.decode_tokens,
+        cfg.repeat,
+        cfg.seed,
+    )?;
     let contexts = if cfg.contexts.is_empty() {
         Vec::new()
     } else {
@@ -406,6 +421,7 @@ pub fn run(
         load,
         memory,
         side_by_side,
+        batch,
         contexts,
     })
 }

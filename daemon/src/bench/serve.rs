@@ -15,7 +15,6 @@ use moed_dbus::proxy::EngineProxy;
 use crate::engine::{Engine, EngineOptions};
 use crate::generate::{self, GenerateRequest, Prompt, SamplingOverrides};
 use crate::text::model::TextModel;
-use crate::text::template::ChatMessage;
 
 #[derive(Debug, thiserror::Error)]
 #[error("bench-serve: {0}")]
@@ -53,6 +52,8 @@ pub struct Row {
     pub latencies_ms: Vec<f64>,
     /// Gaps between consecutive `Token` signals of one request (streamed rows only).
     pub token_gaps_ms: Vec<f64>,
+    /// Per request: its decode time over its tokens after the first (from `Finished`'s info).
+    pub request_token_ms: Vec<f64>,
 }
 
 impl Row {
@@ -61,6 +62,9 @@ impl Row {
     }
     fn gap_percentile(&self, p: f64) -> f64 {
         crate::bench::measure::percentile(&self.token_gaps_ms, p / 100.0)
+    }
+    fn request_token_percentile(&self, p: f64) -> f64 {
+        crate::bench::measure::percentile(&self.request_token_ms, p / 100.0)
     }
     fn tokens_per_s(&self) -> f64 {
         self.tokens as f64 / self.seconds.max(1e-9)
@@ -124,7 +128,8 @@ fn offline(opts: &LoadBenchOptions) -> Result<Row, LoadBenchError> {
     )
     .map_err(|e| fail("loading the model", e))?;
     let text = TextModel::load(engine.package()).map_err(|e| fail("loading the tokenizer", e))?;
-    let mut req = GenerateRequest::new(Prompt::Chat(vec![ChatMessage::new("user", &opts.prompt)]));
+    // Raw text, as the clients send it (`Generate`).
+    let mut req = GenerateRequest::new(Prompt::Raw(opts.prompt.clone()));
     req.sampling = SamplingOverrides {
         temperature: Some(0.0),
         ..SamplingOverrides::default()
@@ -143,6 +148,7 @@ fn offline(opts: &LoadBenchOptions) -> Result<Row, LoadBenchError> {
         seconds: 0.0,
         latencies_ms: vec![],
         token_gaps_ms: vec![],
+        request_token_ms: vec![],
     };
     let start = Instant::now();
     for _ in 0..opts.requests {
@@ -180,6 +186,7 @@ async fn clients(
                     .await
                     .map_err(|e| fail("Generate", e))?;
                 let (mut gaps, mut last, mut tokens) = (Vec::new(), None::<Instant>, 0u64);
+                let mut per_token = None;
                 while let Some(event) = stream.next().await {
                     match event.map_err(|e| fail("the request's signals", e))? {
                         RequestEvent::Token { .. } => {
@@ -191,11 +198,15 @@ async fn clients(
                         }
                         RequestEvent::Finished { info, .. } => {
                             tokens = info.completion_tokens as u64;
+                            if info.completion_tokens > 1 {
+                                let decode = info.total_ms - info.first_token_ms;
+                                per_token = Some(decode / f64::from(info.completion_tokens - 1));
+                            }
                         }
                         _ => {}
                     }
                 }
-                out.push((t.elapsed().as_secs_f64() * 1e3, tokens, gaps));
+                out.push((t.elapsed().as_secs_f64() * 1e3, tokens, gaps, per_token));
             }
             Ok::<_, LoadBenchError>(out)
         }));
@@ -207,11 +218,13 @@ async fn clients(
         seconds: 0.0,
         latencies_ms: vec![],
         token_gaps_ms: vec![],
+        request_token_ms: vec![],
     };
     for task in tasks {
-        for (ms, tokens, gaps) in task.await.map_err(|e| fail("client task", e))?? {
+        for (ms, tokens, gaps, per_token) in task.await.map_err(|e| fail("client task", e))?? {
             row.latencies_ms.push(ms);
             row.token_gaps_ms.extend(gaps);
+            row.request_token_ms.extend(per_token);
             row.tokens += tokens;
             row.requests += 1;
         }
@@ -370,9 +383,12 @@ pub fn table(rows: &[Row]) -> String {
     }
     if let (Some(single), Some(many)) = (rows.get(1), rows.get(2)) {
         out.push_str(&format!(
-            "{} vs 1 client (same run): aggregate tok/s {:.2}x, p99 gap between tokens {:.2}x\n",
+            "{} vs 1 client (same run): aggregate tok/s {:.2}x; p99 of a request's decode ms per token {:.2} vs {:.2} = {:.2}x; p99 gap between Token signals {:.2}x\n",
             many.name.trim_start_matches("D-Bus, "),
             many.tokens_per_s() / single.tokens_per_s().max(1e-9),
+            many.request_token_percentile(99.0),
+            single.request_token_percentile(99.0),
+            many.request_token_percentile(99.0) / single.request_token_percentile(99.0).max(1e-9),
             many.gap_percentile(99.0) / single.gap_percentile(99.0).max(1e-9)
         ));
     }

@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// 128,1024,4096), each against the shortest.
     #[arg(long, value_delimiter = ',')]
     pub contexts: Vec<usize>,
+    /// Also measure N sequences decoding in shared steps (continuous batching) against one
+    /// sequence alone, on the same engine, arms alternating.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub batch: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +83,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bandwidth_bytes: args.bandwidth_mib << 20,
         load_start: Some(load_start),
         contexts: args.contexts.clone(),
+        batch: args.batch,
     };
     let report = bench::run(&engine, &cfg, args.engine.expert_memory_budget)?;
     if args.json {
@@ -266,6 +271,23 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
             sbs.ratio,
             sbs.runs_side_by_side_tok_s.len(),
             if sbs.identical { "yes" } else { "NO" }
+        ));
+    }
+    if let Some(b) = &r.batch {
+        line(format!(
+            "batched decode, {} sequences in shared steps vs 1 alone: {:.2} vs {:.2} tok/s = {:.2}x (aggregate; medians, arms alternating); a step {:.2} ms vs {:.2} ms; of a batched step {:.2} ms in {:.1} expert runs, {:.2} ms attention, {:.2} ms head, {:.2} ms the other graphs; attention once per step: {}",
+            b.sequences,
+            b.batched_tok_s,
+            b.alone_tok_s,
+            b.ratio,
+            b.batched_step_ms,
+            b.alone_step_ms,
+            b.batched_expert_ms,
+            b.batched_expert_runs,
+            b.batched_attention_ms,
+            b.batched_head_ms,
+            b.batched_other_ms,
+            if b.attention_batched { "yes" } else { "no" }
         ));
     }
     if !r.contexts.is_empty() {

@@ -3,6 +3,7 @@
 //! sequence over its own cache), so the projections' weights are read once per step.
 
 use std::ops::Range;
+use std::sync::atomic::Ordering::Relaxed;
 
 use ort::AsPointer;
 use ort::sys::OrtValue;
@@ -176,16 +177,15 @@ fn graph_run(
             .as_deref()
             .map(|v| v as &dyn AsPointer<Sys = OrtValue>),
     );
+    let c = &engine.counters;
     if segments.is_empty() {
-        attn.run(&inputs, &outputs, &engine.counters)?;
+        let nanos = attn.run(&inputs, &outputs, c)?;
+        c.attention_nanos.fetch_add(nanos, Relaxed);
         return Ok(());
     }
-    let (ran, uses) = with_segments(segments, || attn.run(&inputs, &outputs, &engine.counters));
-    ran?;
-    engine
-        .counters
-        .batched_attention_runs
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (ran, uses) = with_segments(segments, || attn.run(&inputs, &outputs, c));
+    c.attention_nanos.fetch_add(ran?, Relaxed);
+    c.batched_attention_runs.fetch_add(1, Relaxed);
     if uses == 0 {
         // The kernel did not see the batch: the output is one sequence's view of all the rows.
         return Err(EngineError::Run {

@@ -224,7 +224,7 @@ fn head(
         // One sequence: its rows are already contiguous.
         let want = wanted(&steps[*i], r);
         let mut logits = vec![0.0; want.len() * v];
-        head.run(
+        let nanos = head.run(
             &[&*head.input(
                 &[want.len() as i64, h as i64],
                 &s.hidden[want.start * h..want.end * h],
@@ -232,6 +232,7 @@ fn head(
             &[&*head.output(&[want.len() as i64, v as i64], &mut logits)?],
             &engine.counters,
         )?;
+        engine.counters.head_nanos.fetch_add(nanos, Relaxed);
         if out[*i].is_ok() {
             out[*i] = Ok(logits);
         }
@@ -254,11 +255,12 @@ fn head(
         return Ok(());
     }
     let mut logits = vec![0.0; n * v];
-    head.run(
+    let nanos = head.run(
         &[&*head.input(&[n as i64, h as i64], &s.gather)?],
         &[&*head.output(&[n as i64, v as i64], &mut logits)?],
         &engine.counters,
     )?;
+    engine.counters.head_nanos.fetch_add(nanos, Relaxed);
     let mut at = 0;
     for (&i, &c) in live.iter().zip(&counts) {
         if c > 0 {

@@ -22,6 +22,8 @@ pub(crate) struct Counters {
     pub batch_steps: AtomicU64,
     pub batch_sequences: AtomicU64,
     pub batched_attention_runs: AtomicU64,
+    pub attention_nanos: AtomicU64,
+    pub head_nanos: AtomicU64,
 }
 
 impl Counters {
@@ -45,6 +47,8 @@ impl Counters {
             batch_steps: AtomicU64::new(0),
             batch_sequences: AtomicU64::new(0),
             batched_attention_runs: AtomicU64::new(0),
+            attention_nanos: AtomicU64::new(0),
+            head_nanos: AtomicU64::new(0),
         }
     }
 
@@ -69,6 +73,8 @@ impl Counters {
             batch_steps: self.batch_steps.load(Relaxed),
             batch_sequences: self.batch_sequences.load(Relaxed),
             batched_attention_runs: self.batched_attention_runs.load(Relaxed),
+            attention_nanos: self.attention_nanos.load(Relaxed),
+            head_nanos: self.head_nanos.load(Relaxed),
         }
     }
 }
@@ -101,6 +107,9 @@ pub struct EngineStats {
     pub batch_sequences: u64,
     /// Attention graph runs that served several sequences at once.
     pub batched_attention_runs: u64,
+    /// The part of `ort_nanos` spent in attention graphs and in the head.
+    pub attention_nanos: u64,
+    pub head_nanos: u64,
 }
 
 impl EngineStats {
@@ -139,6 +148,8 @@ impl EngineStats {
             batched_attention_runs: self
                 .batched_attention_runs
                 .saturating_sub(earlier.batched_attention_runs),
+            attention_nanos: self.attention_nanos.saturating_sub(earlier.attention_nanos),
+            head_nanos: self.head_nanos.saturating_sub(earlier.head_nanos),
         }
     }
 }
