@@ -157,7 +157,7 @@ if dpkg -r moed-import >/tmp/import-rm.out 2>&1 && test ! -e /usr/lib/moed/expor
 log "== upgrade ($(elapsed))"
 before="$(systemctl show -P InvocationID moed.service)"
 printf '\n# edited by the lifecycle test\n' >>/etc/moed/moed.toml
-sed -i 's/^#max_concurrent = 2$/max_concurrent = 3/' /etc/moed/moed.toml
+sed -i 's/^#max_concurrent = 8$/max_concurrent = 3/' /etc/moed/moed.toml
 edited="$(sha256sum /etc/moed/moed.toml)"
 if DEBIAN_FRONTEND=noninteractive dpkg -i "$upgrade" >/tmp/upgrade.out 2>&1; then ok "dpkg -i $(dpkg-deb -f "$upgrade" Version) (upgrade)"; else fail "upgrade: $(tail -c 800 /tmp/upgrade.out)"; fi
 check "the installed version is $(dpkg-deb -f "$upgrade" Version)" test "$(dpkg-query -W -f='${Version}' moed)" = "$(dpkg-deb -f "$upgrade" Version)"
