@@ -6,8 +6,8 @@
 //! [`super::Engine::forward_batch`]. Sequences join between steps (a new request's first chunk
 //! of prompt simply becomes pending) and leave by not asking again. So that a step is not cut
 //! short by whoever samples fastest, the leader waits, briefly, until every running generation
-//! ([`BatchMember`]) has asked. A prompt longer than the step's token limit runs in chunks, so
-//! the decodes running beside it are not held up for a whole prefill.
+//! ([`BatchMember`]) has asked. A prompt longer than the step's token limit runs in chunks that
+//! leave room for the decodes running beside it, so they are not held up for a whole prefill.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -28,7 +28,8 @@ const GATHER_WAIT: Duration = Duration::from_millis(2);
 pub struct BatchLimits {
     /// Sequences in one step (`service.max_batch`).
     pub max_sequences: usize,
-    /// New tokens in one step (`service.max_batch_tokens`); longer prompts run in chunks of it.
+    /// New tokens in one step (`service.max_batch_tokens`); a longer prompt runs in chunks that
+    /// leave room for one token of each other sequence (`max_tokens - max_sequences`).
     pub max_tokens: usize,
 }
 
@@ -102,7 +103,7 @@ impl Batcher {
         }
     }
 
-    /// Runs `tokens` after `seq`'s cache in a shared step (in chunks of the token limit).
+    /// Runs `tokens` after `seq`'s cache in shared steps (a long prompt in chunks).
     fn forward(
         &self,
         engine: &Engine,
@@ -111,7 +112,12 @@ impl Batcher {
         which: Logits,
         member: bool,
     ) -> Result<Vec<f32>, EngineError> {
-        let chunk = self.max_tokens.load(Relaxed).max(1);
+        // A chunk leaves room in its step for one token of each other sequence.
+        let chunk = self
+            .max_tokens
+            .load(Relaxed)
+            .saturating_sub(self.max_sequences.load(Relaxed))
+            .max(1);
         if tokens.len() <= chunk || which == Logits::All {
             return self.one(engine, seq, tokens.to_vec(), which, member);
         }
@@ -174,19 +180,22 @@ impl Batcher {
             self.max_sequences.load(Relaxed),
             self.max_tokens.load(Relaxed),
         );
+        // Oldest first; one that does not fit leaves its place to later, smaller ones (decodes
+        // behind a prompt chunk) and is first in the next step.
         let mut batch: Vec<Pending> = Vec::new();
         let mut tokens = 0;
-        while let Some(p) = st.pending.front() {
+        let mut kept = VecDeque::with_capacity(st.pending.len());
+        while let Some(p) = st.pending.pop_front() {
             let fits = batch.is_empty()
                 || (batch.len() < max_seqs && tokens + p.tokens.len() <= max_tokens);
-            if !fits {
-                break;
-            }
-            tokens += p.tokens.len();
-            if let Some(p) = st.pending.pop_front() {
+            if fits {
+                tokens += p.tokens.len();
                 batch.push(p);
+            } else {
+                kept.push_back(p);
             }
         }
+        st.pending = kept;
         drop(st);
         let mut filed = Filed {
             batcher: self,
