@@ -4,8 +4,11 @@
 //! 32-byte halves, so lane l of half h is lane 8h + l of the group's lane scales.
 //!
 //! `vpmaddubsw` saturates at i16: 4-bit codes (≤ 15 × 127 × 2) never reach it, but 8-bit codes
-//! (up to 255 × 127 × 2) would, so they are split into nibbles, c = 16·hi + lo, each product pair
-//! widened to i32 before they are combined.
+//! (up to 255 × 127 × 2) would. So an 8-bit code is taken as s = c − 128 (one `xor`): |s| ≤ 128
+//! goes in as the unsigned factor and s's sign onto the activation (|q| ≤ 127), each pair then at
+//! most 2 × 128 × 127. The sums are then of s·q, which the zero-point correction accounts for with
+//! z − 128 (0 for symmetric codes, whose correction vanishes). The code's two factors are made
+//! once per load and serve every token of the tile.
 
 use core::arch::x86_64::*;
 
@@ -36,29 +39,47 @@ fn by_toks<const B: u32, const R: usize>(w: &QMatrix, x: &QuantizedInput, t: Til
     unsafe { by_tokens!(kernel, B, R, t; w, x, t) }
 }
 
-/// Lane sums of codes × x for one 32-byte half: i32 lane l holds 4 code bytes' products.
+/// A 32-byte code load's two factors, made once for all tokens: 4 bits, the low and the high
+/// nibbles; 8 bits, |c − 128| and c − 128 (whose sign `dot_half` moves onto x).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn prepare<const B: u32>(c: __m256i) -> (__m256i, __m256i) {
+    if B == 4 {
+        let nib = _mm256_set1_epi8(0x0f);
+        (
+            _mm256_and_si256(c, nib),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(c), nib),
+        )
+    } else {
+        let s = _mm256_xor_si256(c, _mm256_set1_epi8(i8::MIN));
+        (_mm256_abs_epi8(s), s)
+    }
+}
+
+/// Lane sums for one 32-byte half: i32 lane l holds 4 code bytes' products with x (4 bits:
+/// codes × x; 8 bits: (codes − 128) × x).
 ///
 /// # Safety
 /// The CPU has the enabled features; xe (and for 4 bits xo) point at 32 readable bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_half<const B: u32>(c: __m256i, xe: *const i8, xo: *const i8) -> __m256i {
+unsafe fn dot_half<const B: u32>(
+    (a, b): (__m256i, __m256i),
+    xe: *const i8,
+    xo: *const i8,
+) -> __m256i {
     // SAFETY: the caller guarantees the loads.
     unsafe {
-        let nib = _mm256_set1_epi8(0x0f);
         let ones = _mm256_set1_epi16(1);
-        let lo = _mm256_and_si256(c, nib);
-        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(c), nib);
         let xa = _mm256_loadu_si256(xe.cast());
         if B == 4 {
             let xb = _mm256_loadu_si256(xo.cast());
-            let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
+            let p = _mm256_add_epi16(_mm256_maddubs_epi16(a, xa), _mm256_maddubs_epi16(b, xb));
             // Each i16 is at most 2 × 2 × 15 × 127 in size: no saturation.
             _mm256_madd_epi16(p, ones)
         } else {
-            let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xa), ones);
-            let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xa), _mm256_set1_epi16(16));
-            _mm256_add_epi32(plo, phi)
+            // |s| × (q with s's sign) = s × q; each i16 at most 2 × 128 × 127.
+            _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(xa, b)), ones)
         }
     }
 }
@@ -111,11 +132,11 @@ unsafe fn kernel<const B: u32, const R: usize, const T: usize>(
                     }
                     // Masked past the row's end (its bytes are whole 4-byte lanes): no copy, so
                     // no call that would spill the accumulators.
-                    let c = if left >= h * 32 + 32 {
+                    let c = prepare::<B>(if left >= h * 32 + 32 {
                         _mm256_loadu_si256(codes.add(h * 32).cast())
                     } else {
                         _mm256_maskload_epi32(codes.add(h * 32).cast(), first((left - h * 32) / 4))
-                    };
+                    });
                     let sw = _mm256_permutevar8x32_ps(
                         block_scales(w, row, (off + h * 32) >> block_shift),
                         idx,
@@ -169,20 +190,27 @@ fn first(n: usize) -> __m256i {
     )
 }
 
-/// Σ_b sw·z·d·Σq for one row and token, eight blocks at a time.
+/// Σ_b sw·z·d·Σq for one row and token, eight blocks at a time (8 bits: z − 128, as the kernel
+/// sums (c − 128)·q).
 ///
 /// # Safety
 /// As `kernel`, for this row and token.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn zero_point_sum(w: &QMatrix, x: &QuantizedInput, row: usize, tok: usize) -> f32 {
+    if w.bits == 8 && w.zero_points.is_none() {
+        // The midpoint, 128: nothing to correct.
+        return 0.0;
+    }
+    let shift = _mm256_set1_ps(if w.bits == 8 { 128.0 } else { 0.0 });
     let mut acc = _mm256_setzero_ps();
     // SAFETY: x's block rows are padded to whole ZP_LANES (a multiple of 8), so the x loads stay
     // inside; the others are `block_scales`' and `zero_points`' own.
     unsafe {
         let xs = x.scaled_sum.as_ptr().add(tok * x.row_blocks);
         for c in (0..w.k_blocks).step_by(8) {
-            let swz = _mm256_mul_ps(block_scales(w, row, c), zero_points(w, row, c));
+            let z = _mm256_sub_ps(zero_points(w, row, c), shift);
+            let swz = _mm256_mul_ps(block_scales(w, row, c), z);
             acc = _mm256_fmadd_ps(swz, _mm256_loadu_ps(xs.add(c)), acc);
         }
     }
