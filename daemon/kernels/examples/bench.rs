@@ -156,9 +156,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             m: 8,
         },
         Case {
+            n: 4096,
+            k: 2048,
+            bits: 8,
+            block: 32,
+            m: 8,
+        },
+        Case {
             n: 768,
             k: 2048,
             bits: 4,
+            block: 32,
+            m: 128,
+        },
+        Case {
+            n: 4096,
+            k: 2048,
+            bits: 8,
             block: 32,
             m: 128,
         },
