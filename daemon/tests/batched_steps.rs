@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{argmax, package, packages_dir, repo};
+use common::{argmax, greedy, package, packages_dir, repo};
 use moed::engine::{
     Engine, EngineError, EngineOptions, Gate, GateError, Logits, RouterInput, Routing, Sequence,
     Step,
@@ -211,22 +211,7 @@ fn concurrent_generations_share_steps_and_get_their_own_tokens() {
     let engine = Engine::load(&package("qwen3_moe"), EngineOptions::default()).expect("load");
     let mut prompts = prompts(engine.package().vocab_size() as u32);
     prompts.push(vec![7, 1, 7, 1]);
-    let alone: Vec<Vec<u32>> = prompts
-        .iter()
-        .map(|p| {
-            let mut seq = engine.new_sequence();
-            let mut logits = engine.forward(&mut seq, p, Logits::Last).expect("prefill");
-            let mut out = Vec::new();
-            for _ in 0..12 {
-                let next = argmax(&logits);
-                out.push(next);
-                logits = engine
-                    .forward(&mut seq, &[next], Logits::Last)
-                    .expect("decode");
-            }
-            out
-        })
-        .collect();
+    let alone: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(&engine, p, 12)).collect();
     for max_tokens in [512, 3] {
         engine.set_batch_limits(moed::engine::BatchLimits {
             max_sequences: 8,

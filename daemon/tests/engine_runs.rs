@@ -7,24 +7,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{argmax, package, repo};
-use moed::engine::{Engine, EngineOptions, Logits};
-
-fn greedy(engine: &Engine, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut seq = engine.new_sequence();
-    let mut logits = engine
-        .forward(&mut seq, prompt, Logits::Last)
-        .expect("prefill");
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let next = argmax(&logits);
-        out.push(next);
-        logits = engine
-            .forward(&mut seq, &[next], Logits::Last)
-            .expect("decode");
-    }
-    out
-}
+use common::{greedy, package, repo};
+use moed::engine::{Engine, EngineOptions};
 
 fn concurrent_generation_matches_sequential(dir: PathBuf) {
     let engine = Engine::load(&dir, EngineOptions::default())

@@ -383,13 +383,21 @@ pub fn table(rows: &[Row]) -> String {
     }
     if let (Some(single), Some(many)) = (rows.get(1), rows.get(2)) {
         out.push_str(&format!(
-            "{} vs 1 client (same run): aggregate tok/s {:.2}x; p99 of a request's decode ms per token {:.2} vs {:.2} = {:.2}x; p99 gap between Token signals {:.2}x\n",
+            "{} vs 1 client (same run): aggregate tok/s {:.2}x; p99 of a request's decode ms per token {:.2} vs {:.2} = {:.2}x; p99 gap between Token signals {}\n",
             many.name.trim_start_matches("D-Bus, "),
             many.tokens_per_s() / single.tokens_per_s().max(1e-9),
             many.request_token_percentile(99.0),
             single.request_token_percentile(99.0),
             many.request_token_percentile(99.0) / single.request_token_percentile(99.0).max(1e-9),
-            many.gap_percentile(99.0) / single.gap_percentile(99.0).max(1e-9)
+            if many.token_gaps_ms.is_empty() || single.token_gaps_ms.is_empty() {
+                // The tokenizer's text gave too few `Token` signals to time.
+                "n/a".to_string()
+            } else {
+                format!(
+                    "{:.2}x",
+                    many.gap_percentile(99.0) / single.gap_percentile(99.0).max(1e-9)
+                )
+            }
         ));
     }
     if let (Some(offline), Some(single)) = (rows.first(), rows.get(1)) {

@@ -98,3 +98,21 @@ pub fn copy_dir(src: &Path, dst: &Path) {
         }
     }
 }
+
+/// `n` greedy tokens after `prompt` on a fresh sequence, one `Engine::forward` per step.
+pub fn greedy(engine: &moed::engine::Engine, prompt: &[u32], n: usize) -> Vec<u32> {
+    use moed::engine::Logits;
+    let mut seq = engine.new_sequence();
+    let mut logits = engine
+        .forward(&mut seq, prompt, Logits::Last)
+        .expect("prefill");
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let next = argmax(&logits);
+        out.push(next);
+        logits = engine
+            .forward(&mut seq, &[next], Logits::Last)
+            .expect("decode");
+    }
+    out
+}
