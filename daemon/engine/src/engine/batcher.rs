@@ -47,7 +47,6 @@ struct Pending {
     seq: Sequence,
     tokens: Vec<u32>,
     which: Logits,
-    member: bool,
 }
 
 type Done = (Sequence, Result<Vec<f32>, EngineError>);
@@ -110,7 +109,6 @@ impl Batcher {
         seq: &mut Sequence,
         tokens: &[u32],
         which: Logits,
-        member: bool,
     ) -> Result<Vec<f32>, EngineError> {
         // A chunk leaves room in its step for one token of each other sequence.
         let chunk = self
@@ -119,11 +117,11 @@ impl Batcher {
             .saturating_sub(self.max_sequences.load(Relaxed))
             .max(1);
         if tokens.len() <= chunk || which == Logits::All {
-            return self.one(engine, seq, tokens.to_vec(), which, member);
+            return self.one(engine, seq, tokens.to_vec(), which);
         }
         let mut logits = Vec::new();
         for part in tokens.chunks(chunk) {
-            logits = self.one(engine, seq, part.to_vec(), Logits::Last, member)?;
+            logits = self.one(engine, seq, part.to_vec(), Logits::Last)?;
         }
         Ok(logits)
     }
@@ -134,7 +132,6 @@ impl Batcher {
         seq: &mut Sequence,
         tokens: Vec<u32>,
         which: Logits,
-        member: bool,
     ) -> Result<Vec<f32>, EngineError> {
         let mut st = self.lock();
         let id = st.next_id;
@@ -144,7 +141,6 @@ impl Batcher {
             seq: std::mem::replace(seq, Sequence::detached()),
             tokens,
             which,
-            member,
         });
         self.changed.notify_all();
         loop {
@@ -165,7 +161,8 @@ impl Batcher {
     fn lead<'a>(&'a self, engine: &Engine, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         let deadline = Instant::now() + GATHER_WAIT;
         loop {
-            let asked = st.pending.iter().filter(|p| p.member).count();
+            // Every pending entry is a member's (only `BatchMember::forward` submits).
+            let asked = st.pending.len();
             let now = Instant::now();
             if asked >= st.members || now >= deadline {
                 break;
@@ -278,7 +275,7 @@ impl BatchMember {
         if !Arc::ptr_eq(&self.batcher, &engine.batcher) {
             return Err(EngineError::ForeignSequence);
         }
-        self.batcher.forward(engine, seq, tokens, which, true)
+        self.batcher.forward(engine, seq, tokens, which)
     }
 }
 

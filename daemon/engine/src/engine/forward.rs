@@ -177,8 +177,7 @@ fn run(
                 let mut gates = Vec::with_capacity(live.len());
                 for ((&i, st), r) in live.iter().zip(live_steps(steps, live)).zip(&rows) {
                     let gate: &dyn Gate = st.seq.gate.as_deref().unwrap_or(&*engine.gate);
-                    let ok = out[i].is_ok();
-                    gates.push((gate, r.clone(), i, ok));
+                    gates.push((gate, r.clone(), i));
                 }
                 let layer_in = MoeIn {
                     router: router.as_ref(),
@@ -271,11 +270,11 @@ fn head(
     Ok(())
 }
 
-/// A MoE layer's graphs and, per live step, its gate, rows, index and whether it is still live.
+/// A MoE layer's graphs and, per live step, its gate, rows and index (a step already failed is skipped).
 struct MoeIn<'g> {
     router: Option<&'g Graph>,
     shared: Option<&'g Graph>,
-    gates: &'g [(&'g dyn Gate, Range<usize>, usize, bool)],
+    gates: &'g [(&'g dyn Gate, Range<usize>, usize)],
 }
 
 fn moe(
@@ -305,8 +304,8 @@ fn moe(
         list.clear();
     }
     // Each sequence's gate routes its own rows (a request's gate plugin sees only its tokens).
-    for (gate, r, i, live) in m.gates {
-        if !*live || out[*i].is_err() {
+    for (gate, r, i) in m.gates {
+        if out[*i].is_err() {
             continue;
         }
         let input = RouterInput {
