@@ -78,6 +78,10 @@ else
   sudo "$repo/packaging/lifecycle.sh" "${packages[0]}" "$upgrade"
 fi
 
+echo "== a package twice the memory limit, served under it (tests/offload/run.sh; the package is cached)"
+as_root env ORT_DYLIB_PATH="$ORT_DYLIB_PATH" MOE_VENV="$venv" MOE_OFFLOAD_BIN="$target/release" \
+  MOE_CI_CACHE="${MOE_CI_CACHE:-/var/cache/moed-ci}" "$repo/tests/offload/run.sh" --tokens 32
+
 echo "== arm64 packages: cross-built .deb and .rpm (packaging/build.sh --arch arm64)"
 built_arm="$("$repo/packaging/build.sh" --arch arm64)"
 mapfile -t arm_packages <<<"$built_arm"

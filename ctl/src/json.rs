@@ -89,7 +89,11 @@ pub fn expert_stats(stats: &ExpertStatistics) -> Value {
             "misses": stats.cache_misses,
             "evictions": stats.cache_evictions,
             "hit_rate": crate::heatmap::hit_rate(stats),
+            "load_bytes": stats.expert_load_bytes,
+            "load_seconds": stats.expert_load_nanos as f64 / 1e9,
         },
+        "tokens": stats.tokens,
+        "storage_read_bytes": stats.storage_read_bytes,
         "layers": stats.layers.iter().map(|l| json!({
             "layer": l.layer,
             "counts": l.counts,

@@ -145,6 +145,10 @@ async fn list_info_load_switch_unload_and_statistics() {
         stats.cache_misses > 0,
         "first use of experts misses: {stats:?}"
     );
+    // Each miss loaded an expert's file bytes, in measurable time.
+    assert!(stats.tokens > 0, "{stats:?}");
+    assert!(stats.expert_load_bytes > 0, "{stats:?}");
+    assert!(stats.expert_load_nanos > 0, "{stats:?}");
     // "" is the active model, SECOND since the switch.
     models
         .reset_expert_stats("")
@@ -157,6 +161,7 @@ async fn list_info_load_switch_unload_and_statistics() {
     assert_eq!(err.short_name(), Some("NotFound"), "{err}");
     let stats = models.expert_stats(SECOND).await.expect("ExpertStats");
     assert_eq!(stats.requests, 0);
+    assert_eq!((stats.tokens, stats.expert_load_bytes), (0, 0), "{stats:?}");
     assert_eq!(
         stats
             .layers

@@ -163,6 +163,7 @@ pub fn render_terminal(stats: &ExpertStatistics, style: Style, width: usize) -> 
     if grid.experts == 0 || grid.max == 0 {
         lines.push("no tokens have been routed yet: run a request first".into());
         lines.push(cache_line(stats));
+        lines.extend(load_line(stats));
         return lines.join("\n") + "\n";
     }
     let label_width = format!("layer {}", grid.layers.last().copied().unwrap_or(0)).len();
@@ -234,6 +235,7 @@ pub fn render_terminal(stats: &ExpertStatistics, style: Style, width: usize) -> 
         lines.push(format!("each column sums {bin} experts"));
     }
     lines.push(cache_line(stats));
+    lines.extend(load_line(stats));
     lines.join("\n") + "\n"
 }
 
@@ -269,6 +271,36 @@ pub fn cache_line(stats: &ExpertStatistics) -> String {
     }
 }
 
+/// What the misses cost, once there were misses and tokens to put them over.
+pub fn load_line(stats: &ExpertStatistics) -> Option<String> {
+    load_figures(stats).map(|load| {
+        format!(
+            "per token: {:.2} MB of experts loaded, {:.2} MB read from storage; {:.1} ms a load",
+            load.mb_per_token, load.storage_mb_per_token, load.ms_per_miss
+        )
+    })
+}
+
+/// What the expert cache's misses cost: expert bytes loaded and bytes read from storage per token
+/// run, and the time of one load (creating the session); `None` before any token ran or any miss.
+pub struct LoadFigures {
+    pub mb_per_token: f64,
+    pub storage_mb_per_token: f64,
+    pub ms_per_miss: f64,
+}
+
+pub fn load_figures(stats: &ExpertStatistics) -> Option<LoadFigures> {
+    if stats.tokens == 0 || stats.cache_misses == 0 {
+        return None;
+    }
+    let tokens = stats.tokens as f64;
+    Some(LoadFigures {
+        mb_per_token: stats.expert_load_bytes as f64 / 1e6 / tokens,
+        storage_mb_per_token: stats.storage_read_bytes as f64 / 1e6 / tokens,
+        ms_per_miss: stats.expert_load_nanos as f64 / 1e6 / stats.cache_misses as f64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +317,10 @@ mod tests {
             cache_misses: 1,
             cache_evictions: 0,
             requests: 2,
+            tokens: 4,
+            expert_load_bytes: 3 << 20,
+            expert_load_nanos: 6_000_000,
+            storage_read_bytes: 1 << 20,
         }
     }
 
@@ -306,6 +342,18 @@ mod tests {
         assert!(plain.contains("layer 0  ··░░██"), "{plain}");
         assert!(!plain.contains('\x1b'));
         assert!(plain.contains("75.0% hit rate"));
+        // 3 MiB over 4 tokens, 1 MiB of it from storage, 6 ms for the one miss.
+        assert!(
+            plain.contains(
+                "per token: 0.79 MB of experts loaded, 0.26 MB read from storage; 6.0 ms a load"
+            ),
+            "{plain}"
+        );
+        let cold = ExpertStatistics {
+            tokens: 0,
+            ..s.clone()
+        };
+        assert_eq!(load_line(&cold), None);
         let coloured = render_terminal(&s, Style { colour: true }, 80);
         assert!(coloured.contains("\x1b[48;5;"), "{coloured}");
     }

@@ -198,6 +198,7 @@ mod tests {
             cache_misses: 1,
             cache_evictions: 0,
             requests: 1,
+            ..ExpertStatistics::default()
         };
         let svg = render(&stats);
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));

@@ -168,6 +168,15 @@ pub struct ExpertStatistics {
     pub cache_evictions: u64,
     /// Requests whose counts are included.
     pub requests: u64,
+    /// Tokens run (prompt and generated): the denominator of the per-token figures below.
+    pub tokens: u64,
+    /// File bytes of the experts loaded on cache misses, and the time creating their sessions
+    /// took in nanoseconds (their weights are mapped and paged in by the first run).
+    pub expert_load_bytes: u64,
+    pub expert_load_nanos: u64,
+    /// Bytes the daemon read from storage, not the page cache, during the model's forward passes
+    /// (weights paged in after a miss, or again after the kernel reclaimed them).
+    pub storage_read_bytes: u64,
 }
 
 /// The `State` property of the Engine interface.

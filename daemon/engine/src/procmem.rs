@@ -58,6 +58,22 @@ fn kb_field(text: &str, name: &str) -> Option<u64> {
     })
 }
 
+/// Bytes this process has made the kernel read from storage (`read_bytes` of `/proc/self/io`,
+/// every thread's: page-cache hits and pages already resident do not count); `None` where it
+/// cannot be read. Expert weights are mapped from the package and paged in by whichever thread
+/// first runs them, so reads are counted for the process, around each forward pass.
+pub fn storage_reads() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io_read_bytes(&io)
+}
+
+/// The `read_bytes:` value of an `io` file's text.
+pub fn io_read_bytes(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|l| l.strip_prefix("read_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Resident bytes of every mapping of a file under `dir` (one `/proc/self/smaps` walk).
 pub fn mapped_under(dir: &Path) -> u64 {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();

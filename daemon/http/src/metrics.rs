@@ -275,6 +275,26 @@ fn write_experts(out: &mut String, experts: &[ExpertStatistics]) -> std::fmt::Re
                 "Experts dropped to stay within the expert memory budget, per model.",
                 |e| e.cache_evictions as f64,
             ),
+            (
+                "moed_expert_load_bytes",
+                "File bytes of the experts loaded on cache misses, per model.",
+                |e| e.expert_load_bytes as f64,
+            ),
+            (
+                "moed_expert_load_seconds",
+                "Time spent creating the sessions of experts loaded on cache misses, per model.",
+                |e| e.expert_load_nanos as f64 / 1e9,
+            ),
+            (
+                "moed_storage_read_bytes",
+                "Bytes read from storage (not the page cache) during the model's forward passes.",
+                |e| e.storage_read_bytes as f64,
+            ),
+            (
+                "moed_tokens",
+                "Tokens the engine ran (prompt and generated), per model.",
+                |e| e.tokens as f64,
+            ),
         ],
     )?;
     family(
@@ -354,6 +374,10 @@ mod tests {
             cache_misses: 2,
             cache_evictions: 1,
             requests: 2,
+            tokens: 30,
+            expert_load_bytes: 4096,
+            expert_load_nanos: 1_500_000_000,
+            storage_read_bytes: 1024,
         }];
         let plugins = vec![PluginInfo {
             name: "pii-redact".into(),
@@ -377,6 +401,10 @@ mod tests {
             "moed_source_searches_total{source=\"docs\\\"x\\n\"} 4\n",
             "moed_source_search_failures_total{source=\"docs\\\"x\\n\"} 1\n",
             "moed_expert_cache_hits_total{model=\"m\"} 7\n",
+            "moed_expert_load_bytes_total{model=\"m\"} 4096\n",
+            "moed_expert_load_seconds_total{model=\"m\"} 1.5\n",
+            "moed_storage_read_bytes_total{model=\"m\"} 1024\n",
+            "moed_tokens_total{model=\"m\"} 30\n",
             "moed_expert_activations_total{model=\"m\",layer=\"1\",expert=\"0\"} 5\n",
             "moed_plugin_calls_total{plugin=\"pii-redact\",kind=\"filter\"} 4\n",
             "moed_plugin_call_seconds_total{plugin=\"pii-redact\",kind=\"filter\"} 0.001\n",

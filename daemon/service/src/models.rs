@@ -78,6 +78,10 @@ fn to_persisted(stats: &EngineStats, requests: u64) -> PersistedStats {
         cache_misses: stats.cache_misses,
         cache_evictions: stats.cache_evictions,
         requests,
+        tokens: stats.forward_tokens,
+        expert_load_bytes: stats.expert_load_bytes,
+        expert_load_nanos: stats.expert_load_nanos,
+        storage_read_bytes: stats.storage_read_bytes,
     }
 }
 

@@ -42,6 +42,19 @@ pub struct PersistedStats {
     pub cache_misses: u64,
     pub cache_evictions: u64,
     pub requests: u64,
+    /// Tokens the engine ran (prompt and generated), so the expert loads can be put per token.
+    /// Records written before these counters existed read them as 0.
+    #[serde(default)]
+    pub tokens: u64,
+    /// File bytes of experts loaded on misses, the time creating their sessions took, and the
+    /// bytes read from storage during the model's passes (`EngineStats::expert_load_bytes` and
+    /// the two after it).
+    #[serde(default)]
+    pub expert_load_bytes: u64,
+    #[serde(default)]
+    pub expert_load_nanos: u64,
+    #[serde(default)]
+    pub storage_read_bytes: u64,
 }
 
 impl PersistedStats {
@@ -62,6 +75,16 @@ impl PersistedStats {
         self.cache_misses = self.cache_misses.saturating_add(delta.cache_misses);
         self.cache_evictions = self.cache_evictions.saturating_add(delta.cache_evictions);
         self.requests = self.requests.saturating_add(delta.requests);
+        self.tokens = self.tokens.saturating_add(delta.tokens);
+        self.expert_load_bytes = self
+            .expert_load_bytes
+            .saturating_add(delta.expert_load_bytes);
+        self.expert_load_nanos = self
+            .expert_load_nanos
+            .saturating_add(delta.expert_load_nanos);
+        self.storage_read_bytes = self
+            .storage_read_bytes
+            .saturating_add(delta.storage_read_bytes);
     }
 }
 
@@ -222,6 +245,10 @@ mod tests {
             cache_misses: 5,
             cache_evictions: 0,
             requests: 1,
+            tokens: 9,
+            expert_load_bytes: 1000,
+            expert_load_nanos: 20,
+            storage_read_bytes: 300,
         };
         {
             let store = StateStore::open(dir.path()).expect("open");

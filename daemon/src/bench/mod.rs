@@ -86,6 +86,14 @@ pub struct RunResult {
     pub bandwidth: f64,
     /// bytes_per_token x decode_tok_s / bandwidth.
     pub bandwidth_fraction: f64,
+    /// Share of the decode's expert lookups the cache answered (1 when there were none).
+    pub expert_hit_rate: f64,
+    /// Expert file bytes loaded on misses per decoded token, bytes read from storage (not the
+    /// page cache) per decoded token, and the mean time of creating one expert's session, ms (0
+    /// without misses; paging its weights in is part of the run's time).
+    pub expert_load_bytes_per_token: f64,
+    pub storage_bytes_per_token: f64,
+    pub ms_per_miss: f64,
     /// ONNX Runtime runs per decoded token.
     pub runs_per_token: f64,
     /// Mean wall time of one of those runs, µs.
@@ -105,6 +113,10 @@ pub struct ModeResult {
     pub expert_bytes_per_token: f64,
     pub outside_ort_share: f64,
     pub expert_ms_per_token: f64,
+    pub expert_hit_rate: f64,
+    pub expert_load_bytes_per_token: f64,
+    pub storage_bytes_per_token: f64,
+    pub ms_per_miss: f64,
     /// Decode bandwidth use: median over runs of bytes per token x tokens/s / the read bandwidth
     /// measured before that run.
     pub bandwidth_fraction: f64,
@@ -242,6 +254,17 @@ fn run_once(
             0.0
         },
         expert_ms_per_token: delta.expert_nanos as f64 / 1e6 / d,
+        expert_hit_rate: match delta.cache_hits + delta.cache_misses {
+            0 => 1.0,
+            lookups => delta.cache_hits as f64 / lookups as f64,
+        },
+        expert_load_bytes_per_token: delta.expert_load_bytes as f64 / d,
+        storage_bytes_per_token: delta.storage_read_bytes as f64 / d,
+        ms_per_miss: if delta.cache_misses > 0 {
+            delta.expert_load_nanos as f64 / 1e6 / delta.cache_misses as f64
+        } else {
+            0.0
+        },
         bandwidth,
         bandwidth_fraction: if bandwidth > 0.0 {
             bytes_per_token * (d / decode) / bandwidth
@@ -263,6 +286,10 @@ fn summarize(runs: Vec<RunResult>) -> ModeResult {
         expert_bytes_per_token: pick(|r| r.expert_bytes_per_token),
         outside_ort_share: pick(|r| r.outside_ort_share),
         expert_ms_per_token: pick(|r| r.expert_ms_per_token),
+        expert_hit_rate: pick(|r| r.expert_hit_rate),
+        expert_load_bytes_per_token: pick(|r| r.expert_load_bytes_per_token),
+        storage_bytes_per_token: pick(|r| r.storage_bytes_per_token),
+        ms_per_miss: pick(|r| r.ms_per_miss),
         bandwidth_fraction: pick(|r| r.bandwidth_fraction),
         runs_per_token: pick(|r| r.runs_per_token),
         us_per_run: pick(|r| r.us_per_run),

@@ -178,6 +178,27 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
         None,
     ));
     line(row("bandwidth fraction", |m| m.bandwidth_fraction, 3, None));
+    if r.expert_budget.is_some() {
+        line(row("expert cache hit rate", |m| m.expert_hit_rate, 3, None));
+        line(row(
+            "expert loads / decoded token (MB)",
+            |m| m.expert_load_bytes_per_token / 1e6,
+            3,
+            None,
+        ));
+        line(row(
+            "read from storage / token (MB)",
+            |m| m.storage_bytes_per_token / 1e6,
+            3,
+            None,
+        ));
+        line(row(
+            "expert session creation (ms)",
+            |m| m.ms_per_miss,
+            2,
+            None,
+        ));
+    }
     line(row(
         "decode time outside ORT (%)",
         |m| m.outside_ort_share * 100.0,

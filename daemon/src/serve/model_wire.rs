@@ -60,5 +60,9 @@ pub fn statistics(model: &str, stats: &PersistedStats) -> ExpertStatistics {
         cache_misses: stats.cache_misses,
         cache_evictions: stats.cache_evictions,
         requests: stats.requests,
+        tokens: stats.tokens,
+        expert_load_bytes: stats.expert_load_bytes,
+        expert_load_nanos: stats.expert_load_nanos,
+        storage_read_bytes: stats.storage_read_bytes,
     }
 }

@@ -142,6 +142,10 @@ to_wire!(ExpertStatistics {
     cache_misses,
     cache_evictions,
     requests,
+    tokens,
+    expert_load_bytes,
+    expert_load_nanos,
+    storage_read_bytes,
 });
 
 to_wire!(PluginInfo {

@@ -59,7 +59,14 @@ pub(super) fn forward_batch(
     let pasts: Vec<usize> = steps.iter().map(|st| st.seq.len).collect();
     // The first live sequence's scratch serves the whole step.
     let mut s = std::mem::take(&mut steps[first].seq.scratch);
+    let reads_before = crate::procmem::storage_reads();
     let ran = run(engine, steps, &live, mode, &mut s, &mut out);
+    if let (Some(a), Some(b)) = (reads_before, crate::procmem::storage_reads()) {
+        engine
+            .counters
+            .storage_read_bytes
+            .fetch_add(b.saturating_sub(a), Relaxed);
+    }
     steps[first].seq.scratch = s;
     if let Err(e) = ran {
         // Layers before the failure appended to their caches; keep the sequences consistent.

@@ -4,7 +4,8 @@
 //!
 //! The limit is cgroup v2 `memory.max` of the daemon's own cgroup (from `/proc/self/cgroup`) and
 //! of every ancestor up to the cgroup root, the smallest one counting: that is `MemoryMax=` of
-//! the unit, or of a slice above it.
+//! the unit, or of a slice above it. On a cgroup v1 (or hybrid) host the memory controller's
+//! `memory.limit_in_bytes` counts the same way.
 
 use std::path::{Path, PathBuf};
 
@@ -70,7 +71,7 @@ impl Need {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "the model needs about {need} resident ({fixed} outside the experts + {experts} of experts{budget}) \
-     and moed already uses {used}, but the service's memory limit is {limit} (memory.max in {file}); \
+     and moed already uses {used}, but the service's memory limit is {limit} ({file}); \
      loading it would get moed killed. Keep fewer experts in memory with engine.expert_memory_budget \
      in moed.toml, or raise the limit with a unit drop-in (systemctl edit moed: [Service] MemoryMax=…)",
     need = mib(.need.bytes()),
@@ -99,10 +100,41 @@ pub fn limit() -> Option<Limit> {
     limit_in(&root, &own)
 }
 
-/// The smallest `memory.max` from the cgroup that `proc_cgroup` (the text of
-/// `/proc/PID/cgroup`) names up to `root`; `max` and unreadable files set no limit.
+/// The smallest memory limit of the cgroup that `proc_cgroup` (the text of `/proc/PID/cgroup`)
+/// names and its ancestors up to `root`: cgroup v2 `memory.max` (the unified `0::` line), and
+/// cgroup v1 `memory.limit_in_bytes` under `root/memory` (the `memory` controller's line; a v1 or
+/// hybrid host, e.g. RHEL 8, where `MemoryMax=`/`MemoryLimit=` set that file). `max`, v1's
+/// "unlimited" (near 2^63) and unreadable files set no limit.
 pub fn limit_in(root: &Path, proc_cgroup: &str) -> Option<Limit> {
-    let rel = proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let mut best: Option<Limit> = None;
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(rel)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let found = if controllers.is_empty() {
+            smallest_up(root, rel, "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            smallest_up(&root.join("memory"), rel, "memory.limit_in_bytes")
+        } else {
+            None
+        };
+        if let Some(l) = found
+            && best.as_ref().is_none_or(|b| l.bytes < b.bytes)
+        {
+            best = Some(l);
+        }
+    }
+    best
+}
+
+/// v1's "no limit" is the page counter's maximum in bytes (about 2^63); anything that large is
+/// no limit on any machine.
+const UNLIMITED: u64 = 1 << 62;
+
+/// The smallest `file` from `root/rel` up to `root`.
+fn smallest_up(root: &Path, rel: &str, file: &str) -> Option<Limit> {
     let rel = Path::new(rel.trim());
     if rel
         .components()
@@ -113,13 +145,14 @@ pub fn limit_in(root: &Path, proc_cgroup: &str) -> Option<Limit> {
     let mut dir = root.join(rel.strip_prefix("/").unwrap_or(rel));
     let mut best: Option<Limit> = None;
     loop {
-        let file = dir.join("memory.max");
-        if let Some(bytes) = std::fs::read_to_string(&file)
+        let path = dir.join(file);
+        if let Some(bytes) = std::fs::read_to_string(&path)
             .ok()
             .and_then(|t| t.trim().parse::<u64>().ok())
+            && bytes < UNLIMITED
             && best.as_ref().is_none_or(|b| bytes < b.bytes)
         {
-            best = Some(Limit { bytes, file });
+            best = Some(Limit { bytes, file: path });
         }
         if dir == root || !dir.pop() || !dir.starts_with(root) {
             break;
@@ -187,9 +220,37 @@ mod tests {
         std::fs::create_dir_all(t.path().join("a")).expect("mkdir");
         std::fs::write(t.path().join("a/memory.max"), "max\n").expect("write");
         assert_eq!(limit_in(t.path(), "0::/a\n"), None);
-        // A cgroup v1 host lists controllers, not the unified "0::" line.
+        // A cgroup v1 line names its controllers; its limit lives under root/memory.
         assert_eq!(limit_in(t.path(), "4:memory:/a\n"), None);
         assert_eq!(limit_in(t.path(), "0::/../../etc\n"), None);
+    }
+
+    #[test]
+    fn cgroup_v1_memory_limits_count_and_the_smaller_of_both_hierarchies_wins() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let v1 = t.path().join("memory/system.slice/moed.service");
+        std::fs::create_dir_all(&v1).expect("mkdir");
+        std::fs::write(v1.join("memory.limit_in_bytes"), "9223372036854771712\n").expect("write");
+        let own = "5:cpu,cpuacct:/system.slice/moed.service\n4:memory:/system.slice/moed.service\n0::/system.slice/moed.service\n";
+        assert_eq!(limit_in(t.path(), own), None, "v1's unlimited is no limit");
+        std::fs::write(v1.join("memory.limit_in_bytes"), "1073741824\n").expect("write");
+        assert_eq!(
+            limit_in(t.path(), own),
+            Some(Limit {
+                bytes: 1 << 30,
+                file: v1.join("memory.limit_in_bytes")
+            })
+        );
+        let v2 = t.path().join("system.slice/moed.service");
+        std::fs::create_dir_all(&v2).expect("mkdir");
+        std::fs::write(v2.join("memory.max"), "536870912\n").expect("write");
+        assert_eq!(limit_in(t.path(), own).map(|l| l.bytes), Some(1 << 29));
+        // The cpu controller's line is not a memory limit, and `..` never leaves the root.
+        assert_eq!(
+            limit_in(t.path(), "5:cpu:/system.slice/moed.service\n"),
+            None
+        );
+        assert_eq!(limit_in(t.path(), "4:memory:/../../etc\n"), None);
     }
 
     #[test]

@@ -378,20 +378,32 @@ impl Engine {
     }
 
     /// Creates, several at once, the sessions of the experts of `layer` that `wanted` picks and
-    /// that are not resident yet. Without a budget only: with one, the experts are loaded one by
-    /// one as they run so that the budget never holds more than one layer's working set.
+    /// that are not resident yet. Under a budget the sessions are created one by one as they run
+    /// (so the budget never holds more than one layer's working set); their files are only asked
+    /// of the kernel here, all at once, so the disk reads the later ones while the first are
+    /// created and run.
     pub(crate) fn prefetch_experts(
         &self,
         layer: usize,
         wanted: impl Fn(usize) -> bool,
     ) -> Result<(), EngineError> {
-        if self.experts_budgeted() {
-            return Ok(());
-        }
         let missing: Vec<usize> = (0..self.num_experts)
             .filter(|&x| wanted(x) && !self.experts.has((layer, x)))
             .collect();
         if missing.is_empty() {
+            return Ok(());
+        }
+        if self.experts_budgeted() {
+            if let Some(Layer::Moe { experts, .. }) = self.layers.get(layer) {
+                let files = missing
+                    .iter()
+                    .filter_map(|&x| experts.get(x))
+                    .map(|rel| self.package.path(rel));
+                let hinted = experts::read_ahead(files);
+                self.counters
+                    .read_ahead_bytes
+                    .fetch_add(hinted, Ordering::Relaxed);
+            }
             return Ok(());
         }
         let loaded = experts::run_parallel(missing.len(), self.rt.intra_threads(), |i| {

@@ -11,6 +11,10 @@ pub(crate) struct Counters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub evictions: AtomicU64,
+    pub load_bytes: AtomicU64,
+    pub load_nanos: AtomicU64,
+    pub storage_read_bytes: AtomicU64,
+    pub read_ahead_bytes: AtomicU64,
     pub resident_bytes: AtomicU64,
     pub resident_experts: AtomicU64,
     pub ort_runs: AtomicU64,
@@ -36,6 +40,10 @@ impl Counters {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            load_bytes: AtomicU64::new(0),
+            load_nanos: AtomicU64::new(0),
+            storage_read_bytes: AtomicU64::new(0),
+            read_ahead_bytes: AtomicU64::new(0),
             resident_bytes: AtomicU64::new(0),
             resident_experts: AtomicU64::new(0),
             ort_runs: AtomicU64::new(0),
@@ -62,6 +70,10 @@ impl Counters {
             cache_hits: self.hits.load(Relaxed),
             cache_misses: self.misses.load(Relaxed),
             cache_evictions: self.evictions.load(Relaxed),
+            expert_load_bytes: self.load_bytes.load(Relaxed),
+            expert_load_nanos: self.load_nanos.load(Relaxed),
+            storage_read_bytes: self.storage_read_bytes.load(Relaxed),
+            read_ahead_bytes: self.read_ahead_bytes.load(Relaxed),
             resident_expert_bytes: self.resident_bytes.load(Relaxed),
             resident_experts: self.resident_experts.load(Relaxed),
             ort_runs: self.ort_runs.load(Relaxed),
@@ -90,6 +102,18 @@ pub struct EngineStats {
     pub cache_misses: u64,
     /// Sessions dropped to stay within `expert_memory_budget`.
     pub cache_evictions: u64,
+    /// File bytes of the expert graphs loaded on misses, and the wall time creating their
+    /// sessions took (their weights are mapped, and paged in by the first run: that part of a
+    /// miss's cost is in the run's time, and its disk reads in `storage_read_bytes`).
+    pub expert_load_bytes: u64,
+    pub expert_load_nanos: u64,
+    /// Bytes the process read from storage (not the page cache) during this engine's forward
+    /// passes: weights paged in, experts loaded after a miss or reclaimed under memory pressure.
+    /// Passes of several engines at once count each other's reads.
+    pub storage_read_bytes: u64,
+    /// Under a budget: file bytes of the missing experts a layer chose that the kernel was asked
+    /// to read ahead, all at once, before their sessions were created one by one.
+    pub read_ahead_bytes: u64,
     /// File bytes of the resident expert graphs.
     pub resident_expert_bytes: u64,
     pub resident_experts: u64,
@@ -135,6 +159,18 @@ impl EngineStats {
             cache_hits: self.cache_hits.saturating_sub(earlier.cache_hits),
             cache_misses: self.cache_misses.saturating_sub(earlier.cache_misses),
             cache_evictions: self.cache_evictions.saturating_sub(earlier.cache_evictions),
+            expert_load_bytes: self
+                .expert_load_bytes
+                .saturating_sub(earlier.expert_load_bytes),
+            expert_load_nanos: self
+                .expert_load_nanos
+                .saturating_sub(earlier.expert_load_nanos),
+            storage_read_bytes: self
+                .storage_read_bytes
+                .saturating_sub(earlier.storage_read_bytes),
+            read_ahead_bytes: self
+                .read_ahead_bytes
+                .saturating_sub(earlier.read_ahead_bytes),
             resident_expert_bytes: self.resident_expert_bytes,
             resident_experts: self.resident_experts,
             ort_runs: self.ort_runs.saturating_sub(earlier.ort_runs),
