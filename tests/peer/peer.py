@@ -53,8 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--shapes", type=_csv(str), default=None,
                     help=f"comma-separated, from {', '.join(SHAPES)} (default {','.join(DEFAULT_SHAPES)})")
     ap.add_argument("--quants", type=_csv(str), default=["int4", "int8"],
-                    help="moed quantizations; int4 and int4-dense4 (attention at 4 bits too) are compared "
-                         "with Q4_0, int8 with Q8_0 (default int4,int8)")
+                    help="moed quantizations; int4, int4-dense4 (attention at 4 bits too), int4-b64s (that in "
+                         "Q4_0's bytes: block 64, symmetric) and int4-b64s-head4 (the head at 4 bits too) "
+                         "are compared with Q4_0, int8 with Q8_0 (default int4,int8)")
     ap.add_argument("--q4km", action="store_true", help="also compare moed int4 with llama.cpp Q4_K_M")
     ap.add_argument("--threads", type=_csv(int), default=[1, 2], help="thread counts (default 1,2)")
     ap.add_argument("--pairs", type=int, default=3, help="interleaved moed/llama.cpp pairs (default 3)")

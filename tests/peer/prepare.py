@@ -22,11 +22,20 @@ from shapes import Shape
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-GGUF_TYPES = {"int4": "Q4_0", "int4-dense4": "Q4_0", "int8": "Q8_0"}
+GGUF_TYPES = {"int4": "Q4_0", "int4-dense4": "Q4_0", "int4-b64s": "Q4_0", "int4-b64s-head4": "Q4_0",
+              "int8": "Q8_0"}
 # moe_export flags per moed quantization. `int4` is the exporter's default int4 policy (attention,
 # shared experts, head and embedding at 8 bits); `int4-dense4` puts attention and dense MLPs at 4
-# bits too, as llama.cpp's Q4_0 does (its head is Q6_K, ours stays int8).
-EXPORT_ARGS = {"int4-dense4": ["--quant", "int4", "--dense-quant", "int4"]}
+# bits too, as llama.cpp's Q4_0 does (its head is Q6_K, ours stays int8). `int4-b64s` is that in
+# blocks of 64 without zero points: 4.5 bits per 4-bit weight, Q4_0's own size (block 32 with
+# zero points and fp32 scales is 5.125), 8.5 per 8-bit one; `int4-b64s-head4` puts the head at 4
+# bits too (below Q6_K; the drift of these layouts is models/export/README.md's).
+EXPORT_ARGS = {
+    "int4-dense4": ["--quant", "int4", "--dense-quant", "int4"],
+    "int4-b64s": ["--quant", "int4", "--dense-quant", "int4", "--block-size", "64", "--symmetric"],
+    "int4-b64s-head4": ["--quant", "int4", "--dense-quant", "int4", "--head-quant", "int4",
+                        "--block-size", "64", "--symmetric"],
+}
 # Both engines cache keys and values in f16, as llama-bench does by default (MLA caches stay f32).
 CACHE_ARGS = ["--kv-cache", "float16"]
 
