@@ -245,7 +245,12 @@ async fn ready_after_load_reload_on_sighup_and_drain_on_sigterm() {
     for stream in [first, second] {
         let mut stream = stream;
         let mut reason = None;
-        while let Some(event) = stream.next().await {
+        // Bounded: a Finished lost when the daemon exits must fail the test, not hang it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while let Some(event) = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no Finished: log {:?}", daemon.log_lines()))
+        {
             if let RequestEvent::Finished { reason: r, .. } = event.expect("event") {
                 reason = Some(r);
             }

@@ -19,6 +19,19 @@ pub struct Daemon {
     pub service: Arc<Service>,
     access: RwLock<Arc<AccessPolicy>>,
     conn: OnceLock<Connection>,
+    /// Streaming requests whose signals are still being sent. The service's drain ends when the
+    /// last request has run, before its `Finished` signal is out: the daemon waits for this to
+    /// reach 0 before it exits, so a drained request's client always gets its `Finished`.
+    streams: tokio::sync::watch::Sender<usize>,
+}
+
+/// Counts one streaming request until dropped (see [`Daemon::stream_started`]).
+pub struct StreamGuard(tokio::sync::watch::Sender<usize>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Daemon {
@@ -27,7 +40,22 @@ impl Daemon {
             service,
             access: RwLock::new(Arc::new(access)),
             conn: OnceLock::new(),
+            streams: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// A streaming request starts sending signals; it is counted until the guard is dropped.
+    pub fn stream_started(&self) -> StreamGuard {
+        self.streams.send_modify(|n| *n += 1);
+        StreamGuard(self.streams.clone())
+    }
+
+    /// Waits until no streaming request is still sending, at most `timeout`; false if some were.
+    pub async fn streams_sent(&self, timeout: std::time::Duration) -> bool {
+        let mut rx = self.streams.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// The policy in force after a reload.

@@ -94,7 +94,9 @@ impl EngineIface {
             .into_owned();
         let daemon = self.daemon.clone();
         let server = server.clone();
+        let guard = self.daemon.stream_started();
         tokio::spawn(stream_request(
+            guard,
             daemon,
             server,
             emitter,
@@ -107,6 +109,7 @@ impl EngineIface {
 }
 
 async fn stream_request(
+    _sending: super::daemon::StreamGuard,
     daemon: Arc<Daemon>,
     server: ObjectServer,
     emitter: SignalEmitter<'static>,

@@ -229,6 +229,11 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         load.queued
     );
     service.drain(timeout).await;
+    // The drained requests' last signals (Finished) are sent by their own tasks, after the
+    // service is done with them: exiting before would lose them.
+    if !daemon.streams_sent(STREAMS_SENT_WAIT).await {
+        log::warn!("stopping without the last signals of some streaming requests");
+    }
     log::info!("stopped");
     match stop {
         Stop::Signal => Ok(()),
@@ -239,6 +244,9 @@ async fn serve(opts: ServeOptions, config: Config) -> Result<(), ServeError> {
         }),
     }
 }
+
+/// How long the daemon waits, after the drain, for streaming requests to send their last signals.
+const STREAMS_SENT_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the daemon stops serving.
 enum Stop {
