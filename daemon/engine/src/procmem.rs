@@ -62,9 +62,19 @@ fn kb_field(text: &str, name: &str) -> Option<u64> {
 /// every thread's: page-cache hits and pages already resident do not count); `None` where it
 /// cannot be read. Expert weights are mapped from the package and paged in by whichever thread
 /// first runs them, so reads are counted for the process, around each forward pass.
+///
+/// Read twice per forward pass, so the file is opened once and read again from offset 0 (the
+/// kernel writes it afresh on each read at 0): one `pread` a reading instead of open, read, close.
 pub fn storage_reads() -> Option<u64> {
-    let io = std::fs::read_to_string("/proc/self/io").ok()?;
-    io_read_bytes(&io)
+    use std::os::unix::fs::FileExt;
+    static IO: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    let file = IO
+        .get_or_init(|| std::fs::File::open("/proc/self/io").ok())
+        .as_ref()?;
+    // The file is seven short lines, about 150 bytes.
+    let mut buf = [0u8; 512];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    io_read_bytes(std::str::from_utf8(buf.get(..n)?).ok()?)
 }
 
 /// The `read_bytes:` value of an `io` file's text.
@@ -179,6 +189,16 @@ pub fn release_mapped(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_reads_are_read_again_from_the_one_open_file() {
+        let io = "rchar: 10\nwchar: 0\nsyscr: 1\nsyscw: 0\nread_bytes: 4096\nwrite_bytes: 0\n";
+        assert_eq!(io_read_bytes(io), Some(4096));
+        assert_eq!(io_read_bytes("rchar: 1\n"), None);
+        let first = storage_reads().expect("/proc/self/io");
+        let again = storage_reads().expect("read again at offset 0");
+        assert!(again >= first);
+    }
 
     const STATUS: &str = "Name:\tmoed\nVmPeak:\t 9000000 kB\nVmHWM:\t    4096 kB\nVmRSS:\t    2048 kB\nThreads:\t3\n";
     const ROLLUP: &str = "55d0a0000000-7ffd00000000 ---p 00000000 00:00 0                          [rollup]\n\
