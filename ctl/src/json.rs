@@ -94,6 +94,11 @@ pub fn expert_stats(stats: &ExpertStatistics) -> Value {
         },
         "tokens": stats.tokens,
         "storage_read_bytes": stats.storage_read_bytes,
+        "prefetch": {
+            "guessed": stats.prefetch_guessed,
+            "guessed_right": stats.prefetch_guessed_right,
+            "chosen": stats.prefetch_chosen,
+        },
         "layers": stats.layers.iter().map(|l| json!({
             "layer": l.layer,
             "counts": l.counts,

@@ -326,6 +326,86 @@ fn a_tight_expert_budget_evicts_and_gives_the_same_logprobs() {
 }
 
 #[test]
+fn held_hot_experts_and_next_layer_guesses_keep_the_logprobs_under_a_budget() {
+    let arch = "deepseek_v3";
+    let dir = package(arch);
+    let unlimited = load(arch, EngineOptions::default());
+    let case = &golden(arch)[0];
+    let (a, _) = score(&unlimited, &case.ids, ExecMode::Sparse);
+    let hot = unlimited.stats().activations;
+    let bytes: u64 = unlimited
+        .package()
+        .manifest()
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            moed::package::LayerSpec::Moe { experts, .. } => Some(
+                experts
+                    .iter()
+                    .map(|e| unlimited.package().graph_bytes(e))
+                    .sum::<u64>(),
+            ),
+            _ => None,
+        })
+        .sum();
+    let budgeted = |prefetch_next_layer| {
+        Engine::load(
+            &dir,
+            EngineOptions {
+                expert_memory_budget: Some(bytes / 2),
+                prefetch_next_layer,
+                ..EngineOptions::default()
+            },
+        )
+        .expect("load with budget")
+    };
+    let engine = budgeted(true);
+    let held = engine.hold_hot_experts(&hot, 0.5).expect("hold");
+    assert!(held.experts > 0, "{held:?}");
+    assert!(held.bytes <= bytes / 4, "{held:?} over half of the budget");
+    let before = engine.stats();
+    assert_eq!(
+        (before.held_experts, before.held_expert_bytes),
+        (held.experts as u64, held.bytes)
+    );
+    // The first pass teaches the guesses that the second makes.
+    for _ in 0..2 {
+        let (b, _) = score(&engine, &case.ids, ExecMode::Sparse);
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            if let (Some(x), Some(y)) = (x, y) {
+                assert!((x - y).abs() < 1e-6, "token {i}: {x} vs {y}");
+            }
+        }
+    }
+    let (b, _) = score(&engine, &case.ids, ExecMode::Sparse);
+    let s = engine.stats();
+    assert_eq!(
+        s.held_experts, held.experts as u64,
+        "held experts were evicted: {s:?}"
+    );
+    assert!(s.resident_expert_bytes <= bytes / 2, "{s:?}");
+    // The held experts are the ones this prompt uses most: most lookups find them.
+    assert!(s.cache_hits > 0, "{s:?}");
+    assert!(s.prefetch_guessed > 0 && s.prefetch_chosen > 0, "{s:?}");
+    assert!(
+        s.prefetch_guessed_right <= s.prefetch_guessed.min(s.prefetch_chosen),
+        "{s:?}"
+    );
+    // Nothing to guess without the option; the same logprobs.
+    let plain = budgeted(false);
+    let (c, _) = score(&plain, &case.ids, ExecMode::Sparse);
+    assert_eq!(b, c);
+    assert_eq!(plain.stats().prefetch_guessed, 0);
+    assert_eq!(
+        plain
+            .hold_hot_experts(&[], 0.5)
+            .expect("nothing to hold")
+            .experts,
+        0
+    );
+}
+
+#[test]
 fn score_tokens_matches_golden() {
     for arch in &fixture_archs() {
         let engine = load(arch, EngineOptions::default());

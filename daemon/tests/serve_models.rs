@@ -357,6 +357,13 @@ async fn acknowledged_changes_survive_kill_9() {
     assert_eq!(after, before, "the expert statistics survived");
 }
 
+/// Writes `text` as the configuration drop-in `name` of `setup`.
+fn drop_in(setup: &DaemonSetup, name: &str, text: &str) {
+    let dir = setup.work.path().join("moed.toml.d");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join(name), text).expect("write drop-in");
+}
+
 async fn engine_model(conn: &zbus::Connection) -> String {
     engine(conn).await.model().await.expect("Model")
 }
@@ -472,13 +479,11 @@ async fn a_package_loaded_by_path_goes_by_its_manifest_name() {
 async fn preloaded_experts_are_resident_before_the_first_request() {
     let bus = TestBus::start();
     let setup = DaemonSetup::new();
-    let drop_ins = setup.work.path().join("moed.toml.d");
-    std::fs::create_dir(&drop_ins).expect("mkdir");
-    std::fs::write(
-        drop_ins.join("10-preload.toml"),
+    drop_in(
+        &setup,
+        "10-preload.toml",
         "[engine]\npreload_experts = true\n",
-    )
-    .expect("write drop-in");
+    );
     let _daemon = Daemon::start(&bus, &setup, "").await;
     let conn = bus.connect().await;
     let before = models_stats(&conn, MODEL).await;
@@ -496,4 +501,70 @@ async fn preloaded_experts_are_resident_before_the_first_request() {
         "the request found every expert resident"
     );
     assert!(after.cache_hits > before.cache_hits);
+}
+
+/// Under an expert budget, a model loaded again after a restart holds the hottest experts of its
+/// persisted statistics before any request, and next-layer guesses are counted and scored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hottest_experts_are_held_after_a_restart_and_guesses_are_scored() {
+    let bus = TestBus::start();
+    let setup = DaemonSetup::new();
+    // 16 experts of about 25 KB: half of 200 KB held at most, the rest for the others.
+    drop_in(
+        &setup,
+        "10-budget.toml",
+        "[engine]\nexpert_memory_budget = \"200KB\"\n",
+    );
+    let held = |daemon: &Daemon| {
+        daemon
+            .log_lines()
+            .into_iter()
+            .find(|l| l.contains("most activated experts"))
+    };
+
+    let mut daemon = Daemon::start(&bus, &setup, "").await;
+    let conn = bus.connect().await;
+    engine(&conn)
+        .await
+        .complete("Count to three", opts(None))
+        .await
+        .expect("Complete");
+    let stats = models_stats(&conn, MODEL).await;
+    assert!(
+        stats.prefetch_guessed > 0 && stats.prefetch_chosen > 0,
+        "later tokens had guesses: {stats:?}"
+    );
+    assert!(stats.prefetch_guessed_right <= stats.prefetch_guessed.min(stats.prefetch_chosen));
+    assert_eq!(
+        held(&daemon),
+        None,
+        "no statistics to hold from on the first start"
+    );
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(30));
+    drop(daemon);
+
+    let daemon = Daemon::start(&bus, &setup, "").await;
+    let mut line = held(&daemon);
+    for _ in 0..50 {
+        if line.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        line = held(&daemon);
+    }
+    let line = line.expect("the restarted daemon holds experts");
+    let count: u32 = line
+        .split("holding the ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((1..=4).contains(&count), "{line}");
+    let conn = bus.connect().await;
+    engine(&conn)
+        .await
+        .complete("Count to three", opts(None))
+        .await
+        .expect("Complete after the restart");
 }

@@ -164,6 +164,7 @@ pub fn render_terminal(stats: &ExpertStatistics, style: Style, width: usize) -> 
         lines.push("no tokens have been routed yet: run a request first".into());
         lines.push(cache_line(stats));
         lines.extend(load_line(stats));
+        lines.extend(prefetch_line(stats));
         return lines.join("\n") + "\n";
     }
     let label_width = format!("layer {}", grid.layers.last().copied().unwrap_or(0)).len();
@@ -236,6 +237,7 @@ pub fn render_terminal(stats: &ExpertStatistics, style: Style, width: usize) -> 
     }
     lines.push(cache_line(stats));
     lines.extend(load_line(stats));
+    lines.extend(prefetch_line(stats));
     lines.join("\n") + "\n"
 }
 
@@ -281,6 +283,21 @@ pub fn load_line(stats: &ExpertStatistics) -> Option<String> {
     })
 }
 
+/// How well predictive prefetch guessed, once it guessed anything.
+pub fn prefetch_line(stats: &ExpertStatistics) -> Option<String> {
+    if stats.prefetch_guessed == 0 {
+        return None;
+    }
+    let right = stats.prefetch_guessed_right as f64;
+    Some(format!(
+        "prefetch: {:.1}% of {} guessed experts chosen, covering {:.1}% of the {} chosen",
+        right * 100.0 / stats.prefetch_guessed as f64,
+        stats.prefetch_guessed,
+        right * 100.0 / stats.prefetch_chosen.max(1) as f64,
+        stats.prefetch_chosen
+    ))
+}
+
 /// What the expert cache's misses cost: expert bytes loaded and bytes read from storage per token
 /// run, and the time of one load (creating the session); `None` before any token ran or any miss.
 pub struct LoadFigures {
@@ -321,6 +338,9 @@ mod tests {
             expert_load_bytes: 3 << 20,
             expert_load_nanos: 6_000_000,
             storage_read_bytes: 1 << 20,
+            prefetch_guessed: 8,
+            prefetch_guessed_right: 6,
+            prefetch_chosen: 10,
         }
     }
 
@@ -354,6 +374,15 @@ mod tests {
             ..s.clone()
         };
         assert_eq!(load_line(&cold), None);
+        assert_eq!(
+            prefetch_line(&s).as_deref(),
+            Some("prefetch: 75.0% of 8 guessed experts chosen, covering 60.0% of the 10 chosen")
+        );
+        let unguessed = ExpertStatistics {
+            prefetch_guessed: 0,
+            ..s.clone()
+        };
+        assert_eq!(prefetch_line(&unguessed), None);
         let coloured = render_terminal(&s, Style { colour: true }, 80);
         assert!(coloured.contains("\x1b[48;5;"), "{coloured}");
     }

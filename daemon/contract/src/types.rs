@@ -177,6 +177,12 @@ pub struct ExpertStatistics {
     /// Bytes the daemon read from storage, not the page cache, during the model's forward passes
     /// (weights paged in after a miss, or again after the kernel reclaimed them).
     pub storage_read_bytes: u64,
+    /// Predictive prefetch under an expert budget: experts guessed for a layer before it ran,
+    /// how many of them it then chose, and how many it chose (accuracy: right / guessed;
+    /// coverage: right / chosen).
+    pub prefetch_guessed: u64,
+    pub prefetch_guessed_right: u64,
+    pub prefetch_chosen: u64,
 }
 
 /// The `State` property of the Engine interface.

@@ -295,6 +295,21 @@ fn write_experts(out: &mut String, experts: &[ExpertStatistics]) -> std::fmt::Re
                 "Tokens the engine ran (prompt and generated), per model.",
                 |e| e.tokens as f64,
             ),
+            (
+                "moed_prefetch_guessed_experts",
+                "Experts predictive prefetch guessed for a layer before it ran, per model.",
+                |e| e.prefetch_guessed as f64,
+            ),
+            (
+                "moed_prefetch_guessed_right_experts",
+                "Of the guessed experts, those the layer then chose, per model.",
+                |e| e.prefetch_guessed_right as f64,
+            ),
+            (
+                "moed_prefetch_chosen_experts",
+                "Experts chosen by the layers that had a guess, per model.",
+                |e| e.prefetch_chosen as f64,
+            ),
         ],
     )?;
     family(
@@ -378,6 +393,9 @@ mod tests {
             expert_load_bytes: 4096,
             expert_load_nanos: 1_500_000_000,
             storage_read_bytes: 1024,
+            prefetch_guessed: 40,
+            prefetch_guessed_right: 30,
+            prefetch_chosen: 36,
         }];
         let plugins = vec![PluginInfo {
             name: "pii-redact".into(),
@@ -405,6 +423,9 @@ mod tests {
             "moed_expert_load_seconds_total{model=\"m\"} 1.5\n",
             "moed_storage_read_bytes_total{model=\"m\"} 1024\n",
             "moed_tokens_total{model=\"m\"} 30\n",
+            "moed_prefetch_guessed_experts_total{model=\"m\"} 40\n",
+            "moed_prefetch_guessed_right_experts_total{model=\"m\"} 30\n",
+            "moed_prefetch_chosen_experts_total{model=\"m\"} 36\n",
             "moed_expert_activations_total{model=\"m\",layer=\"1\",expert=\"0\"} 5\n",
             "moed_plugin_calls_total{plugin=\"pii-redact\",kind=\"filter\"} 4\n",
             "moed_plugin_call_seconds_total{plugin=\"pii-redact\",kind=\"filter\"} 0.001\n",

@@ -82,6 +82,9 @@ fn to_persisted(stats: &EngineStats, requests: u64) -> PersistedStats {
         expert_load_bytes: stats.expert_load_bytes,
         expert_load_nanos: stats.expert_load_nanos,
         storage_read_bytes: stats.storage_read_bytes,
+        prefetch_guessed: stats.prefetch_guessed,
+        prefetch_guessed_right: stats.prefetch_guessed_right,
+        prefetch_chosen: stats.prefetch_chosen,
     }
 }
 

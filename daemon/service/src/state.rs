@@ -55,6 +55,14 @@ pub struct PersistedStats {
     pub expert_load_nanos: u64,
     #[serde(default)]
     pub storage_read_bytes: u64,
+    /// Predictive prefetch: experts guessed for a layer before it ran, how many of them it then
+    /// chose, and how many it chose (`EngineStats::prefetch_guessed` and the two after it).
+    #[serde(default)]
+    pub prefetch_guessed: u64,
+    #[serde(default)]
+    pub prefetch_guessed_right: u64,
+    #[serde(default)]
+    pub prefetch_chosen: u64,
 }
 
 impl PersistedStats {
@@ -85,6 +93,11 @@ impl PersistedStats {
         self.storage_read_bytes = self
             .storage_read_bytes
             .saturating_add(delta.storage_read_bytes);
+        self.prefetch_guessed = self.prefetch_guessed.saturating_add(delta.prefetch_guessed);
+        self.prefetch_guessed_right = self
+            .prefetch_guessed_right
+            .saturating_add(delta.prefetch_guessed_right);
+        self.prefetch_chosen = self.prefetch_chosen.saturating_add(delta.prefetch_chosen);
     }
 }
 
@@ -249,6 +262,9 @@ mod tests {
             expert_load_bytes: 1000,
             expert_load_nanos: 20,
             storage_read_bytes: 300,
+            prefetch_guessed: 16,
+            prefetch_guessed_right: 12,
+            prefetch_chosen: 14,
         };
         {
             let store = StateStore::open(dir.path()).expect("open");
@@ -261,6 +277,14 @@ mod tests {
         let total = store.expert_stats("m").expect("read").expect("present");
         assert_eq!(total.cache_hits, 8);
         assert_eq!(total.requests, 2);
+        assert_eq!(
+            (
+                total.prefetch_guessed,
+                total.prefetch_guessed_right,
+                total.prefetch_chosen
+            ),
+            (32, 24, 28)
+        );
         assert_eq!(store.active_model().expect("read").as_deref(), Some("m"));
         assert!(store.reset_expert_stats("m").expect("reset"));
         assert!(!store.reset_expert_stats("m").expect("reset again"));

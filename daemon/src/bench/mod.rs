@@ -94,6 +94,10 @@ pub struct RunResult {
     pub expert_load_bytes_per_token: f64,
     pub storage_bytes_per_token: f64,
     pub ms_per_miss: f64,
+    /// Predictive prefetch during the decode: the share of guessed experts the layer then chose,
+    /// and the share of chosen experts that were guessed (0 without guesses).
+    pub prefetch_accuracy: f64,
+    pub prefetch_coverage: f64,
     /// ONNX Runtime runs per decoded token.
     pub runs_per_token: f64,
     /// Mean wall time of one of those runs, µs.
@@ -117,6 +121,8 @@ pub struct ModeResult {
     pub expert_load_bytes_per_token: f64,
     pub storage_bytes_per_token: f64,
     pub ms_per_miss: f64,
+    pub prefetch_accuracy: f64,
+    pub prefetch_coverage: f64,
     /// Decode bandwidth use: median over runs of bytes per token x tokens/s / the read bandwidth
     /// measured before that run.
     pub bandwidth_fraction: f64,
@@ -265,6 +271,8 @@ fn run_once(
         } else {
             0.0
         },
+        prefetch_accuracy: share(delta.prefetch_guessed_right, delta.prefetch_guessed),
+        prefetch_coverage: share(delta.prefetch_guessed_right, delta.prefetch_chosen),
         bandwidth,
         bandwidth_fraction: if bandwidth > 0.0 {
             bytes_per_token * (d / decode) / bandwidth
@@ -272,6 +280,15 @@ fn run_once(
             0.0
         },
     })
+}
+
+/// `part / whole`, 0 when `whole` is.
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
 }
 
 fn summarize(runs: Vec<RunResult>) -> ModeResult {
@@ -290,6 +307,8 @@ fn summarize(runs: Vec<RunResult>) -> ModeResult {
         expert_load_bytes_per_token: pick(|r| r.expert_load_bytes_per_token),
         storage_bytes_per_token: pick(|r| r.storage_bytes_per_token),
         ms_per_miss: pick(|r| r.ms_per_miss),
+        prefetch_accuracy: pick(|r| r.prefetch_accuracy),
+        prefetch_coverage: pick(|r| r.prefetch_coverage),
         bandwidth_fraction: pick(|r| r.bandwidth_fraction),
         runs_per_token: pick(|r| r.runs_per_token),
         us_per_run: pick(|r| r.us_per_run),

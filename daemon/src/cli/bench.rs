@@ -198,6 +198,18 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
             2,
             None,
         ));
+        line(row(
+            "prefetch: guesses chosen",
+            |m| m.prefetch_accuracy,
+            3,
+            None,
+        ));
+        line(row(
+            "prefetch: chosen guessed",
+            |m| m.prefetch_coverage,
+            3,
+            None,
+        ));
     }
     line(row(
         "decode time outside ORT (%)",

@@ -67,6 +67,9 @@ impl LocalService {
         if !engine.base.experts_side_by_side {
             config.engine.experts_side_by_side = false;
         }
+        if !engine.base.prefetch_next_layer {
+            config.engine.prefetch_next_layer = false;
+        }
         let (dir, scratch) = match &args.state_dir {
             Some(dir) => (dir.clone(), None),
             None => {

@@ -52,6 +52,10 @@ pub struct EngineArgs {
     /// = false` in moed.toml).
     #[arg(long)]
     pub experts_one_at_a_time: bool,
+    /// Under --expert-memory-budget, do not guess each MoE layer's experts while the layer before
+    /// it runs (as `engine.prefetch_next_layer = false` in moed.toml).
+    #[arg(long)]
+    pub no_prefetch_next_layer: bool,
 }
 
 impl EngineArgs {
@@ -75,6 +79,7 @@ impl EngineArgs {
             tensorrt_cache_dir: None,
             experts_side_by_side: !self.experts_one_at_a_time,
             batch: Default::default(),
+            prefetch_next_layer: !self.no_prefetch_next_layer,
         })
     }
 }

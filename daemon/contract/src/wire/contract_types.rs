@@ -146,6 +146,9 @@ to_wire!(ExpertStatistics {
     expert_load_bytes,
     expert_load_nanos,
     storage_read_bytes,
+    prefetch_guessed,
+    prefetch_guessed_right,
+    prefetch_chosen,
 });
 
 to_wire!(PluginInfo {

@@ -7,7 +7,8 @@
 //!
 //! Sessions on a GPU provider are pinned: placement chose them for the GPU's memory, so they count
 //! neither against nor toward the budget (of host memory) and are never evicted; a revisit of the
-//! placement drops them with [`ExpertCache::remove`].
+//! placement drops them with [`ExpertCache::remove`]. The hottest experts on the CPU can be held
+//! too ([`ExpertCache::hold`]): they count against the budget but are never evicted.
 //!
 //! Sessions are created outside the cache lock: creating one is CPU-bound (ONNX Runtime parses the
 //! graph and prepacks its weights), so several threads can create different experts at once
@@ -28,8 +29,10 @@ struct Entry {
     graph: Arc<Graph>,
     bytes: u64,
     tick: u64,
-    /// Outside the LRU order and the budget.
+    /// Outside the LRU order: never evicted.
     pinned: bool,
+    /// Counted in the budget's bytes (every session on the CPU).
+    counted: bool,
 }
 
 #[derive(Default)]
@@ -40,8 +43,11 @@ struct State {
     /// Experts whose session a thread is creating; their bytes are already counted.
     loading: HashSet<Key>,
     tick: u64,
-    /// Bytes of the unpinned sessions, resident or being created.
+    /// Bytes of the counted sessions, resident or being created.
     bytes: u64,
+    /// Of those, the bytes and number of the held ones.
+    held_bytes: u64,
+    held: u64,
 }
 
 pub(crate) struct ExpertCache {
@@ -164,6 +170,7 @@ impl ExpertCache {
                         bytes,
                         tick,
                         pinned,
+                        counted: !pinned,
                     },
                 );
                 st.bytes -= counted;
@@ -191,27 +198,53 @@ impl ExpertCache {
     pub fn remove(&self, key: Key, counters: &Counters) {
         let mut st = self.lock();
         if let Some(e) = st.resident.remove(&key) {
-            if !e.pinned {
-                st.lru.remove(&e.tick);
-                st.bytes -= e.bytes;
-            }
+            forget(&mut st, &e);
             publish(&st, counters);
         }
+    }
+
+    /// Takes the resident session of `key` out of the LRU order so that it is never evicted; it
+    /// still counts against the budget. False when it is not resident (or on a GPU provider).
+    pub fn hold(&self, key: Key, counters: &Counters) -> bool {
+        let mut st = self.lock();
+        let Some(e) = st.resident.get_mut(&key) else {
+            return false;
+        };
+        if !e.counted {
+            return false;
+        }
+        if e.pinned {
+            return true;
+        }
+        e.pinned = true;
+        let (tick, bytes) = (e.tick, e.bytes);
+        st.lru.remove(&tick);
+        st.held_bytes += bytes;
+        st.held += 1;
+        publish(&st, counters);
+        true
     }
 
     /// Drops every resident session (those being created stay counted until they are in).
     pub fn clear(&self, counters: &Counters) {
         let mut st = self.lock();
-        let resident: u64 = st
-            .resident
-            .values()
-            .filter(|e| !e.pinned)
-            .map(|e| e.bytes)
-            .sum();
-        st.bytes = st.bytes.saturating_sub(resident);
-        st.resident.clear();
-        st.lru.clear();
+        for (_, e) in std::mem::take(&mut st.resident) {
+            forget(&mut st, &e);
+        }
         publish(&st, counters);
+    }
+}
+
+/// Takes a session dropped from `resident` out of the order and the byte counts.
+fn forget(st: &mut State, e: &Entry) {
+    if e.counted {
+        st.bytes = st.bytes.saturating_sub(e.bytes);
+        if e.pinned {
+            st.held_bytes = st.held_bytes.saturating_sub(e.bytes);
+            st.held = st.held.saturating_sub(1);
+        } else {
+            st.lru.remove(&e.tick);
+        }
     }
 }
 
@@ -220,6 +253,8 @@ fn publish(st: &State, counters: &Counters) {
     counters
         .resident_experts
         .store(st.resident.len() as u64, Relaxed);
+    counters.held_bytes.store(st.held_bytes, Relaxed);
+    counters.held_experts.store(st.held, Relaxed);
 }
 
 /// Asks the kernel to start reading each graph file and its `.data` weights into the page cache
@@ -241,6 +276,31 @@ pub(crate) fn read_ahead(graphs: impl Iterator<Item = std::path::PathBuf>) -> u6
                 unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
             if rc == 0 {
                 bytes += file.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    bytes
+}
+
+/// Reads each graph file and its `.data` weights through once, so that they are in the page cache
+/// when the session (which maps them) first runs; returns the bytes read. A file that cannot be
+/// read is skipped: the session's run reports it.
+pub(crate) fn read_in(graphs: impl Iterator<Item = std::path::PathBuf>) -> u64 {
+    use std::io::Read;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0;
+    for graph in graphs {
+        let mut data = graph.clone().into_os_string();
+        data.push(".data");
+        for path in [graph, data.into()] {
+            let Ok(mut file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            while let Ok(n) = file.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                bytes += n as u64;
             }
         }
     }
@@ -326,7 +386,11 @@ mod tests {
         let lone = dir.path().join("layer.0.expert.2.onnx");
         std::fs::write(&lone, [0u8; 7]).expect("write");
         let gone = dir.path().join("layer.0.expert.3.onnx");
-        assert_eq!(read_ahead([graph, lone, gone].into_iter()), 4107);
+        assert_eq!(
+            read_ahead([graph.clone(), lone.clone(), gone.clone()].into_iter()),
+            4107
+        );
+        assert_eq!(read_in([graph, lone, gone].into_iter()), 4107);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use super::attention::{self, Part};
 use super::graph::Graph;
 use super::kv::{Scratch, Sequence};
 use super::routing::{Gate, RouterInput};
-use super::side_by_side;
 use super::{Engine, EngineError, ExecMode, Layer, Logits};
+use super::{prefetch, side_by_side};
 
 fn count_expert_run(engine: &Engine, nanos: u64) {
     engine.counters.expert_nanos.fetch_add(nanos, Relaxed);
@@ -136,6 +136,9 @@ fn run(
     let h = engine.hidden;
     s.ids.clear();
     s.positions.clear();
+    // What a pass that failed left is not this pass's.
+    s.guess_layer = None;
+    s.prev_layer = None;
     let mut rows = Vec::with_capacity(live.len());
     for &i in live {
         let st = &mut steps[i];
@@ -310,6 +313,8 @@ fn moe(
     for list in s.assigned.iter_mut() {
         list.clear();
     }
+    s.choice.clear();
+    s.choice.resize(t * k, prefetch::NONE);
     // Each sequence's gate routes its own rows (a request's gate plugin sees only its tokens).
     for (gate, r, i) in m.gates {
         if out[*i].is_err() {
@@ -339,8 +344,12 @@ fn moe(
         }
         for tok in 0..r.len() {
             let (ex, w) = s.routing.token(tok);
-            for (&x, &wt) in ex.iter().zip(w) {
+            let row = (r.start + tok) * k;
+            for (j, (&x, &wt)) in ex.iter().zip(w).enumerate() {
                 s.assigned[x as usize].push(((r.start + tok) as u32, wt));
+                if let Some(slot) = s.choice.get_mut(row + j) {
+                    *slot = x;
+                }
             }
         }
     }
@@ -353,10 +362,21 @@ fn moe(
 
     s.acc.clear();
     s.acc.resize(t * h, 0.0);
+    let foresight = engine
+        .foresight
+        .as_ref()
+        .filter(|_| mode == ExecMode::Sparse);
+    if let Some(f) = foresight {
+        f.learn_and_score(engine, layer, s, k);
+    }
     // Cold experts are created together first: session creation is CPU-bound and parallel.
     engine.prefetch_experts(layer, |x| {
         mode == ExecMode::Dense || !s.assigned[x].is_empty()
     })?;
+    // This layer's own files were asked for first; the next layer's guess comes after them.
+    if let Some(f) = foresight {
+        f.guess_next(engine, layer, s, k);
+    }
     let chosen = s.assigned.iter().filter(|l| !l.is_empty()).count();
     let threads = side_by_side::threads(
         engine.experts_side_by_side(),

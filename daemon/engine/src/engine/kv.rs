@@ -362,6 +362,14 @@ pub(crate) struct Scratch {
     pub routing: Routing,
     /// Per expert: the (token, weight) pairs routed to it in this call.
     pub assigned: Vec<Vec<(u32, f32)>>,
+    /// This layer's choices, `k` slots a token (`prefetch::NONE` where a gate chose fewer).
+    pub choice: Vec<u32>,
+    /// Predictive prefetch's state (`prefetch`): the previous MoE layer's choices, and the
+    /// experts guessed for layer `guess_layer`.
+    pub prev_choice: Vec<u32>,
+    pub prev_layer: Option<usize>,
+    pub guess: Vec<bool>,
+    pub guess_layer: Option<usize>,
 }
 
 impl Scratch {

@@ -266,6 +266,8 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         m.layers.len(),
         placed.summary().line()
     );
+    let foresight = (opts.prefetch_next_layer && opts.expert_memory_budget.is_some())
+        .then(|| super::prefetch::Foresight::new(&layers, num_experts));
     let engine = Engine {
         id: NEXT_ENGINE_ID.fetch_add(1, Relaxed),
         rt,
@@ -289,6 +291,7 @@ pub(super) fn load(dir: &Path, opts: EngineOptions) -> Result<Engine, EngineErro
         side_by_side: AtomicBool::new(opts.experts_side_by_side),
         helpers: std::sync::OnceLock::new(),
         batcher: Arc::new(super::batcher::Batcher::new(opts.batch)),
+        foresight,
         package,
     };
     engine.release_mapped_weights();

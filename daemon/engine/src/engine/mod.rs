@@ -10,10 +10,12 @@ mod error;
 mod experts;
 mod forward;
 mod graph;
+mod hot;
 mod kv;
 mod load;
 pub mod memlimit;
 mod placed;
+mod prefetch;
 mod probe;
 mod routing;
 mod score;
@@ -28,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub use batcher::{BatchLimits, BatchMember};
 pub use error::EngineError;
 pub use forward::Step;
+pub use hot::Held;
 pub use kv::Sequence;
 pub use placed::MAX_MOVES_PER_REVISIT;
 pub use routing::{Gate, GateError, MAX_WEIGHT, NativeGate, RouterInput, Routing};
@@ -97,6 +100,9 @@ pub struct EngineOptions {
     pub experts_side_by_side: bool,
     /// What one shared step of concurrent generations may hold ([`Engine::batch_member`]).
     pub batch: BatchLimits,
+    /// Under an expert budget, guess each MoE layer's experts once the layer before it has routed
+    /// (from which experts followed which so far) and read the missing ones ahead (`prefetch`).
+    pub prefetch_next_layer: bool,
 }
 
 /// Called while a package loads with (graphs loaded, graphs to load). Experts load lazily, on
@@ -126,6 +132,7 @@ impl Default for EngineOptions {
             tensorrt_cache_dir: None,
             experts_side_by_side: true,
             batch: BatchLimits::default(),
+            prefetch_next_layer: true,
         }
     }
 }
@@ -180,6 +187,8 @@ pub struct Engine {
     helpers: std::sync::OnceLock<Option<rayon_core::ThreadPool>>,
     /// The shared steps of concurrent generations.
     batcher: Arc<batcher::Batcher>,
+    /// Predictive prefetch, under a budget with [`EngineOptions::prefetch_next_layer`].
+    foresight: Option<prefetch::Foresight>,
 }
 
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
@@ -377,6 +386,19 @@ impl Engine {
         loaded
     }
 
+    /// Under an expert budget, creates the sessions of the most activated experts of
+    /// `activations` (`[layer][expert]`, e.g. the persisted counts), up to `share` of the budget,
+    /// and holds them: they are never evicted, and the rest of the budget stays a
+    /// least-recently-used cache of the others. What is held leaves room for one token's experts
+    /// of a layer. Without a budget, or with nothing counted, holds nothing.
+    pub fn hold_hot_experts(
+        &self,
+        activations: &[Vec<u64>],
+        share: f64,
+    ) -> Result<Held, EngineError> {
+        hot::hold(self, activations, share)
+    }
+
     /// Creates, several at once, the sessions of the experts of `layer` that `wanted` picks and
     /// that are not resident yet. Under a budget the sessions are created one by one as they run
     /// (so the budget never holds more than one layer's working set); their files are only asked
@@ -417,7 +439,7 @@ impl Engine {
         loaded
     }
 
-    fn experts_budgeted(&self) -> bool {
+    pub(crate) fn experts_budgeted(&self) -> bool {
         self.experts.budget().is_some()
     }
 

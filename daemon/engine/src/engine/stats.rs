@@ -17,6 +17,12 @@ pub(crate) struct Counters {
     pub read_ahead_bytes: AtomicU64,
     pub resident_bytes: AtomicU64,
     pub resident_experts: AtomicU64,
+    pub held_bytes: AtomicU64,
+    pub held_experts: AtomicU64,
+    pub guessed: AtomicU64,
+    pub guessed_right: AtomicU64,
+    pub guess_chosen: AtomicU64,
+    pub guess_read_ahead_bytes: AtomicU64,
     pub ort_runs: AtomicU64,
     pub ort_nanos: AtomicU64,
     pub expert_runs: AtomicU64,
@@ -46,6 +52,12 @@ impl Counters {
             read_ahead_bytes: AtomicU64::new(0),
             resident_bytes: AtomicU64::new(0),
             resident_experts: AtomicU64::new(0),
+            held_bytes: AtomicU64::new(0),
+            held_experts: AtomicU64::new(0),
+            guessed: AtomicU64::new(0),
+            guessed_right: AtomicU64::new(0),
+            guess_chosen: AtomicU64::new(0),
+            guess_read_ahead_bytes: AtomicU64::new(0),
             ort_runs: AtomicU64::new(0),
             ort_nanos: AtomicU64::new(0),
             expert_runs: AtomicU64::new(0),
@@ -76,6 +88,12 @@ impl Counters {
             read_ahead_bytes: self.read_ahead_bytes.load(Relaxed),
             resident_expert_bytes: self.resident_bytes.load(Relaxed),
             resident_experts: self.resident_experts.load(Relaxed),
+            held_expert_bytes: self.held_bytes.load(Relaxed),
+            held_experts: self.held_experts.load(Relaxed),
+            prefetch_guessed: self.guessed.load(Relaxed),
+            prefetch_guessed_right: self.guessed_right.load(Relaxed),
+            prefetch_chosen: self.guess_chosen.load(Relaxed),
+            prefetch_read_ahead_bytes: self.guess_read_ahead_bytes.load(Relaxed),
             ort_runs: self.ort_runs.load(Relaxed),
             ort_nanos: self.ort_nanos.load(Relaxed),
             expert_runs: self.expert_runs.load(Relaxed),
@@ -117,6 +135,18 @@ pub struct EngineStats {
     /// File bytes of the resident expert graphs.
     pub resident_expert_bytes: u64,
     pub resident_experts: u64,
+    /// Of those, the hottest experts held resident, never evicted ([`super::Engine::hold_hot_experts`]).
+    pub held_expert_bytes: u64,
+    pub held_experts: u64,
+    /// Predictive prefetch under a budget (`prefetch`): experts guessed for a layer before it
+    /// ran (one per layer, step and expert), how many of them the layer then chose, and how many
+    /// experts the layers that had a guess chose; accuracy is `guessed_right / guessed`, coverage
+    /// `guessed_right / chosen`.
+    pub prefetch_guessed: u64,
+    pub prefetch_guessed_right: u64,
+    pub prefetch_chosen: u64,
+    /// File bytes of guessed experts, not resident, that the kernel was asked to read ahead.
+    pub prefetch_read_ahead_bytes: u64,
     /// `Session::run` calls and the wall time spent inside them.
     pub ort_runs: u64,
     pub ort_nanos: u64,
@@ -173,6 +203,18 @@ impl EngineStats {
                 .saturating_sub(earlier.read_ahead_bytes),
             resident_expert_bytes: self.resident_expert_bytes,
             resident_experts: self.resident_experts,
+            held_expert_bytes: self.held_expert_bytes,
+            held_experts: self.held_experts,
+            prefetch_guessed: self
+                .prefetch_guessed
+                .saturating_sub(earlier.prefetch_guessed),
+            prefetch_guessed_right: self
+                .prefetch_guessed_right
+                .saturating_sub(earlier.prefetch_guessed_right),
+            prefetch_chosen: self.prefetch_chosen.saturating_sub(earlier.prefetch_chosen),
+            prefetch_read_ahead_bytes: self
+                .prefetch_read_ahead_bytes
+                .saturating_sub(earlier.prefetch_read_ahead_bytes),
             ort_runs: self.ort_runs.saturating_sub(earlier.ort_runs),
             ort_nanos: self.ort_nanos.saturating_sub(earlier.ort_nanos),
             expert_runs: self.expert_runs.saturating_sub(earlier.expert_runs),

@@ -16,6 +16,8 @@ const KEYS: &[(&str, &str)] = &[
     ("engine", "gpu_memory_budget"),
     ("engine", "tensorrt_cache_dir"),
     ("engine", "experts_side_by_side"),
+    ("engine", "held_experts_percent"),
+    ("engine", "prefetch_next_layer"),
     ("engine", "threads"),
     ("service", "max_concurrent"),
     ("service", "queue_depth"),

@@ -62,6 +62,14 @@ impl Config {
             "experts_side_by_side = {}\n",
             self.engine.experts_side_by_side
         ));
+        out.push_str(&format!(
+            "held_experts_percent = {}\n",
+            self.engine.held_experts_percent
+        ));
+        out.push_str(&format!(
+            "prefetch_next_layer = {}\n",
+            self.engine.prefetch_next_layer
+        ));
         out.push_str("\n[service]\n");
         out.push_str(&format!(
             "max_concurrent = {}\n",

@@ -49,6 +49,13 @@ pub struct EngineConfig {
     /// intra-op threads, one expert per thread, instead of one after another with each matmul
     /// split across the threads (CPU provider, pool threads not spinning).
     pub experts_side_by_side: bool,
+    /// `engine.held_experts_percent`: under `expert_memory_budget`, the percent of it held by the
+    /// hottest experts (ranked by the model's persisted activation counts), created when the model
+    /// loads and never evicted; 0: none held.
+    pub held_experts_percent: u8,
+    /// `engine.prefetch_next_layer`: under `expert_memory_budget`, guess each MoE layer's experts
+    /// while the layer before it runs and read the missing ones ahead.
+    pub prefetch_next_layer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -161,6 +168,8 @@ pub(super) struct RawEngine {
     pub(super) gpu_memory_budget: Option<RawByteSize>,
     pub(super) tensorrt_cache_dir: Option<String>,
     pub(super) experts_side_by_side: Option<bool>,
+    pub(super) held_experts_percent: Option<i64>,
+    pub(super) prefetch_next_layer: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

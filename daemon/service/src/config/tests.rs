@@ -291,6 +291,31 @@ fn quantized_matmul_is_moed_unless_set_and_names_its_key() {
 }
 
 #[test]
+fn held_experts_percent_defaults_to_half_and_is_bounded() {
+    let defaults = load("", &[]).expect("defaults");
+    assert_eq!(defaults.engine.held_experts_percent, 50);
+    assert!(defaults.engine.prefetch_next_layer);
+    let set = load(
+        "[engine]\nheld_experts_percent = 0\nprefetch_next_layer = false\n",
+        &[],
+    )
+    .expect("off");
+    assert_eq!(set.engine.held_experts_percent, 0);
+    assert!(!set.engine.prefetch_next_layer);
+    let text = set.to_toml();
+    assert!(text.contains("held_experts_percent = 0"), "{text}");
+    assert!(text.contains("prefetch_next_layer = false"), "{text}");
+    for bad in ["91", "-1", "\"half\""] {
+        let err = load(&format!("[engine]\nheld_experts_percent = {bad}\n"), &[])
+            .expect_err("out of range");
+        assert!(
+            err.to_string().contains("held_experts_percent"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
 fn experts_side_by_side_is_on_unless_set_off() {
     assert!(load("", &[]).expect("defaults").engine.experts_side_by_side);
     let off = load("[engine]\nexperts_side_by_side = false\n", &[]).expect("off");

@@ -104,6 +104,14 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let tensorrt_cache_dir =
         absolute_path("engine.tensorrt_cache_dir", raw.engine.tensorrt_cache_dir)?;
+    // At most 90: the rest of the budget is where the other experts come and go.
+    let held_experts_percent = int_in(
+        "engine.held_experts_percent",
+        raw.engine.held_experts_percent,
+        50,
+        0,
+        90,
+    )? as u8;
 
     let service = ServiceConfig {
         max_concurrent: int_in(
@@ -216,6 +224,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             gpu_memory_budget,
             tensorrt_cache_dir,
             experts_side_by_side: raw.engine.experts_side_by_side.unwrap_or(true),
+            held_experts_percent,
+            prefetch_next_layer: raw.engine.prefetch_next_layer.unwrap_or(true),
         },
         service,
         access,

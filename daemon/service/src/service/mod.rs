@@ -183,6 +183,7 @@ impl Service {
             tensorrt_cache_dir: config.engine.tensorrt_cache_dir.clone(),
             experts_side_by_side: config.engine.experts_side_by_side,
             batch: config.service.batch_limits(),
+            prefetch_next_layer: config.engine.prefetch_next_layer,
             ..self.engine_base.clone()
         }
     }

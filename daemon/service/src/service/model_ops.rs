@@ -32,12 +32,25 @@ impl Service {
         let before = self.registry.loaded_names();
         let mut options = self.engine_options();
         options.progress = progress.clone();
+        let config = self.config();
+        let holds = options.expert_memory_budget.is_some()
+            && config.engine.held_experts_percent > 0
+            && !config.engine.preload_experts;
+        let activations = if options.gpu_memory_budget.is_some() || holds {
+            self.persisted_activations(name, who)
+        } else {
+            Vec::new()
+        };
         if options.gpu_memory_budget.is_some() {
-            options.activations = self.persisted_activations(name, who);
+            options.activations = activations.clone();
         }
         let model = self.registry.load(name, who, options).await?;
-        if !before.contains(&model.name) && self.config().engine.preload_experts {
+        let fresh = !before.contains(&model.name);
+        if fresh && config.engine.preload_experts {
             self.preload(&model, progress).await?;
+        } else if fresh && holds && !activations.is_empty() {
+            self.hold_hot(&model, activations, config.engine.held_experts_percent)
+                .await?;
         }
         self.refresh_status();
         self.announce().await;
@@ -53,8 +66,49 @@ impl Service {
         Ok(model)
     }
 
+    /// Holds the hottest experts of a model just loaded under an expert budget (`percent` of it),
+    /// ranked by its persisted `activations`. A failure unloads the model again: creating those
+    /// sessions is what its first requests would do, and they would fail the same way.
+    async fn hold_hot(
+        &self,
+        model: &Arc<LoadedModel>,
+        activations: Vec<Vec<u64>>,
+        percent: u8,
+    ) -> Result<(), ServiceError> {
+        let started = std::time::Instant::now();
+        let engine_model = model.clone();
+        let held = tokio::task::spawn_blocking(move || {
+            engine_model
+                .engine
+                .hold_hot_experts(&activations, f64::from(percent) / 100.0)
+        })
+        .await
+        .map_err(joined("holding the hottest experts"));
+        let held = match held {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
+                let _ = self.registry.unload(&model.name);
+                return Err(ServiceError::Failed(format!(
+                    "holding the hottest experts of model '{}' (engine.held_experts_percent): {e}",
+                    model.name
+                )));
+            }
+            Err(e) => {
+                let _ = self.registry.unload(&model.name);
+                return Err(e);
+            }
+        };
+        log::info!(
+            model = model.name.as_str();
+            "holding the {} most activated experts of {} ({:.1} MB, {percent}% of engine.expert_memory_budget at most) from its persisted statistics; created in {:.1} s",
+            held.experts, model.name, held.bytes as f64 / 1e6, started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
     /// The stored activation counts of the model `name` resolves to, which rank its experts
-    /// for the GPU; none when there are none (or the store cannot say: logged).
+    /// for the GPU and for holding under a budget; none when there are none (or the store cannot
+    /// say: logged).
     fn persisted_activations(&self, name: &str, who: Option<&Identity>) -> Vec<Vec<u64>> {
         let Ok((resolved, _)) = self.registry.resolve(name, who) else {
             return Vec::new();
