@@ -12,7 +12,7 @@
 # (engine.held_experts_percent); its next-layer guesses' accuracy is printed too.
 #
 #   tests/offload/run.sh [--package DIR] [--limit-mib N] [--budget-mib N] [--tokens N] [--zipf S]
-#                        [--held-percent N] [--no-prefetch-next-layer]
+#                        [--held-percent N] [--no-prefetch-next-layer] [--temperature T]
 #
 # --package: a moed package (default: made here with moe_export.synth, the Qwen3-30B-A3B-like
 #   4-layer int4 shape, 128 experts top-8, routers skewed with --zipf (default 1.0); about 1.66 GB,
@@ -21,6 +21,8 @@
 #   non-expert bytes and 192 MiB for the process, ONNX Runtime, the KV cache and the page cache).
 #   --held-percent: engine.held_experts_percent of the limited daemon (default: the daemon's, 50);
 #   --no-prefetch-next-layer: engine.prefetch_next_layer = false there (to compare without them).
+#   --temperature: sample at T with a fixed seed instead of greedy (default 0), so that the tokens
+#   do not repeat as greedy decoding of random weights does: a harder test of the expert cache.
 #
 # Before the limited run the package's pages are dropped from the page cache (posix_fadvise), so
 # its misses read storage, and the cgroup is charged for what it reads. Needs root (a cgroup of
@@ -32,7 +34,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cache="${MOE_CI_CACHE:-/var/cache/moed-ci}/offload"
 venv="${MOE_VENV:-$repo/.venv}"
-package="" limit_mib="" budget_mib="" tokens=64 zipf=1.0 held_percent="" prefetch=true
+package="" limit_mib="" budget_mib="" tokens=64 zipf=1.0 held_percent="" prefetch=true temperature=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --package) package="$2"; shift 2 ;;
@@ -42,7 +44,8 @@ while [[ $# -gt 0 ]]; do
     --zipf) zipf="$2"; shift 2 ;;
     --held-percent) held_percent="$2"; shift 2 ;;
     --no-prefetch-next-layer) prefetch=false; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --temperature) temperature="$2"; shift 2 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "offload/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -50,6 +53,7 @@ for n in "$tokens" ${limit_mib:+"$limit_mib"} ${budget_mib:+"$budget_mib"}; do
   [[ "$n" =~ ^[1-9][0-9]{0,6}$ ]] || { echo "offload/run.sh: '$n' is not a positive whole number" >&2; exit 2; }
 done
 [[ -z "$held_percent" || "$held_percent" =~ ^[0-9]{1,2}$ ]] || { echo "offload/run.sh: --held-percent '$held_percent' is not 0 to 90" >&2; exit 2; }
+[[ "$temperature" =~ ^[0-9](\.[0-9]{1,3})?$ ]] || { echo "offload/run.sh: --temperature '$temperature' is not a number such as 0.8" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "offload/run.sh: needs root (a memory cgroup of its own)" >&2; exit 1; }
 command -v dbus-run-session >/dev/null || { echo "offload/run.sh: dbus-run-session missing; run tests/setup.sh" >&2; exit 1; }
 py="$venv/bin/python"
@@ -110,7 +114,7 @@ serve_once() {
   local out="$1" config="$2" state="$3" prompt="$4"
   mkdir -p "$state"
   dbus-run-session -- bash -euo pipefail -c '
-    bin="$1"; model="$2"; config="$3"; out="$4"; tokens="$5"; state="$6"; prompt="$7"
+    bin="$1"; model="$2"; config="$3"; out="$4"; tokens="$5"; state="$6"; prompt="$7"; temperature="$8"
     started=$(date +%s%N)
     XDG_STATE_HOME="$state" "$bin/moed" serve --session --config "$config" --model "$model" 2>"$state/moed.log" &
     daemon=$!
@@ -122,7 +126,7 @@ serve_once() {
     done
     ready=$(date +%s%N)
     "$bin/moectl" --bus session --json experts > "$state/before.json"
-    "$bin/moectl" --bus session --json generate --raw --ignore-eos --temperature 0 \
+    "$bin/moectl" --bus session --json generate --raw --ignore-eos --temperature "$temperature" --seed 7 \
       --max-tokens "$tokens" "$prompt" > "$state/gen.json" \
       || { tail -n 20 "$state/moed.log" >&2; exit 1; }
     "$bin/moectl" --bus session --json experts > "$state/experts.json"
@@ -132,7 +136,7 @@ serve_once() {
     printf "{\"load_ms\": %s, \"peak_rss\": %s, \"held\": [%s], \"generate\": %s, \"before\": %s, \"experts\": %s}\n" \
       $(( (ready - started) / 1000000 )) $((hwm * 1024)) "$held" "$(cat "$state/gen.json")" \
       "$(cat "$state/before.json")" "$(cat "$state/experts.json")" > "$out"
-  ' serve-once "$bin" "$package" "$config" "$out" "$tokens" "$state" "$prompt"
+  ' serve-once "$bin" "$package" "$config" "$out" "$tokens" "$state" "$prompt" "$temperature"
 }
 
 prompt="The expert cache of a model larger than memory"
@@ -176,7 +180,7 @@ if [[ -d /run/systemd/system ]] && command -v systemd-run >/dev/null; then
   how="systemd-run --scope -p MemoryMax=$limit"
   unit="moed-offload-$$.scope"
   systemd-run --quiet --scope --unit "$unit" -p MemoryMax="$limit" -p MemorySwapMax=0 -- \
-    bash -c "$(declare -f serve_once limited_runs drop_cache); py='$py' bin='$bin' package='$package' tokens='$tokens' work='$work' prompt='$prompt' limited_runs"
+    bash -c "$(declare -f serve_once limited_runs drop_cache); py='$py' bin='$bin' package='$package' tokens='$tokens' temperature='$temperature' work='$work' prompt='$prompt' limited_runs"
   peak_file="" oom_kills=0
 elif [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
   how="cgroup v2 memory.max"
@@ -206,11 +210,12 @@ if [[ -n "$cgroup" ]]; then
 fi
 
 "$py" - "$work/full.json" "$work/limited.json" "$package" "$package_bytes" "$expert_bytes" \
-  "$limit" "$budget" "$tokens" "$(nproc)" "$how" "$cgroup_peak" "${oom_kills:-0}" <<'EOF'
+  "$limit" "$budget" "$tokens" "$(nproc)" "$how" "$cgroup_peak" "${oom_kills:-0}" "$temperature" <<'EOF'
 import json, sys
 full, lim = (json.load(open(p)) for p in sys.argv[1:3])
 package, package_bytes, expert_bytes, limit, budget, tokens, threads = sys.argv[3], *map(int, sys.argv[4:7]), int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
 how, cgroup_peak, oom_kills = sys.argv[10], int(sys.argv[11]), int(sys.argv[12] or 0)
+decoding = "greedy" if float(sys.argv[13]) == 0 else f"sampled at temperature {sys.argv[13]}, seed 7"
 mb = lambda b: b / 1e6
 def delta(after, before):
     # The request's own counts: the statistics persist across the daemon's runs.
@@ -244,7 +249,7 @@ def figures(r):
     }
 f, l = figures(full), figures(lim)
 print(f"offload: {package}: {mb(package_bytes):.0f} MB ({mb(expert_bytes):.0f} MB of experts), "
-      f"{threads} CPU(s), {tokens} tokens greedy")
+      f"{threads} CPU(s), {tokens} tokens {decoding}")
 print(f"limit {mb(limit):.0f} MB ({how}; the package is {package_bytes / limit:.2f}x it), "
       f"engine.expert_memory_budget {mb(budget):.0f} MB")
 print(f"{'':<34}{'full':>12}{'limited':>12}{'ratio':>10}")
@@ -261,7 +266,7 @@ if lim["peak_rss"] >= limit:
 if lim["generate"]["completion_tokens"] != tokens:
     problems.append(f"{lim['generate']['completion_tokens']} tokens answered of {tokens}")
 if lim["generate"]["token_ids"] != full["generate"]["token_ids"]:
-    problems.append("the limited run's tokens differ from the full run's (greedy)")
+    problems.append(f"the limited run's tokens differ from the full run's ({decoding})")
 print("RESULT: " + ("pass" if not problems else "FAIL: " + "; ".join(problems)))
 sys.exit(1 if problems else 0)
 EOF
