@@ -262,20 +262,31 @@ fn publish(st: &State, counters: &Counters) {
 /// A file that cannot be opened is skipped: the load that follows reports it.
 pub(crate) fn read_ahead(graphs: impl Iterator<Item = std::path::PathBuf>) -> u64 {
     use std::os::fd::AsRawFd;
+    files_of(graphs, |file| {
+        // SAFETY: the descriptor is open for the call; the advice reads nothing into our
+        // memory and cannot fail in a way that matters (the load reads the file anyway).
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+        if rc == 0 {
+            file.metadata().map_or(0, |m| m.len())
+        } else {
+            0
+        }
+    })
+}
+
+/// Opens each graph file and its `.data` weights (skipping those that cannot be opened: the load
+/// that follows reports them) and sums what `each` says of them.
+fn files_of(
+    graphs: impl Iterator<Item = std::path::PathBuf>,
+    mut each: impl FnMut(&mut std::fs::File) -> u64,
+) -> u64 {
     let mut bytes = 0;
     for graph in graphs {
         let mut data = graph.clone().into_os_string();
         data.push(".data");
         for path in [graph, data.into()] {
-            let Ok(file) = std::fs::File::open(&path) else {
-                continue;
-            };
-            // SAFETY: the descriptor is open for the call; the advice reads nothing into our
-            // memory and cannot fail in a way that matters (the load reads the file anyway).
-            let rc =
-                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
-            if rc == 0 {
-                bytes += file.metadata().map_or(0, |m| m.len());
+            if let Ok(mut file) = std::fs::File::open(&path) {
+                bytes += each(&mut file);
             }
         }
     }
@@ -288,23 +299,16 @@ pub(crate) fn read_ahead(graphs: impl Iterator<Item = std::path::PathBuf>) -> u6
 pub(crate) fn read_in(graphs: impl Iterator<Item = std::path::PathBuf>) -> u64 {
     use std::io::Read;
     let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0;
-    for graph in graphs {
-        let mut data = graph.clone().into_os_string();
-        data.push(".data");
-        for path in [graph, data.into()] {
-            let Ok(mut file) = std::fs::File::open(&path) else {
-                continue;
-            };
-            while let Ok(n) = file.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                bytes += n as u64;
+    files_of(graphs, |file| {
+        let mut bytes = 0;
+        while let Ok(n) = file.read(&mut buf) {
+            if n == 0 {
+                break;
             }
+            bytes += n as u64;
         }
-    }
-    bytes
+        bytes
+    })
 }
 
 /// Runs `run(i)` for every `i` in `0..n` on up to `threads` threads (the calling one included, the
