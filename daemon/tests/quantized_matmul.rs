@@ -103,6 +103,13 @@ fn moed_kernel_matches_onnxruntime_kernel() {
             qmatmul::moed_kernel_calls() > before,
             "{name}: moed's kernel never ran"
         );
+        if qmatmul::packs_weights() {
+            // The decode steps ran every attention and head matmul a second time: packed.
+            assert!(
+                qmatmul::packed_bytes() > 0,
+                "{name}: no weights were repacked"
+            );
+        }
         assert_eq!(a.len(), b.len());
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
         let worst = a

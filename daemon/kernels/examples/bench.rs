@@ -3,13 +3,16 @@
 //!
 //!   cargo run --release -p moed-kernels --example bench [-- SECONDS_PER_CASE [M]]
 //!
+//! Each case runs on the weights as stored (`MatMulNBits` layout, `matmul`) and repacked 16 rows
+//! abreast (`PackedMatrix`, `matmul_packed`), alternating, and prints both and their ratio.
 //! With M, only the cases of that many tokens run. MOED_KERNEL_PATH=avx512|avx2|scalar (or a name
 //! `path_names` lists) forces a path this CPU has; by default the fastest runs.
 
 use std::time::Instant;
 
 use moed_kernels::{
-    KernelError, Parallel, QMatrix, QuantizedInput, Serial, matmul_path, path_names,
+    KernelError, PackedMatrix, Parallel, QMatrix, QuantizedInput, Serial, matmul_packed,
+    matmul_path, packed_kernel_available, path_names,
 };
 
 /// Bytes of weights cycled per case: well over any L3 this runs on.
@@ -62,7 +65,16 @@ fn run(
     matmul_path(path, w, x, y, par).unwrap_or(Ok(()))
 }
 
-fn bench(c: &Case, path: &str, seconds: f64) -> Result<(f64, f64), KernelError> {
+/// µs per call and GB/s of weights, for the layout as stored and (where this CPU has its kernel)
+/// packed.
+struct Timing {
+    /// GB/s of weights repacked (one thread).
+    pack_gbs: f64,
+    stored: (f64, f64),
+    packed: Option<(f64, f64)>,
+}
+
+fn bench(c: &Case, path: &str, seconds: f64) -> Result<Timing, KernelError> {
     let kb = c.k.div_ceil(c.block);
     let code_len = c.n * kb * c.block * c.bits as usize / 8;
     let zp_len = c.n * (kb * c.bits as usize).div_ceil(8);
@@ -92,14 +104,49 @@ fn bench(c: &Case, path: &str, seconds: f64) -> Result<(f64, f64), KernelError> 
         q.quantize(&x, c.m, c.k, c.block)?;
         run(path, w, &q, &mut y, &Serial)?;
     }
-    let (start, mut calls) = (Instant::now(), 0usize);
-    while start.elapsed().as_secs_f64() < seconds {
-        q.quantize(&x, c.m, c.k, c.block)?;
-        run(path, &ws[calls % copies], &q, &mut y, &Serial)?;
-        calls += 1;
+    let packing = Instant::now();
+    let packed = if packed_kernel_available() {
+        Some(
+            ws.iter()
+                .map(|w| PackedMatrix::pack(w, &Serial))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    } else {
+        None
+    };
+    let pack_gbs = (bytes * copies) as f64 / packing.elapsed().as_secs_f64() / 1e9;
+    // Halves of the time alternate between the layouts, so drift in the machine hits both.
+    let (mut stored, mut in_packed) = ((0f64, 0usize), (0f64, 0usize));
+    let turns = 4;
+    for _ in 0..turns {
+        let (start, mut calls) = (Instant::now(), 0usize);
+        while start.elapsed().as_secs_f64() < seconds / turns as f64 {
+            q.quantize(&x, c.m, c.k, c.block)?;
+            run(path, &ws[calls % copies], &q, &mut y, &Serial)?;
+            calls += 1;
+        }
+        stored = (stored.0 + start.elapsed().as_secs_f64(), stored.1 + calls);
+        let Some(packed) = &packed else { continue };
+        let (start, mut calls) = (Instant::now(), 0usize);
+        while start.elapsed().as_secs_f64() < seconds / turns as f64 {
+            q.quantize(&x, c.m, c.k, c.block)?;
+            matmul_packed(&packed[calls % copies], &q, &mut y, &Serial)?;
+            calls += 1;
+        }
+        in_packed = (
+            in_packed.0 + start.elapsed().as_secs_f64(),
+            in_packed.1 + calls,
+        );
     }
-    let per_call = start.elapsed().as_secs_f64() / calls as f64;
-    Ok((per_call * 1e6, bytes as f64 / per_call / 1e9))
+    let figures = |(secs, calls): (f64, usize)| {
+        let per_call = secs / calls.max(1) as f64;
+        (per_call * 1e6, bytes as f64 / per_call / 1e9)
+    };
+    Ok(Timing {
+        pack_gbs,
+        stored: figures(stored),
+        packed: packed.is_some().then(|| figures(in_packed)),
+    })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -186,7 +233,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let only_m: Option<usize> = std::env::args().nth(2).and_then(|s| s.parse().ok());
     for c in cases.iter().filter(|c| only_m.is_none_or(|m| m == c.m)) {
-        let (us, gbs) = bench(c, path, seconds)?;
+        let timing = bench(c, path, seconds)?;
+        let (us, gbs) = timing.stored;
         println!(
             "N={:5} K={:4} bits={} block={} M={:3}: {:9.1} µs per call, {:7.2} µs per token, {:6.2} GB/s of weights",
             c.n,
@@ -198,6 +246,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             us / c.m as f64,
             gbs
         );
+        if let Some((pus, pgbs)) = timing.packed {
+            println!(
+                "                      packed 16 rows: {:9.1} µs per call, {:7.2} µs per token, {:6.2} GB/s of weights, {:.2}x as stored (packed at {:.2} GB/s)",
+                pus,
+                pus / c.m as f64,
+                pgbs,
+                us / pus,
+                timing.pack_gbs
+            );
+        }
     }
     Ok(())
 }

@@ -94,11 +94,11 @@ pub(crate) use by_tokens;
 pub(crate) type TileOut = [[f32; TILE_TOKENS]; TILE];
 /// Tokens per task (a multiple of `TILE_TOKENS`): their quantized x (≤ 2 × 256 KB at k = 2048) stays in L2 while each
 /// weight row is read once for all of them.
-const TOKENS_PER_TASK: usize = 128;
+pub(crate) const TOKENS_PER_TASK: usize = 128;
 /// A task smaller than this many weight bytes costs more to hand out than to compute.
-const MIN_TASK_BYTES: usize = 8 << 10;
+pub(crate) const MIN_TASK_BYTES: usize = 8 << 10;
 /// Tasks per thread when N is large, so uneven threads still finish together.
-const TASKS_PER_THREAD: usize = 4;
+pub(crate) const TASKS_PER_THREAD: usize = 4;
 
 /// y [m, n] = x · Wᵀ. y.len() must be m*n.
 pub fn matmul(
@@ -125,14 +125,15 @@ pub fn matmul_path(
     Some(matmul_on(p, w, x, y, par))
 }
 
-pub(crate) fn matmul_on(
-    path: Path,
-    w: &QMatrix,
+/// Checks a call's x against the weights' k, block size and rows, and y's length (m × n).
+pub(crate) fn check_call(
     x: &QuantizedInput,
-    y: &mut [f32],
-    par: &dyn Parallel,
+    k: usize,
+    block: usize,
+    n: usize,
+    y_len: usize,
 ) -> Result<(), KernelError> {
-    for (what, input, weights) in [("k", x.k, w.k), ("block size", x.block, w.block)] {
+    for (what, input, weights) in [("k", x.k, k), ("block size", x.block, block)] {
         if input != weights {
             return Err(KernelError::Mismatch {
                 what,
@@ -141,7 +142,26 @@ pub(crate) fn matmul_on(
             });
         }
     }
-    expect_len("y", checked_len("y", &[x.m, w.n])?, y.len())?;
+    expect_len("y", checked_len("y", &[x.m, n])?, y_len)
+}
+
+/// y viewed as atomics for the length of the borrow. Tasks may run at once and a `Parallel` is
+/// free to misbehave (run one task twice), so y is written through atomics: relaxed stores are
+/// plain stores, and no write can race unsoundly.
+pub(crate) fn as_atomics(y: &mut [f32]) -> &[AtomicU32] {
+    // SAFETY: AtomicU32 has the size and alignment of f32 and y is exclusively borrowed for as
+    // long as the view lives, so it aliases nothing else.
+    unsafe { std::slice::from_raw_parts(y.as_mut_ptr().cast::<AtomicU32>(), y.len()) }
+}
+
+pub(crate) fn matmul_on(
+    path: Path,
+    w: &QMatrix,
+    x: &QuantizedInput,
+    y: &mut [f32],
+    par: &dyn Parallel,
+) -> Result<(), KernelError> {
+    check_call(x, w.k, w.block, w.n, y.len())?;
     if y.is_empty() {
         return Ok(());
     }
@@ -158,12 +178,7 @@ pub(crate) fn matmul_on(
     };
     let row_tasks = w.n.div_ceil(rows_per_task);
     let tok_tasks = x.m.div_ceil(TOKENS_PER_TASK);
-    // Tasks may run at once and a `Parallel` is free to misbehave (run one task twice), so y is
-    // written through atomics: relaxed stores are plain stores, and no write can race unsoundly.
-    // SAFETY: AtomicU32 has the size and alignment of f32 and y is exclusively borrowed for the
-    // whole call, so viewing it as atomics for that time aliases nothing else.
-    let out: &[AtomicU32] =
-        unsafe { std::slice::from_raw_parts(y.as_mut_ptr().cast::<AtomicU32>(), y.len()) };
+    let out = as_atomics(y);
     let task = |id: usize| {
         let (rt, tt) = (id / tok_tasks, id % tok_tasks);
         let rows = rt * rows_per_task..((rt + 1) * rows_per_task).min(w.n);

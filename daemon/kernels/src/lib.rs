@@ -1,10 +1,11 @@
-//! Block-quantized matrix products over ONNX Runtime's `MatMulNBits` weight layout, read in place.
+//! Block-quantized matrix products over ONNX Runtime's `MatMulNBits` weight layout, read in place or repacked.
 //!
 //! The weights stay in the layout the exporter wrote (codes, scales, optional zero points); the
 //! activations are quantized to int8 per block once per call (`QuantizedInput`), and each weight
 //! block is multiplied in integers, then scaled. `matmul` picks the fastest path this CPU has
-//! (`fast_path`); `scalar` is the reference every other path must equal. `attention` is grouped-query
-//! attention over a head-major KV cache, read in place.
+//! (`fast_path`); `scalar` is the reference every other path must equal. `PackedMatrix` is the same
+//! weights repacked 16 rows abreast for `matmul_packed`, faster where memory streams are what bound
+//! a core. `attention` is grouped-query attention over a head-major KV cache, read in place.
 
 mod attention;
 #[cfg(target_arch = "x86_64")]
@@ -16,6 +17,9 @@ mod avx512;
 mod driver;
 mod input;
 mod matrix;
+mod packed;
+#[cfg(target_arch = "x86_64")]
+mod packed_avx512;
 mod scalar;
 #[cfg(test)]
 mod tests;
@@ -26,6 +30,7 @@ pub use driver::{Parallel, Serial, matmul, matmul_path};
 pub use half::f16;
 pub use input::QuantizedInput;
 pub use matrix::QMatrix;
+pub use packed::{PACK_ROWS, PackedMatrix, matmul_packed, packed_kernel_available};
 
 /// What is wrong with a kernel call's arguments.
 #[derive(Debug, thiserror::Error)]

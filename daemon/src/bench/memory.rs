@@ -61,12 +61,15 @@ pub struct MemoryReport {
     pub sessions_anonymous: u64,
     /// Anonymous memory the warm-up runs added (arenas, activations).
     pub runs_anonymous: u64,
+    /// Weights moed's kernel holds repacked (anonymous; counted in the two figures above, and
+    /// their mapped originals dropped from the RSS).
+    pub weights_packed: u64,
     /// The KV cache of one sequence of prompt + decode tokens.
     pub kv_cache: u64,
     /// The rest of the RSS: binary, libraries, heap from before the load.
     pub other: u64,
-    /// (weights mapped + sessions' anonymous memory) / weight file bytes: 1.0 would be every
-    /// weight resident exactly once.
+    /// (weights mapped + sessions' anonymous memory + weights packed during the warm-up) / weight
+    /// file bytes: 1.0 would be every weight resident exactly once.
     pub weights_factor: f64,
     /// (peak RSS - RSS before the load) / weight file bytes.
     pub peak_factor: f64,
@@ -96,6 +99,8 @@ pub(super) struct Tracker {
     start: LoadStart,
     first_token: Option<(f64, MemSnapshot)>,
     all_experts: Option<(f64, MemSnapshot)>,
+    /// Bytes of weights packed when every expert session had been created.
+    packed_at_all_experts: u64,
 }
 
 impl Tracker {
@@ -104,6 +109,7 @@ impl Tracker {
             start,
             first_token: None,
             all_experts: None,
+            packed_at_all_experts: 0,
         }
     }
 
@@ -120,6 +126,7 @@ impl Tracker {
 
     pub fn all_experts_done(&mut self) {
         self.all_experts = Some(self.mark());
+        self.packed_at_all_experts = moed_engine::qmatmul::packed_bytes();
     }
 
     /// The reports, read after the warm-up.
@@ -137,6 +144,11 @@ impl Tracker {
         let mapped = procmem::mapped_under(engine.package().dir());
         let sessions_anonymous = all_mem.anonymous.saturating_sub(before.anonymous);
         let runs_anonymous = warm.anonymous.saturating_sub(all_mem.anonymous);
+        let weights_packed = moed_engine::qmatmul::packed_bytes();
+        // Weights packed during the warm-up are in the runs' anonymous memory.
+        let packed_in_runs = weights_packed
+            .saturating_sub(self.packed_at_all_experts)
+            .min(runs_anonymous);
         let ratio = |a: u64| {
             if weights > 0 {
                 a as f64 / weights as f64
@@ -155,11 +167,12 @@ impl Tracker {
             weights_mapped: mapped,
             sessions_anonymous,
             runs_anonymous,
+            weights_packed,
             kv_cache,
             other: warm
                 .rss
                 .saturating_sub(mapped + sessions_anonymous + runs_anonymous),
-            weights_factor: ratio(mapped + sessions_anonymous),
+            weights_factor: ratio(mapped + sessions_anonymous + packed_in_runs),
             peak_factor: ratio(warm.peak_rss.saturating_sub(before.rss)),
         };
         let load = LoadReport {

@@ -284,12 +284,13 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
             m.sessions
         ));
         line(format!(
-            "  resident after warm-up {}: weights mapped from the package {}, sessions (anonymous: prepacked weights, session state) {}, runs (arenas) {}, other {}; weights resident {:.2}x their file bytes; KV cache of {} tokens {}",
+            "  resident after warm-up {}: weights mapped from the package {}, sessions (anonymous: prepacked weights, session state) {}, runs (arenas) {}, other {}; of the anonymous, weights repacked 16 rows abreast {}; weights resident {:.2}x their file bytes; KV cache of {} tokens {}",
             mb(m.after_warmup.rss as f64),
             mb(m.weights_mapped as f64),
             mb(m.sessions_anonymous as f64),
             mb(m.runs_anonymous as f64),
             mb(m.other as f64),
+            mb(m.weights_packed as f64),
             m.weights_factor,
             r.prompt_tokens + r.decode_tokens,
             mb(m.kv_cache as f64)

@@ -197,9 +197,26 @@ fn run(
                 moe(engine, l, &layer_in, s, t, mode, out)?;
             }
         }
+        release_packed_originals(engine);
     }
 
-    head(engine, steps, live, &rows, s, out)
+    let headed = head(engine, steps, live, &rows, s, out);
+    release_packed_originals(engine);
+    headed
+}
+
+/// Mapped bytes kernels may repack before the engine drops the dead originals' pages: finding the
+/// clean mappings reads `/proc/self/smaps` (milliseconds with hundreds of sessions), so it is
+/// paced by bytes, and the dead pages it leaves resident at any time stay under this.
+const RELEASE_EVERY: u64 = 64 << 20;
+
+/// Drops the package's clean mapped pages once kernels have repacked `RELEASE_EVERY` bytes of
+/// them since the last time; looked at after each layer, so a first pass over every expert holds
+/// little more than that beside the packed copies.
+fn release_packed_originals(engine: &Engine) {
+    if crate::qmatmul::take_unreleased(RELEASE_EVERY) {
+        engine.release_mapped_weights();
+    }
 }
 
 /// The live steps, in `live`'s order.

@@ -8,7 +8,8 @@ mod onnx_edit;
 mod op;
 
 pub(crate) use attention_op::{Segment, SegmentCache, with_segments};
-pub(crate) use op::on_this_thread;
+pub(crate) use op::{on_this_thread, take_unreleased};
+pub use op::{packed_bytes, packs};
 
 use std::fmt;
 use std::path::Path;
@@ -88,6 +89,11 @@ impl FromStr for MatmulKernel {
 /// How many times moed's kernel has run in this process.
 pub fn moed_kernel_calls() -> u64 {
     op::CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether moed's kernel repacks weights it runs again on this CPU (see `op.rs`).
+pub fn packs_weights() -> bool {
+    moed_kernels::packed_kernel_available()
 }
 
 /// How many times moed's attention kernel has run in this process.

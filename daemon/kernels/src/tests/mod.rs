@@ -3,6 +3,7 @@
 //! the attention kernel against an exact softmax in `attention`.
 
 mod attention;
+mod packed;
 mod parallel;
 
 use crate::driver::matmul_on;
