@@ -96,9 +96,9 @@ pub(crate) type TileOut = [[f32; TILE_TOKENS]; TILE];
 /// weight row is read once for all of them.
 pub(crate) const TOKENS_PER_TASK: usize = 128;
 /// A task smaller than this many weight bytes costs more to hand out than to compute.
-pub(crate) const MIN_TASK_BYTES: usize = 8 << 10;
+const MIN_TASK_BYTES: usize = 8 << 10;
 /// Tasks per thread when N is large, so uneven threads still finish together.
-pub(crate) const TASKS_PER_THREAD: usize = 4;
+const TASKS_PER_THREAD: usize = 4;
 
 /// y [m, n] = x · Wᵀ. y.len() must be m*n.
 pub fn matmul(
@@ -154,6 +154,18 @@ pub(crate) fn as_atomics(y: &mut [f32]) -> &[AtomicU32] {
     unsafe { std::slice::from_raw_parts(y.as_mut_ptr().cast::<AtomicU32>(), y.len()) }
 }
 
+/// How many of `units` (rows or row groups of `unit_bytes` each) one task takes on `threads`:
+/// all of them on one thread; else about `TASKS_PER_THREAD` tasks a thread, none under
+/// `MIN_TASK_BYTES`.
+pub(crate) fn units_per_task(units: usize, unit_bytes: usize, threads: usize) -> usize {
+    if threads <= 1 {
+        return units.max(1);
+    }
+    units
+        .div_ceil(threads.saturating_mul(TASKS_PER_THREAD))
+        .max(MIN_TASK_BYTES.div_ceil(unit_bytes.max(1)))
+}
+
 pub(crate) fn matmul_on(
     path: Path,
     w: &QMatrix,
@@ -166,16 +178,7 @@ pub(crate) fn matmul_on(
         return Ok(());
     }
     let row_cost = (w.row_bytes + 4 * w.k_blocks + w.zp_row_bytes).max(1);
-    let threads = par.threads().max(1);
-    let rows_per_task = if threads == 1 {
-        w.n
-    } else {
-        let min_rows = MIN_TASK_BYTES.div_ceil(row_cost);
-        w.n.div_ceil(threads.saturating_mul(TASKS_PER_THREAD))
-            .max(min_rows)
-            .div_ceil(TILE)
-            * TILE
-    };
+    let rows_per_task = units_per_task(w.n, row_cost, par.threads()).div_ceil(TILE) * TILE;
     let row_tasks = w.n.div_ceil(rows_per_task);
     let tok_tasks = x.m.div_ceil(TOKENS_PER_TASK);
     let out = as_atomics(y);

@@ -15,9 +15,7 @@
 
 use std::sync::Mutex;
 
-use crate::driver::{
-    MIN_TASK_BYTES, Parallel, TASKS_PER_THREAD, TOKENS_PER_TASK, as_atomics, check_call,
-};
+use crate::driver::{Parallel, TOKENS_PER_TASK, as_atomics, check_call, units_per_task};
 use crate::input::{QuantizedInput, TILE_TOKENS};
 use crate::matrix::QMatrix;
 use crate::{KernelError, checked_len};
@@ -180,14 +178,7 @@ pub(crate) fn matmul_packed_on(
         return Ok(());
     }
     let groups = w.groups();
-    let threads = par.threads().max(1);
-    let per_task = if threads == 1 {
-        groups
-    } else {
-        groups
-            .div_ceil(threads.saturating_mul(TASKS_PER_THREAD))
-            .max(MIN_TASK_BYTES.div_ceil(w.group_bytes().max(1)))
-    };
+    let per_task = units_per_task(groups, w.group_bytes(), par.threads());
     let row_tasks = groups.div_ceil(per_task);
     let tok_tasks = x.m.div_ceil(TOKENS_PER_TASK);
     let out = as_atomics(y);

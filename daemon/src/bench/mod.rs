@@ -82,6 +82,10 @@ pub struct RunResult {
     pub outside_ort_share: f64,
     /// Time inside routed-expert graphs per decoded token, ms.
     pub expert_ms_per_token: f64,
+    /// Time inside attention graphs (with the routers fused into them) per decoded token, ms.
+    pub attention_ms_per_token: f64,
+    /// Time inside the head per decoded token, ms.
+    pub head_ms_per_token: f64,
     /// Memory read bandwidth measured just before this run, bytes/s.
     pub bandwidth: f64,
     /// bytes_per_token x decode_tok_s / bandwidth.
@@ -117,6 +121,8 @@ pub struct ModeResult {
     pub expert_bytes_per_token: f64,
     pub outside_ort_share: f64,
     pub expert_ms_per_token: f64,
+    pub attention_ms_per_token: f64,
+    pub head_ms_per_token: f64,
     pub expert_hit_rate: f64,
     pub expert_load_bytes_per_token: f64,
     pub storage_bytes_per_token: f64,
@@ -260,6 +266,8 @@ fn run_once(
             0.0
         },
         expert_ms_per_token: delta.expert_nanos as f64 / 1e6 / d,
+        attention_ms_per_token: delta.attention_nanos as f64 / 1e6 / d,
+        head_ms_per_token: delta.head_nanos as f64 / 1e6 / d,
         expert_hit_rate: match delta.cache_hits + delta.cache_misses {
             0 => 1.0,
             lookups => delta.cache_hits as f64 / lookups as f64,
@@ -303,6 +311,8 @@ fn summarize(runs: Vec<RunResult>) -> ModeResult {
         expert_bytes_per_token: pick(|r| r.expert_bytes_per_token),
         outside_ort_share: pick(|r| r.outside_ort_share),
         expert_ms_per_token: pick(|r| r.expert_ms_per_token),
+        attention_ms_per_token: pick(|r| r.attention_ms_per_token),
+        head_ms_per_token: pick(|r| r.head_ms_per_token),
         expert_hit_rate: pick(|r| r.expert_hit_rate),
         expert_load_bytes_per_token: pick(|r| r.expert_load_bytes_per_token),
         storage_bytes_per_token: pick(|r| r.storage_bytes_per_token),

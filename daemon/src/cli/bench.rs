@@ -236,6 +236,18 @@ fn table(r: &BenchReport, engine: &Engine) -> String {
         3,
         Some(r.expert_time_ratio),
     ));
+    line(row(
+        "attention graph time / token (ms)",
+        |m| m.attention_ms_per_token,
+        3,
+        None,
+    ));
+    line(row(
+        "head time / token (ms)",
+        |m| m.head_ms_per_token,
+        3,
+        None,
+    ));
     line(String::new());
     let of = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     line(format!(
