@@ -104,7 +104,7 @@ fn moed_kernel_matches_onnxruntime_kernel() {
             "{name}: moed's kernel never ran"
         );
         if qmatmul::packs_weights() {
-            // The decode steps ran every attention and head matmul a second time: packed.
+            // Every matmul of moed's run read weights packed on its first run.
             assert!(
                 qmatmul::packed_bytes() > 0,
                 "{name}: no weights were repacked"
@@ -124,6 +124,7 @@ fn moed_kernel_matches_onnxruntime_kernel() {
         assert_eq!(ta, tb, "{name}: the greedy picks differ");
         side_by_side_matches_one_at_a_time(name, &ours, &prompt, &feed);
     }
+    reloaded_experts_give_the_same_floats();
 }
 
 /// Steps with the routed experts side by side (each expert's matmuls on its own thread) give the
@@ -192,4 +193,50 @@ fn a_matmul_whose_attributes_disagree_with_its_weights_is_an_error() {
         0,
         "a failed forward leaves the sequence as it was"
     );
+}
+
+/// With moed's kernel, an expert loaded again after the budget evicted it gives the same floats,
+/// bit for bit, as one that stayed resident: greedy output cannot depend on what the expert cache
+/// held (where the CPU packs weights, every run of a node reads its packed copy, the first too).
+/// Called from `moed_kernel_matches_onnxruntime_kernel`, not a test of its own: its kernel calls
+/// would race that test's count of them.
+fn reloaded_experts_give_the_same_floats() {
+    let dir = quantized("qwen3_moe.int4");
+    let unlimited = load(&dir, MatmulKernel::Moed);
+    let m = unlimited.package().manifest().clone();
+    let largest = m
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            moed::package::LayerSpec::Moe { experts, .. } => experts
+                .iter()
+                .map(|e| unlimited.package().graph_bytes(e))
+                .max(),
+            _ => None,
+        })
+        .max()
+        .expect("an MoE layer");
+    let top_k = m.routing.as_ref().expect("routing").top_k as u64;
+    let tight = Engine::load(
+        &dir,
+        EngineOptions {
+            quantized_matmul: MatmulKernel::Moed,
+            intra_threads: Some(2),
+            expert_memory_budget: Some(largest * top_k),
+            ..EngineOptions::default()
+        },
+    )
+    .expect("load with a budget");
+    let vocab = unlimited.package().vocab_size() as u32;
+    let prompt: Vec<u32> = (0..9).map(|i| (i * 53 + 11) % vocab).collect();
+    let feed: Vec<u32> = (0..12).map(|i| (i * 29 + 3) % vocab).collect();
+    // Twice on the unlimited engine: its second pass runs sessions that all stayed resident.
+    let _ = run(&unlimited, &prompt, &feed);
+    let (a, ta) = run(&unlimited, &prompt, &feed);
+    let (b, tb) = run(&tight, &prompt, &feed);
+    let s = tight.stats();
+    assert!(s.cache_evictions > 0, "the budget never evicted: {s:?}");
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(bits(&a) == bits(&b), "reloaded experts changed the logits");
+    assert_eq!(ta, tb);
 }

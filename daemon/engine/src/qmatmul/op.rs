@@ -2,9 +2,9 @@
 //! meaning, computed by `moed_kernels`.
 //!
 //! Where this CPU has the kernel for it, the weights are repacked 16 rows abreast on the node's
-//! second run (`PackedMatrix`: one sequential stream, 1.5–2.2× the row-major kernel's speed in
-//! `cargo run --release -p moed-kernels --example bench`), and the packed copy is what later runs
-//! read. ONNX Runtime's buffers are then dead: they are mapped from the package, and the engine
+//! first run (`PackedMatrix`: one sequential stream, 1.5–2.2× the row-major kernel's speed in
+//! `cargo run --release -p moed-kernels --example bench`), and the packed copy is what every run
+//! reads. ONNX Runtime's buffers are then dead: they are mapped from the package, and the engine
 //! drops their pages once every 64 MB packed (`take_unreleased`, `procmem::release_mapped`), so
 //! the weights stay resident about once. Elsewhere the kernel reads ONNX Runtime's buffers in place.
 
@@ -31,10 +31,8 @@ pub(crate) struct NbitsKernel {
     bits: u32,
     block: usize,
     threads: usize,
-    /// The weights repacked on the second run; None when packing does not pay on this CPU or failed.
+    /// The weights repacked on the first run; None when packing does not pay on this CPU or failed.
     packed: OnceLock<Option<Packed>>,
-    /// Runs before the packed copy existed.
-    unpacked_runs: AtomicU64,
 }
 
 /// A node's weights repacked, with the buffer they came from: ONNX Runtime passes a constant
@@ -128,7 +126,6 @@ impl Operator for MoedMatMulNBits {
             block: attr("block_size")?,
             threads: self.threads.max(1),
             packed: OnceLock::new(),
-            unpacked_runs: AtomicU64::new(0),
         })
     }
 }
@@ -238,20 +235,16 @@ impl Kernel for NbitsKernel {
             failed: &failed,
         };
         let source = (codes.as_ptr() as usize, codes.len());
-        // Packing costs about as much as one prompt's run over the weights and pays back over
-        // the runs after it: a node run once (an expert a prompt touched and a budget evicts
-        // before it runs again) is never packed, so only weights that run again are.
-        let packed = match self.packed.get() {
-            Some(p) => p.as_ref(),
-            None if !moed_kernels::packed_kernel_available()
-                || self.unpacked_runs.fetch_add(1, Relaxed) == 0 =>
-            {
-                None
-            }
-            None => self
-                .packed
+        // Packed on the first run, never read in place after it where this CPU packs: the two
+        // kernels sum in different orders, and a node must give the same floats whether its
+        // session is new (an expert a budget evicted and loaded again) or not, so greedy output
+        // does not depend on what the expert cache held.
+        let packed = if moed_kernels::packed_kernel_available() {
+            self.packed
                 .get_or_init(|| pack(&w, ctx, self.threads, source))
-                .as_ref(),
+                .as_ref()
+        } else {
+            None
         }
         .filter(|p| p.source == source);
         let mut run = |input: &mut QuantizedInput| {
