@@ -282,19 +282,7 @@ fn a_tight_expert_budget_evicts_and_gives_the_same_logprobs() {
     let dir = package(arch);
     let unlimited = load(arch, EngineOptions::default());
     let m = unlimited.package().manifest();
-    let largest = m
-        .layers
-        .iter()
-        .filter_map(|l| match l {
-            moed::package::LayerSpec::Moe { experts, .. } => experts
-                .iter()
-                .map(|e| unlimited.package().graph_bytes(e))
-                .max(),
-            _ => None,
-        })
-        .max()
-        .expect("an MoE layer");
-    let top_k = m.routing.as_ref().expect("routing").top_k as u64;
+    let (largest, top_k) = common::largest_expert_and_top_k(&unlimited);
     let tight = Engine::load(
         &dir,
         EngineOptions {

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{argmax, copy_dir, packages_dir};
+use common::{argmax, copy_dir, largest_expert_and_top_k, packages_dir};
 use moed::engine::{Engine, EngineOptions, Logits, MatmulKernel};
 use moed::qmatmul;
 
@@ -203,20 +203,7 @@ fn a_matmul_whose_attributes_disagree_with_its_weights_is_an_error() {
 fn reloaded_experts_give_the_same_floats() {
     let dir = quantized("qwen3_moe.int4");
     let unlimited = load(&dir, MatmulKernel::Moed);
-    let m = unlimited.package().manifest().clone();
-    let largest = m
-        .layers
-        .iter()
-        .filter_map(|l| match l {
-            moed::package::LayerSpec::Moe { experts, .. } => experts
-                .iter()
-                .map(|e| unlimited.package().graph_bytes(e))
-                .max(),
-            _ => None,
-        })
-        .max()
-        .expect("an MoE layer");
-    let top_k = m.routing.as_ref().expect("routing").top_k as u64;
+    let (largest, top_k) = largest_expert_and_top_k(&unlimited);
     let tight = Engine::load(
         &dir,
         EngineOptions {

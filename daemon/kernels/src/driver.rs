@@ -166,6 +166,22 @@ pub(crate) fn units_per_task(units: usize, unit_bytes: usize, threads: usize) ->
         .max(MIN_TASK_BYTES.div_ceil(unit_bytes.max(1)))
 }
 
+/// Task `id`'s units (rows or row groups, `per_task` of `units`) and tokens (`TOKENS_PER_TASK` of
+/// `m`), tasks numbered units-major over `tok_tasks` token ranges.
+pub(crate) fn task_ranges(
+    id: usize,
+    tok_tasks: usize,
+    per_task: usize,
+    units: usize,
+    m: usize,
+) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let (ut, tt) = (id / tok_tasks, id % tok_tasks);
+    (
+        ut * per_task..((ut + 1) * per_task).min(units),
+        tt * TOKENS_PER_TASK..((tt + 1) * TOKENS_PER_TASK).min(m),
+    )
+}
+
 pub(crate) fn matmul_on(
     path: Path,
     w: &QMatrix,
@@ -183,9 +199,7 @@ pub(crate) fn matmul_on(
     let tok_tasks = x.m.div_ceil(TOKENS_PER_TASK);
     let out = as_atomics(y);
     let task = |id: usize| {
-        let (rt, tt) = (id / tok_tasks, id % tok_tasks);
-        let rows = rt * rows_per_task..((rt + 1) * rows_per_task).min(w.n);
-        let toks = tt * TOKENS_PER_TASK..((tt + 1) * TOKENS_PER_TASK).min(x.m);
+        let (rows, toks) = task_ranges(id, tok_tasks, rows_per_task, w.n, x.m);
         for row0 in rows.clone().step_by(TILE) {
             let nr = TILE.min(rows.end - row0);
             for tok0 in toks.clone().step_by(TILE_TOKENS) {

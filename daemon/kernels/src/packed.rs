@@ -15,7 +15,9 @@
 
 use std::sync::Mutex;
 
-use crate::driver::{Parallel, TOKENS_PER_TASK, as_atomics, check_call, units_per_task};
+use crate::driver::{
+    Parallel, TOKENS_PER_TASK, as_atomics, check_call, task_ranges, units_per_task,
+};
 use crate::input::{QuantizedInput, TILE_TOKENS};
 use crate::matrix::QMatrix;
 use crate::{KernelError, checked_len};
@@ -183,9 +185,7 @@ pub(crate) fn matmul_packed_on(
     let tok_tasks = x.m.div_ceil(TOKENS_PER_TASK);
     let out = as_atomics(y);
     let task = |id: usize| {
-        let (rt, tt) = (id / tok_tasks, id % tok_tasks);
-        let gs = rt * per_task..((rt + 1) * per_task).min(groups);
-        let toks = tt * TOKENS_PER_TASK..((tt + 1) * TOKENS_PER_TASK).min(x.m);
+        let (gs, toks) = task_ranges(id, tok_tasks, per_task, groups, x.m);
         for g in gs {
             for tok0 in toks.clone().step_by(TILE_TOKENS) {
                 let nt = TILE_TOKENS.min(toks.end - tok0);

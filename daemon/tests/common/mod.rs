@@ -116,3 +116,23 @@ pub fn greedy(engine: &moed::engine::Engine, prompt: &[u32], n: usize) -> Vec<u3
     }
     out
 }
+
+/// The file bytes of the largest routed expert of the engine's package, and the package's top-k:
+/// a budget of `largest * top_k` holds one token's experts of a layer and must evict.
+pub fn largest_expert_and_top_k(engine: &moed::engine::Engine) -> (u64, u64) {
+    let m = engine.package().manifest();
+    let largest = m
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            moed::package::LayerSpec::Moe { experts, .. } => experts
+                .iter()
+                .map(|e| engine.package().graph_bytes(e))
+                .max(),
+            _ => None,
+        })
+        .max()
+        .expect("an MoE layer");
+    let top_k = m.routing.as_ref().expect("routing").top_k as u64;
+    (largest, top_k)
+}

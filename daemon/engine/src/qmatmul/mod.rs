@@ -8,8 +8,8 @@ mod onnx_edit;
 mod op;
 
 pub(crate) use attention_op::{Segment, SegmentCache, with_segments};
+pub use op::packed_bytes;
 pub(crate) use op::{on_this_thread, take_unreleased};
-pub use op::{packed_bytes, packs};
 
 use std::fmt;
 use std::path::Path;

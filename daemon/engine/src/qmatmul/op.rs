@@ -45,8 +45,7 @@ struct Packed {
 
 /// Calls of the kernel since the process started (what shows that it, not ONNX Runtime's, ran).
 pub(crate) static CALLS: AtomicU64 = AtomicU64::new(0);
-/// Weights repacked since the process started, and the bytes of those still held.
-static PACKS: AtomicU64 = AtomicU64::new(0);
+/// Bytes of the repacked weights still held.
 static PACKED_BYTES: AtomicU64 = AtomicU64::new(0);
 
 impl Drop for Packed {
@@ -57,11 +56,6 @@ impl Drop for Packed {
 
 /// Bytes of ONNX Runtime's buffers repacked since the engine last dropped dead mapped pages.
 static UNRELEASED: AtomicU64 = AtomicU64::new(0);
-
-/// How many weights have been repacked in this process.
-pub fn packs() -> u64 {
-    PACKS.load(Relaxed)
-}
 
 /// Whether at least `bytes` of mapped weights were repacked (and so are dead) since it last said
 /// yes; saying yes starts the count again.
@@ -301,7 +295,6 @@ fn pack(
             return None;
         }
     };
-    PACKS.fetch_add(1, Relaxed);
     PACKED_BYTES.fetch_add(matrix.bytes() as u64, Relaxed);
     // The codes are nearly all of a weight's bytes; the count only paces the releases.
     UNRELEASED.fetch_add(source.1 as u64, Relaxed);
